@@ -1,0 +1,75 @@
+"""Shared fixtures: an offline-trained tokenizer and tiny random-init Llama/Qwen2 models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from leafpipe.tokenizer import train_tokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SAMPLES = [
+    (
+        "Tom has 3 apples. Mia owns 9 red cars. Tom buys 4 more apples. How many apples does Tom have now?",
+        "Step 1: Tom starts with 3 apples.\nStep 2: He buys 4 more, so 3 + 4 = 7.\nThe answer is 7.",
+    ),
+    (
+        "A box holds 12 pens. Sam gives away 5 pens. The sky was blue on day 8. How many pens are left?",
+        "Step 1: The box starts with 12 pens.\nStep 2: Sam gives away 5, so 12 - 5 = 7.\nThe answer is 7.",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def samples() -> list[tuple[str, str]]:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    texts = [t for pair in SAMPLES for t in pair] * 20
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def _small(config_cls, tokenizer, seed: int, **overrides):
+    torch.manual_seed(seed)
+    kwargs = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    kwargs.update(overrides)
+    return config_cls(**kwargs)
+
+
+@pytest.fixture
+def tiny_llama(tokenizer):
+    """A factory: tiny_llama(seed) -> a random-init LlamaForCausalLM in eval mode."""
+
+    def make(seed: int = 0, **overrides) -> LlamaForCausalLM:
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(_small(LlamaConfig, tokenizer, seed, **overrides)).eval()
+
+    return make
+
+
+@pytest.fixture
+def tiny_qwen2(tokenizer):
+    def make(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(_small(Qwen2Config, tokenizer, seed, **overrides)).eval()
+
+    return make
