@@ -29,6 +29,10 @@ def atomic_path(target: str | os.PathLike[str], *, directory: bool = False) -> I
     )
     try:
         yield tmp
+        # mkstemp/mkdtemp create owner-only entries; give the result the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

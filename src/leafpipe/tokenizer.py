@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, TokenizersBackend
 
 from leafpipe.atomic_io import atomic_path
 
@@ -52,3 +52,25 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
     with atomic_path(out_dir, directory=True) as tmp:
         tokenizer.save_pretrained(tmp)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """AutoTokenizer, unless its class rewrote the folder's own tokenizer.json pipeline.
+
+    transformers 5 forces a model-specific class from `model_type` (Qwen2Tokenizer for qwen2),
+    which may replace the saved pre-tokenizer or add tokens; then teacher and student could
+    tokenise the same text differently. The saved tokenizer.json is the truth.
+    """
+    tok = AutoTokenizer.from_pretrained(str(path))
+    saved_file = Path(path) / "tokenizer.json"
+    if not saved_file.is_file():
+        return tok
+    saved = Tokenizer.from_file(str(saved_file))
+    backend = tok.backend_tokenizer
+    if (
+        saved.get_vocab_size(with_added_tokens=True) != len(tok)
+        or repr(saved.pre_tokenizer) != repr(backend.pre_tokenizer)
+        or repr(saved.normalizer) != repr(backend.normalizer)
+    ):
+        tok = TokenizersBackend.from_pretrained(str(path))
+    return tok

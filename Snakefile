@@ -1,0 +1,35 @@
+# LeaF (Learning to Focus): causal attention distillation via gradient-guided token pruning.
+# Science settings live in config/ (validated against leafpipe's schema before any job runs);
+# execution settings (cores, GPUs, cluster) live in profiles/.
+from snakemake.utils import min_version
+
+from leafpipe.config import go_offline_unless_hub_needed, validate_config
+
+min_version("9.0")
+
+
+# A --configfile replaces the default instead of being merged into it, so a config never
+# inherits the confounder world's benchmarks or sizes by accident.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+_validated = validate_config(config, "config")
+config.clear()
+config.update(_validated)
+go_offline_unless_hub_needed(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/world.smk"
+include: "workflow/rules/detection.smk"
+include: "workflow/rules/distillation.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.report.output,
+    default_target: True

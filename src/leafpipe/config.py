@@ -1,0 +1,67 @@
+"""Configuration: one JSON schema, used by the Snakefile and the command line alike."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA = Path(__file__).parent / "schema" / "config.schema.yaml"
+# owner/name, as on the Hugging Face hub; anything else must be a local path that exists.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate against the schema, fill defaults, and check that named files exist."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = copy.deepcopy(config)
+    try:
+        validate(config, str(SCHEMA), set_default=True)
+    except WorkflowError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    check_paths(config, source)
+    return config
+
+
+def check_paths(config: dict[str, Any], source: str = "config") -> None:
+    """A missing corpus, benchmark or local model is an error before any job runs."""
+    for role, model in config["models"].items():
+        path = model.get("path")
+        if path and not Path(path).exists() and not _HUB_ID.match(path):
+            raise ConfigError(f"{source}: models.{role}.path: no such folder {path!r} (and not a hub id)")
+    corpus = config["corpus"].get("path")
+    if corpus and not Path(corpus).is_file():
+        raise ConfigError(f"{source}: corpus.path: no such file {corpus!r}")
+    for name, bench in config["evaluation"]["benchmarks"].items():
+        if "path" in bench and not Path(bench["path"]).is_file():
+            raise ConfigError(f"{source}: evaluation.benchmarks.{name}.path: no such file {bench['path']!r}")
+
+
+def go_offline_unless_hub_needed(config: dict[str, Any]) -> None:
+    """Set the Hugging Face offline switches unless a model is named by hub id.
+
+    Offline, a stray hub lookup fails at once instead of after ~50 s of network time-outs;
+    a user who names a hub model keeps network access.
+    """
+    hub = any(
+        m.get("path") and not Path(m["path"]).exists() for m in config["models"].values()
+    )
+    if not hub:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    return validate_config(raw, str(path))

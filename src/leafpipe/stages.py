@@ -1,0 +1,220 @@
+"""One function per pipeline stage: files in, files out.
+
+The Snakemake scripts and the `leafpipe` command line both call these, so a rule and its
+hand-run equivalent can never drift apart. Every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from leafpipe.atomic_io import read_jsonl, write_json, write_jsonl, write_parquet
+
+log = logging.getLogger("leafpipe")
+
+MODEL_LABELS = {
+    "teacher": "Teacher",
+    "student": "Student (pre-KD)",
+    "kd": "KD w/o mask",
+    "leaf_instr": "LeaF (instr)",
+    "leaf_instr_resp": "LeaF (instr+resp)",
+}
+# The counterfactual level each distillation variant trains on (None: original samples only).
+VARIANT_LEVEL = {"kd": None, "leaf_instr": "instr", "leaf_instr_resp": "instr_resp"}
+
+
+def _pick(cls: type, values: dict[str, Any]) -> Any:
+    """Build a spec dataclass from the config keys it knows."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def load_model(path: str | Path) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer from a folder or hub id; remote code is never trusted here."""
+    from transformers import AutoModelForCausalLM
+
+    from leafpipe.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return model, tokenizer
+
+
+def world(config: dict[str, Any], out_dir: str | Path) -> None:
+    from leafpipe.world import WorldConfig, make_world
+
+    splits = make_world(_pick(WorldConfig, config["world"]))
+    for name, rows in splits.items():
+        n = write_jsonl(rows, Path(out_dir) / f"{name}.jsonl")
+        log.info("world split %s: %d rows", name, n)
+
+
+def tokenizer(config: dict[str, Any], corpora: Sequence[str | Path], out_dir: str | Path) -> None:
+    from leafpipe.tokenizer import save_tokenizer, train_tokenizer
+
+    texts = [r[f] for path in corpora for r in read_jsonl(path) for f in ("instruction", "response")]
+    tok = train_tokenizer(texts, config["tokenizer"]["vocab_size"])
+    save_tokenizer(tok, out_dir)
+    log.info("tokenizer: %d tokens from %d texts", len(tok), len(texts))
+
+
+def pretrain(
+    config: dict[str, Any], role: str, tokenizer_dir: str | Path, train_path: str | Path,
+    out_dir: str | Path, threads: int | None = None,
+) -> None:
+    from leafpipe.pretrain import ModelSpec, TrainSpec, build_model, save_model, train_lm
+    from leafpipe.tokenizer import load_tokenizer
+
+    _threads(threads)
+    spec = config["models"][role]
+    tok = load_tokenizer(tokenizer_dir)
+    model = build_model(_pick(ModelSpec, spec), tok, seed=config["seed"])
+    log.info("pre-training %s: %.2fM parameters", role, model.num_parameters() / 1e6)
+    train = _pick(TrainSpec, {**spec["train"], "seed": config["seed"]})
+    train_lm(model, tok, read_jsonl(train_path), train)
+    save_model(model, tok, out_dir)
+
+
+def score(
+    config: dict[str, Any], model_dir: str | Path, corpus_path: str | Path, out_path: str | Path,
+    threads: int | None = None,
+) -> None:
+    from leafpipe.scoring import score_samples
+
+    _threads(threads)
+    model, tok = load_model(model_dir)
+    frame = score_samples(model, tok, read_jsonl(corpus_path), batch_size=config["scoring"]["batch_size"])
+    write_parquet(frame, out_path)
+    log.info("scored %d samples, mean response loss %.4f", len(frame), frame["loss"].mean())
+
+
+def detect(
+    config: dict[str, Any], teacher_scores: str | Path, student_scores: str | Path,
+    corpus_path: str | Path, out_tokens: str | Path, out_metrics: str | Path,
+) -> None:
+    from leafpipe.detection import DetectSpec, detect as detect_tokens, detection_metrics
+
+    spec = _pick(DetectSpec, config["detection"])
+    tokens = detect_tokens(
+        pd.read_parquet(teacher_scores), pd.read_parquet(student_scores), read_jsonl(corpus_path), spec
+    )
+    metrics = detection_metrics(tokens, spec)
+    write_parquet(tokens, out_tokens)
+    write_json(metrics, out_metrics)
+    log.info("detection: precision %.3f recall %.3f (base rate %.3f)",
+             metrics["precision"], metrics["recall"], metrics["base_rate"])
+
+
+def counterfactuals(
+    config: dict[str, Any], corpus_path: str | Path, tokens_path: str | Path, level: str,
+    out_path: str | Path,
+) -> None:
+    from leafpipe.counterfactuals import build_counterfactuals
+
+    rows = build_counterfactuals(read_jsonl(corpus_path), pd.read_parquet(tokens_path), level)
+    write_jsonl(rows, out_path)
+    n_cf = sum(r["kind"] == "counterfactual" for r in rows)
+    log.info("counterfactuals (%s): %d originals, %d counterfactuals", level, len(rows) - n_cf, n_cf)
+
+
+def distill(
+    config: dict[str, Any], variant: str, teacher_dir: str | Path, student_dir: str | Path,
+    data_path: str | Path, out_dir: str | Path, threads: int | None = None,
+) -> None:
+    """Distil with the hybrid loss; `data_path` is the corpus for `kd`, counterfactuals otherwise."""
+    from leafpipe.counterfactuals import counterfactual_rows
+    from leafpipe.distill import DistillSpec, distill as run_distill, load_groups
+    from leafpipe.pretrain import save_model
+
+    _threads(threads)
+    rows = read_jsonl(data_path)
+    if VARIANT_LEVEL[variant] is None:
+        rows = [r for row in rows for r in counterfactual_rows(row, [], ())]
+    teacher, _ = load_model(teacher_dir)
+    student, tok = load_model(student_dir)
+    spec = _pick(DistillSpec, {**config["distill"], "seed": config["seed"]})
+    student = run_distill(teacher, student, tok, load_groups(rows), spec)
+    save_model(student, tok, out_dir)
+
+
+def generate(
+    config: dict[str, Any], benchmark: str, model_dir: str | Path, bench_path: str | Path,
+    out_path: str | Path, threads: int | None = None,
+) -> None:
+    from leafpipe.generation import generate as run_generate
+
+    _threads(threads)
+    evaluation = config["evaluation"]
+    max_new = evaluation["benchmarks"][benchmark].get("max_new_tokens", evaluation["max_new_tokens"])
+    model, tok = load_model(model_dir)
+    rows = read_jsonl(bench_path)
+    out = run_generate(model, tok, rows, max_new_tokens=max_new, batch_size=evaluation["batch_size"])
+    write_jsonl(out, out_path)
+
+
+def grade(
+    config: dict[str, Any], model: str, benchmark: str, generations_path: str | Path,
+    out_path: str | Path,
+) -> None:
+    from leafpipe.grading import grade as run_grade
+
+    _, summary = run_grade(read_jsonl(generations_path))
+    evaluation = config["evaluation"]
+    summary.update(
+        model=model, benchmark=benchmark, batch_size=evaluation["batch_size"],
+        max_new_tokens=evaluation["benchmarks"][benchmark].get("max_new_tokens", evaluation["max_new_tokens"]),
+        decoding="greedy",
+    )
+    write_json(summary, out_path)
+    log.info("%s on %s: %d/%d correct", model, benchmark, summary["correct"], summary["n"])
+
+
+def _setting_notes(config: dict[str, Any]) -> str:
+    """What the numbers are about; the verdict itself comes from the comparison table."""
+    if config["corpus"]["path"]:
+        return f"Distillation corpus: `{config['corpus']['path']}`."
+    w = config["world"]
+    return (
+        "Setting: the embedded confounder world. The student was pre-trained on problems where a "
+        f"planted distractor gives the answer away with probability {w['student_shortcut_p']}; "
+        "the teacher, the distillation corpus and the test split carry distractors that do not "
+        "predict the answer, and the distractor-free test holds the same problems with the "
+        "distractors removed. A student that copies distractor numbers fails the first test but "
+        f"not the second. Distillation: {config['distill']['epochs']} epoch(s), "
+        f"λ = {config['distill']['lam']}, τ = {config['distill']['temperature']}; detection: "
+        f"{config['detection']['percentile']}th percentile, cap {config['detection']['cap']}."
+    )
+
+
+def report(config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path) -> None:
+    """Build the summary table, the comparison with KD w/o mask, detection quality and a plot."""
+    import json
+
+    from leafpipe.report import build_report
+
+    loaded = [json.loads(Path(p).read_text(encoding="utf-8")) for p in scores]
+    benchmarks = config["evaluation"]["benchmarks"]
+    order = ["teacher", "student", *config["distill"]["variants"]]
+    build_report(
+        loaded,
+        json.loads(Path(metrics_path).read_text(encoding="utf-8")),
+        out_dir,
+        model_order=order,
+        model_labels=MODEL_LABELS,
+        benchmark_labels={name: b.get("label", name) for name, b in benchmarks.items()},
+        notes=_setting_notes(config),
+        candidates=[v for v in config["distill"]["variants"] if v != "kd"],
+    )
+    log.info("report written to %s", out_dir)

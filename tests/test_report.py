@@ -1,0 +1,119 @@
+import math
+
+import pandas as pd
+import pytest
+
+from leafpipe.grading import wilson_interval
+from leafpipe.report import build_report, compare_to_baseline
+
+MODELS = ["teacher", "student", "kd", "leaf_instr", "leaf_instr_resp"]
+LABELS = {
+    "teacher": "Teacher",
+    "student": "Student (pre-KD)",
+    "kd": "KD w/o mask",
+    "leaf_instr": "LeaF (instr)",
+    "leaf_instr_resp": "LeaF (instr+resp)",
+}
+BENCHMARKS = {"test": "World test", "test_clean": "World test (clean)"}
+CORRECT = {  # out of 200; leaf_instr_resp has no test_clean score
+    ("teacher", "test"): 180, ("teacher", "test_clean"): 190,
+    ("student", "test"): 60, ("student", "test_clean"): 100,
+    ("kd", "test"): 100, ("kd", "test_clean"): 120,
+    ("leaf_instr", "test"): 104, ("leaf_instr", "test_clean"): 160,
+    ("leaf_instr_resp", "test"): 0,
+}
+DETECTION = {
+    "precision": 0.4, "recall": 0.75, "f1": 0.5217, "n_samples": 50, "n_tokens": 2000,
+    "n_confounders": 150, "n_planted": 80, "settings": {"percentile": 10, "threshold_cap": 0.5},
+}
+
+
+def _score(model, bench, correct, n=200):
+    low, high = wilson_interval(correct, n)
+    return {"model": model, "benchmark": bench, "n": n, "correct": correct,
+            "accuracy": correct / n, "ci_low": low, "ci_high": high, "extracted": n}
+
+
+@pytest.fixture
+def scores():
+    return [_score(m, b, c) for (m, b), c in CORRECT.items()]
+
+
+@pytest.fixture
+def report(tmp_path, scores):
+    build_report(scores, DETECTION, tmp_path / "report", model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, notes="Interpretation goes here.")
+    return tmp_path / "report"
+
+
+def test_files_written_atomically(report):
+    assert sorted(p.name for p in report.iterdir()) == ["accuracy.png", "summary.csv", "summary.md"]
+
+
+def test_csv_rows_in_order_with_avg_and_missing_as_nan(report):
+    frame = pd.read_csv(report / "summary.csv")
+    assert list(frame["model"]) == MODELS
+    assert list(frame["label"]) == [LABELS[m] for m in MODELS]
+    assert list(frame.columns) == ["model", "label", "test", "test_clean", "Avg"]
+    teacher = frame.set_index("model").loc["teacher"]
+    assert teacher["test"] == pytest.approx(90.0) and teacher["Avg"] == pytest.approx(92.5)
+    resp = frame.set_index("model").loc["leaf_instr_resp"]
+    assert resp["test"] == 0.0, "a real zero stays a zero"
+    assert math.isnan(resp["test_clean"]) and math.isnan(resp["Avg"])
+
+
+def _table_rows(md: str) -> dict[str, list[str]]:
+    section = md.split("## Accuracy (%)")[1].split("##")[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+def test_markdown_table(report):
+    md = (report / "summary.md").read_text()
+    table = _table_rows(md)
+    assert list(table)[1:] == [LABELS[m] for m in MODELS]
+    assert table["Model"] == ["World test (n=200)", "World test (clean) (n=200)", "Avg"]
+    half = 100 * (lambda lo, hi: (hi - lo) / 2)(*wilson_interval(180, 200))
+    assert table["Teacher"][0] == f"90.0 ± {half:.1f}"
+    assert table["Teacher"][2].startswith("92.5 ± ")
+    assert table["LeaF (instr+resp)"][0].startswith("0.0 ± ")
+    assert table["LeaF (instr+resp)"][1:] == ["—", "—"]
+    assert "not a zero" in md.split("## Does LeaF help")[0], "the missing cell has a footnote"
+    assert md.rstrip().endswith("Interpretation goes here.")
+
+
+def test_detection_section(report):
+    md = (report / "summary.md").read_text()
+    section = md.split("## Confounder detection")[1]
+    assert "| 40.0% | 75.0% | 52.2% |" in section
+    assert "50 samples, 2000 scored tokens, 150 flagged" in section
+    assert "4.0%" in section  # random-flagging precision: 80 planted of 2000 tokens
+    assert "`percentile`: 10" in section
+
+
+def test_comparison_with_baseline(scores, report):
+    rows = {(r["candidate"], r["benchmark"]): r for r in compare_to_baseline(scores)}
+    small = rows[("leaf_instr", "test")]
+    assert small["diff_points"] == pytest.approx(2.0) and small["ci_overlap"] is True
+    assert small["verdict"] == "+2.0 points, within noise (95% CIs overlap)"
+    big = rows[("leaf_instr", "test_clean")]
+    assert big["ci_overlap"] is False and big["verdict"].startswith("+20.0 points, better")
+    worse = rows[("leaf_instr_resp", "test")]
+    assert worse["verdict"].startswith("-50.0 points, worse")
+    assert rows[("leaf_instr_resp", "test_clean")]["diff_points"] is None
+    md = (report / "summary.md").read_text()
+    assert "| World test | +2.0 points, within noise (95% CIs overlap) |" in md
+
+
+def test_png_is_valid(report):
+    data = (report / "accuracy.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_unknown_or_duplicate_scores_are_errors(tmp_path, scores):
+    kwargs = dict(model_order=MODELS, model_labels=LABELS, benchmark_labels=BENCHMARKS)
+    with pytest.raises(ValueError, match="two scores"):
+        build_report(scores + scores[:1], {}, tmp_path, **kwargs)
+    with pytest.raises(ValueError, match="outside"):
+        build_report(scores + [_score("mystery", "test", 1)], {}, tmp_path, **kwargs)
+    assert not (tmp_path / "summary.md").exists()

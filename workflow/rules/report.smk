@@ -1,0 +1,19 @@
+# The report: the paper-layout accuracy table, detection quality against planted labels, a plot.
+
+
+rule report:
+    input:
+        scores=expand("{R}/eval/{model}/{benchmark}.scores.json", R=R, model=MODELS, benchmark=BENCHMARKS),
+        metrics_path=f"{R}/detection/metrics.json",
+    output:
+        summary=f"{R}/report/summary.md",
+        table=f"{R}/report/summary.csv",
+        plot=f"{R}/report/accuracy.png",
+    params:
+        out_dir=lambda wc, output: os.path.dirname(output.summary),
+    log:
+        f"{R}/logs/report.log",
+    conda:
+        ENV
+    script:
+        STAGE

@@ -1,0 +1,48 @@
+# The confounder world: data with planted distractors, a tokenizer, and teacher/student models.
+
+
+rule world:
+    output:
+        splits=expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS),
+    params:
+        out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
+    log:
+        f"{R}/logs/world.log",
+    conda:
+        ENV
+    script:
+        STAGE
+
+
+rule tokenizer:
+    input:
+        corpora=expand("{R}/world/{split}.jsonl", R=R, split=["teacher_train", "student_train", "distill_train"]),
+    output:
+        out_dir=directory(f"{R}/tokenizer"),
+    log:
+        f"{R}/logs/tokenizer.log",
+    conda:
+        ENV
+    script:
+        STAGE
+
+
+rule pretrain:
+    input:
+        tokenizer_dir=f"{R}/tokenizer",
+        train_path=f"{R}/world/{{role}}_train.jsonl",
+    output:
+        out_dir=directory(f"{R}/models/{{role}}"),
+    log:
+        f"{R}/logs/pretrain/{{role}}.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain/{{role}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    conda:
+        ENV
+    script:
+        STAGE
