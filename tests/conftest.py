@@ -37,7 +37,6 @@ def tokenizer():
 
 
 def _small(config_cls, tokenizer, seed: int, **overrides):
-    torch.manual_seed(seed)
     kwargs = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -55,21 +54,21 @@ def _small(config_cls, tokenizer, seed: int, **overrides):
     return config_cls(**kwargs)
 
 
-@pytest.fixture
-def tiny_llama(tokenizer):
-    """A factory: tiny_llama(seed) -> a random-init LlamaForCausalLM in eval mode."""
+def _factory(config_cls, model_cls, tokenizer):
+    """A factory: make(seed, **overrides) -> a random-init model in eval mode."""
 
-    def make(seed: int = 0, **overrides) -> LlamaForCausalLM:
+    def make(seed: int = 0, **overrides):
         torch.manual_seed(seed)
-        return LlamaForCausalLM(_small(LlamaConfig, tokenizer, seed, **overrides)).eval()
+        return model_cls(_small(config_cls, tokenizer, seed, **overrides)).eval()
 
     return make
+
+
+@pytest.fixture
+def tiny_llama(tokenizer):
+    return _factory(LlamaConfig, LlamaForCausalLM, tokenizer)
 
 
 @pytest.fixture
 def tiny_qwen2(tokenizer):
-    def make(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
-        torch.manual_seed(seed)
-        return Qwen2ForCausalLM(_small(Qwen2Config, tokenizer, seed, **overrides)).eval()
-
-    return make
+    return _factory(Qwen2Config, Qwen2ForCausalLM, tokenizer)
