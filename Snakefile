@@ -32,4 +32,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         rules.report.output,
+        every_product(),
     default_target: True

@@ -95,6 +95,9 @@ def test_detect_against_planted_labels():
     metrics = detection_metrics(tokens, DetectSpec(percentile=20))
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0
     assert metrics["base_rate"] == 0.2
+    planted, other = metrics["mean_scores"]["planted"], metrics["mean_scores"]["other"]
+    assert planted["student"] == 1.0 and planted["teacher"] == 0.0 and planted["diff"] == 0.0
+    assert other["diff"] == 1.0
 
 
 def test_different_tokenisations_are_a_clear_error():

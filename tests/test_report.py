@@ -25,6 +25,10 @@ CORRECT = {  # out of 200; leaf_instr_resp has no test_clean score
 DETECTION = {
     "precision": 0.4, "recall": 0.75, "f1": 0.5217, "n_samples": 50, "n_tokens": 2000,
     "n_confounders": 150, "n_planted": 80, "settings": {"percentile": 10, "threshold_cap": 0.5},
+    "mean_scores": {
+        "planted": {"teacher": 0.1, "student": 0.6, "diff": 0.25},
+        "other": {"teacher": 0.3, "student": 0.2, "diff": 0.55},
+    },
 }
 
 
@@ -89,6 +93,8 @@ def test_detection_section(report):
     assert "50 samples, 2000 scored tokens, 150 flagged" in section
     assert "4.0%" in section  # random-flagging precision: 80 planted of 2000 tokens
     assert "`percentile`: 10" in section
+    assert "| planted | 0.100 | 0.600 | 0.250 |" in section
+    assert "| other | 0.300 | 0.200 | 0.550 |" in section
 
 
 def test_comparison_with_baseline(scores, report):

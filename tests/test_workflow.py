@@ -17,8 +17,8 @@ MICRO = REPO / "tests" / "micro" / "config.yaml"
 BIN = Path(sys.executable).parent
 
 
-def snakemake(results: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile", str(MICRO),
+def snakemake(results: Path, *args: str, configfile: Path = MICRO) -> subprocess.CompletedProcess[str]:
+    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile", str(configfile),
            "--config", f"results={results}", *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
@@ -60,16 +60,43 @@ def test_rerun_after_success_does_nothing(run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_deleting_one_output_reruns_only_its_dependents(run):
-    # Snakemake rebuilds a deleted intermediate when it is asked for (README: "Rerun one step").
-    deleted = run / "eval" / "kd" / "world_test.scores.json"
-    deleted.unlink()
-    proc = snakemake(run, "-n", "--quiet", "rules", "--", str(deleted), "all")
+def _plan_without(run: Path, relative: str) -> dict[str, int]:
+    """Jobs planned after deleting one output; the file is put back so other tests see a full run."""
+    path = run / relative
+    content, stat = path.read_bytes(), path.stat()
+    path.unlink()
+    try:
+        proc = snakemake(run, "-n", "--quiet", "rules")
+    finally:
+        path.write_bytes(content)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     out = proc.stdout + proc.stderr
-    jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs.get("grade") == 1 and jobs.get("report") == 1
-    assert "generate" not in jobs and "distill" not in jobs
+
+
+def test_deleting_one_output_reruns_only_its_dependents(run):
+    jobs = _plan_without(run, "eval/kd/world_test.scores.json")
+    assert jobs == {"grade": 1, "report": 1, "all": 1, "total": 3}
+
+
+def test_deleting_an_intermediate_rebuilds_it_and_its_dependents(run):
+    jobs = _plan_without(run, "detection/metrics.json")
+    assert jobs["detect"] == 1 and jobs["counterfactuals"] == 2 and jobs["report"] == 1
+    assert jobs["distill"] == 2, "kd reads no counterfactuals, so it is not rerun"
+    assert "score" not in jobs and "pretrain" not in jobs
+
+
+def test_changing_a_setting_reruns_the_rules_it_reaches(run, tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["detection"] = {"percentile": 20}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = snakemake(run, "-n", "--quiet", "rules", configfile=configfile)
+    out = proc.stdout + proc.stderr
+    jobs = {line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert {"detect", "counterfactuals", "report"} <= jobs
+    assert not jobs & {"world", "tokenizer", "pretrain", "score"}
 
 
 def test_cli_reproduces_a_rule_output(run, tmp_path):

@@ -135,23 +135,38 @@ def detection_metrics(tokens: pd.DataFrame, spec: DetectSpec) -> dict[str, Any]:
 
     Whitespace-only tokens are left out: they are never confounders by rule, so counting them
     as planted would charge recall for tokens no setting could find. `base_rate` is the
-    precision a random choice of tokens would get.
+    precision a random choice of tokens would get. `mean_scores` (normalised teacher, student
+    and difference scores, averaged over planted and over other tokens) says why detection
+    works or fails: it needs planted tokens to have a clearly lower difference.
     """
     conf = planted = hit = total = 0
+    sums = {group: {"teacher": 0.0, "student": 0.0, "diff": 0.0, "n": 0} for group in ("planted", "other")}
     for r in tokens.itertuples(index=False):
-        for f, text, c, p in zip(r.field, r.text, r.is_confounder, r.is_planted):
+        rows = zip(r.field, r.text, r.is_confounder, r.is_planted, r.teacher_norm, r.student_norm, r.diff)
+        for f, text, c, p, t_norm, s_norm, diff in rows:
             if f != INSTRUCTION or not text.strip():
                 continue
             total += 1
             conf += bool(c)
             planted += bool(p)
             hit += bool(c and p)
+            if np.isfinite(diff):
+                group = sums["planted" if p else "other"]
+                group["teacher"] += t_norm
+                group["student"] += s_norm
+                group["diff"] += diff
+                group["n"] += 1
     precision = hit / conf if conf else 0.0
     recall = hit / planted if planted else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    mean_scores = {
+        group: {k: v / g["n"] for k, v in g.items() if k != "n"} if g["n"] else None
+        for group, g in sums.items()
+    }
     return {
         "precision": precision, "recall": recall, "f1": f1,
         "base_rate": planted / total if total else 0.0,
         "n_samples": len(tokens), "n_tokens": total, "n_confounders": conf, "n_planted": planted,
+        "mean_scores": mean_scores,
         "settings": asdict(spec),
     }

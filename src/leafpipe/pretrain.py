@@ -34,13 +34,13 @@ ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Shape of a from-scratch model; the defaults are the tuned teacher (see `STUDENT`)."""
+    """Shape of a from-scratch model; the defaults are the default config's teacher."""
 
     arch: str = "llama"
     hidden_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
-    num_kv_heads: int = 4
+    num_kv_heads: int = 2
     intermediate_size: int = 384
     max_position_embeddings: int = 256
 
@@ -56,9 +56,6 @@ class TrainSpec:
     weight_decay: float = 0.01
     seed: int = 0
 
-
-STUDENT = ModelSpec(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=192)
-STUDENT_TRAIN = TrainSpec(epochs=2)
 
 Log = Callable[[str], None] | logging.Logger
 

@@ -210,6 +210,20 @@ def _detection_section(detection: Mapping[str, Any]) -> list[str]:
             "Flagging tokens at random would give a precision of about "
             f"{_percent(n_planted / n_tokens)} (the planted share of tokens)."
         )
+    means = detection.get("mean_scores") or {}
+    if all(means.get(group) for group in ("planted", "other")):
+        lines += [
+            "",
+            "Mean normalised gradient scores of instruction tokens (detection flags the lowest "
+            "teacher − student differences, so it can only find planted tokens if their "
+            "difference is clearly lower):",
+            "",
+            "| tokens | teacher | student | difference |",
+            "|---|---|---|---|",
+        ] + [
+            f"| {group} | " + " | ".join(f"{means[group][k]:.3f}" for k in ("teacher", "student", "diff")) + " |"
+            for group in ("planted", "other")
+        ]
     settings = detection.get("settings") or {}
     if settings:
         lines += ["", "Settings:", ""] + [f"- `{k}`: {v}" for k, v in settings.items()]

@@ -8,6 +8,7 @@ rule score:
     output:
         out_path=f"{R}/scores/{{model}}.parquet",
     params:
+        settings=tracked(config["scoring"]),
         model_dir=lambda wc, input: input.model or model_location(wc.model),
     log:
         f"{R}/logs/score/{{model}}.log",
@@ -32,6 +33,8 @@ rule detect:
     output:
         out_tokens=f"{R}/detection/tokens.parquet",
         out_metrics=f"{R}/detection/metrics.json",
+    params:
+        settings=tracked(config["detection"]),
     log:
         f"{R}/logs/detect.log",
     conda:

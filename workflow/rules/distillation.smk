@@ -9,6 +9,7 @@ rule distill:
     output:
         out_dir=directory(f"{R}/models/{{variant}}"),
     params:
+        settings=tracked({**config["distill"], "seed": config["seed"]}),
         teacher_dir=lambda wc, input: input.teacher or model_location("teacher"),
         student_dir=lambda wc, input: input.student or model_location("student"),
     log:

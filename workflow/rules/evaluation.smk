@@ -8,6 +8,7 @@ rule generate:
     output:
         out_path=f"{R}/eval/{{model}}/{{benchmark}}.generations.jsonl",
     params:
+        settings=evaluation_settings,
         model_dir=lambda wc, input: input.model or model_location(wc.model),
     log:
         f"{R}/logs/generate/{{model}}/{{benchmark}}.log",
@@ -29,6 +30,8 @@ rule grade:
         generations_path=f"{R}/eval/{{model}}/{{benchmark}}.generations.jsonl",
     output:
         out_path=f"{R}/eval/{{model}}/{{benchmark}}.scores.json",
+    params:
+        settings=evaluation_settings,
     log:
         f"{R}/logs/grade/{{model}}/{{benchmark}}.log",
     conda:

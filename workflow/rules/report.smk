@@ -10,6 +10,7 @@ rule report:
         table=f"{R}/report/summary.csv",
         plot=f"{R}/report/accuracy.png",
     params:
+        settings=tracked(config),
         out_dir=lambda wc, output: os.path.dirname(output.summary),
     log:
         f"{R}/logs/report.log",

@@ -5,6 +5,7 @@ rule world:
     output:
         splits=expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS),
     params:
+        settings=tracked(config["world"]),
         out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
     log:
         f"{R}/logs/world.log",
@@ -19,6 +20,8 @@ rule tokenizer:
         corpora=expand("{R}/world/{split}.jsonl", R=R, split=["teacher_train", "student_train", "distill_train"]),
     output:
         out_dir=directory(f"{R}/tokenizer"),
+    params:
+        settings=tracked(config["tokenizer"]),
     log:
         f"{R}/logs/tokenizer.log",
     conda:
@@ -33,6 +36,8 @@ rule pretrain:
         train_path=f"{R}/world/{{role}}_train.jsonl",
     output:
         out_dir=directory(f"{R}/models/{{role}}"),
+    params:
+        settings=lambda wc: tracked({**config["models"][wc.role], "seed": config["seed"]}),
     log:
         f"{R}/logs/pretrain/{{role}}.log",
     benchmark:
