@@ -2,8 +2,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from leafpipe.detection import DetectSpec, detect, detect_sample, detection_metrics, merge_spans, minmax
+from leafpipe.detection import (
+    DetectSpec, detect, detect_sample, detection_metrics, limit_span_lengths, merge_spans, minmax, threshold_flags,
+)
+from leafpipe.scoring import ScoreSpec, score_samples
 
 
 def _instr(n):
@@ -71,18 +75,23 @@ def test_spans_merge_across_whitespace_but_not_fields():
     ends = [1, 5, 6, 7, 9, 1, 2]
     spans = merge_spans(flags, fields, steps, starts, ends, texts)
     assert spans == [
-        {"field": "instruction", "step": -1, "start": 1, "end": 7},
-        {"field": "response", "step": 0, "start": 0, "end": 2},
+        {"field": "instruction", "step": -1, "start": 1, "end": 7, "tokens": [1, 3]},
+        {"field": "response", "step": 0, "start": 0, "end": 2, "tokens": [5, 6]},
     ]
 
 
-def _frame(ids, norms):
-    n = len(norms[0])
-    return pd.DataFrame({
-        "id": ids, "field": [["instruction"] * n] * len(ids), "step": [[-1] * n] * len(ids),
-        "char_start": [list(range(n))] * len(ids), "char_end": [list(range(1, n + 1))] * len(ids),
-        "text": [list("abcdefghij"[:n])] * len(ids), "grad_norm": norms, "loss": [0.0] * len(ids),
-    })
+def _frame(ids, norms, starts=None):
+    """Token scores in the scorer's long schema: one row per token of each sample."""
+    records = []
+    for sample_id, values in zip(ids, norms):
+        cuts = starts or list(range(len(values)))
+        ends = cuts[1:] + [cuts[-1] + 1]
+        for pos, (value, a, b) in enumerate(zip(values, cuts, ends)):
+            records.append({
+                "sample_id": sample_id, "part": "instruction", "step": -1, "position": pos, "token_id": pos,
+                "token": "abcdefghij"[a:b], "char_start": a, "char_end": b, "grad_norm": float(value),
+            })
+    return pd.DataFrame.from_records(records)
 
 
 def test_detect_against_planted_labels():
@@ -100,13 +109,62 @@ def test_detect_against_planted_labels():
     assert other["diff"] == 1.0
 
 
-def test_different_tokenisations_are_a_clear_error():
-    teacher = _frame(["a"], [[1.0, 0.0, 1.0]])
-    student = _frame(["a"], [[0.0, 1.0, 0.0]])
-    student.at[0, "char_start"] = [0, 2, 3]
-    try:
-        detect(teacher, student, [], DetectSpec())
-    except ValueError as err:
-        assert "tokenise differently" in str(err)
-    else:
-        raise AssertionError("expected a ValueError")
+def test_different_tokenisations_are_aligned_on_characters():
+    # The teacher splits "abcd" as [ab][c][d], the student as [a][b][cd]; max over characters.
+    teacher = _frame(["a"], [[1.0, 0.0, 0.5]], starts=[0, 2, 3])
+    student = _frame(["a"], [[0.0, 0.0, 1.0]], starts=[0, 1, 2])
+    tokens = detect(teacher, student, [{"id": "a", "instruction": "abcd"}], DetectSpec(strategy="top_k", top_k=1))
+    row = tokens.iloc[0]
+    assert row["teacher_norm"] == [1.0, 1.0, 0.0]
+    assert row["is_confounder"] == [False, False, True]
+
+
+def test_missing_teacher_sample_is_a_clear_error():
+    with pytest.raises(ValueError, match="not for the teacher"):
+        detect(_frame(["a"], [[1.0, 0.0]]), _frame(["b"], [[1.0, 0.0]]), [], DetectSpec())
+
+
+def test_top_k_and_absolute_strategies():
+    diff = np.array([0.0, 0.05, 0.3, 1.0, 0.02])
+    content = np.array([True, True, True, True, False])
+    assert threshold_flags(diff, content, DetectSpec(strategy="top_k", top_k=2)).tolist() == [True, True, False, False, False]
+    assert threshold_flags(diff, content, DetectSpec(strategy="absolute", threshold=0.1)).tolist() == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="unknown detection strategy"):
+        DetectSpec(strategy="magic")
+
+
+def test_span_length_limits_drop_spans_and_their_flags():
+    flags = np.array([True, False, True, True, True, False, True, True])
+    fields, steps = _instr(8)
+    texts, starts = list("abcdefgh"), list(range(8))
+    ends = [s + 1 for s in starts]
+    spans = merge_spans(flags, fields, steps, starts, ends, texts)
+    kept = limit_span_lengths(spans, flags, DetectSpec(min_span_tokens=2, max_span_tokens=2))
+    assert [(s["start"], s["end"]) for s in kept] == [(6, 8)]
+    assert flags.tolist() == [False] * 6 + [True, True]
+
+
+def test_domain_settings_override_the_default():
+    teacher = _frame(["m", "c"], [[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 1.0, 1.0]])
+    student = _frame(["m", "c"], [[0.0, 1.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.5]])
+    corpus = [{"id": "m", "instruction": "abcd", "domain": "math"}, {"id": "c", "instruction": "abcd", "domain": "code"}]
+    spec = DetectSpec(strategy="top_k", top_k=1)
+    tokens = detect(teacher, student, corpus, spec, {"code": DetectSpec(strategy="top_k", top_k=2)})
+    assert sum(tokens.iloc[0]["is_confounder"]) == 1 and sum(tokens.iloc[1]["is_confounder"]) == 2
+
+
+def test_same_tokenizer_pairs_align_exactly_as_position_wise(tokenizer, samples, tiny_llama):
+    rows = [{"id": f"s{i}", "instruction": a, "response": b} for i, (a, b) in enumerate(samples)]
+    teacher = score_samples(tiny_llama(1), tokenizer, rows, ScoreSpec())
+    student = score_samples(tiny_llama(2), tokenizer, rows, ScoreSpec())
+    spec = DetectSpec(strategy="top_k", top_k=2)
+    position_wise = detect(teacher, student, rows, spec)
+    # The same tokens in reverse row order no longer match position-wise, so detection must go
+    # through character alignment, and must land on the same result.
+    shuffled = teacher.sort_values(["sample_id", "position"], ascending=[True, False])
+    via_characters = detect(shuffled, student, rows, spec)
+    for column in ("teacher_norm", "diff", "is_confounder"):
+        for exact, aligned in zip(position_wise[column], via_characters[column]):
+            np.testing.assert_array_equal(exact, aligned)  # NaN (the last step) equals NaN here
+    assert position_wise["spans"].tolist() == via_characters["spans"].tolist()
+    assert position_wise["is_confounder"].map(sum).sum() > 0

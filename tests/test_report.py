@@ -123,3 +123,25 @@ def test_unknown_or_duplicate_scores_are_errors(tmp_path, scores):
     with pytest.raises(ValueError, match="outside"):
         build_report(scores + [_score("mystery", "test", 1)], {}, tmp_path, **kwargs)
     assert not (tmp_path / "summary.md").exists()
+
+
+def test_detection_section_shows_the_percentile_sweep(tmp_path, scores):
+    sweep = pd.DataFrame({"percentile": [5.0, 10.0, 20.0], "precision": [0.5, 0.4, 0.3],
+                          "recall": [0.25, 0.75, 0.875], "f1": [1 / 3, 0.5217, 0.4468], "n_flagged": [40, 150, 233]})
+    build_report(scores, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, sweep=sweep)
+    section = (tmp_path / "summary.md").read_text().split("## Confounder detection")[1]
+    assert "| percentile | precision | recall | F1 | flagged |" in section
+    assert "| 5 | 50.0% | 25.0% | 33.3% | 40 |" in section
+    assert "| 10 (configured) | 40.0% | 75.0% | 52.2% | 150 |" in section
+    assert "| 20 | 30.0% | 87.5% | 44.7% | 233 |" in section
+
+
+def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
+    sweep = pd.DataFrame({"percentile": [10.0], "precision": [math.nan], "recall": [math.nan],
+                          "f1": [math.nan], "n_flagged": [12]})
+    build_report(scores, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, sweep=sweep)
+    md = (tmp_path / "summary.md").read_text()
+    assert "| 10 (configured) | — | — | — | 12 |" in md
+    assert "no planted labels" in md

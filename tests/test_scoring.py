@@ -1,55 +1,166 @@
+import numpy as np
+import pytest
 import torch
 
-from leafpipe.batching import collate, response_cross_entropy
-from leafpipe.scoring import score_samples
-from leafpipe.templates import INSTRUCTION, encode_sample
+from leafpipe.batching import collate
+from leafpipe.scoring import SCORE_COLUMNS, ScoreSpec, score_samples, token_budget_batches
+from leafpipe.steps import step_of, step_starts
+from leafpipe.templates import INSTRUCTION, RESPONSE, encode_sample
+
+LONG = (
+    "Ann has 2 cats and 3 dogs and a fish and a bird and a very long story about her garden. "
+    "She plants 5 trees. How many pets?",
+    "Step 1: cats and dogs, 2 + 3 = 5.\nStep 2: a fish and a bird.\nThe answer is 7.",
+)
 
 
 def _rows(samples):
     return [{"id": f"s{i}", "instruction": a, "response": b} for i, (a, b) in enumerate(samples)]
 
 
-def test_scores_match_a_hand_computed_autograd_gradient(tokenizer, samples, tiny_llama):
-    model = tiny_llama(0)
-    rows = _rows(samples)
-    frame = score_samples(model, tokenizer, rows, batch_size=2)
-    # Reference: one sample, full autograd through a fresh embedding leaf, loss written out.
-    enc = encode_sample(tokenizer, rows[1]["instruction"], rows[1]["response"])
+def _sample(frame, sample_id):
+    return frame[frame["sample_id"] == sample_id]
+
+
+def _reference(model, tokenizer, row, *, later_than=None):
+    """Plain autograd on one sample: grads of the (later-steps) response loss at every position."""
+    enc = encode_sample(tokenizer, row["instruction"], row["response"])
     batch = collate([enc], tokenizer.pad_token_id)
     emb = model.get_input_embeddings().weight[batch.input_ids].clone().detach().requires_grad_(True)
     logits = model(inputs_embeds=emb).logits[0, :-1]
     targets = batch.input_ids[0, 1:]
-    mask = batch.target_mask[0]
+    mask = batch.target_mask[0].clone()
+    if later_than is not None:
+        starts = step_starts(row["response"], "lines")
+        steps = [step_of(starts, a) if f == RESPONSE else 10**6 for f, (a, _) in zip(enc.fields, enc.offsets)]
+        mask &= torch.tensor([s > later_than for s in steps[1:]])
     loss = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
     loss.backward()
-    expected = [float(emb.grad[0, i].norm()) for i, f in enumerate(enc.fields) if f != "template"]
-    got = frame.iloc[1]["grad_norm"]
-    torch.testing.assert_close(torch.tensor(list(got)), torch.tensor(expected), rtol=1e-4, atol=1e-7)
-    assert abs(frame.iloc[1]["loss"] - loss.item()) < 1e-5
+    return emb.grad[0].norm(dim=-1), loss.item(), enc
 
 
-def test_batching_does_not_change_scores(tokenizer, samples, tiny_llama):
+def test_instruction_scores_match_a_hand_computed_autograd_gradient(tokenizer, samples, tiny_llama):
     model = tiny_llama(0)
     rows = _rows(samples)
-    together = score_samples(model, tokenizer, rows, batch_size=2)
-    alone = score_samples(model, tokenizer, rows, batch_size=1)
-    for a, b in zip(together["grad_norm"], alone["grad_norm"]):
-        torch.testing.assert_close(torch.tensor(list(a)), torch.tensor(list(b)), rtol=1e-4, atol=1e-7)
+    frame = score_samples(model, tokenizer, rows, ScoreSpec(max_tokens=10**6))
+    norms, loss, enc = _reference(model, tokenizer, rows[1])
+    instr = _sample(frame, "s1").query("part == 'instruction'")
+    expected = norms[instr["position"].tolist()]
+    torch.testing.assert_close(torch.tensor(instr["grad_norm"].to_numpy()), expected, rtol=1e-4, atol=1e-7)
+    assert abs(float(instr["loss"].iloc[0]) - loss) < 1e-5
+
+
+def test_step_tokens_are_scored_by_the_loss_of_later_steps(tokenizer, samples, tiny_llama):
+    model = tiny_llama(0)
+    rows = _rows(samples)
+    frame = _sample(score_samples(model, tokenizer, rows), "s0")
+    for k in (0, 1):
+        norms, _, _ = _reference(model, tokenizer, rows[0], later_than=k)
+        step = frame[(frame["part"] == RESPONSE) & (frame["step"] == k)]
+        got = torch.tensor(step["grad_norm"].to_numpy())
+        torch.testing.assert_close(got, norms[step["position"].tolist()], rtol=1e-4, atol=1e-7)
+    last = frame[(frame["part"] == RESPONSE) & (frame["step"] == 2)]
+    assert last["grad_norm"].isna().all(), "nothing comes after the last step"
+
+
+def test_padding_and_batch_mates_do_not_change_scores(tokenizer, samples, tiny_llama):
+    model = tiny_llama(0)
+    rows = _rows([*samples, LONG])
+    together = score_samples(model, tokenizer, rows, ScoreSpec(max_tokens=10**6))
+    alone = score_samples(model, tokenizer, rows, ScoreSpec(max_batch=1))
+    assert together["sample_id"].tolist() == alone["sample_id"].tolist()
+    a = together["grad_norm_normalized"].to_numpy()
+    b = alone["grad_norm_normalized"].to_numpy()
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    assert np.nanmax(np.abs(a - b)) < 1e-5
+
+
+def test_sum_loss_gives_the_same_normalised_instruction_scores(tokenizer, samples, tiny_qwen2):
+    model = tiny_qwen2(0)
+    rows = _rows(samples)
+    mean = score_samples(model, tokenizer, rows, ScoreSpec(loss="mean")).query("part == 'instruction'")
+    total = score_samples(model, tokenizer, rows, ScoreSpec(loss="sum")).query("part == 'instruction'")
+    assert np.max(np.abs(mean["grad_norm_normalized"] - total["grad_norm_normalized"])) < 1e-5
+    assert (total["grad_norm"] > mean["grad_norm"] * 1.5).all()
 
 
 def test_rows_keep_input_order_and_only_content_tokens(tokenizer, samples, tiny_qwen2):
     rows = _rows(samples)[::-1]
-    frame = score_samples(tiny_qwen2(0), tokenizer, rows, batch_size=2)
-    assert frame["id"].tolist() == [r["id"] for r in rows]
-    first = frame.iloc[0]
-    instr = "".join(t for f, t in zip(first["field"], first["text"]) if f == INSTRUCTION)
-    assert instr == rows[0]["instruction"]
-    assert set(first["field"]) == {"instruction", "response"}
-    steps = [s for f, s in zip(first["field"], first["step"]) if f == "response"]
-    assert steps[0] == 0 and steps[-1] == rows[0]["response"].count("\n")
+    frame = score_samples(tiny_qwen2(0), tokenizer, rows)
+    assert list(frame.columns) == SCORE_COLUMNS
+    assert list(dict.fromkeys(frame["sample_id"])) == [r["id"] for r in rows]
+    first = _sample(frame, rows[0]["id"])
+    assert "".join(first.query("part == 'instruction'")["token"]) == rows[0]["instruction"]
+    assert "".join(first.query("part == 'response'")["token"]) == rows[0]["response"]
+    enc = encode_sample(tokenizer, rows[0]["instruction"], rows[0]["response"])
+    assert first["token_id"].tolist() == [enc.input_ids[p] for p in first["position"]]
+    steps = first.query("part == 'response'")["step"]
+    assert steps.iloc[0] == 0 and steps.iloc[-1] == rows[0]["response"].count("\n")
 
 
 def test_no_parameter_gradients_are_allocated(tokenizer, samples, tiny_llama):
     model = tiny_llama(0)
     score_samples(model, tokenizer, _rows(samples))
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_token_budget_batches():
+    batches = token_budget_batches([10, 50, 20, 30, 200], max_tokens=100, max_batch=8)
+    assert batches == [[4], [1, 3], [2, 0]]  # the over-long sample alone; 2 × 50 ≤ 100
+    assert sorted(i for b in batches for i in b) == list(range(5))
+    assert token_budget_batches([1] * 5, max_tokens=100, max_batch=2) == [[0, 1], [2, 3], [4]]
+
+
+def test_out_of_memory_splits_the_batch_and_retries(tokenizer, samples, tiny_llama, monkeypatch, caplog):
+    import leafpipe.scoring as scoring
+
+    model = tiny_llama(0)
+    rows = _rows([*samples, LONG])
+    reference = score_samples(model, tokenizer, rows, ScoreSpec(max_batch=1))
+    real = scoring.embedding_grad_norms
+
+    def small_memory(model, items, pad_id, spec):
+        if len(items) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, items, pad_id, spec)
+
+    monkeypatch.setattr(scoring, "embedding_grad_norms", small_memory)
+    with caplog.at_level("WARNING", logger="leafpipe"):
+        frame = score_samples(model, tokenizer, rows, ScoreSpec(max_tokens=10**6))
+    assert "out of memory" in caplog.text
+    assert np.allclose(frame["grad_norm"], reference["grad_norm"], equal_nan=True)
+
+
+def test_other_errors_are_not_retried(tokenizer, samples, tiny_llama, monkeypatch):
+    import leafpipe.scoring as scoring
+
+    monkeypatch.setattr(scoring, "embedding_grad_norms", lambda *a: (_ for _ in ()).throw(RuntimeError("shape")))
+    with pytest.raises(RuntimeError, match="shape"):
+        score_samples(tiny_llama(0), tokenizer, _rows(samples))
+
+
+@pytest.mark.parametrize(
+    ("split", "text", "starts"),
+    [
+        ("lines", "a\nb\n\nc", [0, 2, 5]),
+        ("blank_lines", "a\nb\n\nc", [0, 5]),
+        ("step_k", "Step 1: x. Step 2: y", [0, 11]),
+        ("numbered", "1. x\n2) y", [0, 5]),
+    ],
+)
+def test_step_splits(split, text, starts):
+    assert step_starts(text, split) == starts
+
+
+def test_unknown_step_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown step split"):
+        step_starts("x", "sentences")
+
+
+def test_models_are_loaded_with_sdpa_attention(tokenizer, tiny_qwen2, tmp_path):
+    from leafpipe.stages import load_model
+
+    tiny_qwen2(0).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, _ = load_model(tmp_path)
+    assert model.config._attn_implementation == "sdpa"

@@ -36,8 +36,8 @@ def test_dry_run_plans_every_stage(tmp_path):
     proc = snakemake(tmp_path / "results", "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr
     planned = proc.stdout + proc.stderr
-    for rule in ("world", "tokenizer", "pretrain", "score", "detect", "counterfactuals",
-                 "distill", "generate", "grade", "report"):
+    for rule in ("world", "tokenizer", "pretrain", "score", "gather_scores", "detect", "inspect",
+                 "counterfactuals", "distill", "generate", "grade", "report"):
         assert f"\n{rule} " in planned, rule
 
 

@@ -18,8 +18,8 @@ from leafpipe.config import ConfigError, go_offline_unless_hub_needed, load_conf
 
 STAGES: dict[str, Callable[..., None]] = {
     name: getattr(stages, name)
-    for name in ("world", "tokenizer", "pretrain", "score", "detect", "counterfactuals",
-                 "distill", "generate", "grade", "report")
+    for name in ("world", "tokenizer", "pretrain", "score", "gather_scores", "detect", "inspect",
+                 "counterfactuals", "distill", "generate", "grade", "report")
 }
 
 
@@ -65,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
     go_offline_unless_hub_needed(config)
-    STAGES[args.pop("stage")](config=config, **args)
+    func = STAGES[args.pop("stage")]
+    if "config" in inspect.signature(func).parameters:
+        args["config"] = config
+    func(**args)
     return 0
 
 

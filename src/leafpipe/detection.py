@@ -20,11 +20,24 @@ import pandas as pd
 from leafpipe.templates import INSTRUCTION, RESPONSE
 
 
+STRATEGIES = ("percentile", "top_k", "absolute")
+
+
 @dataclass(frozen=True)
 class DetectSpec:
+    strategy: str = "percentile"  # percentile (the paper's), top_k or absolute
     percentile: float = 10.0  # the paper's code: 10 for code, 5 or 10 for math
-    cap: float = 0.5  # the threshold on d never exceeds this
+    cap: float = 0.5  # the percentile threshold on d never exceeds this
+    top_k: int = 5  # top_k: the k lowest-d content tokens of each scope
+    threshold: float = 0.1  # absolute: d at or below this
     response_level: bool = True  # also detect in earlier reasoning steps
+    min_span_tokens: int = 1  # shorter spans are not pruned
+    max_span_tokens: int | None = None  # longer spans are not pruned (they would gut the prompt)
+    align_reduce: str = "max"  # teacher and student tokenise differently: a student token's score
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown detection strategy {self.strategy!r}; choose one of {STRATEGIES}")
 
 
 def minmax(x: np.ndarray) -> np.ndarray | None:
@@ -49,11 +62,19 @@ def detect_sample(
     teacher: np.ndarray, student: np.ndarray, fields: Sequence[str], steps: Sequence[int],
     texts: Sequence[str], spec: DetectSpec,
 ) -> dict[str, np.ndarray]:
-    """Normalised scores, diff and confounder flags for one sample's tokens (NaN outside scopes)."""
+    """Normalised scores, diff and confounder flags for one sample's tokens.
+
+    NaN outside the scopes and for tokens without a score in either model (a student token that
+    no teacher token covers, the last reasoning step): those are never confounders.
+    """
     n = len(texts)
     out = {k: np.full(n, np.nan) for k in ("teacher_norm", "student_norm", "diff")}
     flags = np.zeros(n, dtype=bool)
+    scored = np.isfinite(teacher) & np.isfinite(student)
     for idx in _scopes(fields, steps, spec.response_level):
+        idx = idx[scored[idx]]
+        if idx.size < 2:
+            continue
         t, s = minmax(teacher[idx]), minmax(student[idx])
         if t is None or s is None:
             continue
@@ -62,17 +83,29 @@ def detect_sample(
         if d is None:
             continue
         out["diff"][idx] = d
-        threshold = min(float(np.percentile(d, spec.percentile)), spec.cap)
         content = np.array([bool(texts[i].strip()) for i in idx])
-        flags[idx] = (d <= threshold) & content
+        flags[idx] = threshold_flags(d, content, spec)
     return {**out, "is_confounder": flags}
+
+
+def threshold_flags(diff: np.ndarray, content: np.ndarray, spec: DetectSpec) -> np.ndarray:
+    """Confounder flags for one scope's normalised differences; whitespace tokens never qualify."""
+    if spec.strategy == "percentile":
+        return (diff <= min(float(np.percentile(diff, spec.percentile)), spec.cap)) & content
+    if spec.strategy == "absolute":
+        return (diff <= spec.threshold) & content
+    candidates = np.flatnonzero(content)
+    lowest = candidates[np.argsort(diff[candidates], kind="stable")[: spec.top_k]]
+    flags = np.zeros(diff.shape, dtype=bool)
+    flags[lowest] = True
+    return flags
 
 
 def merge_spans(
     flags: Sequence[bool], fields: Sequence[str], steps: Sequence[int],
     starts: Sequence[int], ends: Sequence[int], texts: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """Contiguous confounders (same field and step) as character spans.
+    """Contiguous confounders (same field and step) as character spans, with their token indices.
 
     Whitespace-only tokens between two confounders join them: they can never be confounders
     themselves, and splitting "9 birds" at its space would prune half a phrase.
@@ -84,12 +117,26 @@ def merge_spans(
         if flag:
             if current is not None and (current["field"], current["step"]) == key:
                 current["end"] = int(ends[i])
+                current["tokens"].append(i)
             else:
-                current = {"field": fields[i], "step": int(steps[i]), "start": int(starts[i]), "end": int(ends[i])}
+                current = {"field": fields[i], "step": int(steps[i]), "start": int(starts[i]),
+                           "end": int(ends[i]), "tokens": [i]}
                 spans.append(current)
         elif current is not None and not (texts[i].strip() == "" and key == (current["field"], current["step"])):
             current = None
     return spans
+
+
+def limit_span_lengths(spans: list[dict[str, Any]], flags: np.ndarray, spec: DetectSpec) -> list[dict[str, Any]]:
+    """Drop spans outside [min_span_tokens, max_span_tokens] confounder tokens, unflagging them."""
+    kept = []
+    for span in spans:
+        n = len(span["tokens"])
+        if n < spec.min_span_tokens or (spec.max_span_tokens is not None and n > spec.max_span_tokens):
+            flags[span["tokens"]] = False
+        else:
+            kept.append(span)
+    return kept
 
 
 def _planted(row: dict[str, Any], fields: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[bool]:
@@ -100,32 +147,57 @@ def _planted(row: dict[str, Any], fields: Sequence[str], starts: Sequence[int], 
     ]
 
 
+def _aligned_teacher(teacher: pd.DataFrame, student: pd.DataFrame, reduce: str) -> np.ndarray:
+    """Teacher scores on the student's tokens: position-wise when both tokenise alike, else by
+    characters of each part (leafpipe.alignment)."""
+    t_parts, s_parts = teacher["part"].to_numpy(), student["part"].to_numpy()
+    if len(teacher) == len(student) and (t_parts == s_parts).all() and (
+        teacher["char_start"].to_numpy() == student["char_start"].to_numpy()
+    ).all():
+        return teacher["grad_norm"].to_numpy(dtype=float)
+    from leafpipe.alignment import align_scores
+
+    out = np.full(len(student), np.nan)
+    for part in (INSTRUCTION, RESPONSE):
+        t, s = t_parts == part, s_parts == part
+        if s.any() and t.any():
+            out[s] = align_scores(
+                teacher["char_start"].to_numpy()[t], teacher["char_end"].to_numpy()[t],
+                teacher["grad_norm"].to_numpy(dtype=float)[t],
+                student["char_start"].to_numpy()[s], student["char_end"].to_numpy()[s], reduce=reduce,
+            )
+    return out
+
+
 def detect(
     teacher_scores: pd.DataFrame, student_scores: pd.DataFrame, corpus: Sequence[dict[str, Any]],
-    spec: DetectSpec,
+    spec: DetectSpec, domain_specs: dict[str, DetectSpec] | None = None,
 ) -> pd.DataFrame:
-    """Compare teacher and student token scores sample by sample (docs/data-schemas.md)."""
-    teacher_by_id = teacher_scores.set_index("id")
+    """Compare teacher and student token scores sample by sample, on the student's tokens.
+
+    `domain_specs` overrides `spec` for corpus rows whose `domain` field names one
+    (schemas: docs/data-schemas.md).
+    """
+    teacher_by_id = dict(iter(teacher_scores.groupby("sample_id", sort=False)))
     corpus_by_id = {str(r["id"]): r for r in corpus}
     records = []
-    for s in student_scores.itertuples(index=False):
-        if s.id not in teacher_by_id.index:
-            raise ValueError(f"sample {s.id!r} was scored for the student but not for the teacher")
-        t = teacher_by_id.loc[s.id]
-        if list(t["char_start"]) != list(s.char_start) or list(t["field"]) != list(s.field):
-            raise ValueError(
-                f"sample {s.id!r}: teacher and student tokenise differently; this version needs "
-                "teacher and student to share a tokenizer"
-            )
-        fields, steps, texts = list(s.field), list(s.step), list(s.text)
-        res = detect_sample(np.asarray(t["grad_norm"]), np.asarray(s.grad_norm), fields, steps, texts, spec)
-        spans = merge_spans(res["is_confounder"], fields, steps, list(s.char_start), list(s.char_end), texts)
+    for sample_id, s in student_scores.groupby("sample_id", sort=False):
+        if sample_id not in teacher_by_id:
+            raise ValueError(f"sample {sample_id!r} was scored for the student but not for the teacher")
+        row = corpus_by_id.get(sample_id, {})
+        sample_spec = (domain_specs or {}).get(row.get("domain"), spec)
+        fields, steps, texts = s["part"].tolist(), s["step"].tolist(), s["token"].tolist()
+        starts, ends = s["char_start"].tolist(), s["char_end"].tolist()
+        teacher = _aligned_teacher(teacher_by_id[sample_id], s, sample_spec.align_reduce)
+        res = detect_sample(teacher, s["grad_norm"].to_numpy(dtype=float), fields, steps, texts, sample_spec)
+        spans = merge_spans(res["is_confounder"], fields, steps, starts, ends, texts)
+        spans = limit_span_lengths(spans, res["is_confounder"], sample_spec)
         records.append({
-            "id": s.id, "field": fields, "step": steps, "char_start": list(s.char_start),
-            "char_end": list(s.char_end), "text": texts,
+            "id": sample_id, "field": fields, "step": steps, "char_start": starts, "char_end": ends,
+            "text": texts,
             **{k: res[k].tolist() for k in ("teacher_norm", "student_norm", "diff", "is_confounder")},
-            "is_planted": _planted(corpus_by_id.get(s.id, {}), fields, s.char_start, s.char_end),
-            "spans": json.dumps(spans),
+            "is_planted": _planted(row, fields, starts, ends),
+            "spans": json.dumps([{k: v for k, v in span.items() if k != "tokens"} for span in spans]),
         })
     return pd.DataFrame.from_records(records)
 

@@ -189,7 +189,34 @@ def _percent(value: Any) -> str:
     return MISSING if value is None else f"{100 * value:.1f}%"
 
 
-def _detection_section(detection: Mapping[str, Any]) -> list[str]:
+def _rate(value: Any) -> str:
+    """A share in percent; NaN (nothing to measure against) shows as missing, never as 0."""
+    return MISSING if value is None or pd.isna(value) else f"{100 * value:.1f}%"
+
+
+def _sweep_lines(sweep: pd.DataFrame, configured: Any) -> list[str]:
+    """The percentile sweep as a table, the configured percentile (if detection used one) marked."""
+    lines = [
+        "",
+        "### Percentile sweep",
+        "",
+        "The stored teacher − student differences re-thresholded at other percentiles (same cap and "
+        "span limits; instruction tokens). A flat precision near the random rate means no percentile "
+        "would help. The configured percentile is marked when detection used the percentile strategy.",
+        "",
+        "| percentile | precision | recall | F1 | flagged |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sweep.itertuples(index=False):
+        mark = " (configured)" if configured is not None and float(r.percentile) == float(configured) else ""
+        rates = " | ".join(_rate(v) for v in (r.precision, r.recall, r.f1))
+        lines.append(f"| {r.percentile:g}{mark} | {rates} | {int(r.n_flagged)} |")
+    if sweep[["precision", "recall"]].isna().all().all():
+        lines += ["", f"{MISSING}: no planted labels, so precision and recall are undefined."]
+    return lines
+
+
+def _detection_section(detection: Mapping[str, Any], sweep: pd.DataFrame | None = None) -> list[str]:
     lines = ["## Confounder detection", ""]
     if not detection:
         return lines + ["No detection metrics were given.", ""]
@@ -227,6 +254,9 @@ def _detection_section(detection: Mapping[str, Any]) -> list[str]:
     settings = detection.get("settings") or {}
     if settings:
         lines += ["", "Settings:", ""] + [f"- `{k}`: {v}" for k, v in settings.items()]
+    if sweep is not None and len(sweep):
+        uses_percentile = settings.get("strategy", "percentile") == "percentile"
+        lines += _sweep_lines(sweep, settings.get("percentile") if uses_percentile else None)
     return lines + [""]
 
 
@@ -295,11 +325,13 @@ def build_report(
     notes: str = "",
     baseline: str = "kd",
     candidates: Sequence[str] = ("leaf_instr", "leaf_instr_resp"),
+    sweep: pd.DataFrame | None = None,
 ) -> None:
     """Write summary.csv, summary.md and accuracy.png into `out_dir`, each atomically.
 
     `scores` are `eval/{model}/{benchmark}.scores.json` contents; rows follow `model_order` and
-    columns follow `benchmark_labels` (benchmark id -> label). `notes` (the caller's
+    columns follow `benchmark_labels` (benchmark id -> label). `sweep` (detection/sweep.csv:
+    percentile, precision, recall, f1, n_flagged) goes under detection. `notes` (the caller's
     interpretation) closes summary.md.
     """
     out = Path(out_dir)
@@ -310,7 +342,7 @@ def build_report(
     lines = ["# LeaF evaluation summary", ""]
     lines += _accuracy_section(table, model_order, model_labels, benchmark_labels)
     lines += _comparison_section(scores, baseline, candidates, model_labels, benchmark_labels)
-    lines += _detection_section(detection)
+    lines += _detection_section(detection, sweep)
     if notes.strip():
         lines += ["## Notes", "", notes.strip(), ""]
     write_text("\n".join(lines), out / "summary.md")

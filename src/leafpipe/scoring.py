@@ -1,78 +1,237 @@
 """Stage 1a: how strongly each input token steers a model's response loss.
 
-For every sample, L = mean cross-entropy over the response tokens (and the end-of-turn token);
-the score of token i is ‖∂L/∂e_i‖₂, the gradient norm at its input embedding. Only the embeddings
-require grad, so no parameter gradient is ever allocated. Samples share a batch without
-influencing each other: attention masks keep them apart and the summed per-sample losses have
-per-sample gradients.
+The score of an instruction token i is ‖∂L/∂e_i‖₂, the gradient norm of the response loss L at its
+input embedding. At response level, a token of reasoning step k is scored by the loss of the steps
+after k only: its own step's loss would mostly measure how it predicts its right neighbour.
+
+Why it is fast: parameters are frozen and only the input embeddings require grad, so no parameter
+gradient is ever allocated; samples are batched by a token budget over length-sorted buckets, right-padded so that causal
+attention keeps them apart (a sample's scores do not depend on its batch mates); a batch
+that runs out of GPU memory is split in two and retried. Logits are computed only at positions
+where a response token is predicted, so the vocabulary projection skips the instruction. On GPU the
+model runs in bf16 with its default attention (SDPA where the architecture has it), and losses and
+norms are taken in fp32. Inference mode has no place here: every activation of the forward pass is
+needed for the input gradient.
+
+Mean or sum loss: for the instruction they differ by a constant factor per sample (the number of
+target tokens), which scales all its instruction gradients alike, so the min-max normalised
+scores that detection uses are identical. Earlier reasoning steps are each scored by a different
+loss (the steps after them), so there "sum" weighs early steps, which have more tokens after them,
+more heavily than "mean" does.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from leafpipe.batching import collate, response_cross_entropy
+from leafpipe.batching import collate
+from leafpipe.steps import step_of, step_starts
 from leafpipe.templates import INSTRUCTION, RESPONSE, EncodedSample, encode_sample
 
-SCORE_COLUMNS = ["id", "field", "step", "char_start", "char_end", "text", "grad_norm", "loss"]
+log = logging.getLogger("leafpipe")
+
+SCORE_COLUMNS = [
+    "sample_id", "part", "step", "position", "token_id", "token", "char_start", "char_end",
+    "grad_norm", "grad_norm_normalized", "loss",
+]
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    # Token budget of a batch (samples × longest sample, padding included); None: by device.
+    max_tokens: int | None = None
+    max_batch: int = 64
+    loss: str = "mean"  # "mean" or "sum" over target tokens
+    steps: str = "lines"  # how a response splits into reasoning steps (leafpipe.steps)
+    response_level: bool = True  # also score earlier reasoning steps
+
+
+# Budgets when none is set. A GPU is fastest with large batches; on a CPU, batches beyond about a
+# thousand tokens only add padding and cache misses (bench/score.py, docs/performance.md).
+DEVICE_TOKEN_BUDGET = {"cuda": 8192, "cpu": 1024}
+
+
+def token_budget(spec: ScoreSpec, device: torch.device) -> int:
+    return spec.max_tokens or DEVICE_TOKEN_BUDGET.get(device.type, DEVICE_TOKEN_BUDGET["cpu"])
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A sample ready for the model: its tokens and the reasoning step of each token (-1: none)."""
+
+    enc: EncodedSample
+    steps: list[int]
+
+    @property
+    def last_step(self) -> int:
+        return max(self.steps, default=-1)
+
+
+def _prepare(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], split: str) -> _Item:
+    enc = encode_sample(tokenizer, row["instruction"], row["response"])
+    starts = step_starts(row["response"], split)
+    steps = [step_of(starts, lo) if f == RESPONSE else -1 for f, (lo, _) in zip(enc.fields, enc.offsets)]
+    # The end-of-turn token is trained with the response: it belongs to the last step.
+    mask = enc.loss_mask()
+    last = max(steps, default=-1)
+    steps = [last if m and f != RESPONSE else s for s, m, f in zip(steps, mask, enc.fields)]
+    return _Item(enc, steps)
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped longest first so that samples × longest length stays within the budget.
+
+    A sample longer than the budget gets a batch of its own rather than being dropped.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < max_batch and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _per_sample_loss(nll: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    total = (nll * mask).sum(-1)
+    return total / mask.sum(-1).clamp_min(1.0) if reduction == "mean" else total
 
 
 def embedding_grad_norms(
-    model: PreTrainedModel, samples: Sequence[EncodedSample], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token gradient norms [B, T] (fp32) and per-sample losses [B] for one batch."""
-    batch = collate(samples, pad_id)
+    model: PreTrainedModel, items: Sequence[_Item], pad_id: int, spec: ScoreSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token scores [B, T] (fp32, NaN where unscored) and per-sample response losses [B]."""
+    batch = collate([it.enc for it in items], pad_id)
     device = next(model.parameters()).device
     batch = batch.to(device)
+    width = batch.input_ids.shape[1]
+    steps = torch.full((len(items), width), -1, dtype=torch.long)
+    for b, it in enumerate(items):
+        steps[b, : len(it.steps)] = torch.tensor(it.steps)
+    steps = steps.to(device)
+    is_instr = torch.tensor(
+        [[f == INSTRUCTION for f in it.enc.fields] + [False] * (width - len(it.enc)) for it in items], device=device
+    )
+
+    # Logits only where some sample of the batch has a target: the vocabulary projection of the
+    # instruction positions would be the largest tensor of the step, and is never used.
+    keep = batch.target_mask.any(0).nonzero().squeeze(-1)
     embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
-    logits = model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
-    losses = response_cross_entropy(logits, batch)
-    (grad,) = torch.autograd.grad(losses.sum(), embeds)
-    return grad.float().norm(dim=-1).cpu(), losses.detach().cpu()
+    # No attention mask: the batch is right-padded, so causal attention alone keeps every real
+    # token from seeing padding, and SDPA can take its causal path, which skips the masked half
+    # of the attention matrix (an explicit mask makes it compute all of it).
+    logits = model(inputs_embeds=embeds, logits_to_keep=keep).logits
+    targets = batch.input_ids[:, 1:][:, keep]
+    nll = torch.nn.functional.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), reduction="none"
+    ).view_as(targets)
+    target_mask = batch.target_mask[:, keep].float()
+    scores = torch.full((len(items), width), float("nan"), device=device)
 
-
-def _token_rows(row: dict[str, Any], enc: EncodedSample, norms: torch.Tensor, loss: float) -> dict[str, Any]:
-    out: dict[str, Any] = {c: [] for c in SCORE_COLUMNS}
-    out["id"], out["loss"] = str(row["id"]), loss
-    for i, (field, (start, end)) in enumerate(zip(enc.fields, enc.offsets)):
-        if field not in (INSTRUCTION, RESPONSE):
+    n_later = max(it.last_step for it in items) if spec.response_level else 0
+    losses = _per_sample_loss(nll, target_mask, spec.loss)
+    (grad,) = torch.autograd.grad(losses.sum(), embeds, retain_graph=n_later > 0)
+    scores[is_instr] = grad.float().norm(dim=-1)[is_instr]
+    target_steps = steps[:, 1:][:, keep]
+    for k in range(n_later):
+        later = target_mask * (target_steps > k).float()
+        has_later = later.sum(-1) > 0
+        if not bool(has_later.any()):
             continue
-        text = row[field]
-        out["field"].append(field)
-        out["step"].append(text.count("\n", 0, start) if field == RESPONSE else -1)
-        out["char_start"].append(start)
-        out["char_end"].append(end)
-        out["text"].append(text[start:end])
-        out["grad_norm"].append(float(norms[i]))
+        loss_k = _per_sample_loss(nll, later, spec.loss)[has_later].sum()
+        (grad,) = torch.autograd.grad(loss_k, embeds, retain_graph=k + 1 < n_later)
+        at_k = (steps == k) & has_later[:, None]
+        scores[at_k] = grad.float().norm(dim=-1)[at_k]
+    return scores.cpu().numpy(), losses.detach().float().cpu().numpy()
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _score_batch(
+    model: PreTrainedModel, items: Sequence[_Item], idx: list[int], pad_id: int, spec: ScoreSpec
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield (index, scores, loss) per sample; on out-of-memory, halve the batch and retry."""
+    try:
+        scores, losses = embedding_grad_norms(model, [items[i] for i in idx], pad_id, spec)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not _is_oom(err) or len(idx) == 1:
+            raise
+        log.warning("out of memory on a batch of %d samples; retrying as two halves", len(idx))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(idx) // 2
+        yield from _score_batch(model, items, idx[:half], pad_id, spec)
+        yield from _score_batch(model, items, idx[half:], pad_id, spec)
+        return
+    for b, i in enumerate(idx):
+        yield i, scores[b, : len(items[i].enc)], float(losses[b])
+
+
+def _normalized(scores: np.ndarray, parts: np.ndarray, steps: np.ndarray, last_step: int) -> np.ndarray:
+    """Min-max within the scopes detection compares: the instruction, and the earlier steps."""
+    out = np.full(scores.shape, np.nan)
+    for scope in (parts == INSTRUCTION, (parts == RESPONSE) & (steps < last_step)):
+        values = scores[scope]
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.max() > finite.min():
+            out[scope] = (values - finite.min()) / (finite.max() - finite.min())
     return out
+
+
+def _sample_frame(row: dict[str, Any], item: _Item, scores: np.ndarray, loss: float) -> dict[str, Any]:
+    keep = np.array([f in (INSTRUCTION, RESPONSE) for f in item.enc.fields])
+    pos = np.flatnonzero(keep)
+    parts = np.array(item.enc.fields, dtype=object)[pos]
+    steps = np.array(item.steps)[pos]
+    starts = np.array([item.enc.offsets[p][0] for p in pos])
+    ends = np.array([item.enc.offsets[p][1] for p in pos])
+    ids = np.array(item.enc.input_ids)[pos]
+    texts = [row[part][a:b] for part, a, b in zip(parts, starts, ends)]
+    return {
+        "sample_id": [str(row["id"])] * len(pos), "part": parts.tolist(), "step": steps.tolist(),
+        "position": pos.tolist(), "token_id": ids.tolist(), "token": texts,
+        "char_start": starts.tolist(), "char_end": ends.tolist(),
+        "grad_norm": scores[pos].tolist(),
+        "grad_norm_normalized": _normalized(scores[pos], parts, steps, item.last_step).tolist(),
+        "loss": [loss] * len(pos),
+    }
 
 
 def score_samples(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     rows: Sequence[dict[str, Any]],
-    *,
-    batch_size: int = 16,
+    spec: ScoreSpec = ScoreSpec(),
 ) -> pd.DataFrame:
-    """Score every content token of every row; returns one row per sample (docs/data-schemas.md)."""
+    """Score every content token of every row: one output row per token, in input order
+    (schema: docs/data-schemas.md)."""
     model.eval()
     model.requires_grad_(False)
-    encoded = [encode_sample(tokenizer, r["instruction"], r["response"]) for r in rows]
-    # Length-sorted batches waste less compute on padding; results go back in input order.
-    order = sorted(range(len(rows)), key=lambda i: len(encoded[i]))
-    results: dict[int, dict[str, Any]] = {}
+    items = [_prepare(tokenizer, r, spec.steps) for r in rows]
+    per_sample: dict[int, tuple[np.ndarray, float]] = {}
+    budget = token_budget(spec, next(model.parameters()).device)
+    batches = token_budget_batches([len(it.enc) for it in items], budget, spec.max_batch)
     with tqdm(total=len(rows), desc="score", unit="sample", file=sys.stderr) as bar:
-        for lo in range(0, len(order), batch_size):
-            idx = order[lo : lo + batch_size]
-            norms, losses = embedding_grad_norms(model, [encoded[i] for i in idx], tokenizer.pad_token_id)
-            for b, i in enumerate(idx):
-                results[i] = _token_rows(rows[i], encoded[i], norms[b], float(losses[b]))
+        for idx in batches:
+            for i, scores, loss in _score_batch(model, items, idx, tokenizer.pad_token_id, spec):
+                per_sample[i] = (scores, loss)
             bar.update(len(idx))
-    return pd.DataFrame([results[i] for i in range(len(rows))], columns=SCORE_COLUMNS)
+    parts = [_sample_frame(rows[i], items[i], *per_sample[i]) for i in range(len(rows))]
+    columns = {c: [v for p in parts for v in p[c]] for c in SCORE_COLUMNS}
+    frame = pd.DataFrame(columns, columns=SCORE_COLUMNS)
+    return frame.astype({"step": "int32", "position": "int32", "token_id": "int64", "char_start": "int32",
+                         "char_end": "int32", "grad_norm": "float32", "grad_norm_normalized": "float32",
+                         "loss": "float32"})

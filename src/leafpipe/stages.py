@@ -87,17 +87,37 @@ def pretrain(
     save_model(model, tok, out_dir)
 
 
+def shard_rows(rows: Sequence[dict[str, Any]], shard: int, shards: int) -> Sequence[dict[str, Any]]:
+    """The shard-th of `shards` contiguous slices: gathering them in order gives back every row."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
+    return rows[shard * len(rows) // shards : (shard + 1) * len(rows) // shards]
+
+
 def score(
     config: dict[str, Any], model_dir: str | Path, corpus_path: str | Path, out_path: str | Path,
-    threads: int | None = None,
+    shard: int | str = 0, threads: int | None = None,
 ) -> None:
-    from leafpipe.scoring import score_samples
+    """Score one shard of the corpus with one model (bf16 on a GPU when there is one)."""
+    from leafpipe.scoring import ScoreSpec, score_samples
 
     _threads(threads)
+    scoring = config["scoring"]
+    spec = _pick(ScoreSpec, {**scoring, "response_level": config["detection"]["response_level"]})
+    rows = shard_rows(read_jsonl(corpus_path), int(shard), scoring["shards"])
     model, tok = load_model(model_dir)
-    frame = score_samples(model, tok, read_jsonl(corpus_path), batch_size=config["scoring"]["batch_size"])
+    if torch.cuda.is_available():
+        model.to("cuda", torch.bfloat16)
+    frame = score_samples(model, tok, rows, spec)
     write_parquet(frame, out_path)
-    log.info("scored %d samples, mean response loss %.4f", len(frame), frame["loss"].mean())
+    log.info("scored %d samples (shard %s of %d), %d tokens", len(rows), shard, scoring["shards"], len(frame))
+
+
+def gather_scores(shard_paths: Sequence[str | Path], out_path: str | Path) -> None:
+    """Concatenate shard scores in shard order into one file."""
+    frame = pd.concat([pd.read_parquet(p) for p in shard_paths], ignore_index=True)
+    write_parquet(frame, out_path)
+    log.info("gathered %d shards: %d samples, %d tokens", len(shard_paths), frame["sample_id"].nunique(), len(frame))
 
 
 def detect(
@@ -106,15 +126,47 @@ def detect(
 ) -> None:
     from leafpipe.detection import DetectSpec, detect as detect_tokens, detection_metrics
 
-    spec = _pick(DetectSpec, config["detection"])
+    settings = config["detection"]
+    spec = _pick(DetectSpec, settings)
+    domain_specs = {name: _pick(DetectSpec, {**settings, **over}) for name, over in settings["domains"].items()}
     tokens = detect_tokens(
-        pd.read_parquet(teacher_scores), pd.read_parquet(student_scores), read_jsonl(corpus_path), spec
+        pd.read_parquet(teacher_scores), pd.read_parquet(student_scores), read_jsonl(corpus_path), spec,
+        domain_specs,
     )
     metrics = detection_metrics(tokens, spec)
     write_parquet(tokens, out_tokens)
     write_json(metrics, out_metrics)
     log.info("detection: precision %.3f recall %.3f (base rate %.3f)",
              metrics["precision"], metrics["recall"], metrics["base_rate"])
+
+
+def inspect(
+    config: dict[str, Any], tokens_path: str | Path, metrics_path: str | Path, out_html: str | Path,
+    out_hist: str | Path, out_sweep_csv: str | Path, out_sweep_png: str | Path,
+) -> None:
+    """Inspect detection: an HTML page of scored tokens, score histograms and a percentile sweep."""
+    import json
+
+    from leafpipe import inspection
+    from leafpipe.detection import DetectSpec
+
+    spec = _pick(DetectSpec, config["detection"])
+    settings = config["inspection"]
+    if config["detection"]["domains"]:
+        log.warning("inspect: the sweep applies the default detection settings to every sample; "
+                    "per-domain overrides are not applied")
+    tokens = pd.read_parquet(tokens_path)
+    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    # The configured percentile is always swept, so the plot's marker and the report's table
+    # show the same numbers as metrics.json.
+    percentiles = sorted({float(p) for p in settings["percentiles"]} | {float(spec.percentile)})
+    sweep = inspection.percentile_sweep(tokens, spec, percentiles)
+    inspection.write_sweep_csv(sweep, out_sweep_csv)
+    inspection.write_sweep_plot(sweep, out_sweep_png, configured=spec.percentile,
+                                base_rate=metrics.get("base_rate") if metrics.get("n_planted") else None)
+    inspection.write_histograms(tokens, out_hist)
+    inspection.write_inspection_html(tokens, metrics, out_html, n_samples=settings["samples"])
+    log.info("inspection: %d samples shown, %d percentiles swept", min(settings["samples"], len(tokens)), len(sweep))
 
 
 def counterfactuals(
@@ -198,7 +250,10 @@ def _setting_notes(config: dict[str, Any]) -> str:
     )
 
 
-def report(config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path) -> None:
+def report(
+    config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path,
+    sweep_path: str | Path | None = None,
+) -> None:
     """Build the summary table, the comparison with KD w/o mask, detection quality and a plot."""
     import json
 
@@ -216,5 +271,6 @@ def report(config: dict[str, Any], scores: Sequence[str | Path], metrics_path: s
         benchmark_labels={name: b.get("label", name) for name, b in benchmarks.items()},
         notes=_setting_notes(config),
         candidates=[v for v in config["distill"]["variants"] if v != "kd"],
+        sweep=pd.read_csv(sweep_path) if sweep_path else None,
     )
     log.info("report written to %s", out_dir)

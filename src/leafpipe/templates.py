@@ -2,7 +2,8 @@
 
 The chat template is rendered to text and the user/assistant contents are located in it by
 character offsets, so no model-specific token offsets are hard-coded: any template that copies the
-content verbatim (`{{ content }}`) works, and one that does not is a clear error.
+content verbatim (`{{ content }}`) or trims its surrounding whitespace (Llama-3, Gemma:
+`{{ content | trim }}`) works, and one that changes it otherwise is a clear error.
 """
 
 from __future__ import annotations
@@ -49,31 +50,67 @@ def _render(tokenizer: PreTrainedTokenizerBase, instruction: str, response: str 
     )
 
 
-def _locate(text: str, content: str, start: int, what: str) -> tuple[int, int]:
-    at = text.find(content, start)
-    if at < 0 or not content:
+# Stand-ins for the contents when rendering the template's skeleton: private-use characters, which
+# no template writes itself and which trimming or case filters leave unchanged.
+_INSTRUCTION_SLOT, _RESPONSE_SLOT = "\ue000", "\ue001"
+
+
+def _locate(text: str, content: str, at: int, what: str) -> tuple[int, int, int]:
+    """Where `content` is in `text`, given that the template puts it at `at`.
+
+    Returns (start, end) in `text` and the index in `content` of `text[start]`. Searching from
+    where the template's skeleton says the content goes, not from the start of the text, keeps
+    a content that also occurs in template text (a default system prompt, a role name such as
+    "assistant") from being found there. The content must follow verbatim or with its
+    surrounding whitespace trimmed; whitespace a template trims away, or keeps from a partial
+    trim, counts as template text.
+    """
+    if not content.strip():
+        raise ValueError(f"the {what} is empty or only whitespace; it has no tokens to find")
+    if at >= 0 and text.startswith(content, at):
+        return at, at + len(content), 0
+    core = content.strip()
+    found = text.find(core, at) if at >= 0 else -1
+    if found < 0 or text[at:found].strip():
         raise ValueError(
-            f"the chat template does not reproduce the {what} verbatim; "
-            "leafpipe needs a template that inserts message content as is ({{ content }})"
+            f"the chat template does not reproduce the {what} verbatim (up to trimmed whitespace) "
+            "where it puts message content; leafpipe needs a template that inserts message "
+            "content as is ({{ content }} or {{ content | trim }})"
         )
-    return at, at + len(content)
+    return found, found + len(core), len(content) - len(content.lstrip())
 
 
 def encode_sample(
     tokenizer: PreTrainedTokenizerBase, instruction: str, response: str
 ) -> EncodedSample:
-    """Tokenise a full (instruction, response) chat, labelling each token by field."""
+    """Tokenise a full (instruction, response) chat, labelling each token by field.
+
+    A token that straddles template text and content (a BPE merge across the boundary) is
+    labelled with the content's field, its offsets clipped to the content.
+    """
     text = _render(tokenizer, instruction, response)
-    instr_span = _locate(text, instruction, 0, INSTRUCTION)
-    resp_span = _locate(text, response, instr_span[1], RESPONSE)
+    skeleton = _render(tokenizer, _INSTRUCTION_SLOT, _RESPONSE_SLOT)
+    instr_at, resp_at = skeleton.find(_INSTRUCTION_SLOT), skeleton.find(_RESPONSE_SLOT)
+    if instr_at < 0 or resp_at < instr_at:
+        raise ValueError(
+            "the chat template drops or reorders the message content; leafpipe needs a template "
+            "that inserts the user's, then the assistant's content ({{ content }})"
+        )
+    instr_lo, instr_hi, instr_lead = _locate(text, instruction, instr_at, INSTRUCTION)
+    # The response goes after the template text that separates the two contents in the skeleton.
+    between = skeleton[instr_at + len(_INSTRUCTION_SLOT) : resp_at]
+    after = text.find(between, instr_hi)
+    resp_at = after + len(between) if after >= 0 else -1
+    resp_lo, resp_hi, resp_lead = _locate(text, response, resp_at, RESPONSE)
+    spans = ((INSTRUCTION, instr_lo, instr_hi, instr_lead), (RESPONSE, resp_lo, resp_hi, resp_lead))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     fields: list[str] = []
     offsets: list[tuple[int, int]] = []
     for start, end in enc["offset_mapping"]:
-        for name, (lo, hi) in ((INSTRUCTION, instr_span), (RESPONSE, resp_span)):
+        for name, lo, hi, lead in spans:
             if start < hi and end > lo:
                 fields.append(name)
-                offsets.append((max(start, lo) - lo, min(end, hi) - lo))
+                offsets.append((max(start, lo) - lo + lead, min(end, hi) - lo + lead))
                 break
         else:
             fields.append(TEMPLATE)

@@ -14,6 +14,7 @@ PRETRAINED = ["teacher", "student"]
 VARIANTS = config["distill"]["variants"]
 MODELS = PRETRAINED + VARIANTS
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
+SHARDS = list(range(config["scoring"]["shards"]))
 CORPUS = config["corpus"]["path"] or f"{R}/world/distill_train.jsonl"
 
 
@@ -23,6 +24,7 @@ wildcard_constraints:
     level="instr|instr_resp",
     model="|".join(MODEL_LABELS),
     benchmark="[A-Za-z0-9_]+",
+    shard=r"\d+",
 
 
 def model_location(name):
@@ -76,7 +78,9 @@ def every_product():
         + ([f"{R}/tokenizer"] if pretrained else [])
         + [f"{R}/models/{name}" for name in pretrained + VARIANTS]
         + expand("{R}/scores/{model}.parquet", R=R, model=PRETRAINED)
+        + expand("{R}/scores/{model}/shard-{shard}.parquet", R=R, model=PRETRAINED, shard=SHARDS)
         + [f"{R}/detection/tokens.parquet", f"{R}/detection/metrics.json"]
+        + expand("{R}/detection/{name}", R=R, name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png"])
         + expand("{R}/counterfactuals/{level}.jsonl", R=R, level=levels)
         + expand(
             "{R}/eval/{model}/{benchmark}.{kind}",

@@ -6,19 +6,32 @@ rule score:
         model=model_input,
         corpus_path=CORPUS,
     output:
-        out_path=f"{R}/scores/{{model}}.parquet",
+        out_path=f"{R}/scores/{{model}}/shard-{{shard}}.parquet",
     params:
-        settings=tracked(config["scoring"]),
+        settings=tracked({**config["scoring"], "response_level": config["detection"]["response_level"]}),
         model_dir=lambda wc, input: input.model or model_location(wc.model),
     log:
-        f"{R}/logs/score/{{model}}.log",
+        f"{R}/logs/score/{{model}}/shard-{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/score/{{model}}.tsv"
+        f"{R}/benchmarks/score/{{model}}/shard-{{shard}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=0,
+    conda:
+        ENV
+    script:
+        STAGE
+
+
+rule gather_scores:
+    input:
+        shard_paths=expand("{R}/scores/{{model}}/shard-{shard}.parquet", R=R, shard=SHARDS),
+    output:
+        out_path=f"{R}/scores/{{model}}.parquet",
+    log:
+        f"{R}/logs/gather_scores/{{model}}.log",
     conda:
         ENV
     script:

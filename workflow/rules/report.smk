@@ -1,10 +1,12 @@
-# The report: the paper-layout accuracy table, detection quality against planted labels, a plot.
+# The report: the paper-layout accuracy table, detection quality against planted labels (with the
+# percentile sweep from rule inspect), a plot.
 
 
 rule report:
     input:
         scores=expand("{R}/eval/{model}/{benchmark}.scores.json", R=R, model=MODELS, benchmark=BENCHMARKS),
         metrics_path=f"{R}/detection/metrics.json",
+        sweep_path=f"{R}/detection/sweep.csv",
     output:
         summary=f"{R}/report/summary.md",
         table=f"{R}/report/summary.csv",
