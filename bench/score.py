@@ -80,6 +80,9 @@ import torch.nn.functional as F
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/common.py, however this is loaded
+from common import REAL_SHAPES, peak_mib_since, reset_peak, sync  # noqa: E402
+
 from leafpipe.scoring import ScoreSpec, score_samples, token_budget
 from leafpipe.templates import INSTRUCTION, encode_sample
 from leafpipe.tokenizer import train_tokenizer
@@ -93,12 +96,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                          intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True,
                          rope_theta=100000.0, rms_norm_eps=1e-5),
-    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True,
-                         rope_theta=500000.0, rms_norm_eps=1e-5),
-    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False,
-                         rope_theta=500000.0, rms_norm_eps=1e-5),
+    **REAL_SHAPES,
 }
 SMALL_SHAPES = ("world-teacher", "tiny")  # CPU-sized: short rows by default
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -281,19 +279,6 @@ def methods(args: argparse.Namespace, s: Setup) -> dict[str, Callable[[Sequence[
 
 # --- measurement --------------------------------------------------------------------------------------
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} not in /proc/self/status")
-
-
 def memory_probe(args: argparse.Namespace) -> None:
     """Subprocess side of the CPU memory measurement: one pass, peak RSS above the setup's RSS."""
     s = setup(args)
@@ -301,15 +286,9 @@ def memory_probe(args: argparse.Namespace) -> None:
         raise SystemExit(f"memory probe built different model or rows ({s.fingerprint} != {args.fingerprint})")
     run = methods(args, s)[args.memory_probe]
     gc.collect()
-    try:
-        before = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the resident high-water mark (Linux >= 4.0)
-    except OSError as err:
-        print(json.dumps({"peak_mib": None, "why": str(err)}))
-        return
+    before = reset_peak()
     run(s.rows)
-    print(json.dumps({"peak_mib": (_status_kib("VmHWM") - before) / 1024}))
+    print(json.dumps({"peak_mib": peak_mib_since(before)}))
 
 
 def cpu_peak_mib(argv: Sequence[str], method: str, fingerprint: str) -> float | None:
@@ -338,10 +317,10 @@ def timed(run: Callable[[Sequence[dict]], list[np.ndarray]], rows: Sequence[dict
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     result = run(rows)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     if cuda_memory:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20

@@ -23,3 +23,27 @@ def test_targets_are_the_response_tokens_shifted(tokenizer, samples):
     expected = [t for t, m in zip(enc.input_ids, enc.loss_mask()) if m]
     assert targets == expected
     assert targets[-1] == tokenizer.eos_token_id
+
+
+def test_length_grouped_batches_cover_each_sample_once_with_little_padding():
+    import random
+
+    from leafpipe.batching import length_grouped
+
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 500) for _ in range(1000)]
+    order = random.Random(1).sample(range(1000), 1000)
+    batches = length_grouped(order, lengths, 8, random.Random(2), chunk_batches=10)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert [len(b) for b in batches].count(8) == 125
+    assert all(lengths[b[0]] == max(lengths[i] for i in b) for b in batches)  # longest first
+
+    def padding(bs):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+
+    unsorted = [order[k : k + 8] for k in range(0, 1000, 8)]
+    assert padding(batches) < 0.2 * padding(unsorted)
+    # Batches stay within their chunk of 80 samples of `order`, shuffled there.
+    assert all({order.index(i) // 80 for i in b} == {k // 10} for k, b in enumerate(batches))
+    assert [lengths[b[0]] for b in batches[:10]] != sorted((lengths[b[0]] for b in batches[:10]), reverse=True)
+    assert length_grouped(order, lengths, 8, random.Random(2), chunk_batches=10) == batches

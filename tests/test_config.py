@@ -10,6 +10,7 @@ def test_defaults_fill_settings_but_not_domain_overrides():
     assert config["detection"]["percentile"] == 10 and config["detection"]["strategy"] == "percentile"
     assert config["detection"]["domains"] == {"math": {"percentile": 5}}
     assert config["scoring"]["shards"] == 1 and config["scoring"]["loss"] == "mean"
+    assert config["distill"]["teacher_topk"] is None  # the teacher runs inside each kd job
 
 
 @pytest.mark.parametrize(
@@ -19,6 +20,7 @@ def test_defaults_fill_settings_but_not_domain_overrides():
         ({"detection": {"domains": {"code": {"percentil": 5}}}}, "percentil"),
         ({"scoring": {"shards": 0}}, "shards"),
         ({"scoring": {"batch_size": 16}}, "batch_size"),
+        ({"distill": {"teacher_topk": 0}}, "teacher_topk"),
     ],
 )
 def test_bad_settings_are_clear_errors(settings, words):

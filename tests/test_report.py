@@ -145,3 +145,29 @@ def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
     md = (tmp_path / "summary.md").read_text()
     assert "| 10 (configured) | — | — | — | 12 |" in md
     assert "no planted labels" in md
+
+
+def test_stage_report_shows_sft_as_a_reference_row_not_a_leaf_candidate(tmp_path, scores):
+    import json
+
+    from leafpipe import stages
+    from leafpipe.config import validate_config
+
+    config = validate_config({"models": {"teacher": {}, "student": {}}, "evaluation": {
+        "benchmarks": {"test": {"split": "test", "label": "World test"},
+                       "test_clean": {"split": "test_clean", "label": "World test (clean)"}}}})
+    assert config["distill"]["variants"] == ["sft", "kd", "leaf_instr", "leaf_instr_resp"]
+    paths = []
+    for k, score in enumerate(scores + [_score("sft", "test", 90), _score("sft", "test_clean", 110)]):
+        paths.append(tmp_path / f"{k}.json")
+        paths[-1].write_text(json.dumps(score))
+    (tmp_path / "metrics.json").write_text(json.dumps(DETECTION))
+    stages.report(config, paths, tmp_path / "metrics.json", tmp_path / "report")
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert list(_table_rows(md))[1:] == ["Teacher", "Student (pre-KD)", "SFT", "KD w/o mask",
+                                         "LeaF (instr)", "LeaF (instr+resp)"]
+    comparison = md.split("## Does LeaF help here?")[1].split("##")[0]
+    assert "| Benchmark | LeaF (instr) | LeaF (instr+resp) |" in comparison
+    assert "SFT" not in comparison
+    frame = pd.read_csv(tmp_path / "report" / "summary.csv")
+    assert frame.set_index("model").loc["sft", "test"] == pytest.approx(45.0)

@@ -43,15 +43,31 @@ def test_dry_run_plans_every_stage(tmp_path):
 
 def test_report_has_every_model_and_detection(run):
     table = pd.read_csv(run / "report" / "summary.csv")
-    assert len(table) == 5
+    assert len(table) == 6
     summary = (run / "report" / "summary.md").read_text()
-    for label in ("Teacher", "Student (pre-KD)", "KD w/o mask", "LeaF (instr)", "LeaF (instr+resp)"):
+    for label in ("Teacher", "Student (pre-KD)", "SFT", "KD w/o mask", "LeaF (instr)", "LeaF (instr+resp)"):
         assert f"| {label} |" in summary
     metrics = json.loads((run / "detection" / "metrics.json").read_text())
     assert metrics["n_samples"] == 12 and metrics["n_planted"] > 0
     assert (run / "report" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Progress is visible in the long rules' logs.
     assert "distill" in (run / "logs" / "distill" / "leaf_instr.log").read_text()
+
+
+def test_distilled_models_carry_their_metrics_and_leave_no_resumable_state(run):
+    for variant, objective in (("sft", "ce"), ("kd", "kd"), ("leaf_instr", "kd"), ("leaf_instr_resp", "kd")):
+        folder = run / "models" / variant
+        training = json.loads((folder / "training.json").read_text())
+        assert training["variant"] == variant and training["objective"] == objective
+        # tests/micro/config.yaml: 12 groups, val_fraction 0.25, global_batch 4 of micro-batches of 2.
+        assert training["groups_train"] + training["groups_validation"] == 12
+        assert training["groups_validation"] > 0 and training["keep"] == "best"
+        metrics = pd.read_csv(folder / "metrics.csv")
+        assert (metrics["kind"] == "epoch").sum() == 2
+        assert metrics.loc[metrics["kind"] == "epoch", "val_loss"].notna().all()
+        assert not (run / "checkpoints" / "distill" / variant / "state.pt").exists()
+    assert json.loads((run / "models" / "kd" / "training.json").read_text())["groups_with_counterfactuals"] == 0
+    assert json.loads((run / "models" / "leaf_instr" / "training.json").read_text())["groups_with_counterfactuals"] > 0
 
 
 def test_rerun_after_success_does_nothing(run):
@@ -83,7 +99,7 @@ def test_deleting_one_output_reruns_only_its_dependents(run):
 def test_deleting_an_intermediate_rebuilds_it_and_its_dependents(run):
     jobs = _plan_without(run, "detection/metrics.json")
     assert jobs["detect"] == 1 and jobs["counterfactuals"] == 2 and jobs["report"] == 1
-    assert jobs["distill"] == 2, "kd reads no counterfactuals, so it is not rerun"
+    assert jobs["distill"] == 2, "sft and kd read no counterfactuals, so they are not rerun"
     assert "score" not in jobs and "pretrain" not in jobs
 
 
@@ -122,3 +138,17 @@ def test_bad_config_fails_before_any_job(tmp_path):
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "unknown_key" in proc.stdout + proc.stderr
+
+
+def test_teacher_topk_plans_a_teacher_logits_job_per_data_file(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["distill"] = {**config.get("distill", {}), "teacher_topk": 8}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path / "results", "-n", "--quiet", "rules", configfile=configfile)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    # kd reads the corpus, each LeaF variant its counterfactual level; sft needs no teacher.
+    assert jobs["teacher_logits"] == 3 and jobs["distill"] == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,32 @@ def collate(samples: Sequence[EncodedSample], pad_id: int) -> Batch:
         attn[row, :n] = 1
         trained[row, :n] = torch.tensor(s.loss_mask())
     return Batch(ids, attn, trained[:, 1:])
+
+
+def length_grouped(
+    order: Sequence[int], lengths: Sequence[int], batch_size: int, rng: random.Random,
+    chunk_batches: int = 50,
+) -> list[list[int]]:
+    """Cut `order` (indices into `lengths`, already shuffled) into batches of similar lengths.
+
+    Each run of `chunk_batches × batch_size` consecutive indices is sorted longest first and cut
+    into batches of `batch_size` (the last one of the last run may be smaller); then the batches
+    of each run are shuffled with `rng`, so a run's long and short batches do not come in order.
+    Padding then costs little (a batch holds samples of nearby lengths, longest first) while the
+    shuffle of `order` still decides which samples meet. The result depends only on the
+    arguments, so a seeded `rng` makes it reproducible.
+    """
+    if batch_size < 1 or chunk_batches < 1:
+        raise ValueError("batch_size and chunk_batches must be >= 1")
+    chunk = batch_size * chunk_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        # A stable sort keeps the shuffled order among samples of equal length.
+        run = sorted(order[start : start + chunk], key=lambda i: -lengths[i])
+        cut = [run[k : k + batch_size] for k in range(0, len(run), batch_size)]
+        rng.shuffle(cut)
+        batches.extend(cut)
+    return batches
 
 
 def response_cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:

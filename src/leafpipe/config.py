@@ -30,7 +30,28 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     except WorkflowError as err:
         raise ConfigError(f"{source}: {err}") from None
     check_paths(config, source)
+    check_distill(config, source)
     return config
+
+
+def check_distill(config: dict[str, Any], source: str = "config") -> None:
+    """Distillation settings that only make sense together, and LoRA's optional dependency."""
+    import importlib.util
+
+    d = config["distill"]
+    if d["global_batch"] % d["micro_batch"]:
+        raise ConfigError(
+            f"{source}: distill.global_batch ({d['global_batch']}) must be a multiple of "
+            f"distill.micro_batch ({d['micro_batch']}): an optimiser step accumulates "
+            "global_batch / micro_batch micro-batches"
+        )
+    if d["keep"] == "best" and d["val_fraction"] == 0:
+        raise ConfigError(f"{source}: distill.keep: best needs a validation set; set distill.val_fraction > 0")
+    if d["lora"] and importlib.util.find_spec("peft") is None:
+        raise ConfigError(
+            f"{source}: distill.lora is set but peft is not installed; "
+            "pip install 'leafpipe[lora]' or set distill.lora: null"
+        )
 
 
 def check_paths(config: dict[str, Any], source: str = "config") -> None:

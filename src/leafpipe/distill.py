@@ -1,231 +1,598 @@
-"""Causal attention distillation, stage 2 of LeaF.
+"""Causal attention distillation, stage 2 of LeaF, and its baselines: one trainer, one loop.
 
-The student learns the teacher's next-token distributions over response tokens on each original
-sample and, with weight λ, on one of its counterfactuals (the instruction with a confounder span
-removed), teacher and student seeing the same input each time:
+Each original sample x and, with weight λ, one of its counterfactuals x \\ A (the instruction
+with a confounder span removed) train the student, teacher and student seeing the same input:
 
-    L = KL(p_T(y | x) ‖ p_S(y | x)) + λ · KL(p_T(y | x \\ A) ‖ p_S(y | x \\ A))
+    L = D(x) + λ · D(x \\ A)
 
-Plain knowledge distillation (the `kd` baseline) is the same loop with λ = 0 or with groups that
-have no counterfactuals.
+where D is a distillation loss on the response tokens (`objective="kd"`: forward KL, reverse KL
+or JSD to the teacher, `leafpipe.kd_loss`) or plain cross-entropy on the response
+(`objective="ce"`, the `sft` baseline, which needs no teacher). Each term is a sum over trained
+tokens divided by the number of trained tokens of its own samples in the whole optimiser step, so
+gradient accumulation gives exactly the gradient of one big batch. The variants differ only in
+data: `sft` and `kd` train on originals alone (no counterfactuals, so the λ term is absent),
+`leaf_instr` and `leaf_instr_resp` on originals with their counterfactuals.
+
+Training state lives in a work folder (docs/data-schemas.md, "Distillation checkpoints") so a
+killed job resumes where it stopped and ends with the same weights, bit for bit on a CPU, as a
+run that was never interrupted: weights, optimiser state, step, position in the epoch, RNG states
+and the metrics so far are saved every `checkpoint_every` steps and at each epoch end, and the
+batch order of an epoch is a function of (seed, epoch) alone, so it is recomputed, not stored.
+
+This module holds the settings and the trainer; the groups, split and batches are in
+`leafpipe.distill_data`, the work folder and the final model folder in
+`leafpipe.distill_checkpoints`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import random
+import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from statistics import fmean
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 import torch
+import transformers
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from leafpipe.batching import Batch, collate
-from leafpipe.losses import token_kl
-from leafpipe.templates import encode_sample
+from leafpipe.atomic_io import atomic_path, write_json
+from leafpipe.batching import collate
+from leafpipe.distill_checkpoints import (
+    BEST, LAST, LOSS_SUMS, STATE, TRAINING, Metrics, TrainingState, clear_work, load_state,
+    quiet_saves, run_fingerprint, save_state,
+)
+from leafpipe.distill_data import (
+    DistillGroup, encode_groups, epoch_plan, n_trained, seeded_rng, validation_split,
+)
+from leafpipe.kd_loss import KDSpec, ce_loss_sum, kd_loss_sum, output_head, response_hidden
+from leafpipe.teacher_cache import TeacherCache
+from leafpipe.templates import EncodedSample
 
 log = logging.getLogger(__name__)
 
-ORIGINAL = "original"
-COUNTERFACTUAL = "counterfactual"
-
-Pair = tuple[str, str]  # (instruction, response)
-
-
-@dataclass
-class DistillGroup:
-    """One original sample and the counterfactuals made from it (possibly none)."""
-
-    original: Pair
-    counterfactuals: list[Pair] = field(default_factory=list)
+OBJECTIVES = ("kd", "ce")
+SCHEDULES = ("cosine", "linear", "constant")
+KEEP = ("best", "last")
 
 
-def load_groups(rows: Sequence[dict]) -> list[DistillGroup]:
-    """Group counterfactual-JSONL rows (docs/data-schemas.md) by their original sample.
+@dataclass(frozen=True)
+class LoraSpec:
+    """Low-rank adapters (peft) instead of training every weight; see `distill`."""
 
-    Groups come in the order of the originals in `rows`, counterfactuals in row order, so the
-    result (and hence training) does not depend on how rows of different kinds interleave.
-    """
-    groups: dict[str, DistillGroup] = {}
-    for row in rows:
-        rid, source = row["id"], row["source_id"]
-        if row["kind"] == ORIGINAL:
-            if source in groups:
-                raise ValueError(f"original {rid!r}: source {source!r} has two original rows")
-            groups[source] = DistillGroup((row["instruction"], row["response"]))
-        elif row["kind"] != COUNTERFACTUAL:
-            raise ValueError(
-                f"row {rid!r}: kind must be {ORIGINAL!r} or {COUNTERFACTUAL!r}, "
-                f"got {row['kind']!r}"
-            )
-    for row in rows:
-        if row["kind"] == COUNTERFACTUAL:
-            rid, source = row["id"], row["source_id"]
-            if source not in groups:
-                raise ValueError(
-                    f"counterfactual {rid!r}: its source {source!r} has no original row"
-                )
-            groups[source].counterfactuals.append((row["instruction"], row["response"]))
-    return list(groups.values())
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    # Names of the linear layers that get adapters (Llama, Qwen2, Mistral, Gemma naming), or
+    # "all-linear" for every linear layer but the output head.
+    target_modules: tuple[str, ...] | str = (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError("lora: r must be >= 1, alpha > 0 and dropout in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("lora.target_modules must name at least one layer")
 
 
 @dataclass(frozen=True)
 class DistillSpec:
-    """Training settings. Defaults follow the paper's public code where it states them."""
+    """Training settings; `config/config.yaml`'s `distill` section documents each one.
 
+    Dataclass defaults follow the paper's public code where it states them; the config schema
+    holds the defaults of the pipeline's own runs.
+    """
+
+    objective: str = "kd"  # "kd": loss to the teacher (spec.kd); "ce": cross-entropy (sft)
     lam: float = 1.0  # λ, weight of the counterfactual term
-    temperature: float = 1.0
+    kd: KDSpec = field(default_factory=KDSpec)
     epochs: int = 5
-    batch_size: int = 32  # groups per optimiser step
+    global_batch: int = 32  # groups per optimiser step ...
+    micro_batch: int = 32  # ... reached by accumulating micro-batches of this many groups
     lr: float = 1e-5
+    schedule: str = "cosine"  # after warm-up: cosine or linear decay to 0, or constant
     warmup_ratio: float = 0.03  # fraction of all steps spent warming up linearly
     weight_decay: float = 0.0  # applied to matrices only, not to norms or biases
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None
+    val_fraction: float = 0.0  # share of groups held out (by source id) for a validation loss
+    keep: str = "last"  # the weights returned and saved: the last epoch's, or the best val loss
+    checkpoint_every: int = 50  # optimiser steps between resumable checkpoints
     seed: int = 0
     log_every: int = 10  # steps between log lines
 
     def __post_init__(self) -> None:
-        if self.lam < 0 or self.temperature <= 0 or self.lr <= 0:
-            raise ValueError("lam must be >= 0, temperature and lr > 0")
-        if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise ValueError("epochs, batch_size and log_every must be >= 1")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.lam < 0 or self.lr <= 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise ValueError("lam, max_grad_norm and weight_decay must be >= 0, lr > 0")
+        if min(self.epochs, self.global_batch, self.micro_batch, self.log_every, self.checkpoint_every) < 1:
+            raise ValueError("epochs, global_batch, micro_batch, log_every and checkpoint_every must be >= 1")
+        if self.global_batch % self.micro_batch:
+            raise ValueError(
+                f"distill.global_batch ({self.global_batch}) must be a multiple of "
+                f"distill.micro_batch ({self.micro_batch}): an optimiser step accumulates "
+                "global_batch / micro_batch micro-batches"
+            )
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
+        if self.keep == "best" and self.val_fraction == 0:
+            raise ValueError("keep: best needs a validation set; set val_fraction > 0")
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_batch // self.micro_batch
+
+    @classmethod
+    def from_config(cls, settings: Mapping[str, Any], *, objective: str, seed: int) -> "DistillSpec":
+        """The spec of a config's `distill` section; keys the trainer does not read are ignored."""
+        nested = {"kd", "lora", "objective", "seed"}
+        names = {f.name for f in fields(cls)} - nested
+        lora = settings.get("lora")
+        if lora:
+            modules = lora.get("target_modules", LoraSpec.target_modules)
+            lora = LoraSpec(**{**lora, "target_modules": modules if isinstance(modules, str) else tuple(modules)})
+        return cls(
+            objective=objective, seed=seed, kd=KDSpec(**settings.get("kd", {})), lora=lora or None,
+            **{k: v for k, v in settings.items() if k in names},
+        )
 
 
 def lr_at(step: int, total_steps: int, spec: DistillSpec) -> float:
-    """Learning rate of optimiser step `step` (0-based): linear warm-up, then cosine decay to 0."""
+    """Learning rate of optimiser step `step` (0-based): linear warm-up, then `spec.schedule`."""
     warmup = round(spec.warmup_ratio * total_steps)
     if step < warmup:
         return spec.lr * (step + 1) / (warmup + 1)
+    if spec.schedule == "constant":
+        return spec.lr
     progress = (step - warmup) / max(1, total_steps - warmup)
+    if spec.schedule == "linear":
+        return spec.lr * (1.0 - progress)
     return spec.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _batch_kl(
-    teacher: PreTrainedModel, student: PreTrainedModel, batch: Batch, temperature: float
-) -> torch.Tensor:
-    """Per-sample KL [B] over response tokens, both models fed the same batch."""
-    with torch.no_grad():
-        t_batch = batch.to(teacher.device)
-        t_logits = teacher(
-            input_ids=t_batch.input_ids, attention_mask=t_batch.attention_mask
-        ).logits
-    s_batch = batch.to(student.device)
-    s_logits = student(input_ids=s_batch.input_ids, attention_mask=s_batch.attention_mask).logits
-    return token_kl(
-        t_logits[:, :-1].to(student.device), s_logits[:, :-1], s_batch.target_mask, temperature
-    )
+# --- models and tokenizers ------------------------------------------------------------------
 
 
-def _optimizer(student: PreTrainedModel, spec: DistillSpec) -> torch.optim.AdamW:
+def check_tokenizers(
+    student_tokenizer: PreTrainedTokenizerBase, teacher_tokenizer: PreTrainedTokenizerBase | None
+) -> None:
+    """Token-level distillation compares distributions over the same token ids.
+
+    Supported: the same tokenizer (equal vocabularies), or a teacher whose vocabulary extends
+    the student's with every student token at the same id (one model family, the larger model
+    with added tokens). The teacher then reads the student's token ids as they are.
+    """
+    if teacher_tokenizer is None:
+        return
+    student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    moved = [t for t, i in student_vocab.items() if teacher_vocab.get(t) != i]
+    if moved:
+        examples = ", ".join(repr(t) for t in sorted(moved)[:5])
+        raise ValueError(
+            f"teacher and student tokenizers differ: {len(moved)} of the student's "
+            f"{len(student_vocab)} tokens are missing from the teacher's vocabulary or have "
+            f"another id there (e.g. {examples}). Token-level distillation supports two pairs: "
+            "the same tokenizer, or a teacher whose vocabulary extends the student's with the "
+            "same ids (one model family, e.g. Qwen2.5-7B-Instruct → Qwen2.5-0.5B-Instruct). "
+            "Choose a teacher and student of one family."
+        )
+
+
+def _head_rows(model: PreTrainedModel) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def _check_heads(
+    student: PreTrainedModel, teacher: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    for role, model in (("student", student), ("teacher", teacher)):
+        if model is not None and _head_rows(model) < len(tokenizer):
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the {role} model's output layer "
+                f"only {_head_rows(model)}; use the tokenizer the models were trained with"
+            )
+    if teacher is not None and _head_rows(teacher) < _head_rows(student):
+        raise ValueError(
+            f"the teacher's output layer ({_head_rows(teacher)} tokens) is smaller than the "
+            f"student's ({_head_rows(student)}); the teacher's vocabulary must be at least the "
+            "student's"
+        )
+
+
+def _require_peft() -> None:
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "distill.lora is set but peft is not installed; install it with "
+            "pip install 'leafpipe[lora]', or set distill.lora: null to train every weight"
+        ) from None
+
+
+def _wrap_lora(student: PreTrainedModel, lora: LoraSpec) -> Any:
+    _require_peft()
+    from peft import LoraConfig, get_peft_model
+
+    modules = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=modules, task_type="CAUSAL_LM")
+    return get_peft_model(student, config)
+
+
+def _checkpointing(model: PreTrainedModel) -> None:
+    # transformers 5 renamed the switch; older versions only have the first name.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    model.config.use_cache = False
+
+
+def _optimizer(params: Sequence[tuple[str, torch.nn.Parameter]], spec: DistillSpec) -> torch.optim.AdamW:
     """AdamW decaying matrices only, as nanoGPT does: norm gains and biases are not decayed."""
-    params = [p for p in student.parameters() if p.requires_grad]
     return torch.optim.AdamW(
         [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for _, p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
+            {"params": [p for _, p in params if p.dim() < 2], "weight_decay": 0.0},
         ],
         lr=spec.lr,
     )
 
 
-def _check_vocab(
-    teacher: PreTrainedModel, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-) -> None:
-    t_vocab, s_vocab = teacher.config.vocab_size, student.config.vocab_size
-    if t_vocab != s_vocab:
-        raise ValueError(
-            f"teacher vocabulary ({t_vocab}) and student vocabulary ({s_vocab}) differ; "
-            "token-level distillation needs a teacher and student that share a tokenizer"
+# --- the trainer ----------------------------------------------------------------------------
+
+
+class _Trainer:
+    def __init__(
+        self, teacher: PreTrainedModel | None, student: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase, groups: Sequence[DistillGroup], spec: DistillSpec,
+        work_dir: Path, on_step: Callable[[int, dict[str, Any]], None] | None,
+        teacher_cache: TeacherCache | None = None,
+    ):
+        self.spec, self.work, self.tokenizer, self.on_step = spec, work_dir, tokenizer, on_step
+        # With a cache the teacher is never loaded: its top-k log-probs stand in for it.
+        self.cache = teacher_cache if spec.objective == "kd" else None
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # Padding is masked out everywhere, so any id works; Llama tokenizers have no pad token.
+        pad = tokenizer.pad_token_id
+        self.pad_id = tokenizer.eos_token_id if pad is None else pad
+        self.encoded = encode_groups(tokenizer, groups)
+        self.train_idx, self.val_idx = validation_split(groups, spec.val_fraction)
+        if not self.train_idx:
+            raise ValueError(f"val_fraction {spec.val_fraction} holds out all {len(groups)} groups")
+        if spec.val_fraction > 0 and not self.val_idx:
+            log.warning("val_fraction %.3g holds out none of %d groups: no validation loss",
+                        spec.val_fraction, len(groups))
+        self.steps_per_epoch = math.ceil(len(self.train_idx) / spec.global_batch)
+        self.total_steps = spec.epochs * self.steps_per_epoch
+        if self.cache is not None:
+            self.cache.check(groups, self.encoded)
+            if self.cache.temperature != spec.kd.temperature:
+                raise ValueError(f"teacher cache {self.cache.path} holds log-probs at temperature "
+                                 f"{self.cache.temperature}, distill.kd.temperature is {spec.kd.temperature}")
+            if self.cache.vocab_size != _head_rows(student):
+                raise ValueError(f"teacher cache {self.cache.path} was built for a vocabulary of "
+                                 f"{self.cache.vocab_size}, the student's output layer has {_head_rows(student)}")
+        uses_teacher = spec.objective == "kd" and self.cache is None
+        self.fingerprint = run_fingerprint(asdict(spec), self.val_idx, self.encoded,
+                                           (student, teacher) if uses_teacher else (student,),
+                                           extra=self.cache.identity() if self.cache is not None else None)
+
+        torch.manual_seed(spec.seed)  # LoRA initialisation and dropout
+        self.teacher = None
+        if uses_teacher:
+            # Frozen, and in bf16 on a GPU: it only ever runs forward (inference mode, below).
+            teacher = teacher.eval().requires_grad_(False).to(self.device)
+            self.teacher = teacher.to(torch.bfloat16) if self.device.type == "cuda" else teacher
+        self.peft = _wrap_lora(student, spec.lora) if spec.lora else None
+        # Forward passes go through the plain transformers model; peft injected its adapters
+        # into that model's layers, so they run there too.
+        self.student = (self.peft.get_base_model() if self.peft else student).to(self.device)
+        if spec.gradient_checkpointing:
+            _checkpointing(self.student)
+        self.params = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
+        self.optimizer = _optimizer(self.params, spec)
+
+    # The student keeps fp32 master weights; on a GPU its forward runs under bf16 autocast.
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- losses --
+
+    def _loss_sum(self, samples: Sequence[EncodedSample]) -> torch.Tensor:
+        """Sum of the per-token loss over the trained tokens of `samples` (fp32 scalar).
+
+        Only the decoders run under autocast; the chunked losses apply each head in its own
+        dtype and do their softmax arithmetic in fp32 (`leafpipe.kd_loss`).
+        """
+        batch = collate(samples, self.pad_id).to(self.device)
+        with self._autocast():
+            hidden = response_hidden(self.student, batch.input_ids, batch.attention_mask)
+        if self.spec.objective == "ce":
+            return ce_loss_sum(hidden, output_head(self.student), batch.input_ids, batch.target_mask,
+                               self.spec.kd.chunk_tokens)
+        if self.cache is not None:
+            topk = self.cache.gather(samples).to(self.device)
+            return kd_loss_sum(hidden, output_head(self.student), None, None, batch.target_mask,
+                               self.spec.kd, teacher_topk=topk)
+        with torch.inference_mode():
+            t_hidden = response_hidden(self.teacher, batch.input_ids, batch.attention_mask)
+        # kd_loss_sum reads the teacher's (inference-mode) hidden states under no_grad, detached:
+        # they never enter the autograd graph, so they need no clone.
+        return kd_loss_sum(hidden, output_head(self.student), t_hidden, output_head(self.teacher),
+                           batch.target_mask, self.spec.kd)
+
+    def _train_step(self, micro_batches: list[list[int]], drawn: dict[int, EncodedSample]) -> dict[str, Any]:
+        """One optimiser step over its micro-batches; returns the step's loss terms and counts."""
+        originals = [[self.encoded[i].original for i in mb] for mb in micro_batches]
+        cfs = [[drawn[i] for i in mb if i in drawn] for mb in micro_batches]
+        # Normalisers first: each term is divided by its trained tokens in the whole step.
+        n_orig = sum(n_trained(s) for mb in originals for s in mb)
+        n_cf = sum(n_trained(s) for mb in cfs for s in mb)
+        sum_orig = sum_cf = 0.0
+        for orig_mb, cf_mb in zip(originals, cfs):
+            # Two backward passes instead of one: only one graph is alive at a time.
+            loss = self._loss_sum(orig_mb)
+            (loss / n_orig).backward()
+            sum_orig += loss.item()
+            if cf_mb:
+                loss = self._loss_sum(cf_mb)
+                (self.spec.lam * loss / n_cf).backward()
+                sum_cf += loss.item()
+        out = dict(orig=sum_orig, orig_tokens=n_orig, cf=sum_cf, cf_tokens=n_cf)
+        # max_norm=inf measures the norm for the metrics and scales gradients by exactly 1.
+        limit = self.spec.max_grad_norm or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.params], limit).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**out, "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        """The training loss on the held-out groups, each term normalised over all of them.
+
+        Each group's counterfactual is drawn once for the whole run, so epochs are comparable.
+        """
+        self.student.eval()
+        cf_rng = seeded_rng(self.spec.seed, "validation")
+        lengths = [len(e.original) for e in self.encoded]
+        order = sorted(self.val_idx, key=lambda i: -lengths[i])
+        totals = dict.fromkeys(LOSS_SUMS, 0.0)
+        for start in range(0, len(order), self.spec.micro_batch):
+            batch = order[start : start + self.spec.micro_batch]
+            originals = [self.encoded[i].original for i in batch]
+            totals["orig"] += self._loss_sum(originals).item()
+            totals["orig_tokens"] += sum(n_trained(s) for s in originals)
+            cfs = [cf_rng.choice(self.encoded[i].counterfactuals) for i in batch
+                   if self.spec.lam > 0 and self.encoded[i].counterfactuals]
+            if cfs:
+                totals["cf"] += self._loss_sum(cfs).item()
+                totals["cf_tokens"] += sum(n_trained(s) for s in cfs)
+        self.student.train()
+        orig, cf = _terms(totals)
+        return dict(val_loss=self._total(orig, cf), val_orig=orig, val_cf=cf,
+                    val_tokens=int(totals["orig_tokens"] + totals["cf_tokens"]))
+
+    def _total(self, orig: float, cf: float) -> float:
+        """The loss L = orig + λ·cf; a step or set without counterfactuals has no cf term."""
+        return orig if math.isnan(cf) else orig + self.spec.lam * cf
+
+    # -- checkpoints --
+
+    def _save_model(self, name: str) -> None:
+        """save_pretrained of the student (its LoRA adapter, with LoRA) and the tokenizer."""
+        with atomic_path(self.work / name, directory=True) as tmp, quiet_saves():
+            (self.peft or self.student).save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+
+    def _save_state(self, state: TrainingState, started: float) -> None:
+        save_state(self.work, state, fingerprint=self.fingerprint, params=self.params,
+                   optimizer=self.optimizer, elapsed=state.elapsed + time.monotonic() - started)
+
+    def _restore_best(self) -> None:
+        """Load the weights saved in best/ into the student."""
+        path = self.work / BEST
+        if self.peft is not None:
+            from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.peft, load_peft_weights(str(path), device=str(self.device)))
+            return
+        best = type(self.student).from_pretrained(str(path), dtype=torch.float32)
+        self.student.load_state_dict(best.state_dict())
+
+    # -- the loop --
+
+    def run(self) -> PreTrainedModel:
+        spec = self.spec
+        self.work.mkdir(parents=True, exist_ok=True)
+        state = load_state(self.work, fingerprint=self.fingerprint, params=self.params,
+                           optimizer=self.optimizer)
+        if state is None:
+            clear_work(self.work)
+            state = TrainingState()
+        else:
+            state.resumed.append(state.step)
+            log.info("resuming from %s at step %d (epoch %d, step %d of it)",
+                     self.work / STATE, state.step, state.epoch, state.position)
+        log.info(
+            "distill (%s): %d training groups, %d held out; %d epochs × %d steps of %d groups "
+            "(%d micro-batches of %d); device %s",
+            spec.objective, len(self.train_idx), len(self.val_idx), spec.epochs,
+            self.steps_per_epoch, spec.global_batch, spec.accumulation, spec.micro_batch, self.device,
         )
-    if len(tokenizer) > s_vocab:
-        raise ValueError(
-            f"the tokenizer has {len(tokenizer)} tokens but the models only {s_vocab}; "
-            "use the tokenizer the models were trained with"
+        started = time.monotonic()
+        metrics = Metrics(self.work, state.history, state.step if state.resumed else None)
+        progress = tqdm(total=self.total_steps, initial=state.step, desc=f"distill {spec.objective}",
+                        file=sys.stderr, dynamic_ncols=True)
+        self.student.train()
+        try:
+            while state.epoch <= spec.epochs:
+                steps, drawn = epoch_plan(self.encoded, self.train_idx, state.epoch, seed=spec.seed,
+                                          global_batch=spec.global_batch,
+                                          micro_batch=spec.micro_batch, lam=spec.lam)
+                while state.position < len(steps):
+                    lr = lr_at(state.step, self.total_steps, spec)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    out = self._train_step(steps[state.position], drawn)
+                    state.step += 1
+                    state.position += 1
+                    for key in LOSS_SUMS:
+                        state.sums[key] += out[key]
+                    orig, cf = _terms(out)
+                    row = dict(kind="step", epoch=state.epoch, step=state.step, lr=lr,
+                               loss=self._total(orig, cf), loss_orig=orig, loss_cf=cf,
+                               grad_norm=out["grad_norm"], tokens_orig=out["orig_tokens"],
+                               tokens_cf=out["cf_tokens"],
+                               elapsed_s=round(state.elapsed + time.monotonic() - started, 3))
+                    metrics.add(row)
+                    state.history = metrics.rows
+                    progress.update()
+                    progress.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+                    if state.step % spec.log_every == 0 or state.step == self.total_steps:
+                        log.info("step %d/%d epoch %d lr %.3e loss %.5f loss_orig %.5f loss_cf %.5f "
+                                 "grad_norm %.3f", state.step, self.total_steps, state.epoch, lr,
+                                 row["loss"], orig, cf, out["grad_norm"])
+                    if state.step % spec.checkpoint_every == 0:
+                        self._save_state(state, started)
+                    if self.on_step is not None:
+                        self.on_step(state.step, row)
+                self._end_epoch(state, metrics, started)
+        finally:
+            progress.close()
+            metrics.close()
+        return self._finish(state, started)
+
+    def _end_epoch(self, state: TrainingState, metrics: Metrics, started: float) -> None:
+        orig, cf = _terms(state.sums)
+        row: dict[str, Any] = dict(
+            kind="epoch", epoch=state.epoch, step=state.step, loss=self._total(orig, cf),
+            loss_orig=orig, loss_cf=cf,
+            tokens_orig=int(state.sums["orig_tokens"]), tokens_cf=int(state.sums["cf_tokens"]),
         )
+        if self.val_idx:
+            row.update(self._validate())
+            if state.best_val is None or row["val_loss"] < state.best_val:
+                state.best_val, state.best_epoch = row["val_loss"], state.epoch
+                self._save_model(BEST)
+        row["elapsed_s"] = round(state.elapsed + time.monotonic() - started, 3)
+        metrics.add(row)
+        log.info("epoch %d/%d: train loss %.5f (orig %.5f, cf %.5f)%s", state.epoch, self.spec.epochs,
+                 row["loss"], orig, cf,
+                 f", validation loss {row['val_loss']:.5f}" if "val_loss" in row else "")
+        self._save_model(LAST)
+        state.history = metrics.rows
+        state.epoch += 1
+        state.position = 0
+        state.sums = dict.fromkeys(LOSS_SUMS, 0.0)
+        self._save_state(state, started)
+
+    def _finish(self, state: TrainingState, started: float) -> PreTrainedModel:
+        keep = self.spec.keep
+        if keep == "best" and state.best_epoch is None:
+            log.warning("keep: best, but no group was held out for validation; keeping the last epoch")
+            keep = "last"
+        kept_epoch = state.best_epoch if keep == "best" else self.spec.epochs
+        if kept_epoch != self.spec.epochs:
+            log.info("keeping epoch %d (validation loss %.5f), not the last", kept_epoch, state.best_val)
+            self._restore_best()
+        model = self.peft.merge_and_unload() if self.peft is not None else self.student
+        write_json({
+            "objective": self.spec.objective,
+            "settings": asdict(self.spec),
+            "groups_train": len(self.train_idx),
+            "groups_validation": len(self.val_idx),
+            "groups_with_counterfactuals": sum(bool(self.encoded[i].counterfactuals) for i in self.train_idx),
+            "steps_per_epoch": self.steps_per_epoch,
+            "steps": state.step,
+            "keep": keep,
+            "kept": BEST if kept_epoch != self.spec.epochs else LAST,
+            "kept_epoch": kept_epoch,
+            "best_epoch": state.best_epoch,
+            "best_val_loss": state.best_val,
+            "resumed_at_steps": state.resumed,
+            "elapsed_s": round(state.elapsed + time.monotonic() - started, 3),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "teacher_cache": ({"path": str(self.cache.path), **self.cache.identity()}
+                              if self.cache is not None else None),
+            "fingerprint": self.fingerprint,
+        }, self.work / TRAINING)
+        return model.eval()
+
+
+def _terms(sums: Mapping[str, float]) -> tuple[float, float]:
+    """Per-token means of the original and counterfactual terms (NaN for a term with no tokens)."""
+    orig = sums["orig"] / sums["orig_tokens"] if sums["orig_tokens"] else math.nan
+    cf = sums["cf"] / sums["cf_tokens"] if sums["cf_tokens"] else math.nan
+    return orig, cf
 
 
 def distill(
-    teacher: PreTrainedModel,
+    teacher: PreTrainedModel | None,
     student: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     groups: Sequence[DistillGroup],
     spec: DistillSpec,
     threads: int | None = None,
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+    on_step: Callable[[int, dict[str, Any]], None] | None = None,
+    teacher_cache: TeacherCache | None = None,
 ) -> PreTrainedModel:
-    """Train `student` in place toward `teacher` with the LeaF hybrid loss; return it in eval mode.
+    """Train `student` toward `teacher` (or on the responses, for `objective="ce"`); return it.
 
-    Each epoch the groups are shuffled and every group with counterfactuals draws one of them.
-    A batch's loss is the mean of KL_orig over its samples plus λ times the mean of KL_cf over
-    the counterfactuals its samples drew. Order and draws come from two RNGs seeded by
-    `spec.seed`, so λ = 0 and groups stripped of their counterfactuals train on exactly the same
-    original batches. The teacher is frozen and stays in eval mode. `threads` sets torch's CPU
-    thread count for this process.
+    `tokenizer` is the student's; `teacher_tokenizer`, when given, is checked against it
+    (`check_tokenizers`). The teacher may be None for "ce", and for "kd" when `teacher_cache`
+    (`leafpipe.teacher_cache`, built by the teacher_logits stage) holds its top-k log-probs of
+    every sample of `groups`: the loss then uses those (`kd_loss_sum(..., teacher_topk=...)`) and
+    the teacher is never run; "ce" ignores the cache. Each epoch the training groups are
+    shuffled, cut into length-grouped micro-batches (`batching.length_grouped`) and every group
+    with counterfactuals draws one of them; a step accumulates `global_batch / micro_batch`
+    micro-batches. Order and draws are functions of (seed, epoch), so λ = 0 and groups stripped
+    of their counterfactuals train on exactly the same batches.
+
+    `work_dir` holds the resumable state, the best/ and last/ checkpoints, metrics.csv and
+    training.json (docs/data-schemas.md); a state found there from the same settings, data and
+    models is resumed, any other state is discarded. Without `work_dir` a temporary folder is
+    used and removed. `on_step(step, metrics_row)` runs after each optimiser step (and after
+    that step's checkpoint). The returned model holds the kept weights (`spec.keep`), merged
+    when LoRA was used, in eval mode, on the training device; the teacher is frozen and moved
+    to that device too (in bf16 on a GPU). `threads` sets torch's CPU thread count.
     """
     if not groups:
         raise ValueError("no samples to distill")
-    _check_vocab(teacher, student, tokenizer)
+    if spec.objective == "kd" and teacher is None and teacher_cache is None:
+        raise ValueError("objective 'kd' needs a teacher model or a teacher top-k cache")
+    if spec.objective == "kd" and teacher_cache is not None:
+        teacher = None  # the cache stands in for it
+    check_tokenizers(tokenizer, teacher_tokenizer)
+    _check_heads(student, teacher if spec.objective == "kd" else None, tokenizer)
+    if spec.lora is not None:
+        _require_peft()
     if threads is not None:
         torch.set_num_threads(threads)
-    torch.manual_seed(spec.seed)  # dropout, if the student has any
-    order_rng, cf_rng = random.Random(spec.seed), random.Random(spec.seed + 1)
-    # Padding is masked out everywhere, so any id works; Llama tokenizers have no pad token.
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="leafpipe-distill-"))
+        return _Trainer(teacher, student, tokenizer, groups, spec, Path(work_dir), on_step,
+                        teacher_cache).run()
 
-    originals = [encode_sample(tokenizer, *g.original) for g in groups]
-    counterfactuals = [[encode_sample(tokenizer, *cf) for cf in g.counterfactuals] for g in groups]
-
-    teacher.eval().requires_grad_(False)
-    student.train()
-    optimizer = _optimizer(student, spec)
-    total_steps = spec.epochs * math.ceil(len(groups) / spec.batch_size)
-    recent_orig: list[float] = []  # per-step loss terms since the last log line
-    recent_cf: list[float] = []
-
-    progress = tqdm(total=total_steps, desc="distill", file=sys.stderr, dynamic_ncols=True)
-    step = 0
-    for epoch in range(1, spec.epochs + 1):
-        order = order_rng.sample(range(len(groups)), len(groups))
-        drawn = [cf_rng.choice(cfs) if cfs else None for cfs in counterfactuals]
-        for start in range(0, len(order), spec.batch_size):
-            index = order[start : start + spec.batch_size]
-            orig_batch = collate([originals[i] for i in index], pad_id)
-            kl_orig = _batch_kl(teacher, student, orig_batch, spec.temperature).mean()
-            loss = kl_orig
-            cf_samples = [drawn[i] for i in index if drawn[i] is not None]
-            if spec.lam > 0 and cf_samples:
-                cf_batch = collate(cf_samples, pad_id)
-                kl_cf = _batch_kl(teacher, student, cf_batch, spec.temperature).mean()
-                loss = loss + spec.lam * kl_cf
-                recent_cf.append(kl_cf.item())
-            recent_orig.append(kl_orig.item())
-
-            lr = lr_at(step, total_steps, spec)
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if spec.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), spec.max_grad_norm)
-            optimizer.step()
-            step += 1
-
-            progress.update()
-            progress.set_postfix(epoch=epoch, kl=f"{recent_orig[-1]:.4f}", lr=f"{lr:.2e}")
-            if step % spec.log_every == 0 or step == total_steps:
-                log.info(
-                    "step %d/%d epoch %d lr %.3e kl_orig %.5f kl_cf %.5f",
-                    step, total_steps, epoch, lr, fmean(recent_orig),
-                    fmean(recent_cf) if recent_cf else float("nan"),
-                )
-                recent_orig.clear()
-                recent_cf.clear()
-    progress.close()
-    return student.eval()

@@ -22,12 +22,17 @@ log = logging.getLogger("leafpipe")
 MODEL_LABELS = {
     "teacher": "Teacher",
     "student": "Student (pre-KD)",
+    "sft": "SFT",
     "kd": "KD w/o mask",
     "leaf_instr": "LeaF (instr)",
     "leaf_instr_resp": "LeaF (instr+resp)",
 }
 # The counterfactual level each distillation variant trains on (None: original samples only).
-VARIANT_LEVEL = {"kd": None, "leaf_instr": "instr", "leaf_instr_resp": "instr_resp"}
+VARIANT_LEVEL = {"sft": None, "kd": None, "leaf_instr": "instr", "leaf_instr_resp": "instr_resp"}
+# What each variant learns from: the teacher's distributions ("kd") or the responses ("ce").
+VARIANT_OBJECTIVE = {"sft": "ce", "kd": "kd", "leaf_instr": "kd", "leaf_instr_resp": "kd"}
+# Reference rows of the report: the comparison asks whether LeaF beats kd; sft is not LeaF.
+NOT_LEAF = ("sft", "kd")
 
 
 def _pick(cls: type, values: dict[str, Any]) -> Any:
@@ -41,14 +46,14 @@ def _threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def load_model(path: str | Path) -> tuple[Any, Any]:
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """A causal LM and its tokenizer from a folder or hub id; remote code is never trusted here."""
     from transformers import AutoModelForCausalLM
 
     from leafpipe.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     return model, tokenizer
 
 
@@ -181,24 +186,89 @@ def counterfactuals(
     log.info("counterfactuals (%s): %d originals, %d counterfactuals", level, len(rows) - n_cf, n_cf)
 
 
-def distill(
-    config: dict[str, Any], variant: str, teacher_dir: str | Path, student_dir: str | Path,
-    data_path: str | Path, out_dir: str | Path, threads: int | None = None,
-) -> None:
-    """Distil with the hybrid loss; `data_path` is the corpus for `kd`, counterfactuals otherwise."""
+def _distill_groups(data_path: str | Path, originals_only: bool) -> list[Any]:
+    """The groups of a distillation data file: the corpus (originals only) or a counterfactual file."""
     from leafpipe.counterfactuals import counterfactual_rows
-    from leafpipe.distill import DistillSpec, distill as run_distill, load_groups
-    from leafpipe.pretrain import save_model
+    from leafpipe.distill_data import load_groups
+
+    rows = read_jsonl(data_path)
+    if originals_only:
+        rows = [r for row in rows for r in counterfactual_rows(row, [], ())]
+    return load_groups(rows)
+
+
+def teacher_logits(
+    config: dict[str, Any], teacher_dir: str | Path, student_dir: str | Path, data_path: str | Path,
+    out_path: str | Path, source: str, threads: int | None = None,
+) -> None:
+    """Cache the teacher's top-k log-probs (k = distill.teacher_topk) of every sample of a data file.
+
+    Every original and counterfactual is encoded with the student's tokenizer (what the distill
+    job trains on); the teacher runs in bf16 on a GPU when there is one. `source` "corpus" reads
+    `data_path` as the corpus (the kd variant's originals); a counterfactual level ("instr",
+    "instr_resp") reads it as that level's counterfactual file.
+    """
+    from transformers import AutoConfig
+
+    from leafpipe.distill_data import encode_groups
+    from leafpipe.teacher_cache import build_teacher_cache, every_sample
+    from leafpipe.tokenizer import load_tokenizer
 
     _threads(threads)
-    rows = read_jsonl(data_path)
-    if VARIANT_LEVEL[variant] is None:
-        rows = [r for row in rows for r in counterfactual_rows(row, [], ())]
-    teacher, _ = load_model(teacher_dir)
+    settings = config["distill"]
+    k = settings.get("teacher_topk")
+    if not k:
+        raise ValueError("distill.teacher_topk is not set: there is no top-k cache to build")
+    tok = load_tokenizer(student_dir)
+    samples = every_sample(encode_groups(tok, _distill_groups(data_path, source == "corpus")))
+    # The student's vocabulary, from its config alone: this job never loads the student's weights.
+    vocab = AutoConfig.from_pretrained(str(student_dir)).get_text_config().vocab_size
+    gpu = torch.cuda.is_available()
+    teacher, _ = load_model(teacher_dir, torch.bfloat16 if gpu else torch.float32)
+    teacher.eval().requires_grad_(False).to("cuda" if gpu else "cpu")
+    pad = tok.pad_token_id
+    build_teacher_cache(
+        teacher, samples, out_path, k=k, temperature=settings["kd"]["temperature"], vocab_size=vocab,
+        pad_id=tok.eos_token_id if pad is None else pad, batch_size=settings["micro_batch"],
+        chunk_tokens=settings["kd"]["chunk_tokens"],
+    )
+
+
+def distill(
+    config: dict[str, Any], variant: str, teacher_dir: str | Path, student_dir: str | Path,
+    data_path: str | Path, out_dir: str | Path, checkpoint_dir: str | Path | None = None,
+    threads: int | None = None, teacher_cache: str | Path | None = None,
+) -> None:
+    """Train one variant; `data_path` is the corpus for sft and kd, counterfactuals otherwise.
+
+    Checkpoints go to `checkpoint_dir` (default: `{out_dir}.partial`); a rerun with the same
+    settings resumes from them, and `out_dir` appears only once training has finished. With
+    `teacher_cache` (a `teacher_logits` output for `data_path`) the kd variants read the
+    teacher's top-k log-probs from it and never load the teacher; sft ignores it.
+    """
+    from leafpipe.distill import DistillSpec, distill as run_distill
+    from leafpipe.distill_checkpoints import save_distilled
+    from leafpipe.teacher_cache import TeacherCache
+
+    _threads(threads)
+    if variant not in VARIANT_LEVEL:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANT_LEVEL)}")
+    spec = DistillSpec.from_config(config["distill"], objective=VARIANT_OBJECTIVE[variant], seed=config["seed"])
+    groups = _distill_groups(data_path, VARIANT_LEVEL[variant] is None)
     student, tok = load_model(student_dir)
-    spec = _pick(DistillSpec, {**config["distill"], "seed": config["seed"]})
-    student = run_distill(teacher, student, tok, load_groups(rows), spec)
-    save_model(student, tok, out_dir)
+    teacher = teacher_tok = cache = None
+    if spec.objective == "kd" and teacher_cache:
+        cache = TeacherCache(teacher_cache)
+    elif spec.objective == "kd":  # sft never reads the teacher
+        # Frozen and forward-only: on a GPU it runs in bf16, so load it so and halve host memory.
+        teacher, teacher_tok = load_model(
+            teacher_dir, torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        )
+    work = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.partial")
+    model = run_distill(teacher, student, tok, groups, spec, work_dir=work, teacher_tokenizer=teacher_tok,
+                        teacher_cache=cache)
+    save_distilled(model, tok, work, out_dir, info={"variant": variant, "data": str(data_path)})
+    log.info("distill %s: saved %s", variant, out_dir)
 
 
 def generate(
@@ -245,7 +315,8 @@ def _setting_notes(config: dict[str, Any]) -> str:
         "predict the answer, and the distractor-free test holds the same problems with the "
         "distractors removed. A student that copies distractor numbers fails the first test but "
         f"not the second. Distillation: {config['distill']['epochs']} epoch(s), "
-        f"λ = {config['distill']['lam']}, τ = {config['distill']['temperature']}; detection: "
+        f"λ = {config['distill']['lam']}, {config['distill']['kd']['kind']} at "
+        f"τ = {config['distill']['kd']['temperature']}; detection: "
         f"{config['detection']['percentile']}th percentile, cap {config['detection']['cap']}."
     )
 
@@ -270,7 +341,7 @@ def report(
         model_labels=MODEL_LABELS,
         benchmark_labels={name: b.get("label", name) for name, b in benchmarks.items()},
         notes=_setting_notes(config),
-        candidates=[v for v in config["distill"]["variants"] if v != "kd"],
+        candidates=[v for v in config["distill"]["variants"] if v not in NOT_LEAF],
         sweep=pd.read_csv(sweep_path) if sweep_path else None,
     )
     log.info("report written to %s", out_dir)

@@ -3,7 +3,7 @@ import json
 import os
 from pathlib import Path
 
-from leafpipe.stages import MODEL_LABELS, VARIANT_LEVEL
+from leafpipe.stages import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 R = config["results"]
 STAGE = "../scripts/run_stage.py"
@@ -16,12 +16,15 @@ MODELS = PRETRAINED + VARIANTS
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
 CORPUS = config["corpus"]["path"] or f"{R}/world/distill_train.jsonl"
+# k of the teacher's top-k cache; null: each kd job runs the teacher itself.
+TEACHER_TOPK = config["distill"].get("teacher_topk")
 
 
 wildcard_constraints:
     role="|".join(PRETRAINED),
     variant="|".join(VARIANT_LEVEL),
     level="instr|instr_resp",
+    source="corpus|instr|instr_resp",
     model="|".join(MODEL_LABELS),
     benchmark="[A-Za-z0-9_]+",
     shard=r"\d+",
@@ -57,9 +60,28 @@ def evaluation_settings(wildcards):
     return tracked({**shared, "benchmark": evaluation["benchmarks"][wildcards.benchmark]})
 
 
+def data_source(variant):
+    """The data file a variant trains on, by name: "corpus" or its counterfactual level."""
+    return VARIANT_LEVEL[variant] or "corpus"
+
+
+def source_data(source):
+    return CORPUS if source == "corpus" else f"{R}/counterfactuals/{source}.jsonl"
+
+
 def distill_data(wildcards):
-    level = VARIANT_LEVEL[wildcards.variant]
-    return CORPUS if level is None else f"{R}/counterfactuals/{level}.jsonl"
+    return source_data(data_source(wildcards.variant))
+
+
+def uses_teacher_cache(variant):
+    return bool(TEACHER_TOPK) and VARIANT_OBJECTIVE[variant] == "kd"
+
+
+def teacher_cache(wildcards):
+    """The teacher top-k cache a variant reads instead of the teacher (none for sft or without teacher_topk)."""
+    if not uses_teacher_cache(wildcards.variant):
+        return []
+    return f"{R}/teacher_logits/{data_source(wildcards.variant)}.safetensors"
 
 
 def every_product():
@@ -73,6 +95,7 @@ def every_product():
     )
     pretrained = [name for name in PRETRAINED if not config["models"][name].get("path")]
     levels = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
+    caches = sorted({data_source(v) for v in VARIANTS if uses_teacher_cache(v)})
     return (
         (expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS) if uses_world else [])
         + ([f"{R}/tokenizer"] if pretrained else [])
@@ -82,6 +105,7 @@ def every_product():
         + [f"{R}/detection/tokens.parquet", f"{R}/detection/metrics.json"]
         + expand("{R}/detection/{name}", R=R, name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png"])
         + expand("{R}/counterfactuals/{level}.jsonl", R=R, level=levels)
+        + expand("{R}/teacher_logits/{source}.safetensors", R=R, source=caches)
         + expand(
             "{R}/eval/{model}/{benchmark}.{kind}",
             R=R, model=MODELS, benchmark=BENCHMARKS, kind=["generations.jsonl", "scores.json"],

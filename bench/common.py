@@ -1,0 +1,52 @@
+"""What the benchmarks share: the real model shapes, GPU sync, and peak resident memory.
+
+Peak memory on CPU: torch's CPU allocations are invisible to tracemalloc, and glibc keeps freed pages, so a peak is
+read from the kernel: the resident high-water mark (VmHWM) is reset just before the pass and read
+after it. Exact rather than sampled; Linux only (elsewhere the peak is unknown: None).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# Real Llama shapes (random weights in the benchmarks).
+REAL_SHAPES: dict[str, dict[str, Any]] = {
+    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True,
+                         rope_theta=500000.0, rms_norm_eps=1e-5),
+    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False,
+                         rope_theta=500000.0, rms_norm_eps=1e-5),
+}
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a timer stops when the work does."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> int | None:
+    """Reset the high-water mark; returns the resident KiB now, or None where that is impossible."""
+    try:
+        before = _status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # Linux >= 4.0
+    except OSError:
+        return None
+    return before
+
+
+def peak_mib_since(before: int | None) -> float | None:
+    """Peak resident MiB above `before` (from `reset_peak`) since the reset."""
+    return None if before is None else (_status_kib("VmHWM") - before) / 1024

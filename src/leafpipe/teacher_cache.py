@@ -1,0 +1,157 @@
+"""Top-k teacher log-probabilities cached to disk, so the student's job never loads the teacher.
+
+The `teacher_logits` job runs the teacher once over every sample a distillation run could see
+(every original and every counterfactual of a data file: counterfactual draws change each epoch)
+and stores, per trained token, its k largest log-probabilities at the KD temperature
+(`kd_loss.teacher_topk`). The distill job then reads them back per micro-batch
+(`TeacherCache.gather`) and passes them to `kd_loss_sum(..., teacher_topk=...)`.
+
+Samples are matched by `sample_key`, a hash of the student's token ids and loss mask, never by
+position: a cache built from another file, tokenizer or chat template misses samples instead of
+silently pairing the wrong rows. File layout: docs/data-schemas.md, "Teacher top-k cache".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from leafpipe.atomic_io import atomic_path
+from leafpipe.batching import collate
+from leafpipe.distill_data import DistillGroup, EncodedGroup, n_trained
+from leafpipe.kd_loss import TopK, output_head, response_hidden, teacher_topk
+from leafpipe.templates import EncodedSample
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "1"  # bump when the layout changes
+
+
+def sample_key(sample: EncodedSample) -> bytes:
+    """32-byte SHA-256 of a sample's token ids and loss mask: what the teacher saw and what is trained."""
+    return hashlib.sha256(json.dumps([sample.input_ids, sample.loss_mask()]).encode()).digest()
+
+
+def every_sample(encoded: Sequence[EncodedGroup]) -> list[EncodedSample]:
+    """Every original and counterfactual, once each (identical samples share a key)."""
+    seen: dict[bytes, EncodedSample] = {}
+    for group in encoded:
+        for sample in (group.original, *group.counterfactuals):
+            seen.setdefault(sample_key(sample), sample)
+    return list(seen.values())
+
+
+@torch.no_grad()
+def build_teacher_cache(
+    teacher: torch.nn.Module, samples: Sequence[EncodedSample], path: str | os.PathLike[str], *,
+    k: int, temperature: float, vocab_size: int, pad_id: int, batch_size: int, chunk_tokens: int,
+) -> None:
+    """Run `teacher` (as it is: device and dtype are the caller's) over `samples` and write the cache.
+
+    Samples are batched `batch_size` at a time, longest first, so batches pad little; each
+    sample's rows are its trained tokens in position order, as `Batch.target_mask` marks them.
+    `vocab_size` is the student's: a larger teacher head is truncated to it (`kd_loss`).
+    """
+    device = next(teacher.parameters()).device
+    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
+    per_sample: dict[int, TopK] = {}
+    head = output_head(teacher)
+    with tqdm(total=len(samples), desc="teacher top-k", file=sys.stderr, dynamic_ncols=True) as progress:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = collate([samples[i] for i in idx], pad_id).to(device)
+            with torch.inference_mode():
+                hidden = response_hidden(teacher, batch.input_ids, batch.attention_mask)
+            top = teacher_topk(hidden, head, batch.target_mask, k, temperature, chunk_tokens,
+                               vocab_size=vocab_size)
+            counts = batch.target_mask.sum(1).tolist()
+            offset = 0
+            for i, n in zip(idx, counts):
+                per_sample[i] = TopK(top.indices[offset : offset + n].cpu(), top.logprobs[offset : offset + n].cpu())
+                offset += n
+            progress.update(len(idx))
+    keys = [sample_key(s) for s in samples]
+    lengths = [per_sample[i].indices.shape[0] for i in range(len(samples))]
+    offsets = torch.zeros(len(samples) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+    empty = torch.empty(0, k)
+    tensors = {
+        "keys": torch.tensor([list(key) for key in keys], dtype=torch.uint8).reshape(len(keys), 32),
+        "offsets": offsets,
+        # Token ids fit int32 for any real vocabulary; half the size of int64.
+        "indices": torch.cat([per_sample[i].indices for i in range(len(samples))] or [empty]).to(torch.int32),
+        "logprobs": torch.cat([per_sample[i].logprobs for i in range(len(samples))] or [empty]).float(),
+    }
+    digest = hashlib.sha256()
+    for name in ("keys", "offsets", "indices", "logprobs"):
+        digest.update(tensors[name].contiguous().numpy().tobytes())
+    metadata = {"format": CACHE_FORMAT, "k": str(k), "temperature": repr(float(temperature)),
+                "vocab_size": str(vocab_size), "digest": digest.hexdigest()}
+    with atomic_path(path) as tmp:
+        save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp), metadata=metadata)
+    log.info("teacher top-k cache: %d samples, %d tokens, k %d, temperature %g -> %s",
+             len(samples), int(offsets[-1]), k, temperature, path)
+
+
+class TeacherCache:
+    """A cache file read back: `gather(samples)` gives the `TopK` of a micro-batch in target order."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: not a teacher top-k cache of format {CACHE_FORMAT} "
+                             f"(found {meta.get('format')!r}); rebuild it with the teacher_logits stage")
+        tensors = load_file(str(self.path))
+        self.k = int(meta["k"])
+        self.temperature = float(meta["temperature"])
+        self.vocab_size = int(meta["vocab_size"])
+        self.digest = meta["digest"]
+        self.indices, self.logprobs = tensors["indices"], tensors["logprobs"]
+        offsets = tensors["offsets"].tolist()
+        self.rows = {bytes(key.tolist()): (offsets[i], offsets[i + 1]) for i, key in enumerate(tensors["keys"])}
+
+    def identity(self) -> dict[str, object]:
+        """What a run's fingerprint and training.json record of the cache."""
+        return {"k": self.k, "temperature": self.temperature, "vocab_size": self.vocab_size, "digest": self.digest}
+
+    def check(self, groups: Sequence[DistillGroup], encoded: Sequence[EncodedGroup]) -> None:
+        """Fail before training if any sample the run could see is missing or has the wrong token count."""
+        for group, enc in zip(groups, encoded):
+            named = [("original", group.original, enc.original)] + [
+                (f"counterfactual {j}", pair, cf) for j, (pair, cf) in enumerate(zip(group.counterfactuals,
+                                                                                       enc.counterfactuals))
+            ]
+            for what, (instruction, _), sample in named:
+                span = self.rows.get(sample_key(sample))
+                name = f"the {what} of sample {group.key()!r} (instruction {instruction[:60]!r})"
+                if span is None:
+                    raise ValueError(f"teacher cache {self.path} has no entry for {name}; it was built from "
+                                     "other data or another tokenizer: rebuild it with the teacher_logits stage")
+                if span[1] - span[0] != n_trained(sample):
+                    raise ValueError(f"teacher cache {self.path} has {span[1] - span[0]} tokens for {name}, "
+                                     f"which trains {n_trained(sample)}")
+
+    def gather(self, samples: Sequence[EncodedSample]) -> TopK:
+        """The cached rows of `samples`, concatenated in order: [N, k] with N their trained tokens."""
+        spans = []
+        for sample in samples:
+            span = self.rows.get(sample_key(sample))
+            if span is None:
+                raise KeyError(f"teacher cache {self.path} has no entry for a sample of {len(sample)} tokens "
+                               f"(key {sample_key(sample).hex()[:16]})")
+            spans.append(torch.arange(*span))
+        rows = torch.cat(spans) if spans else torch.empty(0, dtype=torch.int64)
+        return TopK(self.indices[rows].long(), self.logprobs[rows], self.temperature)

@@ -1,0 +1,119 @@
+"""The teacher's top-k log-probs cached to disk stand in for the teacher in the kd variants."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from leafpipe.distill import DistillSpec, distill
+from leafpipe.distill_data import DistillGroup, encode_groups
+from leafpipe.teacher_cache import TeacherCache, build_teacher_cache, every_sample
+
+from test_distill import many_groups, same, weights
+
+# Two optimiser steps of two micro-batches, originals and counterfactuals both trained.
+SPEC = DistillSpec(lam=1.0, epochs=1, global_batch=4, micro_batch=2, lr=3e-3, warmup_ratio=0.0, seed=0)
+
+
+def cache_of(teacher, tokenizer, groups, path, k, temperature=1.0) -> TeacherCache:
+    samples = every_sample(encode_groups(tokenizer, groups))
+    build_teacher_cache(teacher, samples, path, k=k, temperature=temperature, vocab_size=len(tokenizer),
+                        pad_id=tokenizer.pad_token_id, batch_size=3, chunk_tokens=16)
+    return TeacherCache(path)
+
+
+def test_cache_holds_every_sample_and_trained_token(tokenizer, samples, tiny_llama, tmp_path):
+    groups = many_groups(samples, 8)
+    cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "c.safetensors", k=7)
+    encoded = encode_groups(tokenizer, groups)
+    assert len(cache.rows) == sum(1 + len(e.counterfactuals) for e in encoded)
+    tensors = load_file(tmp_path / "c.safetensors")
+    assert tensors["indices"].dtype == torch.int32 and tensors["logprobs"].dtype == torch.float32
+    assert tensors["indices"].shape == (int(tensors["offsets"][-1]), 7)
+    assert (tensors["logprobs"].exp().sum(1) <= 1 + 1e-5).all()
+    cache.check(groups, encoded)
+
+
+def test_full_vocabulary_cache_trains_like_the_teacher(tokenizer, samples, tiny_llama, tmp_path):
+    groups = many_groups(samples, 8)
+    cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "c.safetensors", k=len(tokenizer))
+    live = weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, SPEC, 1))
+    cached = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache))
+    assert not same(live, weights(tiny_llama(1)))
+    for a, b in zip(live, cached):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_smaller_k_trains_and_differs(tokenizer, samples, tiny_llama, tmp_path):
+    groups = many_groups(samples, 8)
+    full = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "full.safetensors", k=len(tokenizer))
+    small = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "small.safetensors", k=4)
+    a = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=full))
+    b = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=small))
+    assert all(torch.isfinite(w).all() for w in b)
+    assert not same(b, weights(tiny_llama(1)))
+    assert max((x - y).abs().max().item() for x, y in zip(a, b)) > 1e-5
+
+
+def test_missing_sample_is_a_clear_error_naming_it(tokenizer, samples, tiny_llama, tmp_path):
+    groups = many_groups(samples, 8)
+    # g0's counterfactual is absent from the cache: it was built from the originals alone.
+    originals = [DistillGroup(g.original, source_id=g.source_id) for g in groups]
+    cache = cache_of(tiny_llama(0), tokenizer, originals, tmp_path / "c.safetensors", k=4)
+    with pytest.raises(ValueError, match=r"no entry for the counterfactual 0 of sample 'g0'"):
+        distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache)
+
+
+def test_cache_settings_must_match_the_run(tokenizer, samples, tiny_llama, tmp_path):
+    groups = many_groups(samples, 4)
+    cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "c.safetensors", k=4, temperature=2.0)
+    with pytest.raises(ValueError, match="temperature 2.0"):
+        distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache)
+
+
+def test_sft_ignores_the_cache(tokenizer, samples, tiny_llama, tmp_path):
+    groups = many_groups(samples, 4)
+    sft = DistillSpec(**{**SPEC.__dict__, "objective": "ce"})
+    cache = cache_of(tiny_llama(0), tokenizer, groups[:1], tmp_path / "c.safetensors", k=4)  # misses samples
+    a = weights(distill(None, tiny_llama(1), tokenizer, groups, sft, 1))
+    b = weights(distill(None, tiny_llama(1), tokenizer, groups, sft, 1, teacher_cache=cache))
+    assert same(a, b)
+
+
+def test_another_cache_changes_the_run_fingerprint(tokenizer, samples, tiny_llama, tmp_path):
+    """A work folder left by a run on one cache is not resumed by a run on another."""
+    groups = many_groups(samples, 4)
+    prints = []
+    for k in (4, 5):
+        cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / f"c{k}.safetensors", k=k)
+        distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, work_dir=tmp_path / f"w{k}", teacher_cache=cache)
+        info = json.loads((tmp_path / f"w{k}" / "training.json").read_text())
+        assert info["teacher_cache"]["k"] == k and info["teacher_cache"]["digest"] == cache.digest
+        prints.append(info["fingerprint"])
+    assert prints[0] != prints[1]
+
+
+def test_stages_build_the_cache_and_train_without_the_teacher(tokenizer, samples, tiny_llama, tmp_path):
+    """teacher_logits then distill, as the rules run them: the kd job trains from the cache alone."""
+    from leafpipe import stages
+    from leafpipe.atomic_io import write_jsonl
+    from leafpipe.config import validate_config
+    from leafpipe.pretrain import save_model
+
+    save_model(tiny_llama(0), tokenizer, tmp_path / "teacher")
+    save_model(tiny_llama(1), tokenizer, tmp_path / "student")
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl([{"id": f"s{i}", "instruction": q, "response": a} for i, (q, a) in enumerate(samples)], corpus)
+    config = validate_config({
+        "models": {"teacher": {}, "student": {}}, "seed": 0,
+        "distill": {"teacher_topk": 6, "epochs": 1, "global_batch": 2, "micro_batch": 2, "val_fraction": 0},
+    })
+    cache = tmp_path / "teacher_logits" / "corpus.safetensors"
+    stages.teacher_logits(config, tmp_path / "teacher", tmp_path / "student", corpus, cache, "corpus")
+    assert TeacherCache(cache).k == 6 and len(TeacherCache(cache).rows) == len(samples)
+    (tmp_path / "teacher").rename(tmp_path / "gone")  # the distill job must not need the teacher
+    stages.distill(config, "kd", tmp_path / "teacher", tmp_path / "student", corpus, tmp_path / "kd",
+                   teacher_cache=cache)
+    info = json.loads((tmp_path / "kd" / "training.json").read_text())
+    assert info["teacher_cache"]["k"] == 6 and info["teacher_cache"]["path"] == str(cache)
