@@ -1,6 +1,6 @@
 import torch
 
-from leafpipe.batching import collate, response_cross_entropy
+from leafpipe.batching import collate, pack, response_cross_entropy
 from leafpipe.templates import encode_sample
 
 
@@ -47,3 +47,44 @@ def test_length_grouped_batches_cover_each_sample_once_with_little_padding():
     assert all({order.index(i) // 80 for i in b} == {k // 10} for k, b in enumerate(batches))
     assert [lengths[b[0]] for b in batches[:10]] != sorted((lengths[b[0]] for b in batches[:10]), reverse=True)
     assert length_grouped(order, lengths, 8, random.Random(2), chunk_batches=10) == batches
+
+
+def _mixed_lengths(tokenizer, samples):
+    """Samples of very different lengths: the two fixtures, shortened and lengthened."""
+    (i0, r0), (i1, r1) = samples
+    pairs = [(i0, r0), ("Hi.", "7"), (i1 + " " + i0, r1 + "\n" + r0), ("Add 3 and 4.", "The answer is 7."), (i1, r1)]
+    return [encode_sample(tokenizer, *p) for p in pairs]
+
+
+def test_pack_places_every_sample_once_in_fewer_rows(tokenizer, samples):
+    encs = _mixed_lengths(tokenizer, samples)
+    batch, order = pack(encs, tokenizer.pad_token_id)
+    assert sorted(order) == list(range(len(encs)))
+    width = max(len(e) for e in encs)
+    assert batch.input_ids.shape[1] == width and batch.attention_mask is None
+    assert batch.input_ids.shape[0] < len(encs)  # the short samples share rows
+    # The trained targets, row-major, are each sample's trained tokens in `order`.
+    targets = batch.input_ids[:, 1:][batch.target_mask].tolist()
+    expected = [t for i in order for t, m in zip(encs[i].input_ids, encs[i].loss_mask()) if m]
+    assert targets == expected
+    # Position ids restart at 0 at every sample.
+    starts = (batch.position_ids == 0).sum().item()
+    assert starts >= len(encs)
+
+
+def test_packing_does_not_change_a_samples_hidden_states(tokenizer, samples, tiny_llama, tiny_qwen2):
+    from leafpipe.kd_loss import response_hidden
+
+    encs = _mixed_lengths(tokenizer, samples)
+    for make in (tiny_llama, tiny_qwen2):
+        model = make(0)
+        padded = collate(encs, tokenizer.pad_token_id)
+        packed, order = pack(encs, tokenizer.pad_token_id)
+        with torch.no_grad():
+            h_pad = response_hidden(model, padded.input_ids, padded.attention_mask)
+            h_pack = response_hidden(model, packed.input_ids, None, packed.position_ids)
+        rows_pad = h_pad[:, :-1][padded.target_mask]
+        # The padded batch's trained rows in sample order, reordered to the packed order.
+        per_sample = torch.split(rows_pad, padded.target_mask.sum(1).tolist())
+        torch.testing.assert_close(h_pack[:, :-1][packed.target_mask], torch.cat([per_sample[i] for i in order]),
+                                   rtol=1e-5, atol=1e-5)

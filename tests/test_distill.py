@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from leafpipe.batching import collate
+from leafpipe.batching import collate, pack
 from leafpipe.config import ConfigError, validate_config
 from leafpipe.distill import DistillSpec, LoraSpec, check_tokenizers, distill, lr_at
 from leafpipe.distill_checkpoints import METRIC_COLUMNS, save_distilled
@@ -52,6 +52,13 @@ def many_groups(samples, n: int = 8) -> list[DistillGroup]:
         cfs = [(instruction.replace(distractor, ""), response)] if k % 4 < 2 else []
         groups.append(DistillGroup((instruction, response), cfs, source_id=f"g{k}"))
     return groups
+
+
+def mixed_groups(samples) -> list[DistillGroup]:
+    """Four groups of `many_groups` and four much shorter ones: a micro-batch of them packs."""
+    short = [DistillGroup((f"Add {k} and 4.", "The answer is 7."), [(f"Add {k} and 4 now.", "The answer is 7.")],
+                          source_id=f"short{k}") for k in range(4)]
+    return many_groups(samples, 4) + short
 
 
 def mean_kl(teacher, student, tokenizer, pairs) -> float:
@@ -403,3 +410,26 @@ def test_lora_trains_adapters_and_returns_a_merged_model(tokenizer, samples, tin
     assert changed and all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in changed)
     assert mean_kl(teacher, merged, tokenizer, samples) < before
     assert (tmp_path / "last" / "adapter_config.json").is_file()  # checkpoints hold the adapter
+
+
+@pytest.mark.parametrize("objective", ["kd", "ce"])
+def test_packing_gives_the_same_training(tokenizer, samples, tiny_llama, objective, monkeypatch):
+    """Packed micro-batches hold the same samples with the same losses: the same weights."""
+    import leafpipe.distill as trainer
+
+    groups = mixed_groups(samples)
+    rows_and_samples = []
+
+    def spy(encoded, pad_id):
+        batch, order = pack(encoded, pad_id)
+        rows_and_samples.append((batch.input_ids.shape[0], len(encoded)))
+        return batch, order
+
+    monkeypatch.setattr(trainer, "pack", spy)
+    spec = dict(FAST, epochs=2, global_batch=8, micro_batch=8, objective=objective)
+    plain = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, DistillSpec(lam=1.0, **spec), 1)
+    packed = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, DistillSpec(lam=1.0, packing=True, **spec), 1)
+    assert any(rows < n for rows, n in rows_and_samples)  # samples did share rows
+    for a, b in zip(weights(plain), weights(packed)):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+    assert not same(weights(plain), weights(tiny_llama(1)))

@@ -10,7 +10,7 @@ from leafpipe.distill import DistillSpec, distill
 from leafpipe.distill_data import DistillGroup, encode_groups
 from leafpipe.teacher_cache import TeacherCache, build_teacher_cache, every_sample
 
-from test_distill import many_groups, same, weights
+from test_distill import many_groups, mixed_groups, same, weights
 
 # Two optimiser steps of two micro-batches, originals and counterfactuals both trained.
 SPEC = DistillSpec(lam=1.0, epochs=1, global_batch=4, micro_batch=2, lr=3e-3, warmup_ratio=0.0, seed=0)
@@ -41,6 +41,17 @@ def test_full_vocabulary_cache_trains_like_the_teacher(tokenizer, samples, tiny_
     live = weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, SPEC, 1))
     cached = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache))
     assert not same(live, weights(tiny_llama(1)))
+    for a, b in zip(live, cached):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_packed_batches_read_the_cache_in_their_own_order(tokenizer, samples, tiny_llama, tmp_path):
+    groups = mixed_groups(samples)
+    cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "c.safetensors", k=len(tokenizer))
+    spec = DistillSpec(**{**SPEC.__dict__, "global_batch": 8, "micro_batch": 8})
+    live = weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1))
+    packed = DistillSpec(**{**spec.__dict__, "packing": True})
+    cached = weights(distill(None, tiny_llama(1), tokenizer, groups, packed, 1, teacher_cache=cache))
     for a, b in zip(live, cached):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.atomic_io import atomic_path, write_json
-from leafpipe.batching import collate
+from leafpipe.batching import collate, pack
 from leafpipe.distill_checkpoints import (
     BEST, LAST, LOSS_SUMS, STATE, TRAINING, Metrics, TrainingState, clear_work, load_state,
     quiet_saves, run_fingerprint, save_state,
@@ -103,6 +103,7 @@ class DistillSpec:
     weight_decay: float = 0.0  # applied to matrices only, not to norms or biases
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
     gradient_checkpointing: bool = False
+    packing: bool = False  # share rows between a micro-batch's samples (batching.pack)
     lora: LoraSpec | None = None
     val_fraction: float = 0.0  # share of groups held out (by source id) for a validation loss
     keep: str = "last"  # the weights returned and saved: the last epoch's, or the best val loss
@@ -321,9 +322,14 @@ class _Trainer:
         Only the decoders run under autocast; the chunked losses apply each head in its own
         dtype and do their softmax arithmetic in fp32 (`leafpipe.kd_loss`).
         """
-        batch = collate(samples, self.pad_id).to(self.device)
+        if self.spec.packing:
+            batch, order = pack(samples, self.pad_id)
+            samples = [samples[i] for i in order]  # the order of the trained tokens
+        else:
+            batch = collate(samples, self.pad_id)
+        batch = batch.to(self.device)
         with self._autocast():
-            hidden = response_hidden(self.student, batch.input_ids, batch.attention_mask)
+            hidden = response_hidden(self.student, batch.input_ids, batch.attention_mask, batch.position_ids)
         if self.spec.objective == "ce":
             return ce_loss_sum(hidden, output_head(self.student), batch.input_ids, batch.target_mask,
                                self.spec.kd.chunk_tokens)
@@ -332,7 +338,7 @@ class _Trainer:
             return kd_loss_sum(hidden, output_head(self.student), None, None, batch.target_mask,
                                self.spec.kd, teacher_topk=topk)
         with torch.inference_mode():
-            t_hidden = response_hidden(self.teacher, batch.input_ids, batch.attention_mask)
+            t_hidden = response_hidden(self.teacher, batch.input_ids, batch.attention_mask, batch.position_ids)
         # kd_loss_sum reads the teacher's (inference-mode) hidden states under no_grad, detached:
         # they never enter the autograd graph, so they need no clone.
         return kd_loss_sum(hidden, output_head(self.student), t_hidden, output_head(self.teacher),

@@ -163,17 +163,19 @@ def output_head(model: nn.Module) -> nn.Module:
     return SoftcappedHead(head, cap) if cap else head
 
 
-def response_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def response_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Final hidden states [B, T, H] of a causal LM, after its final norm: the tensor the LM head consumes.
 
-    `input_ids`, `attention_mask` [B, T]. Calls the decoder (`model.get_decoder()`, i.e. `model.model`
-    for Llama and Qwen2) instead of the full model, so no logits are computed at all;
+    `input_ids`, `attention_mask` [B, T]; a packed batch (`batching.pack`) passes no mask and its
+    `position_ids` [B, T]. Calls the decoder (`model.get_decoder()`, i.e. `model.model` for Llama
+    and Qwen2) instead of the full model, so no logits are computed at all;
     `output_head(model)(response_hidden(model, ids, mask))` equals `model(ids, mask).logits`.
     """
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", None)
     if decoder is None or decoder is model:
         raise ValueError(f"cannot find the decoder (base model) of {type(model).__name__}")
-    out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state
 
 
