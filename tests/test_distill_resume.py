@@ -156,26 +156,35 @@ def test_checkpoint_cadence_is_not_part_of_the_settings(tiny_llama, tokenizer, s
 # --- the stage, killed for real -----------------------------------------------------------------
 
 
-def test_sigkilled_stage_leaves_no_output_and_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
-    """`leafpipe distill` killed with SIGKILL after its first checkpoint: no model folder
-    appears; rerun, it resumes and writes the weights of an uninterrupted run."""
+def stage_inputs(tiny_llama, tokenizer, samples, folder: Path, groups: int, distill: dict,
+                 dropout: float = 0.2) -> tuple[dict, dict]:
+    """Teacher and student folders (attention dropout `dropout`), a counterfactual JSONL of
+    `groups` groups and config.yaml in `folder`: the raw config and the distill stage's
+    arguments (variant leaf_instr)."""
     for name, seed in (("teacher", 0), ("student", 1)):
-        model = tiny_llama(seed, attention_dropout=0.2)
-        model.save_pretrained(tmp_path / name)
-        tokenizer.save_pretrained(tmp_path / name)
+        model = tiny_llama(seed, attention_dropout=dropout)
+        model.save_pretrained(folder / name)
+        tokenizer.save_pretrained(folder / name)
     rows = []
-    for k, group in enumerate(many_groups(samples, 24)):
+    for k, group in enumerate(many_groups(samples, groups)):
         rows.append(dict(id=f"g{k}", source_id=f"g{k}", kind="original", instruction=group.original[0],
                          response=group.original[1], removed=[]))
         rows += [dict(id=f"g{k}#cf{j}", source_id=f"g{k}", kind="counterfactual", instruction=i,
                       response=r, removed=[]) for j, (i, r) in enumerate(group.counterfactuals)]
-    write_jsonl(rows, tmp_path / "data.jsonl")
-    raw = {"models": {"teacher": {}, "student": {}},
-           "distill": {"epochs": 3, "global_batch": 2, "micro_batch": 1, "lr": 0.003,
-                       "val_fraction": 0.2, "checkpoint_every": 1}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    args = dict(variant="leaf_instr", teacher_dir=tmp_path / "teacher", student_dir=tmp_path / "student",
-                data_path=tmp_path / "data.jsonl")
+    write_jsonl(rows, folder / "data.jsonl")
+    raw = {"models": {"teacher": {}, "student": {}}, "distill": distill}
+    (folder / "config.yaml").write_text(yaml.safe_dump(raw))
+    args = dict(variant="leaf_instr", teacher_dir=folder / "teacher", student_dir=folder / "student",
+                data_path=folder / "data.jsonl")
+    return raw, args
+
+
+def test_sigkilled_stage_leaves_no_output_and_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
+    """`leafpipe distill` killed with SIGKILL after its first checkpoint: no model folder
+    appears; rerun, it resumes and writes the weights of an uninterrupted run."""
+    raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 24, {
+        "epochs": 3, "global_batch": 2, "micro_batch": 1, "lr": 0.003, "val_fraction": 0.2, "checkpoint_every": 1,
+    })
 
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "checkpoints" / "leaf_instr"
     cli = [sys.executable, "-m", "leafpipe.cli", "distill", "--configfile", str(tmp_path / "config.yaml"),

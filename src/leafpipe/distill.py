@@ -43,14 +43,15 @@ import transformers
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from leafpipe import data_parallel
 from leafpipe.atomic_io import atomic_path, write_json
 from leafpipe.batching import collate, pack
 from leafpipe.distill_checkpoints import (
     BEST, LAST, LOSS_SUMS, STATE, TRAINING, Metrics, TrainingState, clear_work, load_state,
-    quiet_saves, run_fingerprint, save_state,
+    quiet_saves, rng_state, run_fingerprint, save_state,
 )
 from leafpipe.distill_data import (
-    DistillGroup, encode_groups, epoch_plan, n_trained, seeded_rng, validation_split,
+    DistillGroup, Step, encode_groups, epoch_plan, n_trained, rank_share, seeded_rng, validation_split,
 )
 from leafpipe.kd_loss import KDSpec, ce_loss_sum, kd_loss_sum, output_head, response_hidden
 from leafpipe.teacher_cache import TeacherCache
@@ -267,7 +268,9 @@ class _Trainer:
         self.spec, self.work, self.tokenizer, self.on_step = spec, work_dir, tokenizer, on_step
         # With a cache the teacher is never loaded: its top-k log-probs stand in for it.
         self.cache = teacher_cache if spec.objective == "kd" else None
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # One process, or one of several data-parallel ones (leafpipe.data_parallel).
+        self.rank, self.world, self.device = data_parallel.setup()
+        self.main = self.rank == 0
         # Padding is masked out everywhere, so any id works; Llama tokenizers have no pad token.
         pad = tokenizer.pad_token_id
         self.pad_id = tokenizer.eos_token_id if pad is None else pad
@@ -307,6 +310,8 @@ class _Trainer:
             _checkpointing(self.student)
         self.params = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
         self.optimizer = _optimizer(self.params, spec)
+        if self.world > 1:  # weights are equal everywhere; dropout masks should not be
+            torch.manual_seed(spec.seed + 1_000_003 * self.rank)
 
     # The student keeps fp32 master weights; on a GPU its forward runs under bf16 autocast.
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -344,23 +349,26 @@ class _Trainer:
         return kd_loss_sum(hidden, output_head(self.student), t_hidden, output_head(self.teacher),
                            batch.target_mask, self.spec.kd)
 
-    def _train_step(self, micro_batches: list[list[int]], drawn: dict[int, EncodedSample]) -> dict[str, Any]:
-        """One optimiser step over its micro-batches; returns the step's loss terms and counts."""
-        originals = [[self.encoded[i].original for i in mb] for mb in micro_batches]
-        cfs = [[drawn[i] for i in mb if i in drawn] for mb in micro_batches]
-        # Normalisers first: each term is divided by its trained tokens in the whole step.
-        n_orig = sum(n_trained(s) for mb in originals for s in mb)
-        n_cf = sum(n_trained(s) for mb in cfs for s in mb)
+    def _train_step(self, step: Step, drawn: dict[int, EncodedSample]) -> dict[str, Any]:
+        """One optimiser step over this process's share of it; returns the step's loss terms and counts."""
+        every = [i for micro in step for i in micro]
+        # Normalisers first: each term is divided by its trained tokens in the whole step (on
+        # every process), so summed gradients are the whole step's.
+        n_orig = sum(n_trained(self.encoded[i].original) for i in every)
+        n_cf = sum(n_trained(drawn[i]) for i in every if i in drawn)
         sum_orig = sum_cf = 0.0
-        for orig_mb, cf_mb in zip(originals, cfs):
+        for micro in rank_share(step, self.rank, self.world, self.spec.micro_batch):
             # Two backward passes instead of one: only one graph is alive at a time.
-            loss = self._loss_sum(orig_mb)
+            loss = self._loss_sum([self.encoded[i].original for i in micro])
             (loss / n_orig).backward()
             sum_orig += loss.item()
-            if cf_mb:
-                loss = self._loss_sum(cf_mb)
+            cf_micro = [drawn[i] for i in micro if i in drawn]
+            if cf_micro:
+                loss = self._loss_sum(cf_micro)
                 (self.spec.lam * loss / n_cf).backward()
                 sum_cf += loss.item()
+        data_parallel.sum_gradients([p for _, p in self.params])
+        sum_orig, sum_cf = data_parallel.sum_values([sum_orig, sum_cf], self.device)
         out = dict(orig=sum_orig, orig_tokens=n_orig, cf=sum_cf, cf_tokens=n_cf)
         # max_norm=inf measures the norm for the metrics and scales gradients by exactly 1.
         limit = self.spec.max_grad_norm or math.inf
@@ -379,17 +387,20 @@ class _Trainer:
         cf_rng = seeded_rng(self.spec.seed, "validation")
         lengths = [len(e.original) for e in self.encoded]
         order = sorted(self.val_idx, key=lambda i: -lengths[i])
+        drawn = {i: cf_rng.choice(self.encoded[i].counterfactuals) for i in order
+                 if self.spec.lam > 0 and self.encoded[i].counterfactuals}
+        mine = order[self.rank :: self.world]
         totals = dict.fromkeys(LOSS_SUMS, 0.0)
-        for start in range(0, len(order), self.spec.micro_batch):
-            batch = order[start : start + self.spec.micro_batch]
+        for start in range(0, len(mine), self.spec.micro_batch):
+            batch = mine[start : start + self.spec.micro_batch]
             originals = [self.encoded[i].original for i in batch]
             totals["orig"] += self._loss_sum(originals).item()
             totals["orig_tokens"] += sum(n_trained(s) for s in originals)
-            cfs = [cf_rng.choice(self.encoded[i].counterfactuals) for i in batch
-                   if self.spec.lam > 0 and self.encoded[i].counterfactuals]
+            cfs = [drawn[i] for i in batch if i in drawn]
             if cfs:
                 totals["cf"] += self._loss_sum(cfs).item()
                 totals["cf_tokens"] += sum(n_trained(s) for s in cfs)
+        totals = dict(zip(LOSS_SUMS, data_parallel.sum_values([totals[k] for k in LOSS_SUMS], self.device)))
         self.student.train()
         orig, cf = _terms(totals)
         return dict(val_loss=self._total(orig, cf), val_orig=orig, val_cf=cf,
@@ -402,14 +413,20 @@ class _Trainer:
     # -- checkpoints --
 
     def _save_model(self, name: str) -> None:
-        """save_pretrained of the student (its LoRA adapter, with LoRA) and the tokenizer."""
+        """save_pretrained of the student (its LoRA adapter, with LoRA) and the tokenizer; process 0 only."""
+        if not self.main:
+            return
         with atomic_path(self.work / name, directory=True) as tmp, quiet_saves():
             (self.peft or self.student).save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
 
     def _save_state(self, state: TrainingState, started: float) -> None:
-        save_state(self.work, state, fingerprint=self.fingerprint, params=self.params,
-                   optimizer=self.optimizer, elapsed=state.elapsed + time.monotonic() - started)
+        """Every process takes part (its RNG states are saved too); process 0 writes."""
+        rngs = data_parallel.gather_objects(rng_state())
+        if self.main:
+            save_state(self.work, state, fingerprint=self.fingerprint, params=self.params,
+                       optimizer=self.optimizer, elapsed=state.elapsed + time.monotonic() - started, rng=rngs)
+        data_parallel.barrier()
 
     def _restore_best(self) -> None:
         """Load the weights saved in best/ into the student."""
@@ -428,9 +445,11 @@ class _Trainer:
         spec = self.spec
         self.work.mkdir(parents=True, exist_ok=True)
         state = load_state(self.work, fingerprint=self.fingerprint, params=self.params,
-                           optimizer=self.optimizer)
+                           optimizer=self.optimizer, rank=self.rank)
+        data_parallel.barrier()  # every process has read the state before process 0 clears it
         if state is None:
-            clear_work(self.work)
+            if self.main:
+                clear_work(self.work)
             state = TrainingState()
         else:
             state.resumed.append(state.step)
@@ -438,14 +457,15 @@ class _Trainer:
                      self.work / STATE, state.step, state.epoch, state.position)
         log.info(
             "distill (%s): %d training groups, %d held out; %d epochs × %d steps of %d groups "
-            "(%d micro-batches of %d); device %s",
+            "(%d micro-batches of %d); device %s; %d process(es)",
             spec.objective, len(self.train_idx), len(self.val_idx), spec.epochs,
             self.steps_per_epoch, spec.global_batch, spec.accumulation, spec.micro_batch, self.device,
+            self.world,
         )
         started = time.monotonic()
-        metrics = Metrics(self.work, state.history, state.step if state.resumed else None)
+        metrics = Metrics(self.work, state.history, state.step if state.resumed else None, write=self.main)
         progress = tqdm(total=self.total_steps, initial=state.step, desc=f"distill {spec.objective}",
-                        file=sys.stderr, dynamic_ncols=True)
+                        file=sys.stderr, dynamic_ncols=True, disable=not self.main)
         self.student.train()
         try:
             while state.epoch <= spec.epochs:
@@ -510,6 +530,8 @@ class _Trainer:
         self._save_state(state, started)
 
     def _finish(self, state: TrainingState, started: float) -> PreTrainedModel:
+        if not self.main:  # process 0 alone keeps and saves the model
+            return self.student.eval()
         keep = self.spec.keep
         if keep == "best" and state.best_epoch is None:
             log.warning("keep: best, but no group was held out for validation; keeping the last epoch")
@@ -535,6 +557,7 @@ class _Trainer:
             "resumed_at_steps": state.resumed,
             "elapsed_s": round(state.elapsed + time.monotonic() - started, 3),
             "device": str(self.device),
+            "processes": self.world,
             "threads": torch.get_num_threads(),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "teacher_cache": ({"path": str(self.cache.path), **self.cache.identity()}

@@ -36,7 +36,7 @@ METRICS = "metrics.csv"
 TRAINING = "training.json"
 TENSORBOARD = "tensorboard"
 _WORK_ENTRIES = (STATE, BEST, LAST, METRICS, TRAINING, TENSORBOARD)
-STATE_FORMAT = 1  # bump when the state's layout changes: an old state is then not resumed
+STATE_FORMAT = 2  # bump when the state's layout changes: an old state is then not resumed
 
 METRIC_COLUMNS = (
     "kind", "epoch", "step", "lr", "loss", "loss_orig", "loss_cf", "grad_norm",
@@ -99,18 +99,27 @@ def run_fingerprint(
     return h.hexdigest()
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG states (CPU, and CUDA when present)."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def save_state(
     work: Path, state: TrainingState, *, fingerprint: str,
     params: Sequence[tuple[str, torch.nn.Parameter]], optimizer: torch.optim.Optimizer, elapsed: float,
+    rng: Sequence[dict[str, Any]] | None = None,
 ) -> None:
-    """Write state.pt atomically: `state`, the trainable `params`, the optimiser and RNG states."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    """Write state.pt atomically: `state`, the trainable `params`, the optimiser and RNG states.
+
+    `rng` holds every process's `rng_state()` in rank order (default: this process's alone).
+    """
     payload = {
         "format": STATE_FORMAT,
         "fingerprint": fingerprint,
         "trainable": {n: p.detach().cpu() for n, p in params},
         "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+        "rng": list(rng) if rng is not None else [rng_state()],
         **asdict(state),
         "elapsed": elapsed,
     }
@@ -120,10 +129,11 @@ def save_state(
 
 def load_state(
     work: Path, *, fingerprint: str, params: Sequence[tuple[str, torch.nn.Parameter]],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer, rank: int = 0,
 ) -> TrainingState | None:
-    """Restore `params`, the optimiser and the RNG states from state.pt and return its state;
-    None, restoring nothing, when there is no state or it has another format or fingerprint."""
+    """Restore `params`, the optimiser and process `rank`'s RNG states from state.pt and return
+    its state; None, restoring nothing, when there is no state or it has another format or
+    fingerprint."""
     path = work / STATE
     if not path.exists():
         return None
@@ -143,9 +153,11 @@ def load_state(
         for name, value in saved["trainable"].items():
             named[name].copy_(value)
     optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if saved["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    if rank < len(saved["rng"]):  # a state saved by fewer processes leaves the others' RNGs be
+        rng = saved["rng"][rank]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
     return TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState)})
 
 
@@ -189,15 +201,18 @@ class Metrics:
     steps done after the last checkpoint and redone after the restart appear once.
     """
 
-    def __init__(self, work_dir: Path, history: list[dict[str, Any]], resumed_at: int | None):
+    def __init__(self, work_dir: Path, history: list[dict[str, Any]], resumed_at: int | None,
+                 write: bool = True):
         self.rows = list(history)
         self.path = work_dir / METRICS
+        self._file = self._tb = None
+        if not write:  # a data-parallel process other than 0 keeps the rows only
+            return
         lines = [",".join(METRIC_COLUMNS)] + [
             ",".join(_cell(r.get(c)) for c in METRIC_COLUMNS) for r in self.rows
         ]
         write_text("\n".join(lines) + "\n", self.path)
         self._file = open(self.path, "a", encoding="utf-8", buffering=1)
-        self._tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -209,6 +224,8 @@ class Metrics:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+        if self._file is None:
+            return
         self._file.write(",".join(_cell(row.get(c)) for c in METRIC_COLUMNS) + "\n")
         if self._tb is not None:
             prefix = "train" if row["kind"] == "step" else "epoch"
@@ -218,7 +235,8 @@ class Metrics:
                     self._tb.add_scalar(f"{prefix}/{name}", value, row["step"])
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -136,3 +136,14 @@ def epoch_plan(
         drawn = {i: cf_rng.choice(encoded[i].counterfactuals)
                  for i in train_idx if encoded[i].counterfactuals}
     return steps, drawn
+
+
+def rank_share(step: Step, rank: int, world: int, micro_batch: int) -> Step:
+    """Process `rank`'s micro-batches of an optimiser step (`leafpipe.data_parallel`).
+
+    Every `world`-th group of the step, from the `rank`-th on, so each process gets groups of
+    every length the (length-sorted) step holds; then cut into micro-batches of `micro_batch`.
+    With one process this is the step as planned; a process may get none of a small step.
+    """
+    mine = [i for micro in step for i in micro][rank::world]
+    return [mine[k : k + micro_batch] for k in range(0, len(mine), micro_batch)]

@@ -246,13 +246,22 @@ def distill(
     `teacher_cache` (a `teacher_logits` output for `data_path`) the kd variants read the
     teacher's top-k log-probs from it and never load the teacher; sft ignores it.
     """
+    from leafpipe import data_parallel
     from leafpipe.distill import DistillSpec, distill as run_distill
     from leafpipe.distill_checkpoints import save_distilled
     from leafpipe.teacher_cache import TeacherCache
 
-    _threads(threads)
     if variant not in VARIANT_LEVEL:
         raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANT_LEVEL)}")
+    processes = config["distill"]["gpus"]
+    if processes > 1 and not data_parallel.launched():
+        # One data-parallel process per GPU, each running this stage (leafpipe.data_parallel).
+        data_parallel.launch(processes, "distill", config, dict(
+            variant=variant, teacher_dir=teacher_dir, student_dir=student_dir, data_path=data_path,
+            out_dir=out_dir, checkpoint_dir=checkpoint_dir, teacher_cache=teacher_cache or None,
+        ), threads=threads)
+        return
+    _threads(threads)
     spec = DistillSpec.from_config(config["distill"], objective=VARIANT_OBJECTIVE[variant], seed=config["seed"])
     groups = _distill_groups(data_path, VARIANT_LEVEL[variant] is None)
     student, tok = load_model(student_dir)
@@ -267,8 +276,10 @@ def distill(
     work = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.partial")
     model = run_distill(teacher, student, tok, groups, spec, work_dir=work, teacher_tokenizer=teacher_tok,
                         teacher_cache=cache)
-    save_distilled(model, tok, work, out_dir, info={"variant": variant, "data": str(data_path)})
-    log.info("distill %s: saved %s", variant, out_dir)
+    if data_parallel.is_main():
+        save_distilled(model, tok, work, out_dir, info={"variant": variant, "data": str(data_path)})
+        log.info("distill %s: saved %s", variant, out_dir)
+    data_parallel.teardown()
 
 
 def generate(

@@ -1,0 +1,180 @@
+"""Data-parallel training: one process per GPU, launched by torchrun, gradients summed once per step.
+
+Every process holds the whole student (and teacher), computes the same epoch plan, and trains
+its share of each optimiser step's groups (`distill_data.rank_share`). Each loss term is divided
+by the trained tokens of the *whole* step before backward, so summing the processes' gradients
+(one all-reduce per step, in buckets) gives exactly the gradient a single process would compute
+for that step, whatever the split, uneven or empty shares included. That is what DDP does,
+without its per-backward hooks, which the two backward passes of a LeaF micro-batch (original,
+then counterfactual) and gradient accumulation would otherwise have to work around. Weights
+then stay equal on every process, since all apply the same update to the same gradient.
+
+Process 0 writes checkpoints, metrics and the final model; the others only train. Without
+CUDA the processes use the gloo backend on the CPU (this is how the tests run it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+BUCKET_ELEMENTS = 1 << 25  # 32M gradient entries (128 MiB in fp32) per all-reduce
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins the process group on first call.
+
+    A single process is rank 0 of 1, on the GPU when one is visible.
+    """
+    cuda = torch.cuda.is_available()
+    if not launched():
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    die_with_parent()  # torchrun starts workers in sessions of their own (see launch)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    if rank:  # one log, written by process 0; the others report only problems
+        logging.getLogger("leafpipe").setLevel(logging.WARNING)
+    return rank, dist.get_world_size(), torch.device("cuda", local) if cuda else torch.device("cpu")
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing).
+
+    A job killed by Snakemake, SLURM or a user is killed as a process group, but torchrun
+    starts its workers in sessions of their own: without this, they would train on and write
+    the output of a job that has already been reported as failed.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+def sum_gradients(params: Sequence[torch.nn.Parameter]) -> None:
+    """Sum each parameter's gradient over the processes, in place; a missing gradient counts as 0."""
+    if not dist.is_initialized():
+        return
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for g in grads:
+        bucket.append(g)
+        size += g.numel()
+        if size >= BUCKET_ELEMENTS:
+            _all_reduce_bucket(bucket)
+            bucket, size = [], 0
+    if bucket:
+        _all_reduce_bucket(bucket)
+
+
+def _all_reduce_bucket(grads: list[torch.Tensor]) -> None:
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sum_values(values: Sequence[float], device: torch.device) -> list[float]:
+    """The sums of `values` over the processes (the values themselves in a single process)."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """`obj` of every process, in rank order (a list of one in a single process)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def is_main() -> bool:
+    """Whether this is process 0 (or the only process): the one that writes outputs."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, stage: str, config: Mapping[str, Any], arguments: Mapping[str, Any],
+           threads: int | None = None) -> None:
+    """Run `leafpipe STAGE` in `nproc` processes with torchrun, on this machine, and wait.
+
+    The (validated) config travels as a YAML file; `arguments` become the stage's CLI options.
+    The processes write to this process's stderr (a rule's log). CPU threads are shared out.
+    """
+    import yaml
+
+    gpus = torch.cuda.device_count()
+    if gpus and gpus < nproc:
+        raise RuntimeError(f"distill.gpus is {nproc} but only {gpus} GPU(s) are visible to this job")
+    if not gpus:
+        log.warning("no GPU is visible: running %d data-parallel processes on the CPU (gloo)", nproc)
+    per_process = max(1, (threads or os.cpu_count() or 1) // nproc)
+    with tempfile.TemporaryDirectory(prefix="leafpipe-launch-") as tmp:
+        configfile = Path(tmp) / "config.yaml"
+        configfile.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+        options = [x for name, value in arguments.items() if value is not None
+                   for x in (f"--{name.replace('_', '-')}", str(value))]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                   "-m", "leafpipe.cli", stage, "--configfile", str(configfile),
+                   "--threads", str(per_process), *options]
+        log.info("launching %d processes: %s", nproc, " ".join(command))
+        env = {**os.environ, "OMP_NUM_THREADS": str(per_process)}
+        sys.stderr.flush()
+        stream = sys.stderr if _has_fileno(sys.stderr) else None
+        done = subprocess.run(command, env=env, stdout=stream, stderr=stream, check=False,
+                              preexec_fn=die_with_parent)
+    if done.returncode:
+        raise RuntimeError(f"{nproc}-process {stage} failed (exit code {done.returncode}); "
+                           "the processes' errors are in the log above")
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True

@@ -1,0 +1,87 @@
+"""Data-parallel distillation (leafpipe.data_parallel): two processes train exactly what one does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from leafpipe import stages
+from leafpipe.config import validate_config
+from leafpipe.distill_data import rank_share
+
+from test_distill_resume import REPO, assert_bitwise_equal, stage_inputs
+
+# 12 groups, about 2 held out: steps of 4 groups, the last one smaller, so some processes get
+# an uneven share or none; micro-batches of 1 make each process accumulate.
+DISTILL = {"epochs": 2, "global_batch": 4, "micro_batch": 1, "lr": 0.003, "val_fraction": 0.2,
+           "checkpoint_every": 1}
+
+
+def test_rank_shares_split_a_step_and_one_process_gets_the_step():
+    step = [[5, 3], [8, 1], [2]]
+    assert rank_share(step, 0, 1, 2) == step
+    shares = [rank_share(step, r, 2, 2) for r in range(2)]
+    assert shares == [[[5, 8], [2]], [[3, 1]]]
+    assert rank_share([[7]], 1, 2, 2) == []  # a process may get nothing of a small step
+    for share in shares:
+        assert all(len(micro) <= 2 for micro in share)
+
+
+def _weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_two_processes_train_the_weights_of_one(tiny_llama, tokenizer, samples, tmp_path):
+    # No dropout: its masks are drawn per process, so with it the runs would differ by design.
+    raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 12, DISTILL, dropout=0.0)
+    one, two = tmp_path / "one", tmp_path / "two"
+    stages.distill(validate_config(raw), **args, out_dir=one, checkpoint_dir=tmp_path / "w1", threads=1)
+    parallel = validate_config({**raw, "distill": {**raw["distill"], "gpus": 2}})
+    stages.distill(parallel, **args, out_dir=two, checkpoint_dir=tmp_path / "w2", threads=2)
+    a, b = _weights(one), _weights(two)
+    assert a.keys() == b.keys()
+    for name in a:  # the same gradients, summed in another order
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=2e-6)
+    assert any(not torch.equal(a[n], load_file(args["student_dir"] / "model.safetensors")[n]) for n in a)
+    info_one, info_two = (json.loads((d / "training.json").read_text()) for d in (one, two))
+    assert (info_one["processes"], info_two["processes"]) == (1, 2)
+    assert info_one["steps"] == info_two["steps"] and info_two["groups_validation"] > 0
+    rows = [[line.split(",") for line in (d / "metrics.csv").read_text().splitlines()[1:]] for d in (one, two)]
+    assert len(rows[0]) == len(rows[1])
+    loss = 4  # the loss column: every step's and epoch's loss (and validation loss) is the whole step's
+    for r1, r2 in zip(*rows):
+        assert r1[:3] == r2[:3] and float(r1[loss]) == pytest.approx(float(r2[loss]), rel=1e-5)
+
+
+def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
+    """SIGKILL to the whole process group after the first checkpoint; rerun, it resumes every
+    process (weights, optimiser, each one's RNG: the student has dropout) and ends where an
+    uninterrupted two-process run ends."""
+    raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 12, {**DISTILL, "gpus": 2})
+    out, work = tmp_path / "models" / "leaf_instr", tmp_path / "work"
+    cli = [sys.executable, "-m", "leafpipe.cli", "distill", "--configfile", str(tmp_path / "config.yaml"),
+           "--out-dir", str(out), "--checkpoint-dir", str(work), "--threads", "2",
+           *(x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v)))]
+    proc = subprocess.Popen(cli, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while not (work / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    stderr = proc.communicate()[1].decode()
+    assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
+    assert (work / "state.pt").exists() and not out.exists(), stderr[-3000:]
+
+    config = validate_config(raw)
+    stages.distill(config, **args, out_dir=out, checkpoint_dir=work, threads=2)
+    reference = tmp_path / "reference"
+    stages.distill(config, **args, out_dir=reference, checkpoint_dir=tmp_path / "ref-work", threads=2)
+    resumed = json.loads((out / "training.json").read_text())
+    assert resumed["resumed_at_steps"] and resumed["processes"] == 2
+    assert_bitwise_equal(_weights(out), _weights(reference))
