@@ -37,13 +37,19 @@ def _weights(folder):
     return load_file(folder / "model.safetensors")
 
 
-def test_two_processes_train_the_weights_of_one(tiny_llama, tokenizer, samples, tmp_path):
+@pytest.mark.parametrize("fsdp, checkpointing", [(False, False), (True, False), (True, True)],
+                         ids=["replicated", "fsdp", "fsdp-checkpointing"])
+def test_two_processes_train_the_weights_of_one(tiny_llama, tokenizer, samples, tmp_path, fsdp, checkpointing, capfd):
+    """Uneven shares (10 groups in steps of 4), counterfactuals on some processes only, and a
+    validation set: sharded, the processes short of work make weight-0 passes in step."""
     # No dropout: its masks are drawn per process, so with it the runs would differ by design.
     raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 12, DISTILL, dropout=0.0)
     one, two = tmp_path / "one", tmp_path / "two"
     stages.distill(validate_config(raw), **args, out_dir=one, checkpoint_dir=tmp_path / "w1", threads=1)
-    parallel = validate_config({**raw, "distill": {**raw["distill"], "gpus": 2}})
+    parallel = validate_config({**raw, "distill": {**raw["distill"], "gpus": 2, "fsdp": fsdp,
+                                                   "gradient_checkpointing": checkpointing}})
     stages.distill(parallel, **args, out_dir=two, checkpoint_dir=tmp_path / "w2", threads=2)
+    assert ("the student sharded over them (FSDP2)" in capfd.readouterr().err) == fsdp
     a, b = _weights(one), _weights(two)
     assert a.keys() == b.keys()
     for name in a:  # the same gradients, summed in another order
@@ -59,11 +65,12 @@ def test_two_processes_train_the_weights_of_one(tiny_llama, tokenizer, samples, 
         assert r1[:3] == r2[:3] and float(r1[loss]) == pytest.approx(float(r2[loss]), rel=1e-5)
 
 
-def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
+def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path, fsdp):
     """SIGKILL to the whole process group after the first checkpoint; rerun, it resumes every
     process (weights, optimiser, each one's RNG: the student has dropout) and ends where an
     uninterrupted two-process run ends."""
-    raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 12, {**DISTILL, "gpus": 2})
+    raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 12, {**DISTILL, "gpus": 2, "fsdp": fsdp})
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "work"
     cli = [sys.executable, "-m", "leafpipe.cli", "distill", "--configfile", str(tmp_path / "config.yaml"),
            "--out-dir", str(out), "--checkpoint-dir", str(work), "--threads", "2",
@@ -85,3 +92,10 @@ def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, 
     resumed = json.loads((out / "training.json").read_text())
     assert resumed["resumed_at_steps"] and resumed["processes"] == 2
     assert_bitwise_equal(_weights(out), _weights(reference))
+
+
+def test_fsdp_with_lora_is_a_clear_error():
+    from leafpipe.distill import DistillSpec, LoraSpec
+
+    with pytest.raises(ValueError, match="fsdp shards a fully trained student"):
+        DistillSpec(fsdp=True, lora=LoraSpec())

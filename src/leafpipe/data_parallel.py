@@ -9,6 +9,12 @@ without its per-backward hooks, which the two backward passes of a LeaF micro-ba
 then counterfactual) and gradient accumulation would otherwise have to work around. Weights
 then stay equal on every process, since all apply the same update to the same gradient.
 
+With `distill.fsdp` the student is sharded instead of replicated (`ShardedStudent`, FSDP2's
+`fully_shard`): each process holds 1/N of its weights, gradients and optimiser state, and
+gathers a layer's weights only while it runs. Gradients are then reduce-scattered after every
+backward pass, and every process must make the same passes in the same order (a process with
+no work left in a step makes a pass with weight 0), since each pass gathers weights collectively.
+
 Process 0 writes checkpoints, metrics and the final model; the others only train. Without
 CUDA the processes use the gloo backend on the CPU (this is how the tests run it).
 """
@@ -22,12 +28,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +121,13 @@ def sum_values(values: Sequence[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def local_value(t: torch.Tensor) -> float:
+    """A scalar tensor's value; a DTensor's (e.g. a sharded model's gradient norm) in full."""
+    from torch.distributed.tensor import DTensor
+
+    return (t.full_tensor() if isinstance(t, DTensor) else t).item()
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """`obj` of every process, in rank order (a list of one in a single process)."""
     if not dist.is_initialized():
@@ -136,6 +150,68 @@ def barrier() -> None:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+class _Forward(nn.Module):
+    """Runs a function of the student inside a forward call, so that FSDP's root hooks gather
+    the weights no layer owns (embeddings, final norm, LM head) around the whole loss: the
+    chunked losses apply the head outside the model's own forward (`leafpipe.kd_loss`)."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        return fn(self.student, *args)
+
+
+class ShardedStudent:
+    """The student's weights, gradients and optimiser state sharded over the processes (FSDP2).
+
+    Each decoder layer is its own FSDP unit (gathered while it runs); the embeddings, final
+    norm and head form the root unit. State dicts go through `torch.distributed.checkpoint`'s
+    full-state helpers, so checkpoints hold ordinary full tensors, as a single process writes
+    them. Collective: every process must call every method.
+    """
+
+    def __init__(self, student: nn.Module) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        decoder = student.get_decoder() if hasattr(student, "get_decoder") else None
+        layers = getattr(decoder, "layers", None)
+        if layers is None:
+            raise ValueError(f"distill.fsdp: cannot find the decoder layers of {type(student).__name__}")
+        for layer in layers:
+            fully_shard(layer)
+        self.student = student
+        self.root = fully_shard(_Forward(student))
+
+    def __call__(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        return self.root(fn, *args)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The full state dict on CPU, on process 0 (empty elsewhere)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load a full state dict (every process passes the whole of it)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.student, dict(state), options=StateDictOptions(full_state_dict=True))
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.student, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.student, optimizer, dict(state),
+                                 options=StateDictOptions(full_state_dict=True))
 
 
 def launch(nproc: int, stage: str, config: Mapping[str, Any], arguments: Mapping[str, Any],

@@ -45,15 +45,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe import data_parallel
 from leafpipe.atomic_io import atomic_path, write_json
-from leafpipe.batching import collate, pack
+from leafpipe.batching import Batch, collate, pack
 from leafpipe.distill_checkpoints import (
-    BEST, LAST, LOSS_SUMS, STATE, TRAINING, Metrics, TrainingState, clear_work, load_state,
+    BEST, LAST, LOSS_SUMS, STATE, TRAINING, Metrics, SavedState, TrainingState, clear_work, load_state,
     quiet_saves, rng_state, run_fingerprint, save_state,
 )
 from leafpipe.distill_data import (
     DistillGroup, Step, encode_groups, epoch_plan, n_trained, rank_share, seeded_rng, validation_split,
 )
-from leafpipe.kd_loss import KDSpec, ce_loss_sum, kd_loss_sum, output_head, response_hidden
+from leafpipe.kd_loss import KDSpec, TopK, ce_loss_sum, kd_loss_sum, output_head, response_hidden
 from leafpipe.teacher_cache import TeacherCache
 from leafpipe.templates import EncodedSample
 
@@ -104,6 +104,7 @@ class DistillSpec:
     weight_decay: float = 0.0  # applied to matrices only, not to norms or biases
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
     gradient_checkpointing: bool = False
+    fsdp: bool = False  # with several processes: shard the student (FSDP2) instead of replicating it
     packing: bool = False  # share rows between a micro-batch's samples (batching.pack)
     lora: LoraSpec | None = None
     val_fraction: float = 0.0  # share of groups held out (by source id) for a validation loss
@@ -135,6 +136,9 @@ class DistillSpec:
             raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
         if self.keep == "best" and self.val_fraction == 0:
             raise ValueError("keep: best needs a validation set; set val_fraction > 0")
+        if self.fsdp and self.lora is not None:
+            raise ValueError("distill.fsdp shards a fully trained student; LoRA trains small adapters, "
+                             "which need no sharding: set lora: null or fsdp: false")
 
     @property
     def accumulation(self) -> int:
@@ -308,6 +312,8 @@ class _Trainer:
         self.student = (self.peft.get_base_model() if self.peft else student).to(self.device)
         if spec.gradient_checkpointing:
             _checkpointing(self.student)
+        # With several processes and fsdp, each holds a shard of the student (data_parallel).
+        self.sharded = data_parallel.ShardedStudent(self.student) if spec.fsdp and self.world > 1 else None
         self.params = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
         self.optimizer = _optimizer(self.params, spec)
         if self.world > 1:  # weights are equal everywhere; dropout masks should not be
@@ -333,21 +339,51 @@ class _Trainer:
         else:
             batch = collate(samples, self.pad_id)
         batch = batch.to(self.device)
+        target: Any = None
+        if self.spec.objective == "kd" and self.cache is not None:
+            target = self.cache.gather(samples).to(self.device)
+        elif self.spec.objective == "kd":
+            with torch.inference_mode():
+                target = response_hidden(self.teacher, batch.input_ids, batch.attention_mask, batch.position_ids)
+        if self.sharded is not None:  # the whole student side inside one FSDP forward
+            return self.sharded(self._student_loss, batch, target)
+        return self._student_loss(self.student, batch, target)
+
+    def _student_loss(self, student: PreTrainedModel, batch: Batch, target: Any) -> torch.Tensor:
+        """The student's side of `_loss_sum`: `target` is the teacher's hidden states, its cached
+        top-k (`TopK`), or None for cross-entropy."""
         with self._autocast():
-            hidden = response_hidden(self.student, batch.input_ids, batch.attention_mask, batch.position_ids)
+            hidden = response_hidden(student, batch.input_ids, batch.attention_mask, batch.position_ids)
+        head = output_head(student)
         if self.spec.objective == "ce":
-            return ce_loss_sum(hidden, output_head(self.student), batch.input_ids, batch.target_mask,
-                               self.spec.kd.chunk_tokens)
-        if self.cache is not None:
-            topk = self.cache.gather(samples).to(self.device)
-            return kd_loss_sum(hidden, output_head(self.student), None, None, batch.target_mask,
-                               self.spec.kd, teacher_topk=topk)
-        with torch.inference_mode():
-            t_hidden = response_hidden(self.teacher, batch.input_ids, batch.attention_mask, batch.position_ids)
+            return ce_loss_sum(hidden, head, batch.input_ids, batch.target_mask, self.spec.kd.chunk_tokens)
+        if isinstance(target, TopK):
+            return kd_loss_sum(hidden, head, None, None, batch.target_mask, self.spec.kd, teacher_topk=target)
         # kd_loss_sum reads the teacher's (inference-mode) hidden states under no_grad, detached:
         # they never enter the autograd graph, so they need no clone.
-        return kd_loss_sum(hidden, output_head(self.student), t_hidden, output_head(self.teacher),
-                           batch.target_mask, self.spec.kd)
+        return kd_loss_sum(hidden, head, target, output_head(self.teacher), batch.target_mask, self.spec.kd)
+
+    def _passes(self, step: Step, drawn: Mapping[int, EncodedSample]) -> list[tuple[list[EncodedSample], str | None]]:
+        """This process's forward passes over its share of `step`: (samples, "orig" or "cf").
+
+        Sharded, every process makes the same passes in the same order, since each pass
+        gathers weights collectively: a process with nothing for a pass runs it on the step's
+        first original with term None (weight 0).
+        """
+        mb = self.spec.micro_batch
+        if self.sharded is None:
+            shares, mine = [rank_share(step, self.rank, self.world, mb)], 0
+        else:
+            shares, mine = [rank_share(step, r, self.world, mb) for r in range(self.world)], self.rank
+        filler = [self.encoded[step[0][0]].original]
+        passes: list[tuple[list[EncodedSample], str | None]] = []
+        for k in range(max(len(share) for share in shares)):
+            micro = shares[mine][k] if k < len(shares[mine]) else []
+            passes.append(([self.encoded[i].original for i in micro], "orig") if micro else (filler, None))
+            if any(i in drawn for share in shares if k < len(share) for i in share[k]):
+                cf = [drawn[i] for i in micro if i in drawn]
+                passes.append((cf, "cf") if cf else (filler, None))
+        return passes
 
     def _train_step(self, step: Step, drawn: dict[int, EncodedSample]) -> dict[str, Any]:
         """One optimiser step over this process's share of it; returns the step's loss terms and counts."""
@@ -356,26 +392,26 @@ class _Trainer:
         # every process), so summed gradients are the whole step's.
         n_orig = sum(n_trained(self.encoded[i].original) for i in every)
         n_cf = sum(n_trained(drawn[i]) for i in every if i in drawn)
-        sum_orig = sum_cf = 0.0
-        for micro in rank_share(step, self.rank, self.world, self.spec.micro_batch):
-            # Two backward passes instead of one: only one graph is alive at a time.
-            loss = self._loss_sum([self.encoded[i].original for i in micro])
-            (loss / n_orig).backward()
-            sum_orig += loss.item()
-            cf_micro = [drawn[i] for i in micro if i in drawn]
-            if cf_micro:
-                loss = self._loss_sum(cf_micro)
-                (self.spec.lam * loss / n_cf).backward()
-                sum_cf += loss.item()
-        data_parallel.sum_gradients([p for _, p in self.params])
-        sum_orig, sum_cf = data_parallel.sum_values([sum_orig, sum_cf], self.device)
+        weight = {"orig": 1.0 / max(n_orig, 1), "cf": self.spec.lam / max(n_cf, 1), None: 0.0}
+        # FSDP averages gradients over the processes; scaling by their number makes it a sum.
+        scale = self.world if self.sharded is not None else 1
+        sums = {"orig": 0.0, "cf": 0.0}
+        for samples, term in self._passes(step, drawn):
+            # One backward pass per forward: only one graph is alive at a time.
+            loss = self._loss_sum(samples)
+            (loss * (weight[term] * scale)).backward()
+            if term is not None:
+                sums[term] += loss.item()
+        if self.sharded is None:
+            data_parallel.sum_gradients([p for _, p in self.params])
+        sum_orig, sum_cf = data_parallel.sum_values([sums["orig"], sums["cf"]], self.device)
         out = dict(orig=sum_orig, orig_tokens=n_orig, cf=sum_cf, cf_tokens=n_cf)
         # max_norm=inf measures the norm for the metrics and scales gradients by exactly 1.
         limit = self.spec.max_grad_norm or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.params], limit).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.params], limit)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**out, "grad_norm": grad_norm}
+        return {**out, "grad_norm": data_parallel.local_value(grad_norm)}
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -389,17 +425,12 @@ class _Trainer:
         order = sorted(self.val_idx, key=lambda i: -lengths[i])
         drawn = {i: cf_rng.choice(self.encoded[i].counterfactuals) for i in order
                  if self.spec.lam > 0 and self.encoded[i].counterfactuals}
-        mine = order[self.rank :: self.world]
         totals = dict.fromkeys(LOSS_SUMS, 0.0)
-        for start in range(0, len(mine), self.spec.micro_batch):
-            batch = mine[start : start + self.spec.micro_batch]
-            originals = [self.encoded[i].original for i in batch]
-            totals["orig"] += self._loss_sum(originals).item()
-            totals["orig_tokens"] += sum(n_trained(s) for s in originals)
-            cfs = [drawn[i] for i in batch if i in drawn]
-            if cfs:
-                totals["cf"] += self._loss_sum(cfs).item()
-                totals["cf_tokens"] += sum(n_trained(s) for s in cfs)
+        for samples, term in self._passes([order], drawn):
+            loss = self._loss_sum(samples).item()
+            if term is not None:
+                totals[term] += loss
+                totals[f"{term}_tokens"] += sum(n_trained(s) for s in samples)
         totals = dict(zip(LOSS_SUMS, data_parallel.sum_values([totals[k] for k in LOSS_SUMS], self.device)))
         self.student.train()
         orig, cf = _terms(totals)
@@ -413,23 +444,43 @@ class _Trainer:
     # -- checkpoints --
 
     def _save_model(self, name: str) -> None:
-        """save_pretrained of the student (its LoRA adapter, with LoRA) and the tokenizer; process 0 only."""
+        """save_pretrained of the student (its LoRA adapter, with LoRA) and the tokenizer.
+
+        Written by process 0; every process takes part when the student is sharded.
+        """
+        full = {"state_dict": self.sharded.model_state()} if self.sharded is not None else {}
         if not self.main:
             return
         with atomic_path(self.work / name, directory=True) as tmp, quiet_saves():
-            (self.peft or self.student).save_pretrained(tmp)
+            (self.peft or self.student).save_pretrained(tmp, **full)
             self.tokenizer.save_pretrained(tmp)
 
     def _save_state(self, state: TrainingState, started: float) -> None:
         """Every process takes part (its RNG states are saved too); process 0 writes."""
         rngs = data_parallel.gather_objects(rng_state())
+        if self.sharded is not None:
+            trainable, optimizer = self.sharded.model_state(), self.sharded.optimizer_state(self.optimizer)
+        else:
+            trainable, optimizer = dict(self.params), self.optimizer.state_dict()
         if self.main:
-            save_state(self.work, state, fingerprint=self.fingerprint, params=self.params,
-                       optimizer=self.optimizer, elapsed=state.elapsed + time.monotonic() - started, rng=rngs)
+            save_state(self.work, state, fingerprint=self.fingerprint, trainable=trainable, optimizer=optimizer,
+                       elapsed=state.elapsed + time.monotonic() - started, rng=rngs)
         data_parallel.barrier()
 
+    def _restore(self, saved: SavedState) -> None:
+        """Weights and optimiser state from a checkpoint (every process reads all of it)."""
+        if self.sharded is not None:
+            self.sharded.load_model_state(saved.trainable)
+            self.sharded.load_optimizer_state(self.optimizer, saved.optimizer)
+            return
+        with torch.no_grad():
+            named = dict(self.params)
+            for name, value in saved.trainable.items():
+                named[name].copy_(value)
+        self.optimizer.load_state_dict(saved.optimizer)
+
     def _restore_best(self) -> None:
-        """Load the weights saved in best/ into the student."""
+        """Load the weights saved in best/ into the (unsharded) student."""
         path = self.work / BEST
         if self.peft is not None:
             from peft.utils import load_peft_weights, set_peft_model_state_dict
@@ -444,23 +495,24 @@ class _Trainer:
     def run(self) -> PreTrainedModel:
         spec = self.spec
         self.work.mkdir(parents=True, exist_ok=True)
-        state = load_state(self.work, fingerprint=self.fingerprint, params=self.params,
-                           optimizer=self.optimizer, rank=self.rank)
+        saved = load_state(self.work, fingerprint=self.fingerprint, rank=self.rank)
         data_parallel.barrier()  # every process has read the state before process 0 clears it
-        if state is None:
+        if saved is None:
             if self.main:
                 clear_work(self.work)
             state = TrainingState()
         else:
+            self._restore(saved)
+            state = saved.state
             state.resumed.append(state.step)
             log.info("resuming from %s at step %d (epoch %d, step %d of it)",
                      self.work / STATE, state.step, state.epoch, state.position)
         log.info(
             "distill (%s): %d training groups, %d held out; %d epochs × %d steps of %d groups "
-            "(%d micro-batches of %d); device %s; %d process(es)",
+            "(%d micro-batches of %d); device %s; %d process(es)%s",
             spec.objective, len(self.train_idx), len(self.val_idx), spec.epochs,
             self.steps_per_epoch, spec.global_batch, spec.accumulation, spec.micro_batch, self.device,
-            self.world,
+            self.world, ", the student sharded over them (FSDP2)" if self.sharded is not None else "",
         )
         started = time.monotonic()
         metrics = Metrics(self.work, state.history, state.step if state.resumed else None, write=self.main)
@@ -537,10 +589,16 @@ class _Trainer:
             log.warning("keep: best, but no group was held out for validation; keeping the last epoch")
             keep = "last"
         kept_epoch = state.best_epoch if keep == "best" else self.spec.epochs
-        if kept_epoch != self.spec.epochs:
+        kept = BEST if kept_epoch != self.spec.epochs else LAST
+        if kept == BEST:
             log.info("keeping epoch %d (validation loss %.5f), not the last", kept_epoch, state.best_val)
-            self._restore_best()
-        model = self.peft.merge_and_unload() if self.peft is not None else self.student
+        if self.sharded is not None:
+            # The weights are spread over the processes; the kept checkpoint holds them whole.
+            model = type(self.student).from_pretrained(str(self.work / kept), dtype=torch.float32)
+        else:
+            if kept == BEST:
+                self._restore_best()
+            model = self.peft.merge_and_unload() if self.peft is not None else self.student
         write_json({
             "objective": self.spec.objective,
             "settings": asdict(self.spec),
@@ -550,7 +608,7 @@ class _Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "steps": state.step,
             "keep": keep,
-            "kept": BEST if kept_epoch != self.spec.epochs else LAST,
+            "kept": kept,
             "kept_epoch": kept_epoch,
             "best_epoch": state.best_epoch,
             "best_val_loss": state.best_val,

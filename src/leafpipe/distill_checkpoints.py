@@ -106,19 +106,19 @@ def rng_state() -> dict[str, Any]:
 
 
 def save_state(
-    work: Path, state: TrainingState, *, fingerprint: str,
-    params: Sequence[tuple[str, torch.nn.Parameter]], optimizer: torch.optim.Optimizer, elapsed: float,
-    rng: Sequence[dict[str, Any]] | None = None,
+    work: Path, state: TrainingState, *, fingerprint: str, trainable: Mapping[str, torch.Tensor],
+    optimizer: Mapping[str, Any], elapsed: float, rng: Sequence[dict[str, Any]] | None = None,
 ) -> None:
-    """Write state.pt atomically: `state`, the trainable `params`, the optimiser and RNG states.
+    """Write state.pt atomically: `state`, the `trainable` weights, the optimiser's state dict and
+    the RNG states.
 
     `rng` holds every process's `rng_state()` in rank order (default: this process's alone).
     """
     payload = {
         "format": STATE_FORMAT,
         "fingerprint": fingerprint,
-        "trainable": {n: p.detach().cpu() for n, p in params},
-        "optimizer": optimizer.state_dict(),
+        "trainable": {n: t.detach().cpu() for n, t in trainable.items()},
+        "optimizer": dict(optimizer),
         "rng": list(rng) if rng is not None else [rng_state()],
         **asdict(state),
         "elapsed": elapsed,
@@ -127,13 +127,18 @@ def save_state(
         torch.save(payload, tmp)
 
 
-def load_state(
-    work: Path, *, fingerprint: str, params: Sequence[tuple[str, torch.nn.Parameter]],
-    optimizer: torch.optim.Optimizer, rank: int = 0,
-) -> TrainingState | None:
-    """Restore `params`, the optimiser and process `rank`'s RNG states from state.pt and return
-    its state; None, restoring nothing, when there is no state or it has another format or
-    fingerprint."""
+@dataclass
+class SavedState:
+    """What state.pt holds for the trainer to restore: weights, optimiser state and position."""
+
+    state: TrainingState
+    trainable: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+
+def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | None:
+    """Read state.pt and restore process `rank`'s RNG states from it; None, restoring nothing,
+    when there is no state or it has another format or fingerprint."""
     path = work / STATE
     if not path.exists():
         return None
@@ -148,17 +153,13 @@ def load_state(
             path,
         )
         return None
-    with torch.no_grad():
-        named = dict(params)
-        for name, value in saved["trainable"].items():
-            named[name].copy_(value)
-    optimizer.load_state_dict(saved["optimizer"])
     if rank < len(saved["rng"]):  # a state saved by fewer processes leaves the others' RNGs be
         rng = saved["rng"][rank]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-    return TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState)})
+    state = TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState)})
+    return SavedState(state, saved["trainable"], saved["optimizer"])
 
 
 def clear_work(work: Path, names: Iterable[str] = _WORK_ENTRIES) -> None:

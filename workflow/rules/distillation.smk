@@ -32,7 +32,7 @@ rule teacher_logits:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=config["distill"]["gpus"],
+        gpu=min(config["distill"]["gpus"], 1),  # one process, one GPU
     conda:
         ENV
     script:
