@@ -19,6 +19,10 @@ run that was never interrupted: weights, optimiser state, step, position in the 
 and the metrics so far are saved every `checkpoint_every` steps and at each epoch end, and the
 batch order of an epoch is a function of (seed, epoch) alone, so it is recomputed, not stored.
 
+Started as several processes (torchrun; `distill.gpus` > 1), each trains its share of every
+step and the gradients are combined so that the run trains what one process would, with the
+student replicated or, with `fsdp`, sharded (`leafpipe.data_parallel`).
+
 This module holds the settings and the trainer; the groups, split and batches are in
 `leafpipe.distill_data`, the work folder and the final model folder in
 `leafpipe.distill_checkpoints`.
