@@ -75,3 +75,80 @@ def test_threads_are_restored(tiny_llama, tokenizer, rows):
     before = torch.get_num_threads()
     generate(tiny_llama(0), tokenizer, rows[:1], max_new_tokens=2, batch_size=1, threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_sampling_gives_n_records_per_row_reproducibly(tiny_llama, tokenizer, rows):
+    from leafpipe.generation import SamplingSpec
+
+    model = tiny_llama(0)
+    spec = SamplingSpec(n=3, temperature=1.0, seed=1)
+    a = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3, sampling=spec)
+    b = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3, sampling=spec)
+    other = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3,
+                     sampling=SamplingSpec(n=3, temperature=1.0, seed=2))
+    assert a == b and a != other
+    assert [(o["id"], o["sample"]) for o in a] == [(r["id"], s) for r in rows for s in range(3)]
+    # A random-init model samples different completions for the same prompt.
+    assert any(len({o["completion"] for o in a if o["id"] == r["id"]}) > 1 for r in rows)
+
+
+def test_sampling_settings_are_checked():
+    from leafpipe.generation import SamplingSpec
+
+    with pytest.raises(ValueError, match="need sampling"):
+        SamplingSpec(n=2, temperature=0.0)
+
+
+def test_stop_strings_cut_the_completion(tiny_llama, tokenizer, rows):
+    from leafpipe.generation import SamplingSpec
+
+    model = tiny_llama(0)
+    greedy = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2)
+    long = next(o for o in greedy if len(o["completion"]) >= 6)
+    stop = long["completion"][3:6]
+    cut = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2, sampling=SamplingSpec(stop=(stop,)))
+    for g, c in zip(greedy, cut):
+        if stop in g["completion"]:
+            assert c["completion"] == g["completion"][: g["completion"].index(stop)]
+            assert c["finish_reason"] == "stop" and c["completion_tokens"] <= g["completion_tokens"]
+        else:
+            assert c == g
+    assert any(stop in g["completion"] for g in greedy)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_generation_resumes_from_its_partial_file(tiny_llama, tokenizer, rows, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from leafpipe.generation import SamplingSpec
+
+    model = tiny_llama(0)
+    spec = SamplingSpec(n=2, temperature=1.0, seed=3)
+    reference = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2, sampling=spec)
+    partial = tmp_path / "gen.partial.jsonl"
+    real, calls = model.generate, []
+
+    def dies_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", dies_on_third_batch)
+    with pytest.raises(_Killed):
+        generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2, sampling=spec, partial_path=partial)
+    monkeypatch.setattr(model, "generate", real)
+    with open(partial, "a", encoding="utf-8") as fh:
+        fh.write('{"batch": 2, "recor')  # a line torn by the kill
+    with caplog.at_level(logging.INFO, logger="leafpipe.generation"):
+        resumed = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2, sampling=spec,
+                           partial_path=partial)
+    assert "2 of 4 batches done" in caplog.text
+    assert resumed == reference
+    # Another setting: the partial file is not resumed.
+    with caplog.at_level(logging.WARNING, logger="leafpipe.generation"):
+        generate(model, tokenizer, rows, max_new_tokens=MAX_NEW - 1, batch_size=2, sampling=spec, partial_path=partial)
+    assert "generating afresh" in caplog.text

@@ -64,7 +64,7 @@ class TrainingState:
 # --- the resumable state --------------------------------------------------------------------
 
 
-def _weights_digest(model: PreTrainedModel, h: Any) -> None:
+def weights_digest(model: PreTrainedModel, h: Any) -> None:
     """Feed a sample of every parameter into `h`: cheap even for billions of weights, and any
     retraining of a model changes it."""
     for name, p in model.named_parameters():
@@ -93,7 +93,7 @@ def run_fingerprint(
             h.update(json.dumps([sample.input_ids, sample.loss_mask()]).encode())
         h.update(b"|")
     for model in models:
-        _weights_digest(model, h)
+        weights_digest(model, h)
     if extra is not None:
         h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()
