@@ -171,3 +171,14 @@ def test_stage_report_shows_sft_as_a_reference_row_not_a_leaf_candidate(tmp_path
     assert "SFT" not in comparison
     frame = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert frame.set_index("model").loc["sft", "test"] == pytest.approx(45.0)
+
+
+def test_skipped_benchmarks_get_a_reason_not_a_column(tmp_path, scores):
+    skipped = [{"model": m, "benchmark": "olympiad", "available": False,
+                "reason": "no OlympiadBench file: set evaluation.benchmarks.olympiad.path"} for m in MODELS]
+    build_report(scores + skipped, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels={**BENCHMARKS, "olympiad": "OlympiadBench"})
+    text = (tmp_path / "summary.md").read_text()
+    assert "## Skipped benchmarks" in text and "- `olympiad`: no OlympiadBench file" in text
+    assert "OlympiadBench" not in text.split("## Skipped benchmarks")[0]
+    assert "olympiad" not in pd.read_csv(tmp_path / "summary.csv").columns

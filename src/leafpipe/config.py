@@ -64,8 +64,18 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
     if corpus and not Path(corpus).is_file():
         raise ConfigError(f"{source}: corpus.path: no such file {corpus!r}")
     for name, bench in config["evaluation"]["benchmarks"].items():
+        where = f"{source}: evaluation.benchmarks.{name}"
         if "path" in bench and not Path(bench["path"]).is_file():
-            raise ConfigError(f"{source}: evaluation.benchmarks.{name}.path: no such file {bench['path']!r}")
+            raise ConfigError(f"{where}.path: no such file {bench['path']!r}")
+        kind = bench.get("kind") or ("world" if "split" in bench else "jsonl")
+        if (kind == "world") != ("split" in bench):
+            raise ConfigError(f"{where}: a `split` belongs to kind world, and kind world needs one")
+        if kind == "jsonl" and "path" not in bench:
+            raise ConfigError(f"{where}: kind jsonl needs a `path`")
+        if bench["n"] > 1 and bench["temperature"] == 0:
+            raise ConfigError(f"{where}: n > 1 completions per problem need sampling: set temperature > 0")
+        if max(bench["k"]) > bench["n"]:
+            raise ConfigError(f"{where}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} completions per problem")
 
 
 def go_offline_unless_hub_needed(config: dict[str, Any]) -> None:

@@ -330,17 +330,25 @@ def build_report(
     """Write summary.csv, summary.md and accuracy.png into `out_dir`, each atomically.
 
     `scores` are `eval/{model}/{benchmark}.scores.json` contents; rows follow `model_order` and
-    columns follow `benchmark_labels` (benchmark id -> label). `sweep` (detection/sweep.csv:
+    columns follow `benchmark_labels` (benchmark id -> label). A benchmark whose scores say
+    `available: false` gets no column but a line with the reason under "Skipped benchmarks". `sweep` (detection/sweep.csv:
     percentile, precision, recall, f1, n_flagged) goes under detection. `notes` (the caller's
     interpretation) closes summary.md.
     """
     out = Path(out_dir)
+    skipped = {s["benchmark"]: s["reason"] for s in scores if s.get("available") is False}
+    scores = [s for s in scores if s["benchmark"] not in skipped]
+    benchmark_labels = {b: label for b, label in benchmark_labels.items() if b not in skipped}
     table = _index(scores, model_order, list(benchmark_labels))
     frame = _summary_frame(table, model_order, model_labels, list(benchmark_labels))
     with atomic_path(out / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False)
     lines = ["# LeaF evaluation summary", ""]
     lines += _accuracy_section(table, model_order, model_labels, benchmark_labels)
+    if skipped:
+        lines += ["## Skipped benchmarks", "",
+                  "No data was found for these, so they have no column above (not a zero):", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()] + [""]
     lines += _comparison_section(scores, baseline, candidates, model_labels, benchmark_labels)
     lines += _detection_section(detection, sweep)
     if notes.strip():

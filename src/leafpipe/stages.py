@@ -282,36 +282,82 @@ def distill(
     data_parallel.teardown()
 
 
+def benchmark_data(
+    config: dict[str, Any], benchmark: str, out_path: str | Path, info_path: str | Path,
+    input_path: str | Path | None = None,
+) -> None:
+    """A benchmark's normalised rows (docs/benchmarks.md) and its info: source, licence, skipped rows.
+
+    Absent data (no file, no data package, offline) is not an error: the rows are empty and the
+    info says why, so the report shows the benchmark as skipped with that reason.
+    """
+    from leafpipe.evaluate import benchmark_rows
+
+    bench = config["evaluation"]["benchmarks"][benchmark]
+    rows, info = benchmark_rows(bench, str(input_path) if input_path else None)
+    write_jsonl(rows, out_path)
+    write_json({"benchmark": benchmark, **info}, info_path)
+    log.info("benchmark %s: %d rows (%s), %d skipped", benchmark, len(rows),
+             info.get("source") or info.get("reason"), len(info["skipped"]))
+
+
+def _sampling(bench: dict[str, Any], seed: int) -> Any:
+    from leafpipe.generation import SamplingSpec
+
+    return SamplingSpec(n=bench["n"], temperature=bench["temperature"], top_p=bench["top_p"],
+                        stop=tuple(bench["stop"]), seed=seed)
+
+
 def generate(
     config: dict[str, Any], benchmark: str, model_dir: str | Path, bench_path: str | Path,
-    out_path: str | Path, threads: int | None = None,
+    out_path: str | Path, partial_path: str | Path | None = None, threads: int | None = None,
 ) -> None:
+    """Complete a benchmark's prompts; a killed job resumes from `partial_path` when rerun."""
     from leafpipe.generation import generate as run_generate
 
     _threads(threads)
     evaluation = config["evaluation"]
-    max_new = evaluation["benchmarks"][benchmark].get("max_new_tokens", evaluation["max_new_tokens"])
-    model, tok = load_model(model_dir)
+    bench = evaluation["benchmarks"][benchmark]
     rows = read_jsonl(bench_path)
-    out = run_generate(model, tok, rows, max_new_tokens=max_new, batch_size=evaluation["batch_size"])
+    if not rows:  # a skipped benchmark (benchmark_data says why): nothing to load a model for
+        write_jsonl([], out_path)
+        return
+    model, tok = load_model(model_dir, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
+    out = run_generate(model, tok, rows, max_new_tokens=bench.get("max_new_tokens", evaluation["max_new_tokens"]),
+                       batch_size=evaluation["batch_size"], sampling=_sampling(bench, config["seed"]),
+                       partial_path=partial)
     write_jsonl(out, out_path)
+    partial.unlink(missing_ok=True)
 
 
 def grade(
     config: dict[str, Any], model: str, benchmark: str, generations_path: str | Path,
-    out_path: str | Path,
+    bench_path: str | Path, info_path: str | Path, out_path: str | Path, graded_path: str | Path,
 ) -> None:
-    from leafpipe.grading import grade as run_grade
+    """Grade by the benchmark's task; a skipped benchmark gets a score file that says so."""
+    import json
 
-    _, summary = run_grade(read_jsonl(generations_path))
+    from leafpipe.evaluate import grade_generations
+
     evaluation = config["evaluation"]
-    summary.update(
-        model=model, benchmark=benchmark, batch_size=evaluation["batch_size"],
-        max_new_tokens=evaluation["benchmarks"][benchmark].get("max_new_tokens", evaluation["max_new_tokens"]),
-        decoding="greedy",
-    )
-    write_json(summary, out_path)
-    log.info("%s on %s: %d/%d correct", model, benchmark, summary["correct"], summary["n"])
+    bench = evaluation["benchmarks"][benchmark]
+    info = json.loads(Path(info_path).read_text(encoding="utf-8"))
+    settings = dict(model=model, benchmark=benchmark, batch_size=evaluation["batch_size"],
+                    max_new_tokens=bench.get("max_new_tokens", evaluation["max_new_tokens"]),
+                    decoding="greedy" if bench["temperature"] == 0 else
+                    f"sampled: n={bench['n']}, temperature={bench['temperature']}, top_p={bench['top_p']}",
+                    seed=config["seed"], source=info.get("source"))
+    if not info["available"]:
+        write_jsonl([], graded_path)
+        write_json({**settings, "available": False, "reason": info["reason"]}, out_path)
+        log.info("%s on %s: skipped (%s)", model, benchmark, info["reason"])
+        return
+    graded, summary = grade_generations(read_jsonl(bench_path), read_jsonl(generations_path), bench)
+    write_jsonl(graded, graded_path)
+    write_json({**settings, "available": True, **summary}, out_path)
+    log.info("%s on %s: pass@1 %.3f over %d problems", model, benchmark, summary["accuracy"], summary["n"])
 
 
 def _setting_notes(config: dict[str, Any]) -> str:

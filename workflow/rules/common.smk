@@ -43,9 +43,13 @@ def model_input(wildcards_or_name):
     return location if location.startswith(R) or Path(location).exists() else []
 
 
-def benchmark_file(wildcards):
+def benchmark_input(wildcards):
+    """The file a benchmark is read from: a world split, the entry's `path`, or none (its data
+    package or the hub)."""
     bench = config["evaluation"]["benchmarks"][wildcards.benchmark]
-    return bench.get("path") or f"{R}/world/{bench['split']}.jsonl"
+    if "split" in bench:
+        return f"{R}/world/{bench['split']}.jsonl"
+    return bench.get("path", [])
 
 
 def tracked(settings):
@@ -91,7 +95,7 @@ def every_product():
     as targets, a deleted one is rebuilt by a plain rerun, and then only its dependents follow.
     """
     uses_world = CORPUS.startswith(f"{R}/world/") or any(
-        "path" not in bench for bench in config["evaluation"]["benchmarks"].values()
+        "split" in bench for bench in config["evaluation"]["benchmarks"].values()
     )
     pretrained = [name for name in PRETRAINED if not config["models"][name].get("path")]
     levels = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
@@ -106,8 +110,9 @@ def every_product():
         + expand("{R}/detection/{name}", R=R, name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png"])
         + expand("{R}/counterfactuals/{level}.jsonl", R=R, level=levels)
         + expand("{R}/teacher_logits/{source}.safetensors", R=R, source=caches)
+        + expand("{R}/eval_data/{benchmark}.{kind}", R=R, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
         + expand(
             "{R}/eval/{model}/{benchmark}.{kind}",
-            R=R, model=MODELS, benchmark=BENCHMARKS, kind=["generations.jsonl", "scores.json"],
+            R=R, model=MODELS, benchmark=BENCHMARKS, kind=["generations.jsonl", "scores.json", "graded.jsonl"],
         )
     )
