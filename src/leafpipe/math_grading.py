@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
 from typing import Literal
 
 from math_verify import LatexExtractionConfig, parse, verify
@@ -43,15 +44,25 @@ _STARTUP_LIMIT_S = 120.0
 _DETAIL_CHARS = 200
 
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
-_HASHES = re.compile(r"####[ \t]*(?P<rest>[^\n]*)")
-_ANSWER_IS = re.compile(r"\b(?:the|final) answer is\b(?P<rest>[^\n]*)", re.IGNORECASE)
+# The answer runs to the end of the line, read by lookahead so that a later marker on the same
+# line is still found as a marker of its own.
+_HASHES = re.compile(r"####(?=[ \t]*(?P<rest>[^\n]*))")
+_ANSWER_IS = re.compile(r"\b(?:the|final) answer is\b(?=(?P<rest>[^\n]*))", re.IGNORECASE)
 # Math delimiters around an "answer is" / "####" answer, the closing one for each opening.
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 # The end of a sentence: a period followed by a space or the end ("3.5." ends after "3.5").
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
-# A thin space (or `\!`, `\ `, `~`) between digit groups, as in `1\,000`: math-verify reads
-# `1\,000` as the product 1·000 = 0, which would make it equal to 0.
-_DIGIT_GROUP_SPACE = re.compile(r"(?<=\d)(?:\\[,! ]|~)(?=\d{3}(?!\d))")
+# A space between digit groups, as in `1\,000` or `1 234` (also `\!`, `\ `, `~`): math-verify
+# reads `1\,000` as the product 1·000 = 0 and `1 234` as 235, so they would equal 0 and 235.
+_DIGIT_GROUP_SPACE = re.compile(r"(?<=\d)(?:\\[,! ]|~|\s+)(?=\d{3}(?!\d))")
+# One unit word after a number at the end, as in `5 \text{ cm}` or `3 \text{ m}^2` (percent words
+# excepted: math-verify reads those as %). math-verify itself drops everything from the FIRST
+# `\text{` to the end of an answer that ends in one, so `42 \text{ cm}, 43 \text{ cm}` would
+# equal 42; with the last unit gone first, its rule has nothing left to drop.
+_TRAILING_UNIT = re.compile(
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{(?!\s*(?:percent|percentage|pct)\s*\})"
+    r"\s*[A-Za-z][A-Za-z .]*\}\s*(?:\^\s*\{?\s*\d\s*\}?)?\s*$"
+)
 
 # The string fallback: formatting wrappers are unwrapped, spacing and decoration dropped.
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
@@ -147,7 +158,7 @@ def extract_final_answer(text: str) -> Extracted:
     if not candidates:
         return Extracted(answer=None, marker=None)
     _, marker, answer = max(candidates, key=lambda candidate: candidate[0])
-    answer = answer.strip().rstrip(".").strip()
+    answer = answer.strip().rstrip(".").strip("$").strip()
     return Extracted(answer=answer or None, marker=marker)
 
 
@@ -168,7 +179,7 @@ def normalize_answer(text: str) -> str:
 def _parse(answer: str) -> list[object]:
     """math-verify's reading of one answer as a single LaTeX expression; [] if it cannot."""
     config = LatexExtractionConfig(boxed_match_priority=0)
-    boxed = "\\boxed{" + _DIGIT_GROUP_SPACE.sub("", answer) + "}"
+    boxed = "\\boxed{" + _TRAILING_UNIT.sub("", _DIGIT_GROUP_SPACE.sub("", answer)) + "}"
     return parse(boxed, extraction_config=[config], fallback_mode="no_fallback", parsing_timeout=None)
 
 
@@ -206,7 +217,8 @@ def _compare(predicted: str, gold: str) -> tuple[bool, DecidedBy, str]:
 def _serve(conn: Connection) -> None:
     """Worker loop: warm up, say ready, then answer (index, predicted, gold) jobs until EOF."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" warning
-    _compare("0.5", "\\frac{1}{2}")  # sympy imports much on first use; not on a pair's clock
+    # sympy imports much on first use (numbers, then sets for intervals): not on a pair's clock.
+    _compare("0.5", "\\frac{1}{2}")
     _compare("(1, 2]", "(1, 2]")
     conn.send(_READY)
     while True:
@@ -220,7 +232,7 @@ def _serve(conn: Connection) -> None:
 class _Worker:
     """One spawned worker process, the pipe to it, and the job it is on (with its deadline)."""
 
-    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+    def __init__(self, context: BaseContext) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child,), daemon=True)
         self.process.start()
@@ -230,7 +242,10 @@ class _Worker:
         self.deadline = 0.0
 
     def assign(self, job: tuple[int, str, str], timeout_s: float) -> None:
-        self.conn.send(job)
+        try:
+            self.conn.send(job)
+        except OSError:  # it died while idle; `_run` then reads the closed pipe as a death
+            pass
         self.job = job
         self.deadline = time.monotonic() + timeout_s
 
@@ -240,7 +255,9 @@ class _Worker:
         self.conn.close()
 
 
-def _run(jobs: Sequence[tuple[int, str, str]], timeout_s: float, workers: int) -> dict[int, tuple[bool, DecidedBy, str]]:
+def _run(
+    jobs: Sequence[tuple[int, str, str]], timeout_s: float, workers: int
+) -> dict[int, tuple[bool, DecidedBy, str]]:
     """Each job's (correct, decided_by, detail) by index, at most `timeout_s` per job.
 
     "spawn" workers: a fork of a parent that holds threads (torch, a tokenizer) can deadlock.
@@ -263,10 +280,12 @@ def _run(jobs: Sequence[tuple[int, str, str]], timeout_s: float, workers: int) -
                 if worker.conn in readable:
                     try:
                         message = worker.conn.recv()
-                    except EOFError:  # the worker died
-                        if worker.job is None:
-                            raise RuntimeError("a grading worker exited during start-up") from None
+                    except (EOFError, OSError):  # died: a closed pipe, or reset if a job was unread
                         worker.stop()
+                        if not worker.ready:
+                            raise RuntimeError(
+                                f"a grading worker exited during start-up (exit code {worker.process.exitcode})"
+                            ) from None
                         failure = f"worker died (exit code {worker.process.exitcode})"
                     else:
                         if message == _READY:
@@ -281,7 +300,8 @@ def _run(jobs: Sequence[tuple[int, str, str]], timeout_s: float, workers: int) -
                     failure = f"no verdict within {timeout_s:g} s; worker killed"
                 else:
                     continue
-                results[worker.job[0]] = (False, "timeout", failure)
+                if worker.job is not None:  # an idle worker that died loses no pair
+                    results[worker.job[0]] = (False, "timeout", failure)
                 pool[slot] = _Worker(context)
     finally:
         for worker in pool:
@@ -289,14 +309,30 @@ def _run(jobs: Sequence[tuple[int, str, str]], timeout_s: float, workers: int) -
     return results
 
 
+def _cpus() -> int:
+    """CPUs this process may use (its affinity, as a scheduler such as Slurm sets it), not the
+    machine's count, so that a job does not start more workers than it was given cores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _gold_answer(gold: str) -> str:
+    """The gold to compare with: its marked answer if it has one, since the world's references
+    read "The answer is 7."; otherwise the gold itself (MATH-500's are bare LaTeX)."""
+    return extract_final_answer(gold).answer or gold.strip()
+
+
 def grade_math(
     pairs: Sequence[tuple[str, str]], *, timeout_s: float = 5.0, workers: int | None = None
 ) -> list[MathVerdict]:
     """Grade (completion, gold answer) pairs; verdicts in the order of `pairs`.
 
-    Completions without an answer marker are "no_answer" at once; the others are compared in
-    `workers` processes (default: one per CPU), each pair within `timeout_s` seconds of reaching
-    its worker, or it is a "timeout" and counts as incorrect.
+    A gold may be bare (`\\frac{14}{3}`) or marked ("The answer is 7."). Completions without
+    an answer marker are "no_answer" at once; the others are compared in `workers` processes
+    (default: one per CPU this process may use), each pair within `timeout_s` seconds of
+    reaching its worker, or it is a "timeout" and counts as incorrect.
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
@@ -304,11 +340,11 @@ def grade_math(
         raise ValueError(f"workers must be at least 1, got {workers}")
     extracted = [extract_final_answer(completion) for completion, _ in pairs]
     jobs = [
-        (index, found.answer, str(gold))
+        (index, found.answer, _gold_answer(gold))
         for index, (found, (_, gold)) in enumerate(zip(extracted, pairs))
         if found.answer is not None
     ]
-    results = _run(jobs, timeout_s, workers or os.cpu_count() or 1) if jobs else {}
+    results = _run(jobs, timeout_s, workers or _cpus()) if jobs else {}
     verdicts = []
     for index, found in enumerate(extracted):
         if found.answer is None:
