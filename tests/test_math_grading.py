@@ -215,3 +215,20 @@ def test_no_pairs_and_no_answers_start_no_workers(monkeypatch):
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         grade_math([(r"\boxed{1}", "1")], **kwargs)
+
+
+def test_workers_start_under_a_main_script_that_cannot_run_twice(tmp_path):
+    """Snakemake runs a stage as a `__main__` script; spawned workers must not re-run it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "rule_script.py"
+    script.write_text(
+        "if __name__ != '__main__':\n"
+        "    raise SystemExit('the script was run again by a worker')\n"
+        "from leafpipe.math_grading import grade_math\n"
+        "print(grade_math([('The answer is 7.', '7')], workers=1)[0].correct)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"

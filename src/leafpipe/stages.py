@@ -322,12 +322,25 @@ def generate(
     if not rows:  # a skipped benchmark (benchmark_data says why): nothing to load a model for
         write_jsonl([], out_path)
         return
+    from leafpipe.generation_vllm import generate_vllm, vllm_usable
+
+    max_new = bench.get("max_new_tokens", evaluation["max_new_tokens"])
+    sampling = _sampling(bench, config["seed"])
+    backend = evaluation["backend"]
+    if backend == "vllm" and not vllm_usable():
+        raise RuntimeError("evaluation.backend is vllm, but vLLM is not installed or no GPU is visible")
+    if backend == "vllm" or (backend == "auto" and vllm_usable()):
+        from leafpipe.tokenizer import load_tokenizer
+
+        log.info("generating with vLLM")
+        out = generate_vllm(model_dir, load_tokenizer(model_dir), rows, max_new_tokens=max_new, sampling=sampling)
+        write_jsonl(out, out_path)
+        return
     model, tok = load_model(model_dir, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
-    out = run_generate(model, tok, rows, max_new_tokens=bench.get("max_new_tokens", evaluation["max_new_tokens"]),
-                       batch_size=evaluation["batch_size"], sampling=_sampling(bench, config["seed"]),
-                       partial_path=partial)
+    out = run_generate(model, tok, rows, max_new_tokens=max_new, batch_size=evaluation["batch_size"],
+                       sampling=sampling, partial_path=partial)
     write_jsonl(out, out_path)
     partial.unlink(missing_ok=True)
 
