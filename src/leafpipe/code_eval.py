@@ -181,7 +181,8 @@ def _check_tests(solution: str, test: str, limits: Limits) -> Verdict:
 
 def _failure(result: RunResult, where: str) -> Verdict:
     """A Verdict for a run that did not end well: the sandbox's reason and stderr's last lines."""
-    tail = "\n".join(result.stderr.rstrip().splitlines()[-_STDERR_LINES:])
+    # Each line cut short, so a long source line quoted in a traceback cannot crowd out its error.
+    tail = "\n".join(_excerpt(line) for line in result.stderr.rstrip().splitlines()[-_STDERR_LINES:])
     parts = [p for p in (where, result.message, tail) if p]
     return Verdict(False, result.status, _bounded(": ".join(parts)))
 
@@ -191,6 +192,10 @@ def _normalise(text: str) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def _excerpt(line: str) -> str:
+    return line if len(line) <= _EXCERPT else line[: _EXCERPT - 3] + "..."
 
 
 def _bounded(text: str) -> str:
