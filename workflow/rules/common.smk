@@ -58,6 +58,17 @@ def tracked(settings):
     return json.dumps(settings, sort_keys=True)
 
 
+def generation_shards(benchmark):
+    bench = config["evaluation"]["benchmarks"][benchmark]
+    return bench.get("shards", config["evaluation"]["shards"])
+
+
+def generations(wildcards):
+    """A (model, benchmark)'s generation shards, in order: grading reads them all."""
+    return [f"{R}/eval/{wildcards.model}/{wildcards.benchmark}.generations-{k}.jsonl"
+            for k in range(generation_shards(wildcards.benchmark))]
+
+
 def evaluation_settings(wildcards):
     evaluation = config["evaluation"]
     shared = {k: v for k, v in evaluation.items() if k != "benchmarks"}
@@ -111,8 +122,8 @@ def every_product():
         + expand("{R}/counterfactuals/{level}.jsonl", R=R, level=levels)
         + expand("{R}/teacher_logits/{source}.safetensors", R=R, source=caches)
         + expand("{R}/eval_data/{benchmark}.{kind}", R=R, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
-        + expand(
-            "{R}/eval/{model}/{benchmark}.{kind}",
-            R=R, model=MODELS, benchmark=BENCHMARKS, kind=["generations.jsonl", "scores.json", "graded.jsonl"],
-        )
+        + expand("{R}/eval/{model}/{benchmark}.{kind}", R=R, model=MODELS, benchmark=BENCHMARKS,
+                 kind=["scores.json", "graded.jsonl"])
+        + [f"{R}/eval/{model}/{benchmark}.generations-{k}.jsonl" for model in MODELS for benchmark in BENCHMARKS
+           for k in range(generation_shards(benchmark))]
     )

@@ -28,16 +28,16 @@ rule generate:
         model=model_input,
         bench_path=f"{R}/eval_data/{{benchmark}}.jsonl",
     output:
-        out_path=f"{R}/eval/{{model}}/{{benchmark}}.generations.jsonl",
+        out_path=f"{R}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.jsonl",
     params:
         settings=evaluation_settings,
         model_dir=lambda wc, input: input.model or model_location(wc.model),
         # Outside the declared output, so a killed job's finished batches survive for the rerun.
-        partial_path=lambda wc: f"{R}/checkpoints/generate/{wc.model}/{wc.benchmark}.partial.jsonl",
+        partial_path=lambda wc: f"{R}/checkpoints/generate/{wc.model}/{wc.benchmark}-{wc.shard}.partial.jsonl",
     log:
-        f"{R}/logs/generate/{{model}}/{{benchmark}}.log",
+        f"{R}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/generate/{{model}}/{{benchmark}}.tsv"
+        f"{R}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -51,7 +51,7 @@ rule generate:
 
 rule grade:
     input:
-        generations_path=f"{R}/eval/{{model}}/{{benchmark}}.generations.jsonl",
+        generations=generations,
         bench_path=f"{R}/eval_data/{{benchmark}}.jsonl",
         info_path=f"{R}/eval_data/{{benchmark}}.info.json",
     output:
