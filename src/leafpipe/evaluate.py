@@ -62,17 +62,17 @@ def benchmark_rows(bench: Mapping[str, Any], input_path: str | None) -> tuple[li
 
 
 def _grade_math(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[str, Any]],
-                bench: Mapping[str, Any]) -> list[dict[str, Any]]:
+                bench: Mapping[str, Any], workers: int) -> list[dict[str, Any]]:
     from leafpipe.math_grading import grade_math
 
     verdicts = grade_math([(g["completion"], str(rows[g["id"]]["answer"])) for g in gens],
-                          timeout_s=bench.get("timeout_s", 5.0))
+                          timeout_s=bench.get("timeout_s", 5.0), workers=workers)
     return [{"correct": v.correct, "predicted": v.predicted, "decided_by": v.decided_by, "detail": v.detail}
             for v in verdicts]
 
 
 def _grade_qa(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[str, Any]],
-              bench: Mapping[str, Any]) -> list[dict[str, Any]]:
+              bench: Mapping[str, Any], workers: int) -> list[dict[str, Any]]:
     from leafpipe.qa_grading import score_qa
 
     out = []
@@ -83,7 +83,7 @@ def _grade_qa(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[str,
 
 
 def _grade_code(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[str, Any]],
-                bench: Mapping[str, Any]) -> list[dict[str, Any]]:
+                bench: Mapping[str, Any], workers: int) -> list[dict[str, Any]]:
     from leafpipe.code_eval import check_humaneval, check_script, check_stdio, extract_code
     from leafpipe.sandbox import Limits
 
@@ -101,7 +101,7 @@ def _grade_code(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[st
         return {"correct": v.passed, "status": v.status, "detail": v.detail}
 
     # Each check is a sandboxed subprocess: threads only wait on them.
-    with ThreadPoolExecutor(max_workers=bench.get("workers", 2)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(check, gens))
 
 
@@ -110,8 +110,11 @@ GRADERS = {"math": _grade_math, "qa": _grade_qa, "code": _grade_code}
 
 def grade_generations(
     rows: Sequence[Mapping[str, Any]], generations: Sequence[Mapping[str, Any]], bench: Mapping[str, Any],
+    workers: int = 2,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Grade every generation against its row; return the graded generations and a summary.
+
+    `workers`: math-verify processes, or sandboxed programs run side by side.
 
     Summary: `n` problems, `samples` per problem, `correct` (problems whose first sample is
     right), `accuracy` (pass@1, unbiased over the samples), `ci_low`/`ci_high` (Wilson 95% on
@@ -130,7 +133,7 @@ def grade_generations(
     if len(tasks) != 1 or not tasks <= set(GRADERS):
         raise ValueError(f"a benchmark's rows must share one task of {sorted(GRADERS)}; got {sorted(tasks)}")
     task = tasks.pop()
-    verdicts = GRADERS[task](by_id, generations, bench)
+    verdicts = GRADERS[task](by_id, generations, bench, max(1, workers))
     graded = [{**g, **v} for g, v in zip(generations, verdicts)]
     per_problem: dict[str, list[bool]] = {}
     for g in graded:

@@ -350,6 +350,7 @@ def generate(
 def grade(
     config: dict[str, Any], model: str, benchmark: str, generations: Sequence[str | Path],
     bench_path: str | Path, info_path: str | Path, out_path: str | Path, graded_path: str | Path,
+    threads: int | None = None,
 ) -> None:
     """Grade the generation shards (in order) by the benchmark's task; a skipped benchmark gets a
     score file that says so."""
@@ -371,7 +372,7 @@ def grade(
         log.info("%s on %s: skipped (%s)", model, benchmark, info["reason"])
         return
     completions = [g for path in generations for g in read_jsonl(path)]
-    graded, summary = grade_generations(read_jsonl(bench_path), completions, bench)
+    graded, summary = grade_generations(read_jsonl(bench_path), completions, bench, workers=threads or 2)
     write_jsonl(graded, graded_path)
     write_json({**settings, "available": True, **summary}, out_path)
     log.info("%s on %s: pass@1 %.3f over %d problems", model, benchmark, summary["accuracy"], summary["n"])
