@@ -26,6 +26,7 @@ include: "workflow/rules/world.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/inspection.smk"
 include: "workflow/rules/distillation.smk"
+include: "workflow/rules/attention.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 

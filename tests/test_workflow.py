@@ -37,7 +37,7 @@ def test_dry_run_plans_every_stage(tmp_path):
     assert proc.returncode == 0, proc.stderr
     planned = proc.stdout + proc.stderr
     for rule in ("world", "tokenizer", "pretrain", "score", "gather_scores", "detect", "inspect",
-                 "counterfactuals", "distill", "generate", "grade", "report"):
+                 "counterfactuals", "distill", "attention", "benchmark_data", "generate", "grade", "report"):
         assert f"\n{rule} " in planned, rule
 
 
@@ -52,6 +52,18 @@ def test_report_has_every_model_and_detection(run):
     assert (run / "report" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Progress is visible in the long rules' logs.
     assert "distill" in (run / "logs" / "distill" / "leaf_instr.log").read_text()
+
+
+def test_attention_analysis_covers_every_model_and_layer(run):
+    summary = (run / "report" / "summary.md").read_text()
+    section = summary.split("## Attention to confounders")[1].split("## ")[0]
+    for label in ("Teacher", "Student (pre-KD)", "SFT", "KD w/o mask", "LeaF (instr)", "LeaF (instr+resp)"):
+        assert f"| {label} |" in section
+    table = pd.read_csv(run / "attention" / "leaf_instr.csv")
+    assert list(table["layer"].astype(str)) == ["0", "mean"]  # the micro student has one layer
+    assert (table["model"] == "leaf_instr").all() and table["samples_from"].iloc[0] == "held out from distillation"
+    assert 0 < table["share_confounder"].iloc[0] < 1 and "per_token_planted" in table
+    assert (run / "report" / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(run):

@@ -326,13 +326,15 @@ def build_report(
     baseline: str = "kd",
     candidates: Sequence[str] = ("leaf_instr", "leaf_instr_resp"),
     sweep: pd.DataFrame | None = None,
+    attention: pd.DataFrame | None = None,
 ) -> None:
-    """Write summary.csv, summary.md and accuracy.png into `out_dir`, each atomically.
+    """Write summary.csv, summary.md and accuracy.png (and attention.png) into `out_dir`, atomically.
 
     `scores` are `eval/{model}/{benchmark}.scores.json` contents; rows follow `model_order` and
     columns follow `benchmark_labels` (benchmark id -> label). A benchmark whose scores say
     `available: false` gets no column but a line with the reason under "Skipped benchmarks". `sweep` (detection/sweep.csv:
-    percentile, precision, recall, f1, n_flagged) goes under detection. `notes` (the caller's
+    percentile, precision, recall, f1, n_flagged) goes under detection; `attention` (the
+    `attention/{model}.csv` tables concatenated) gets a section and attention.png. `notes` (the caller's
     interpretation) closes summary.md.
     """
     out = Path(out_dir)
@@ -351,6 +353,11 @@ def build_report(
         lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()] + [""]
     lines += _comparison_section(scores, baseline, candidates, model_labels, benchmark_labels)
     lines += _detection_section(detection, sweep)
+    if attention is not None:
+        from leafpipe.attention_report import attention_plot, attention_section
+
+        lines += attention_section(attention, model_order, model_labels)
+        attention_plot(attention, model_order, model_labels, out / "attention.png")
     if notes.strip():
         lines += ["## Notes", "", notes.strip(), ""]
     write_text("\n".join(lines), out / "summary.md")

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from leafpipe.atomic_io import read_jsonl, write_json, write_jsonl, write_parquet
+from leafpipe.atomic_io import atomic_path, read_jsonl, write_json, write_jsonl, write_parquet
 
 log = logging.getLogger("leafpipe")
 
@@ -282,6 +282,46 @@ def distill(
     data_parallel.teardown()
 
 
+def attention(
+    config: dict[str, Any], model: str, model_dir: str | Path, corpus_path: str | Path,
+    tokens_path: str | Path, out_path: str | Path, threads: int | None = None,
+) -> None:
+    """How much attention a model's response tokens pay to detected confounders, per layer.
+
+    Samples: the corpus groups held out from distillation (distill.val_fraction, by source id),
+    so no distilled model trained on them; without a held-out set, the corpus itself (the
+    output's `samples_from` column says which). At most attention.samples of them.
+    """
+    import json
+
+    from leafpipe.attention import AttentionSample, attention_shares
+    from leafpipe.distill_data import DistillGroup, validation_split
+
+    _threads(threads)
+    settings = config["attention"]
+    rows = read_jsonl(corpus_path)
+    groups = [DistillGroup((r["instruction"], r["response"]), source_id=str(r["id"])) for r in rows]
+    _, held_out = validation_split(groups, config["distill"]["val_fraction"])
+    chosen, origin = (held_out, "held out from distillation") if held_out else (range(len(rows)), "corpus")
+    chosen = list(chosen)[: settings["samples"]]
+    detected = pd.read_parquet(tokens_path, columns=["id", "spans"]).set_index("id")["spans"]
+    samples = []
+    for i in chosen:
+        row = rows[i]
+        spans = [(s["start"], s["end"]) for s in json.loads(detected.get(row["id"], "[]"))
+                 if s["field"] == "instruction"]
+        planted = row.get("distractor_spans")
+        samples.append(AttentionSample(row["instruction"], row["response"], spans,
+                                       [tuple(p) for p in planted] if planted is not None else None))
+    loaded, tok = load_model(model_dir)
+    table = attention_shares(loaded, tok, samples, batch_size=settings["batch_size"])
+    table.insert(0, "model", model)
+    table["samples_from"] = origin
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("attention of %s: %d samples (%s)", model, len(samples), origin)
+
+
 def benchmark_data(
     config: dict[str, Any], benchmark: str, out_path: str | Path, info_path: str | Path,
     input_path: str | Path | None = None,
@@ -398,7 +438,7 @@ def _setting_notes(config: dict[str, Any]) -> str:
 
 def report(
     config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path,
-    sweep_path: str | Path | None = None,
+    sweep_path: str | Path | None = None, attention: Sequence[str | Path] = (),
 ) -> None:
     """Build the summary table, the comparison with KD w/o mask, detection quality and a plot."""
     import json
@@ -418,5 +458,6 @@ def report(
         notes=_setting_notes(config),
         candidates=[v for v in config["distill"]["variants"] if v not in NOT_LEAF],
         sweep=pd.read_csv(sweep_path) if sweep_path else None,
+        attention=pd.concat([pd.read_csv(p) for p in attention]) if attention else None,
     )
     log.info("report written to %s", out_dir)

@@ -121,6 +121,7 @@ def every_product():
         + expand("{R}/detection/{name}", R=R, name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png"])
         + expand("{R}/counterfactuals/{level}.jsonl", R=R, level=levels)
         + expand("{R}/teacher_logits/{source}.safetensors", R=R, source=caches)
+        + expand("{R}/attention/{model}.csv", R=R, model=MODELS)
         + expand("{R}/eval_data/{benchmark}.{kind}", R=R, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
         + expand("{R}/eval/{model}/{benchmark}.{kind}", R=R, model=MODELS, benchmark=BENCHMARKS,
                  kind=["scores.json", "graded.jsonl"])

@@ -1,0 +1,27 @@
+# The attention analysis: each model's attention from response tokens onto detected confounders
+# and other instruction tokens, per layer, on corpus samples held out from distillation.
+
+
+rule attention:
+    input:
+        weights=model_input,  # not "model": that name is the wildcard the stage receives
+        corpus_path=CORPUS,
+        tokens_path=f"{R}/detection/tokens.parquet",
+    output:
+        out_path=f"{R}/attention/{{model}}.csv",
+    params:
+        settings=lambda wc: tracked({**config["attention"], "val_fraction": config["distill"]["val_fraction"]}),
+        model_dir=lambda wc, input: input.weights or model_location(wc.model),
+    log:
+        f"{R}/logs/attention/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/attention/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    conda:
+        ENV
+    script:
+        STAGE
