@@ -56,6 +56,8 @@ def check_distill(config: dict[str, Any], source: str = "config") -> None:
 
 def check_paths(config: dict[str, Any], source: str = "config") -> None:
     """A missing corpus, benchmark or local model is an error before any job runs."""
+    from leafpipe.evaluate import entry_kind
+
     for role, model in config["models"].items():
         path = model.get("path")
         if path and not Path(path).exists() and not _HUB_ID.match(path):
@@ -67,7 +69,7 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
         where = f"{source}: evaluation.benchmarks.{name}"
         if "path" in bench and not Path(bench["path"]).is_file():
             raise ConfigError(f"{where}.path: no such file {bench['path']!r}")
-        kind = bench.get("kind") or ("world" if "split" in bench else "jsonl")
+        kind = entry_kind(bench)
         if (kind == "world") != ("split" in bench):
             raise ConfigError(f"{where}: a `split` belongs to kind world, and kind world needs one")
         if kind == "jsonl" and "path" not in bench:
