@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from leafpipe.grading import wilson_interval
@@ -85,7 +84,7 @@ def _grade_qa(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[str,
 def _grade_code(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[str, Any]],
                 bench: Mapping[str, Any], workers: int) -> list[dict[str, Any]]:
     from leafpipe.code_eval import check_humaneval, check_script, check_stdio, extract_code
-    from leafpipe.sandbox import Limits
+    from leafpipe.sandbox import Limits, parallel_map
 
     limits = Limits(wall_s=bench.get("timeout_s", 10.0), cpu_s=bench.get("timeout_s", 10.0),
                     memory_mb=bench.get("memory_mb", 2048))
@@ -100,9 +99,7 @@ def _grade_code(rows: Mapping[str, Mapping[str, Any]], gens: Sequence[Mapping[st
             v = check_stdio(extract_code(g["completion"]), [tuple(c) for c in code["cases"]], limits)
         return {"correct": v.passed, "status": v.status, "detail": v.detail}
 
-    # Each check is a sandboxed subprocess: threads only wait on them.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(check, gens))
+    return parallel_map(check, gens, workers=workers)
 
 
 GRADERS = {"math": _grade_math, "qa": _grade_qa, "code": _grade_code}

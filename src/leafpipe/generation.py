@@ -199,14 +199,22 @@ def _record(
         # generate() pads a row that met a stop string; those pads were never generated.
         while kept and kept[-1] == pad_id and pad_id != eos_id:
             kept = kept[:-1]
+    return completion_record(row, sample, text, "stop" if stopped else "length", len(prompt), len(kept))
+
+
+def completion_record(
+    row: Mapping[str, Any], sample: int, completion: str, finish_reason: str, prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    """One line of a generations file (docs/data-schemas.md), whichever backend wrote it."""
     record = {
         "id": row["id"],
         "sample": sample,
         "prompt": row["instruction"],
-        "completion": text,
-        "finish_reason": "stop" if stopped else "length",
-        "prompt_tokens": len(prompt),
-        "completion_tokens": len(kept),
+        "completion": completion,
+        "finish_reason": finish_reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
     }
     if "answer" in row:
         record["reference"] = row["answer"]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from leafpipe.generation import SamplingSpec
+from leafpipe.generation import SamplingSpec, completion_record
 from leafpipe.templates import encode_prompt
 
 
@@ -53,17 +53,9 @@ def generate_vllm(
         if len(output.outputs) != sampling.n:
             raise RuntimeError(f"vLLM returned {len(output.outputs)} completions for {row['id']!r}, "
                                f"expected {sampling.n}")
-        for sample, completion in enumerate(output.outputs):
-            record = {
-                "id": row["id"],
-                "sample": sample,
-                "prompt": row["instruction"],
-                "completion": completion.text,
-                "finish_reason": "length" if completion.finish_reason == "length" else "stop",
-                "prompt_tokens": len(prompt),
-                "completion_tokens": len(completion.token_ids),
-            }
-            if "answer" in row:
-                record["reference"] = row["answer"]
-            records.append(record)
+        records += [
+            completion_record(row, sample, c.text, "length" if c.finish_reason == "length" else "stop",
+                              len(prompt), len(c.token_ids))
+            for sample, c in enumerate(output.outputs)
+        ]
     return records

@@ -341,6 +341,10 @@ def benchmark_data(
              info.get("source") or info.get("reason"), len(info["skipped"]))
 
 
+def _max_new_tokens(evaluation: dict[str, Any], bench: dict[str, Any]) -> int:
+    return bench.get("max_new_tokens", evaluation["max_new_tokens"])
+
+
 def _sampling(bench: dict[str, Any], seed: int) -> Any:
     from leafpipe.generation import SamplingSpec
 
@@ -366,7 +370,7 @@ def generate(
         return
     from leafpipe.generation_vllm import generate_vllm, vllm_usable
 
-    max_new = bench.get("max_new_tokens", evaluation["max_new_tokens"])
+    max_new = _max_new_tokens(evaluation, bench)
     sampling = _sampling(bench, config["seed"])
     backend = evaluation["backend"]
     if backend == "vllm" and not vllm_usable():
@@ -402,7 +406,7 @@ def grade(
     bench = evaluation["benchmarks"][benchmark]
     info = json.loads(Path(info_path).read_text(encoding="utf-8"))
     settings = dict(model=model, benchmark=benchmark, batch_size=evaluation["batch_size"],
-                    max_new_tokens=bench.get("max_new_tokens", evaluation["max_new_tokens"]),
+                    max_new_tokens=_max_new_tokens(evaluation, bench),
                     decoding="greedy" if bench["temperature"] == 0 else
                     f"sampled: n={bench['n']}, temperature={bench['temperature']}, top_p={bench['top_p']}",
                     seed=config["seed"], source=info.get("source"))
