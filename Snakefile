@@ -23,6 +23,7 @@ go_offline_unless_hub_needed(config)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/world.smk"
+include: "workflow/rules/pretrained.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/inspection.smk"
 include: "workflow/rules/distillation.smk"

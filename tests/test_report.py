@@ -51,7 +51,11 @@ def report(tmp_path, scores):
 
 
 def test_files_written_atomically(report):
-    assert sorted(p.name for p in report.iterdir()) == ["accuracy.png", "summary.csv", "summary.md"]
+    assert sorted(p.name for p in report.iterdir()) == ["accuracy.png", "summary.csv", "summary.md", "summary.parquet"]
+
+
+def test_parquet_holds_the_csv_table(report):
+    pd.testing.assert_frame_equal(pd.read_parquet(report / "summary.parquet"), pd.read_csv(report / "summary.csv"))
 
 
 def test_csv_rows_in_order_with_avg_and_missing_as_nan(report):
@@ -182,3 +186,122 @@ def test_skipped_benchmarks_get_a_reason_not_a_column(tmp_path, scores):
     assert "## Skipped benchmarks" in text and "- `olympiad`: no OlympiadBench file" in text
     assert "OlympiadBench" not in text.split("## Skipped benchmarks")[0]
     assert "olympiad" not in pd.read_csv(tmp_path / "summary.csv").columns
+
+
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _benchmark_file(path, seconds, max_rss):
+    """A file as Snakemake's `benchmark:` writes it (NA: memory not sampled)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCHMARK_HEADER + f"{seconds}\t0:00:00\t{max_rss}\t1\t1\t1\t0\t0\t50\t1\n")
+    return str(path)
+
+
+@pytest.fixture
+def timings(tmp_path):
+    from leafpipe.run_record import read_benchmarks, rule_timings
+
+    bench = tmp_path / "benchmarks"
+
+    def job(rule, path, gpus=0, **measured):
+        if measured:
+            _benchmark_file(bench / path, measured["s"], measured["rss"])
+        return {"rule": rule, "path": str(bench / path), "gpus": gpus}
+
+    return rule_timings(read_benchmarks([
+        job("distill", "distill/kd.tsv", 2, s=1800.0, rss=2048.0),
+        job("distill", "distill/sft.tsv", 1, s=3600.0, rss=1024.0),
+        job("detect", "detect.tsv", s=0.5, rss="NA"),
+        job("grade", "grade/a.tsv", s=10.0, rss=300.0),
+        job("grade", "grade/gone.tsv"),
+        job("world", "world.tsv"),
+    ]))
+
+
+def test_timings_per_rule_with_gpu_hours_and_untimed_jobs(timings):
+    by_rule = timings.set_index("rule")
+    assert list(timings["rule"]) == ["distill", "detect", "grade", "world"]
+    distill = by_rule.loc["distill"]
+    assert (distill["jobs"], distill["timed"], distill["total_s"], distill["max_s"]) == (2, 2, 5400.0, 3600.0)
+    assert distill["peak_rss_mb"] == 2048.0 and (distill["min_gpus"], distill["max_gpus"]) == (1, 2)
+    assert distill["gpu_hours"] == pytest.approx(2.0), "each job's own GPU count: 0.5 h × 2 + 1 h × 1"
+    assert by_rule.loc["detect", "gpu_hours"] == 0 and math.isnan(by_rule.loc["detect", "peak_rss_mb"])
+    assert (by_rule.loc["grade", "jobs"], by_rule.loc["grade", "timed"], by_rule.loc["grade", "total_s"]) == (2, 1, 10.0)
+    assert math.isnan(by_rule.loc["world", "total_s"]) and math.isnan(by_rule.loc["world", "gpu_hours"])
+
+
+def test_benchmark_jobs_follow_each_jobs_wildcards():
+    import re
+
+    from leafpipe.run_record import benchmark_jobs
+
+    class Rule:
+        """The part of Snakemake's Rule that benchmark_jobs uses."""
+
+        def __init__(self, name, output, benchmark):
+            self.name, self.output, self.benchmark = name, output, benchmark
+
+        def is_producer(self, target):
+            return re.fullmatch(self.output.replace("{model}", "(?P<model>[a-z]+)"), target) is not None
+
+        def get_wildcards(self, target):
+            return re.fullmatch(self.output.replace("{model}", "(?P<model>[a-z]+)"), target).groupdict()
+
+        def expand_benchmark(self, wildcards):
+            return self.benchmark.format(**wildcards)
+
+    rules = [Rule("generate", "eval/{model}.jsonl", "benchmarks/generate/{model}.tsv"),
+             Rule("gather", "scores.parquet", None)]
+    # As in common.smk: a count, or a function of the job's wildcards (read by attribute).
+    resources = {"generate": {"gpu": lambda wc: 4 if wc.model == "teacher" else 1}}
+    jobs = benchmark_jobs(rules, ["eval/teacher.jsonl", "eval/kd.jsonl", "scores.parquet", "other.txt"],
+                          lambda rule: resources.get(rule, {}))
+    assert jobs == [{"rule": "generate", "path": "benchmarks/generate/kd.tsv", "gpus": 1},
+                    {"rule": "generate", "path": "benchmarks/generate/teacher.tsv", "gpus": 4}]
+
+
+@pytest.fixture
+def record(timings):
+    from leafpipe.run_record import RunRecord, software_versions
+
+    class Config(dict):
+        """Snakemake hands scripts its config as a dict subclass."""
+
+    return RunRecord(Config({"seed": 0, "detection": {"percentile": 10}}), software_versions(), timings)
+
+
+def test_record_writes_config_versions_and_timings(tmp_path, scores, record):
+    import json
+
+    import yaml
+
+    build_report(scores, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, notes="Interpretation goes here.", record=record)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {"seed": 0, "detection": {"percentile": 10}}
+    versions = json.loads((tmp_path / "versions.json").read_text())
+    assert versions["python"].count(".") == 2 and versions["packages"]["pandas"] == pd.__version__
+    assert set(versions["packages"]) >= {"torch", "transformers", "tokenizers", "snakemake", "leafpipe", "math-verify"}
+    assert {"platform", "gpu", "gpu_count"} <= set(versions["host"]) and versions["git"] is None
+    written = pd.read_csv(tmp_path / "timings.csv")
+    assert list(written.columns) == ["rule", "jobs", "timed", "total_s", "max_s", "peak_rss_mb", "min_gpus", "max_gpus",
+                                     "gpu_hours"]
+    md = (tmp_path / "summary.md").read_text()
+    assert "`config.yaml`" in md.split("## Reproducibility")[1] and "`versions.json`" in md
+    compute = md.split("## Compute")[1].split("## ")[0]
+    assert "| distill | 2 | 1:30:00 | 1:00:00 | 2.0 GB | 1–2 | 2.000 |" in compute
+    assert "| detect | 1 | 0:00:00 | 0:00:00 | — | 0 | 0.000 |" in compute
+    assert "| grade | 2 (1 timed) |" in compute and "| world | 1 (0 timed) | — | — | — | 0 | — |" in compute
+    assert "| all | 6 | 1:30:10 | 1:00:00 | 2.0 GB | | 2.000 |" in compute
+    assert md.rstrip().endswith("Interpretation goes here.")
+
+
+def test_versions_name_the_git_commit_only_inside_a_checkout(tmp_path):
+    from pathlib import Path
+
+    from leafpipe.run_record import software_versions
+
+    assert software_versions(tmp_path)["git"] is None
+    git = software_versions(Path(__file__).resolve().parents[1])["git"]
+    if git is not None:  # the tests may run from an exported copy of the repository
+        assert len(git["commit"]) == 40 and isinstance(git["dirty"], bool)

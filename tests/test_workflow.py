@@ -54,6 +54,48 @@ def test_report_has_every_model_and_detection(run):
     assert "distill" in (run / "logs" / "distill" / "leaf_instr.log").read_text()
 
 
+def _planned_jobs(results: Path, *args: str, configfile: Path = MICRO) -> dict[str, int]:
+    """Jobs per rule of a dry run (`--quiet rules` prints a rule and its count per line)."""
+    proc = snakemake(results, "-n", "--quiet", "rules", *args, configfile=configfile)
+    assert proc.returncode == 0, proc.stderr
+    return {line.split()[0]: int(line.split()[1]) for line in (proc.stdout + proc.stderr).splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+def test_report_records_the_config_the_software_and_every_jobs_time(run, tmp_path):
+    report = run / "report"
+    config = yaml.safe_load((report / "config.yaml").read_text())
+    assert config["results"] == str(run) and config["scoring"]["shards"] == 2
+    assert config["detection"]["percentile"] == 10, "defaults are filled in"
+    versions = json.loads((report / "versions.json").read_text())
+    assert versions["packages"]["snakemake"].startswith("9.") and versions["packages"]["leafpipe"]
+    if (REPO / ".git").exists():
+        assert len(versions["git"]["commit"]) == 40
+    timings = pd.read_csv(report / "timings.csv").set_index("rule")
+    planned = _planned_jobs(tmp_path / "fresh")
+    del planned["total"], planned["report"], planned["all"]  # the report cannot time itself
+    assert timings["jobs"].to_dict() == planned, "every job of every rule has its benchmark file"
+    assert (timings["timed"] == timings["jobs"]).all() and (timings["total_s"] > 0).all()
+    assert (timings["max_gpus"] == 0).all() and (timings["gpu_hours"] == 0).all(), "the micro config asks for no GPU"
+    summary = (report / "summary.md").read_text()
+    assert "## Reproducibility" in summary and "| distill | 4 |" in summary.split("## Compute")[1]
+    assert pd.read_parquet(report / "summary.parquet").equals(pd.read_csv(report / "summary.csv"))
+
+
+def test_snakemake_html_report_shows_the_captioned_results(run, tmp_path):
+    html = tmp_path / "report.html"
+    proc = snakemake(run, "--report", str(html))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = html.read_text()
+    for name in ("summary.md", "summary.csv", "accuracy.png", "attention.png", "config.yaml", "versions.json",
+                 "timings.csv", "inspect.html", "histograms.png", "sweep.png", "sweep.csv"):
+        assert name in text, name
+    for caption in ("Cost per rule", "The validated configuration", "Wilson 95% confidence intervals",
+                    "re-thresholded at other percentiles (configured: 10"):
+        assert caption in text, caption
+    assert "Learning to Focus" in text, "the workflow description"
+
+
 def test_attention_analysis_covers_every_model_and_layer(run):
     summary = (run / "report" / "summary.md").read_text()
     section = summary.split("## Attention to confounders")[1].split("## ")[0]

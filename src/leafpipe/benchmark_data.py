@@ -321,7 +321,7 @@ _PACKAGES = {
     ),
 }
 _DEFAULT_HUB = {"math500": ("HuggingFaceH4/MATH-500", "test.jsonl")}
-_CONVERTERS: dict[str, Callable[[InputRow], BenchmarkRow]] = {
+CONVERTERS: dict[str, Callable[[InputRow], BenchmarkRow]] = {
     "gsm8k": _gsm8k,
     "math500": _math500,
     "olympiadbench": _olympiadbench,
@@ -447,7 +447,7 @@ def _split_hub(kind: str, hub: str) -> tuple[str, str]:
     return repo_id, filename
 
 
-def _hub_rows(repo_id: str, filename: str) -> tuple[list[InputRow], str, str]:
+def hub_rows(repo_id: str, filename: str) -> tuple[list[InputRow], str, str]:
     where = f"hub dataset {repo_id}: {filename}"
     return _read_rows(_hub_file(repo_id, filename), where), where, f"unknown (see the card of hub dataset {repo_id})"
 
@@ -472,7 +472,7 @@ def _package_rows(kind: str, package: _Package, found: Path) -> tuple[list[Input
     return rows, where, f"{package.dataset_licence}; package {package.distribution} {version}: {stated}"
 
 
-def _choose_source(kind: str, path: str | os.PathLike[str] | None, hub: str | None) -> tuple[list[InputRow], str, str]:
+def choose_source(kind: str, path: str | os.PathLike[str] | None, hub: str | None) -> tuple[list[InputRow], str, str]:
     """(rows, source, licence) from the named source, else the package, else the default hub file."""
     if path is not None:
         where = os.fspath(path)
@@ -481,7 +481,7 @@ def _choose_source(kind: str, path: str | os.PathLike[str] | None, hub: str | No
         return _rows_from(Path(where), kind, where), f"file {where}", _FILE_LICENCE
     if hub is not None:
         try:
-            return _hub_rows(*_split_hub(kind, hub))
+            return hub_rows(*_split_hub(kind, hub))
         except _HubMissing as err:
             raise BenchmarkUnavailable(f"{kind}: {err}; {_PROVIDE[kind]}") from err
     tried = []
@@ -493,7 +493,7 @@ def _choose_source(kind: str, path: str | os.PathLike[str] | None, hub: str | No
         tried.append(f"package {package.distribution} is not installed, or lacks {package.module}/{package.data}")
     if kind in _DEFAULT_HUB:
         try:
-            return _hub_rows(*_DEFAULT_HUB[kind])
+            return hub_rows(*_DEFAULT_HUB[kind])
         except _HubMissing as err:
             tried.append(str(err))
     tried.append("no path= given")
@@ -511,14 +511,14 @@ def load_benchmark(
     `skipped` then lists the rows skipped before that point. Raises BenchmarkUnavailable when no
     data is there, BenchmarkFormatError for malformed input, ValueError for bad arguments.
     """
-    if kind not in _CONVERTERS:
+    if kind not in CONVERTERS:
         raise ValueError(f"unknown benchmark kind {kind!r}; known kinds: {', '.join(BENCHMARK_KINDS)}")
     if path is not None and hub is not None:
         raise ValueError(f"{kind}: give path= or hub=, not both")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{kind}: limit must be a positive integer, got {limit!r}")
-    records, source, licence = _choose_source(kind, path, hub)
-    rows, skipped = _convert(_CONVERTERS[kind], records, limit)
+    records, source, licence = choose_source(kind, path, hub)
+    rows, skipped = _convert(CONVERTERS[kind], records, limit)
     return LoadedBenchmark(kind=kind, rows=rows, skipped=skipped, source=source, licence=licence)
 
 

@@ -18,7 +18,8 @@ from leafpipe.config import ConfigError, go_offline_unless_hub_needed, load_conf
 
 STAGES: dict[str, Callable[..., None]] = {
     name: getattr(stages, name)
-    for name in ("world", "tokenizer", "pretrain", "score", "gather_scores", "detect", "inspect",
+    for name in ("world", "tokenizer", "pretrain", "import_gguf", "derive_model", "corpus", "score",
+                 "gather_scores", "detect", "inspect",
                  "counterfactuals", "teacher_logits", "distill", "attention", "benchmark_data", "generate",
                  "grade", "report")
 }

@@ -59,12 +59,19 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
     from leafpipe.evaluate import entry_kind
 
     for role, model in config["models"].items():
+        sources = [key for key in ("path", "gguf", "derive") if model.get(key)]
+        if len(sources) > 1:
+            raise ConfigError(f"{source}: models.{role}: give one of path, gguf, derive, not {' and '.join(sources)}")
+        derive = model.get("derive")
+        if derive and (derive["from"] == role or config["models"][derive["from"]].get("derive")):
+            raise ConfigError(f"{source}: models.{role}.derive.from: must name a model that is not itself derived")
         path = model.get("path")
         if path and not Path(path).exists() and not _HUB_ID.match(path):
             raise ConfigError(f"{source}: models.{role}.path: no such folder {path!r} (and not a hub id)")
     corpus = config["corpus"].get("path")
     if corpus and not Path(corpus).is_file():
         raise ConfigError(f"{source}: corpus.path: no such file {corpus!r}")
+    check_corpus_disjoint(config, source)
     for name, bench in config["evaluation"]["benchmarks"].items():
         where = f"{source}: evaluation.benchmarks.{name}"
         if "path" in bench and not Path(bench["path"]).is_file():
@@ -78,6 +85,28 @@ def check_paths(config: dict[str, Any], source: str = "config") -> None:
             raise ConfigError(f"{where}: n > 1 completions per problem need sampling: set temperature > 0")
         if max(bench["k"]) > bench["n"]:
             raise ConfigError(f"{where}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} completions per problem")
+
+
+def check_corpus_disjoint(config: dict[str, Any], source: str = "config") -> None:
+    """A corpus cut from a benchmark must start after the rows that benchmark is evaluated on
+    (rule corpus checks the ids too; this fails before any job runs)."""
+    from leafpipe.evaluate import entry_kind
+
+    corpus = config["corpus"]
+    given = [key for key in ("path", "benchmark", "hub") if corpus.get(key)]
+    if len(given) > 1:
+        raise ConfigError(f"{source}: corpus: give one of path, benchmark, hub, not {' and '.join(given)}")
+    kind = corpus.get("benchmark")
+    if not kind:
+        return
+    for name, bench in config["evaluation"]["benchmarks"].items():
+        if entry_kind(bench) != kind or "path" in bench or "hub" in bench:
+            continue
+        if bench.get("limit", float("inf")) > corpus["skip"]:
+            raise ConfigError(
+                f"{source}: evaluation.benchmarks.{name}: evaluates {kind} rows the corpus trains on; "
+                f"set its limit to at most corpus.skip ({corpus['skip']})"
+            )
 
 
 def go_offline_unless_hub_needed(config: dict[str, Any]) -> None:

@@ -18,7 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from leafpipe.atomic_io import atomic_path, write_text
+from leafpipe.atomic_io import atomic_path, write_parquet, write_text
+from leafpipe.run_record import RunRecord
 
 MISSING = "—"
 Key = tuple[str, str]
@@ -327,14 +328,17 @@ def build_report(
     candidates: Sequence[str] = ("leaf_instr", "leaf_instr_resp"),
     sweep: pd.DataFrame | None = None,
     attention: pd.DataFrame | None = None,
+    record: RunRecord | None = None,
 ) -> None:
-    """Write summary.csv, summary.md and accuracy.png (and attention.png) into `out_dir`, atomically.
+    """Write summary.csv, summary.parquet (the same table), summary.md and accuracy.png (and
+    attention.png; with `record`, config.yaml, versions.json and timings.csv) into `out_dir`, atomically.
 
     `scores` are `eval/{model}/{benchmark}.scores.json` contents; rows follow `model_order` and
     columns follow `benchmark_labels` (benchmark id -> label). A benchmark whose scores say
     `available: false` gets no column but a line with the reason under "Skipped benchmarks". `sweep` (detection/sweep.csv:
     percentile, precision, recall, f1, n_flagged) goes under detection; `attention` (the
-    `attention/{model}.csv` tables concatenated) gets a section and attention.png. `notes` (the caller's
+    `attention/{model}.csv` tables concatenated) gets a section and attention.png; `record` (the
+    run's settings, software and timings) gets its files and two sections. `notes` (the caller's
     interpretation) closes summary.md.
     """
     out = Path(out_dir)
@@ -345,6 +349,7 @@ def build_report(
     frame = _summary_frame(table, model_order, model_labels, list(benchmark_labels))
     with atomic_path(out / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False)
+    write_parquet(frame, out / "summary.parquet")
     lines = ["# LeaF evaluation summary", ""]
     lines += _accuracy_section(table, model_order, model_labels, benchmark_labels)
     if skipped:
@@ -358,6 +363,9 @@ def build_report(
 
         lines += attention_section(attention, model_order, model_labels)
         attention_plot(attention, model_order, model_labels, out / "attention.png")
+    if record is not None:
+        record.write(out)
+        lines += record.sections()
     if notes.strip():
         lines += ["## Notes", "", notes.strip(), ""]
     write_text("\n".join(lines), out / "summary.md")

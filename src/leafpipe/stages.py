@@ -16,23 +16,9 @@ import pandas as pd
 import torch
 
 from leafpipe.atomic_io import atomic_path, read_jsonl, write_json, write_jsonl, write_parquet
+from leafpipe.variants import MODEL_LABELS, NOT_LEAF, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 log = logging.getLogger("leafpipe")
-
-MODEL_LABELS = {
-    "teacher": "Teacher",
-    "student": "Student (pre-KD)",
-    "sft": "SFT",
-    "kd": "KD w/o mask",
-    "leaf_instr": "LeaF (instr)",
-    "leaf_instr_resp": "LeaF (instr+resp)",
-}
-# The counterfactual level each distillation variant trains on (None: original samples only).
-VARIANT_LEVEL = {"sft": None, "kd": None, "leaf_instr": "instr", "leaf_instr_resp": "instr_resp"}
-# What each variant learns from: the teacher's distributions ("kd") or the responses ("ce").
-VARIANT_OBJECTIVE = {"sft": "ce", "kd": "kd", "leaf_instr": "kd", "leaf_instr_resp": "kd"}
-# Reference rows of the report: the comparison asks whether LeaF beats kd; sft is not LeaF.
-NOT_LEAF = ("sft", "kd")
 
 
 def _pick(cls: type, values: dict[str, Any]) -> Any:
@@ -46,15 +32,27 @@ def _threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, **options: Any) -> tuple[Any, Any]:
     """A causal LM and its tokenizer from a folder or hub id; remote code is never trusted here."""
     from transformers import AutoModelForCausalLM
 
     from leafpipe.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **options)
     return model, tokenizer
+
+
+def load_placed_model(path: str | Path) -> tuple[Any, Any]:
+    """A frozen model where the job's GPUs are: in bf16 on one, split layer by layer over several
+    (a 70B teacher needs about four 80 GB GPUs), in float32 on the CPU without any."""
+    gpus = torch.cuda.device_count()
+    if gpus > 1:
+        model, tok = load_model(path, torch.bfloat16, device_map="auto")
+    else:
+        model, tok = load_model(path, torch.bfloat16 if gpus else torch.float32)
+        model.to("cuda" if gpus else "cpu")
+    return model.eval(), tok
 
 
 def world(config: dict[str, Any], out_dir: str | Path) -> None:
@@ -92,6 +90,44 @@ def pretrain(
     save_model(model, tok, out_dir)
 
 
+def import_gguf(config: dict[str, Any], role: str, out_dir: str | Path) -> None:
+    """A role's GGUF checkpoint (models.<role>.gguf) as a float32 safetensors folder."""
+    from leafpipe.pretrained_models import gguf_path, import_gguf as convert
+
+    convert(gguf_path(config["models"][role]["gguf"]), out_dir)
+
+
+def derive_model(config: dict[str, Any], role: str, source_dir: str | Path, out_dir: str | Path) -> None:
+    """A role's model cut from another's decoder layers (models.<role>.derive)."""
+    from leafpipe.pretrained_models import derive_student
+
+    derive_student(source_dir, config["models"][role]["derive"]["layers"], out_dir)
+
+
+def corpus(
+    config: dict[str, Any], out_path: str | Path, info_path: str | Path, held_out: Sequence[str | Path] = (),
+) -> None:
+    """The distillation corpus from a shipped benchmark's worked solutions (corpus.benchmark),
+    refusing any row that is also in one of the `held_out` evaluation files, or from a hub
+    dataset file (corpus.hub)."""
+    from leafpipe.corpus_data import corpus_from_benchmark, corpus_from_hub
+
+    spec = config["corpus"]
+    held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
+    if spec.get("benchmark"):
+        rows, skipped, source = corpus_from_benchmark(
+            spec["benchmark"], skip=spec["skip"], limit=spec["limit"], held_out_ids=held_out_ids
+        )
+    else:
+        rows, skipped, source = corpus_from_hub(
+            spec["hub"], spec["fields"], domain=spec["domain"], skip=spec["skip"], limit=spec["limit"]
+        )
+    write_jsonl(rows, out_path)
+    write_json({"source": source, "skip": spec["skip"], "rows": len(rows),
+                "held_out_checked": len(held_out_ids), "skipped": skipped}, info_path)
+    log.info("corpus: %d rows of %s after %d skipped, %d unusable", len(rows), source, spec["skip"], len(skipped))
+
+
 def shard_rows(rows: Sequence[dict[str, Any]], shard: int, shards: int) -> Sequence[dict[str, Any]]:
     """The shard-th of `shards` contiguous slices: gathering them in order gives back every row."""
     if not 0 <= shard < shards:
@@ -110,9 +146,7 @@ def score(
     scoring = config["scoring"]
     spec = _pick(ScoreSpec, {**scoring, "response_level": config["detection"]["response_level"]})
     rows = shard_rows(read_jsonl(corpus_path), int(shard), scoring["shards"])
-    model, tok = load_model(model_dir)
-    if torch.cuda.is_available():
-        model.to("cuda", torch.bfloat16)
+    model, tok = load_placed_model(model_dir)
     frame = score_samples(model, tok, rows, spec)
     write_parquet(frame, out_path)
     log.info("scored %d samples (shard %s of %d), %d tokens", len(rows), shard, scoring["shards"], len(frame))
@@ -223,9 +257,8 @@ def teacher_logits(
     samples = every_sample(encode_groups(tok, _distill_groups(data_path, source == "corpus")))
     # The student's vocabulary, from its config alone: this job never loads the student's weights.
     vocab = AutoConfig.from_pretrained(str(student_dir)).get_text_config().vocab_size
-    gpu = torch.cuda.is_available()
-    teacher, _ = load_model(teacher_dir, torch.bfloat16 if gpu else torch.float32)
-    teacher.eval().requires_grad_(False).to("cuda" if gpu else "cpu")
+    teacher, _ = load_placed_model(teacher_dir)
+    teacher.requires_grad_(False)
     pad = tok.pad_token_id
     build_teacher_cache(
         teacher, samples, out_path, k=k, temperature=settings["kd"]["temperature"], vocab_size=vocab,
@@ -313,7 +346,7 @@ def attention(
         planted = row.get("distractor_spans")
         samples.append(AttentionSample(row["instruction"], row["response"], spans,
                                        [tuple(p) for p in planted] if planted is not None else None))
-    loaded, tok = load_model(model_dir)
+    loaded, tok = load_placed_model(model_dir)
     table = attention_shares(loaded, tok, samples, batch_size=settings["batch_size"])
     table.insert(0, "model", model)
     table["samples_from"] = origin
@@ -382,8 +415,7 @@ def generate(
         out = generate_vllm(model_dir, load_tokenizer(model_dir), rows, max_new_tokens=max_new, sampling=sampling)
         write_jsonl(out, out_path)
         return
-    model, tok = load_model(model_dir, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_placed_model(model_dir)
     partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
     out = run_generate(model, tok, rows, max_new_tokens=max_new, batch_size=evaluation["batch_size"],
                        sampling=sampling, partial_path=partial)
@@ -443,11 +475,18 @@ def _setting_notes(config: dict[str, Any]) -> str:
 def report(
     config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path,
     sweep_path: str | Path | None = None, attention: Sequence[str | Path] = (),
+    timed_jobs: list[dict[str, Any]] | None = None, repo: str | Path | None = None,
 ) -> None:
-    """Build the summary table, the comparison with KD w/o mask, detection quality and a plot."""
+    """Build the summary table, the comparison with KD w/o mask, detection quality and a plot.
+
+    Beside them the run's record: `config`, the software versions (with `repo`'s git commit) and
+    per-rule timings of `timed_jobs` (the jobs' benchmark files and GPU counts, as
+    `run_record.benchmark_jobs` lists them).
+    """
     import json
 
     from leafpipe.report import build_report
+    from leafpipe.run_record import RunRecord, read_benchmarks, rule_timings, software_versions
 
     loaded = [json.loads(Path(p).read_text(encoding="utf-8")) for p in scores]
     benchmarks = config["evaluation"]["benchmarks"]
@@ -463,5 +502,6 @@ def report(
         candidates=[v for v in config["distill"]["variants"] if v not in NOT_LEAF],
         sweep=pd.read_csv(sweep_path) if sweep_path else None,
         attention=pd.concat([pd.read_csv(p) for p in attention]) if attention else None,
+        record=RunRecord(config, software_versions(repo), rule_timings(read_benchmarks(timed_jobs or []))),
     )
     log.info("report written to %s", out_dir)

@@ -16,11 +16,9 @@ rule attention:
         f"{R}/logs/attention/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/attention/{{model}}.tsv"
-    threads: 1
+    threads: job_threads("attention")
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=0,
+        **job_resources("attention"),
     conda:
         ENV
     script:

@@ -3,7 +3,7 @@ import json
 import os
 from pathlib import Path
 
-from leafpipe.stages import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
+from leafpipe.variants import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 R = config["results"]
 STAGE = "../scripts/run_stage.py"
@@ -15,7 +15,25 @@ VARIANTS = config["distill"]["variants"]
 MODELS = PRETRAINED + VARIANTS
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
-CORPUS = config["corpus"]["path"] or f"{R}/world/distill_train.jsonl"
+# A corpus rule `corpus` builds (from a shipped benchmark or a hub dataset).
+BUILT_CORPUS = bool(config["corpus"].get("benchmark") or config["corpus"].get("hub"))
+CORPUS = config["corpus"]["path"] or (
+    f"{R}/corpus/train.jsonl" if BUILT_CORPUS else f"{R}/world/distill_train.jsonl"
+)
+
+
+def model_source(name):
+    """Where a role's weights come from: the user's `path`, a `gguf` file, `derive`d from another
+    role, or `trained` from scratch on the world."""
+    model = config["models"][name]
+    return next((key for key in ("path", "gguf", "derive") if model.get(key)), "trained")
+
+
+def roles_from(source):
+    """The roles whose weights come from `source`, as a wildcard pattern (never matching when none)."""
+    return "|".join(name for name in PRETRAINED if model_source(name) == source) or "(?!)"
+
+
 # k of the teacher's top-k cache; null: each kd job runs the teacher itself.
 TEACHER_TOPK = config["distill"].get("teacher_topk")
 
@@ -105,16 +123,18 @@ def every_product():
     Snakemake leaves a deleted intermediate alone while the files made from it are present;
     as targets, a deleted one is rebuilt by a plain rerun, and then only its dependents follow.
     """
-    uses_world = CORPUS.startswith(f"{R}/world/") or any(
+    made = [name for name in PRETRAINED if model_source(name) != "path"]
+    trained = [name for name in PRETRAINED if model_source(name) == "trained"]
+    uses_world = bool(trained) or CORPUS.startswith(f"{R}/world/") or any(
         "split" in bench for bench in config["evaluation"]["benchmarks"].values()
     )
-    pretrained = [name for name in PRETRAINED if not config["models"][name].get("path")]
     levels = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
     caches = sorted({data_source(v) for v in VARIANTS if uses_teacher_cache(v)})
     return (
         (expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS) if uses_world else [])
-        + ([f"{R}/tokenizer"] if pretrained else [])
-        + [f"{R}/models/{name}" for name in pretrained + VARIANTS]
+        + ([f"{R}/tokenizer"] if trained else [])
+        + ([f"{R}/corpus/train.jsonl", f"{R}/corpus/info.json"] if BUILT_CORPUS else [])
+        + [f"{R}/models/{name}" for name in made + VARIANTS]
         + expand("{R}/scores/{model}.parquet", R=R, model=PRETRAINED)
         + expand("{R}/scores/{model}/shard-{shard}.parquet", R=R, model=PRETRAINED, shard=SHARDS)
         + [f"{R}/detection/tokens.parquet", f"{R}/detection/metrics.json"]
@@ -128,3 +148,63 @@ def every_product():
         + [f"{R}/eval/{model}/{benchmark}.generations-{k}.jsonl" for model in MODELS for benchmark in BENCHMARKS
            for k in range(generation_shards(benchmark))]
     )
+
+
+# Per-rule resources sized for the default world (mem_mb in MB, runtime in minutes, gpu count,
+# threads); a config's `resources: {rule: {...}}` replaces any of them for real models, and the
+# GPU counts of distill, teacher_logits and generate follow distill.gpus and evaluation.gpus.
+RESOURCE_DEFAULTS = {
+    "pretrain": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
+    "import_gguf": {"mem_mb": 8000, "runtime": 30, "gpu": 0, "threads": 1},
+    "derive_model": {"mem_mb": 8000, "runtime": 30, "gpu": 0, "threads": 1},
+    "score": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
+    "attention": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
+    "teacher_logits": {"mem_mb": 4000, "runtime": 60, "gpu": min(config["distill"]["gpus"], 1), "threads": 1},
+    "distill": {"mem_mb": 4000, "runtime": 60, "gpu": config["distill"]["gpus"], "threads": 1},
+    "benchmark_data": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
+    "generate": {"mem_mb": 4000, "runtime": 30, "gpu": config["evaluation"]["gpus"], "threads": 1},
+    "grade": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 2},  # math-verify workers or sandboxed programs side by side
+    "inspect": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
+}
+
+
+def _resource_spec(rule, wildcards=None):
+    """A rule's resources; a rule that runs every model (score, attention, generate) may size its
+    teacher jobs apart (`teacher:` inside the rule's entry), since a 70B teacher is not a 1B student."""
+    given = dict(config["resources"].get(rule, {}))
+    teacher = given.pop("teacher", {})
+    spec = {**RESOURCE_DEFAULTS[rule], **given}
+    is_teacher = wildcards is not None and getattr(wildcards, "model", None) == "teacher"
+    return {**spec, **teacher} if is_teacher else spec
+
+
+def job_resources(rule):
+    """A rule's `resources:`; memory and runtime grow with each retry (attempt 1, 2, ...), so a
+    job killed for running out of either gets more the next time."""
+    return {
+        "mem_mb": lambda wildcards, attempt: _resource_spec(rule, wildcards)["mem_mb"] * attempt,
+        "runtime": lambda wildcards, attempt: _resource_spec(rule, wildcards)["runtime"] * attempt,
+        "gpu": lambda wildcards: _resource_spec(rule, wildcards)["gpu"],
+    }
+
+
+def job_threads(rule):
+    return _resource_spec(rule)["threads"]
+
+
+def gguf_input(role):
+    """The GGUF file as a tracked input when it can be found now; else the job's own error says why."""
+    from leafpipe.pretrained_models import ModelSourceError, gguf_path
+
+    try:
+        return str(gguf_path(config["models"][role]["gguf"]))
+    except ModelSourceError:
+        return []
+
+
+def corpus_held_out():
+    from leafpipe.evaluate import entry_kind
+
+    kind = config["corpus"].get("benchmark")
+    return [f"{R}/eval_data/{name}.jsonl" for name, bench in config["evaluation"]["benchmarks"].items()
+            if kind and entry_kind(bench) == kind]

@@ -14,11 +14,9 @@ rule score:
         f"{R}/logs/score/{{model}}/shard-{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/score/{{model}}/shard-{{shard}}.tsv"
-    threads: 1
+    threads: job_threads("score")
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=0,
+        **job_resources("score"),
     conda:
         ENV
     script:
@@ -32,6 +30,8 @@ rule gather_scores:
         out_path=f"{R}/scores/{{model}}.parquet",
     log:
         f"{R}/logs/gather_scores/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/gather_scores/{{model}}.tsv"
     conda:
         ENV
     script:
@@ -50,6 +50,8 @@ rule detect:
         settings=tracked(config["detection"]),
     log:
         f"{R}/logs/detect.log",
+    benchmark:
+        f"{R}/benchmarks/detect.tsv"
     conda:
         ENV
     script:
@@ -64,6 +66,8 @@ rule counterfactuals:
         out_path=f"{R}/counterfactuals/{{level}}.jsonl",
     log:
         f"{R}/logs/counterfactuals/{{level}}.log",
+    benchmark:
+        f"{R}/benchmarks/counterfactuals/{{level}}.tsv"
     conda:
         ENV
     script:

@@ -28,11 +28,9 @@ rule teacher_logits:
         f"{R}/logs/teacher_logits/{{source}}.log",
     benchmark:
         f"{R}/benchmarks/teacher_logits/{{source}}.tsv"
-    threads: 1
+    threads: job_threads("teacher_logits")
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=min(config["distill"]["gpus"], 1),  # one process, one GPU
+        **job_resources("teacher_logits"),
     conda:
         ENV
     script:
@@ -66,12 +64,9 @@ rule distill:
         f"{R}/logs/distill/{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/distill/{{variant}}.tsv"
-    threads: 1
-    # Sized for the default world; a profile's set-resources raises them for real models.
+    threads: job_threads("distill")
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=config["distill"]["gpus"],
+        **job_resources("distill"),
     conda:
         ENV
     script:

@@ -13,10 +13,11 @@ rule benchmark_data:
         settings=lambda wc: tracked(config["evaluation"]["benchmarks"][wc.benchmark]),
     log:
         f"{R}/logs/benchmark_data/{{benchmark}}.log",
-    threads: 1
+    benchmark:
+        f"{R}/benchmarks/benchmark_data/{{benchmark}}.tsv"
+    threads: job_threads("benchmark_data")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("benchmark_data"),
     conda:
         ENV
     script:
@@ -38,11 +39,9 @@ rule generate:
         f"{R}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
-    threads: 1
+    threads: job_threads("generate")
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=config["evaluation"]["gpus"],
+        **job_resources("generate"),
     conda:
         ENV
     script:
@@ -61,10 +60,11 @@ rule grade:
         settings=evaluation_settings,
     log:
         f"{R}/logs/grade/{{model}}/{{benchmark}}.log",
-    threads: 2  # math-verify workers, or sandboxed programs run side by side
+    benchmark:
+        f"{R}/benchmarks/grade/{{model}}/{{benchmark}}.tsv"
+    threads: job_threads("grade")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources("grade"),
     conda:
         ENV
     script:

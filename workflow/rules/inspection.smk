@@ -6,17 +6,23 @@ rule inspect:
         tokens_path=f"{R}/detection/tokens.parquet",
         metrics_path=f"{R}/detection/metrics.json",
     output:
-        out_html=f"{R}/detection/inspect.html",
-        out_hist=f"{R}/detection/histograms.png",
-        out_sweep_csv=f"{R}/detection/sweep.csv",
-        out_sweep_png=f"{R}/detection/sweep.png",
+        out_html=report(f"{R}/detection/inspect.html", caption="../report/inspect.rst", category="Detection",
+                        labels={"result": "scored tokens"}),
+        out_hist=report(f"{R}/detection/histograms.png", caption="../report/histograms.rst", category="Detection",
+                        labels={"result": "score histograms"}),
+        out_sweep_csv=report(f"{R}/detection/sweep.csv", caption="../report/sweep_table.rst", category="Detection",
+                             labels={"result": "percentile sweep (CSV)"}),
+        out_sweep_png=report(f"{R}/detection/sweep.png", caption="../report/sweep.rst", category="Detection",
+                             labels={"result": "percentile sweep"}),
     params:
         settings=tracked({"inspection": config["inspection"], "detection": config["detection"]}),
     log:
         f"{R}/logs/inspect.log",
-    threads: 1
+    benchmark:
+        f"{R}/benchmarks/inspect.tsv"
+    threads: job_threads("inspect")
     resources:
-        mem_mb=2000,
+        **job_resources("inspect"),
     conda:
         ENV
     script:

@@ -1,5 +1,13 @@
 # The report: the paper-layout accuracy table, detection quality against planted labels (with the
-# percentile sweep from rule inspect), a plot.
+# percentile sweep from rule inspect), plots, and the run's record (validated config, software
+# versions, wall time and GPU-hours per rule). `snakemake --report report.html` shows them with the
+# captions in workflow/report/ (workflow.rst: its front page).
+
+
+from leafpipe.run_record import benchmark_jobs
+
+
+report: "../report/workflow.rst"
 
 
 rule report:
@@ -9,13 +17,33 @@ rule report:
         sweep_path=f"{R}/detection/sweep.csv",
         attention=expand("{R}/attention/{model}.csv", R=R, model=MODELS),
     output:
-        summary=f"{R}/report/summary.md",
-        table=f"{R}/report/summary.csv",
-        plot=f"{R}/report/accuracy.png",
-        attention_plot=f"{R}/report/attention.png",
+        summary=report(f"{R}/report/summary.md", caption="../report/summary.rst", category="Accuracy",
+                       labels={"result": "summary (Markdown)"}),
+        table=report(f"{R}/report/summary.csv", caption="../report/summary_table.rst", category="Accuracy",
+                     labels={"result": "table (CSV)"}),
+        table_parquet=f"{R}/report/summary.parquet",  # not in the HTML report: it would show the bytes as text
+        plot=report(f"{R}/report/accuracy.png", caption="../report/accuracy.rst", category="Accuracy",
+                    labels={"result": "plot"}),
+        attention_plot=report(f"{R}/report/attention.png", caption="../report/attention.rst",
+                              category="Attention", labels={"result": "plot"}),
+        run_config=report(f"{R}/report/config.yaml", caption="../report/config.rst", category="Run record",
+                          labels={"result": "validated config"}),
+        versions=report(f"{R}/report/versions.json", caption="../report/versions.rst", category="Run record",
+                        labels={"result": "software versions"}),
+        timings=report(f"{R}/report/timings.csv", caption="../report/timings.rst", category="Run record",
+                       labels={"result": "wall time and GPU-hours per rule"}),
     params:
         settings=tracked(config),
         out_dir=lambda wc, output: os.path.dirname(output.summary),
+        # The benchmark files (and GPU counts) of the jobs making every product, as a param, not an
+        # input: Snakemake counts a benchmark file as its job's output, so a missing one (the job ran
+        # before its rule had `benchmark:`, or the file was deleted) would rerun that job and
+        # everything after it just to time it; the report marks the job untimed instead. Every
+        # benchmarked job is upstream of the report, so its file is written before the report runs.
+        timed_jobs=lambda wc: benchmark_jobs(
+            workflow.rules, every_product(), lambda rule: job_resources(rule) if rule in RESOURCE_DEFAULTS else {}
+        ),
+        repo=workflow.basedir,
     log:
         f"{R}/logs/report.log",
     conda:

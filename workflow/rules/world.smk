@@ -9,6 +9,8 @@ rule world:
         out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
     log:
         f"{R}/logs/world.log",
+    benchmark:
+        f"{R}/benchmarks/world.tsv"
     conda:
         ENV
     script:
@@ -24,6 +26,8 @@ rule tokenizer:
         settings=tracked(config["tokenizer"]),
     log:
         f"{R}/logs/tokenizer.log",
+    benchmark:
+        f"{R}/benchmarks/tokenizer.tsv"
     conda:
         ENV
     script:
@@ -36,17 +40,17 @@ rule pretrain:
         train_path=f"{R}/world/{{role}}_train.jsonl",
     output:
         out_dir=directory(f"{R}/models/{{role}}"),
+    wildcard_constraints:
+        role=roles_from("trained"),
     params:
         settings=lambda wc: tracked({**config["models"][wc.role], "seed": config["seed"]}),
     log:
         f"{R}/logs/pretrain/{{role}}.log",
     benchmark:
         f"{R}/benchmarks/pretrain/{{role}}.tsv"
-    threads: 1
+    threads: job_threads("pretrain")
     resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=0,
+        **job_resources("pretrain"),
     conda:
         ENV
     script:

