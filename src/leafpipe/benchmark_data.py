@@ -518,11 +518,11 @@ def load_benchmark(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"{kind}: limit must be a positive integer, got {limit!r}")
     records, source, licence = choose_source(kind, path, hub)
-    rows, skipped = _convert(CONVERTERS[kind], records, limit)
+    rows, skipped = convert_rows(CONVERTERS[kind], records, limit)
     return LoadedBenchmark(kind=kind, rows=rows, skipped=skipped, source=source, licence=licence)
 
 
-def _convert(
+def convert_rows(
     convert: Callable[[InputRow], BenchmarkRow], records: Iterable[InputRow], limit: int | None
 ) -> tuple[list[BenchmarkRow], list[SkippedRow]]:
     """Convert in order until `limit` rows; a repeated id is an error, since ids key every later file."""

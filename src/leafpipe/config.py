@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,21 @@ def check_distill(config: dict[str, Any], source: str = "config") -> None:
         )
 
 
+MODEL_SOURCES = ("path", "gguf", "derive")
+CORPUS_SOURCES = ("path", "benchmark", "hub")
+
+
+def given_sources(section: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """Which of a section's alternative sources are set (a valid config has at most one)."""
+    return [key for key in keys if section.get(key)]
+
+
 def check_paths(config: dict[str, Any], source: str = "config") -> None:
     """A missing corpus, benchmark or local model is an error before any job runs."""
     from leafpipe.evaluate import entry_kind
 
     for role, model in config["models"].items():
-        sources = [key for key in ("path", "gguf", "derive") if model.get(key)]
+        sources = given_sources(model, MODEL_SOURCES)
         if len(sources) > 1:
             raise ConfigError(f"{source}: models.{role}: give one of path, gguf, derive, not {' and '.join(sources)}")
         derive = model.get("derive")
@@ -93,7 +103,7 @@ def check_corpus_disjoint(config: dict[str, Any], source: str = "config") -> Non
     from leafpipe.evaluate import entry_kind
 
     corpus = config["corpus"]
-    given = [key for key in ("path", "benchmark", "hub") if corpus.get(key)]
+    given = given_sources(corpus, CORPUS_SOURCES)
     if len(given) > 1:
         raise ConfigError(f"{source}: corpus: give one of path, benchmark, hub, not {' and '.join(given)}")
     kind = corpus.get("benchmark")

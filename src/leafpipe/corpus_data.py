@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from leafpipe.benchmark_data import (
-    CONVERTERS, MATH_FORMAT, BenchmarkFormatError, SkippedRow, UnusableRow, choose_source, hub_rows,
+    CONVERTERS, MATH_FORMAT, BenchmarkFormatError, SkippedRow, UnusableRow, choose_source, convert_rows, hub_rows,
 )
 from leafpipe.benchmark_rows import InputRow
 
@@ -23,22 +23,10 @@ _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
 def _take(records: Iterable[InputRow], convert: Callable[[InputRow], CorpusRow], skip: int, limit: int) -> Taken:
-    """Usable rows `skip`..`skip + limit` in order; unusable ones go to `skipped` with their reason."""
-    rows: list[CorpusRow] = []
-    skipped: list[SkippedRow] = []
-    usable = 0
-    for record in records:
-        if len(rows) >= limit:
-            break
-        try:
-            row = convert(record)
-        except UnusableRow as why:
-            skipped.append({"row": record.label(), "reason": str(why)})
-            continue
-        usable += 1
-        if usable > skip:
-            rows.append(row)
-    return rows, skipped
+    """Usable rows `skip`..`skip + limit` in order (benchmark_data's conversion: unusable rows go
+    to `skipped` with their reason, a repeated id is an error)."""
+    rows, skipped = convert_rows(convert, records, skip + limit)
+    return rows[skip:], skipped
 
 
 def _gsm8k_response(row: InputRow) -> str:

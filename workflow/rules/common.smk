@@ -3,6 +3,7 @@ import json
 import os
 from pathlib import Path
 
+from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, given_sources
 from leafpipe.variants import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 R = config["results"]
@@ -16,7 +17,7 @@ MODELS = PRETRAINED + VARIANTS
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
 # A corpus rule `corpus` builds (from a shipped benchmark or a hub dataset).
-BUILT_CORPUS = bool(config["corpus"].get("benchmark") or config["corpus"].get("hub"))
+BUILT_CORPUS = given_sources(config["corpus"], CORPUS_SOURCES) in (["benchmark"], ["hub"])
 CORPUS = config["corpus"]["path"] or (
     f"{R}/corpus/train.jsonl" if BUILT_CORPUS else f"{R}/world/distill_train.jsonl"
 )
@@ -25,8 +26,7 @@ CORPUS = config["corpus"]["path"] or (
 def model_source(name):
     """Where a role's weights come from: the user's `path`, a `gguf` file, `derive`d from another
     role, or `trained` from scratch on the world."""
-    model = config["models"][name]
-    return next((key for key in ("path", "gguf", "derive") if model.get(key)), "trained")
+    return next(iter(given_sources(config["models"][name], MODEL_SOURCES)), "trained")
 
 
 def roles_from(source):
