@@ -3,7 +3,9 @@
 # execution settings (cores, GPUs, cluster) live in profiles/.
 from snakemake.utils import min_version
 
-from leafpipe.config import go_offline_unless_hub_needed, validate_config
+import os
+
+from leafpipe.config import check_sbatch_safe_paths, go_offline_unless_hub_needed, validate_config
 
 min_version("9.0")
 
@@ -19,6 +21,12 @@ _validated = validate_config(config, "config")
 config.clear()
 config.update(_validated)
 go_offline_unless_hub_needed(config)
+
+
+onstart:
+    # Only once the executor is known (it is not while the Snakefile is read); local runs take any path.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        check_sbatch_safe_paths(config, [str(f) for f in workflow.overwrite_configfiles], os.getcwd())
 
 
 include: "workflow/rules/common.smk"

@@ -369,7 +369,7 @@ def test_rows_without_a_usable_value_are_skipped_with_a_reason(tmp_path):
 
     musique = [{"id": "u", "question": "q?", "answer": "x", "answerable": False}]
     bench = load_benchmark("musique", path=_write(musique, tmp_path / "m.jsonl"))
-    assert bench.rows == [] and bench.skipped == [{"row": "u", "reason": "unanswerable (answerable is false)"}]
+    assert bench.rows == [] and bench.skipped == [{"row": "u", "line": 1, "reason": "unanswerable (answerable is false)"}]
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ def test_a_local_corpus_source_skips_unusable_rows_with_their_reason_and_counts_
 
     rows, skipped, _ = corpus_data.corpus_from_benchmark("gsm8k", skip=0, limit=2, path=str(path))
     assert [row["response"] for row in rows] == ["1 + 1 = 2\nThe final answer is $\\boxed{2}$."] * 2
-    assert skipped == [{"row": 2, "reason": 'no final answer: field "answer" has no "#### <number>" line'}]
+    assert skipped == [{"row": 2, "line": 2, "reason": 'no final answer: field "answer" has no "#### <number>" line'}]
     with pytest.raises(ValueError, match="fewer usable rows than skip"):
         corpus_data.corpus_from_benchmark("gsm8k", skip=1, limit=2, path=str(path))
 
@@ -126,7 +126,7 @@ def test_a_hub_style_corpus_reads_nested_fields_and_skips_rows_without_them():
     rows, skipped = corpus_from_records(records, {"instruction": "question", "response": "inferences.0.completion"},
                                         domain="code", skip=0, limit=5, prefix="ace")
     assert [(r["id"], r["response"]) for r in rows] == [("ace-0", "def f(): return 4"), ("own", "def f(): return 1")]
-    assert skipped == [{"row": 2, "reason": 'field "inferences.0.completion" missing, empty or not text'}]
+    assert skipped == [{"row": 2, "line": 2, "reason": 'field "inferences.0.completion" missing, empty or not text'}]
     math, _ = corpus_from_records(records[:1], {"instruction": "question", "response": "question"},
                                   domain="math", skip=0, limit=1, prefix="m")
     assert math[0]["instruction"].endswith("\\boxed{}.")

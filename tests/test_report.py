@@ -151,6 +151,16 @@ def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
     assert "no planted labels" in md
 
 
+def test_detection_without_planted_distractors_has_no_precision(tmp_path, scores):
+    """A real corpus: 0 planted tokens must not read as 0% precision."""
+    unlabelled = {**DETECTION, "precision": 0.0, "recall": 0.0, "f1": 0.0, "n_planted": 0}
+    build_report(scores, unlabelled, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS)
+    section = (tmp_path / "summary.md").read_text().split("## Confounder detection")[1]
+    assert "precision and recall against them are undefined" in section
+    assert "| precision | recall | F1 |" not in section and "0.0%" not in section
+
+
 def test_stage_report_shows_sft_as_a_reference_row_not_a_leaf_candidate(tmp_path, scores):
     import json
 

@@ -24,10 +24,10 @@ def _config(shards):
 def test_gathered_shards_equal_one_unsharded_job(setup, tmp_path):
     model_dir, corpus = setup
     whole = tmp_path / "whole.parquet"
-    stages.score(_config(1), model_dir, corpus, whole)
+    stages.score(_config(1), "student", model_dir, corpus, whole)
     parts = [tmp_path / f"shard-{k}.parquet" for k in range(3)]
     for k, path in enumerate(parts):
-        stages.score(_config(3), model_dir, corpus, path, shard=str(k))
+        stages.score(_config(3), "student", model_dir, corpus, path, shard=str(k))
     assert [pd.read_parquet(p)["sample_id"].unique().tolist() for p in parts] == [["r0"], ["r1", "r2"], ["r3", "r4"]]
     gathered = tmp_path / "gathered.parquet"
     stages.gather_scores(parts, gathered)

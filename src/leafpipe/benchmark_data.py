@@ -12,9 +12,11 @@ them could run their code or fail on their dependencies.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -28,6 +30,7 @@ from typing import Any, TypedDict
 from leafpipe.benchmark_rows import (
     BenchmarkFormatError, BenchmarkRow, CodeSpec, InputRow, UnusableRow, assemble_program, code_row,
 )
+from leafpipe.corpus_files import LineProblem, json_lines, not_utf8
 from leafpipe.leetcode_tests import leetcode_folder, leetcode_row
 from leafpipe.livecodebench_tests import livecodebench_row
 
@@ -50,7 +53,8 @@ QA_FORMAT = 'Give a short answer: end your response with "The answer is <answer>
 
 
 class SkippedRow(TypedDict):
-    row: int | str
+    row: int | str  # its own id, else its position
+    line: int  # 1-based line or row number in its source (its order in the benchmark when unnumbered)
     reason: str
 
 
@@ -103,9 +107,9 @@ def _read_rows(path: Path, where: str) -> list[InputRow]:
             raise BenchmarkFormatError(f"{where}: not a readable Parquet file: {err}") from err
     elif name.endswith((".jsonl", ".json")):
         opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            text = fh.read()
-        records = _parse_json(text, where, lines=name.endswith(".jsonl"))
+        with opener(path, "rb") as fh:  # bytes: a bad byte is then named by its line and offset
+            data = fh.read()
+        records = _parse_json(data, where, lines=name.endswith(".jsonl"))
     else:
         raise BenchmarkFormatError(
             f"{where}: unknown format; use .json (a list of objects), .jsonl or .parquet "
@@ -121,12 +125,22 @@ def _read_rows(path: Path, where: str) -> list[InputRow]:
     return rows
 
 
-def _parse_json(text: str, where: str, *, lines: bool) -> list[tuple[int, Any]]:
+def _parse_json(data: bytes, where: str, *, lines: bool) -> list[tuple[int, Any]]:
     """(1-based line or position, record) pairs; a `.json` file holding JSON Lines is accepted too,
-    since hub datasets often name JSON Lines files `.json`."""
+    since hub datasets often name JSON Lines files `.json`. JSON Lines are read line by line with
+    corpus_files.json_lines, as the corpus is, so a non-UTF-8 byte or a malformed line is an error
+    naming its row (line); a UTF-8 byte-order mark at the start is accepted."""
     if not lines:
+        body = data.removeprefix(codecs.BOM_UTF8)
         try:
-            value = json.loads(text)
+            value = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line_start = body.rfind(b"\n", 0, err.start) + 1
+            line = body.count(b"\n", 0, err.start) + 1
+            shift = len(data) - len(body) if line == 1 else 0
+            raise BenchmarkFormatError(
+                f"{where}: line {line}: {not_utf8(err, shift - line_start)}"
+            ) from err
         except json.JSONDecodeError as err:
             if err.msg != "Extra data":
                 raise BenchmarkFormatError(f"{where}: malformed JSON: {err}") from err
@@ -137,12 +151,10 @@ def _parse_json(text: str, where: str, *, lines: bool) -> list[tuple[int, Any]]:
                 )
             return list(enumerate(value, 1))
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise BenchmarkFormatError(f"{where}: row {number}: malformed JSON line: {err.msg}") from err
+    for number, record in json_lines(io.BytesIO(data)):
+        if isinstance(record, LineProblem):
+            raise BenchmarkFormatError(f"{where}: row {number}: {record.reason}")
+        records.append((number, record))
     return records
 
 
@@ -535,7 +547,8 @@ def convert_rows(
         try:
             row = convert(record)
         except UnusableRow as skip:
-            skipped.append({"row": record.label(), "reason": str(skip)})
+            line = record.number if record.number is not None else record.index + 1
+            skipped.append({"row": record.label(), "line": line, "reason": str(skip)})
             continue
         if row["id"] in first_seen:
             raise BenchmarkFormatError(

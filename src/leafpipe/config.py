@@ -64,6 +64,35 @@ def given_sources(section: dict[str, Any], keys: Sequence[str]) -> list[str]:
     return [key for key in keys if section.get(key)]
 
 
+# What a shell expands inside a double-quoted string, and what closes one.
+_SHELL_ACTIVE = re.compile(r"[$`\\\"'\n]")
+
+
+def check_sbatch_safe_paths(config: dict[str, Any], configfiles: Sequence[str], workdir: str) -> None:
+    """Refuse paths that would run as shell code when jobs go to SLURM.
+
+    snakemake-executor-plugin-slurm 2.8.0 pastes each job's command line (its input paths, the
+    config file paths, the working directory) into `sbatch --wrap="..."` and escapes only '"',
+    so a `$(...)` or backtick in any of them would run on the submitting node.
+    """
+    import sys
+
+    named: dict[str, Any] = {"results": config["results"], "working directory": workdir, "python": sys.executable}
+    for role, model in config["models"].items():
+        named[f"models.{role}.path"] = model.get("path")
+        named[f"models.{role}.gguf.file"] = (model.get("gguf") or {}).get("file")
+    named["corpus.path"] = config["corpus"].get("path")
+    for name, bench in config["evaluation"]["benchmarks"].items():
+        named[f"evaluation.benchmarks.{name}.path"] = bench.get("path")
+    named.update({f"--configfile {i + 1}": path for i, path in enumerate(configfiles)})
+    bad = [f"{key} {str(value)!r}" for key, value in named.items() if value and _SHELL_ACTIVE.search(str(value))]
+    if bad:
+        raise ConfigError(
+            "SLURM jobs cannot use paths with $, `, \\, quotes or newlines (the slurm executor would run "
+            f"them as shell code): {'; '.join(bad)}. Rename them or use a symlink."
+        )
+
+
 def check_paths(config: dict[str, Any], source: str = "config") -> None:
     """A missing corpus, benchmark or local model is an error before any job runs."""
     from leafpipe.evaluate import entry_kind

@@ -19,13 +19,25 @@ from leafpipe.benchmark_rows import InputRow
 
 CorpusRow = dict[str, Any]
 Taken = tuple[list[CorpusRow], list[SkippedRow]]
+# Why a converted row cannot be trained on (over the context cutoff, say), or None.
+RowCheck = Callable[[CorpusRow], str | None]
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
-def _take(records: Iterable[InputRow], convert: Callable[[InputRow], CorpusRow], skip: int, limit: int) -> Taken:
+def _take(
+    records: Iterable[InputRow], convert: Callable[[InputRow], CorpusRow], skip: int, limit: int,
+    check: RowCheck | None = None,
+) -> Taken:
     """Usable rows `skip`..`skip + limit` in order (benchmark_data's conversion: unusable rows go
-    to `skipped` with their reason, a repeated id is an error)."""
-    rows, skipped = convert_rows(convert, records, skip + limit)
+    to `skipped` with their reason, a repeated id is an error); `check` can make a row unusable."""
+
+    def usable(record: InputRow) -> CorpusRow:
+        row = convert(record)
+        if check is not None and (reason := check(row)):
+            raise UnusableRow(reason)
+        return row
+
+    rows, skipped = convert_rows(usable, records, skip + limit)
     return rows[skip:], skipped
 
 
@@ -41,7 +53,8 @@ SOLUTIONS: dict[str, tuple[str, Callable[[InputRow], str]]] = {"gsm8k": ("math",
 
 
 def corpus_from_benchmark(
-    kind: str, *, skip: int, limit: int, held_out_ids: Iterable[str] = (), path: str | None = None
+    kind: str, *, skip: int, limit: int, held_out_ids: Iterable[str] = (), path: str | None = None,
+    too_long: RowCheck | None = None,
 ) -> tuple[list[CorpusRow], list[SkippedRow], str]:
     """(rows, skipped, source): the usable rows `skip`..`skip + limit` of `kind` in dataset order,
     as corpus rows (id, instruction, response, answer, domain); the instruction is the one the
@@ -57,7 +70,7 @@ def corpus_from_benchmark(
         return {"id": row["id"], "instruction": row["instruction"], "response": response(record),
                 "answer": row["answer"], "domain": domain}
 
-    rows, skipped = _take(records, convert, skip, limit)
+    rows, skipped = _take(records, convert, skip, limit, too_long)
     both = [row["id"] for row in rows if row["id"] in held_out]
     if both:
         raise BenchmarkFormatError(
@@ -82,7 +95,7 @@ def _field(data: Any, dotted: str) -> Any:
 
 
 def corpus_from_hub(
-    hub: str, fields: Mapping[str, str], *, domain: str, skip: int, limit: int
+    hub: str, fields: Mapping[str, str], *, domain: str, skip: int, limit: int, too_long: RowCheck | None = None
 ) -> tuple[list[CorpusRow], list[SkippedRow], str]:
     """(rows, skipped, source): usable rows `skip`..`skip + limit` of a hub dataset file
     ('owner/name:path/in/repo'), instruction and response read from the named (dotted) fields.
@@ -91,11 +104,14 @@ def corpus_from_hub(
     if not filename:
         raise ValueError(f"corpus.hub {hub!r}: name the file, as 'owner/name:path/in/repo.parquet'")
     records, source, _ = hub_rows(repo_id, filename)
-    return (*corpus_from_records(records, fields, domain=domain, skip=skip, limit=limit, prefix=repo_id), source)
+    taken = corpus_from_records(records, fields, domain=domain, skip=skip, limit=limit, prefix=repo_id,
+                                check=too_long)
+    return (*taken, source)
 
 
 def corpus_from_records(
-    records: Iterable[InputRow], fields: Mapping[str, str], *, domain: str, skip: int, limit: int, prefix: str
+    records: Iterable[InputRow], fields: Mapping[str, str], *, domain: str, skip: int, limit: int, prefix: str,
+    check: RowCheck | None = None,
 ) -> Taken:
     def convert(record: InputRow) -> CorpusRow:
         values = {name: _field(record.data, fields[name]) for name in ("instruction", "response")}
@@ -109,4 +125,4 @@ def corpus_from_records(
         return {"id": str(own_id) if own_id is not None else f"{prefix}-{record.index}",
                 "instruction": instruction, "response": values["response"].strip(), "domain": domain}
 
-    return _take(records, convert, skip, limit)
+    return _take(records, convert, skip, limit, check)

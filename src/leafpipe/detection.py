@@ -5,11 +5,18 @@ each model's gradient norms are min-max normalised, d = teacher − student is m
 again, and tokens at or below the p-th percentile of d (threshold capped) are confounders.
 Scopes are normalised separately because response tokens carry systematically larger gradients
 (they sit next to the tokens being predicted) and would otherwise crowd out the instruction.
+
+A scope is left undetected, with no confounders, when min-max is undefined there: fewer than two
+of its tokens have finite scores in both models (a sample the scorer left unscored, see
+leafpipe.scoring), or one model's scores, or their difference, are all equal. Flagging the
+lowest percentile of a constant would flag every token. Each such scope is recorded with its
+reason (`UNSCORED_REASONS`) and counted in the metrics.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,7 +27,13 @@ import pandas as pd
 from leafpipe.templates import INSTRUCTION, RESPONSE
 
 
+log = logging.getLogger(__name__)
+
 STRATEGIES = ("percentile", "top_k", "absolute")
+# The scopes of a sample, by name, and why one can be left undetected.
+SCOPES = ("instruction", "steps")  # the instruction; the earlier reasoning steps
+NON_FINITE, ALL_EQUAL, EQUAL_DIFFERENCE = "non_finite", "all_equal", "equal_difference"
+UNSCORED_REASONS = (NON_FINITE, ALL_EQUAL, EQUAL_DIFFERENCE)
 
 
 @dataclass(frozen=True)
@@ -48,21 +61,23 @@ def minmax(x: np.ndarray) -> np.ndarray | None:
     return (x - lo) / (hi - lo)
 
 
-def _scopes(fields: Sequence[str], steps: Sequence[int], response_level: bool) -> list[np.ndarray]:
+def _scopes(fields: Sequence[str], steps: Sequence[int], response_level: bool) -> list[tuple[str, np.ndarray]]:
+    """(name, token indices) of each scope with at least two tokens (one token ranks nothing)."""
     fields_a, steps_a = np.asarray(fields), np.asarray(steps)
-    scopes = [np.flatnonzero(fields_a == INSTRUCTION)]
+    scopes = [(SCOPES[0], np.flatnonzero(fields_a == INSTRUCTION))]
     if response_level:
         resp = fields_a == RESPONSE
         last = steps_a[resp].max(initial=-1)
-        scopes.append(np.flatnonzero(resp & (steps_a < last)))
-    return [s for s in scopes if s.size > 1]
+        scopes.append((SCOPES[1], np.flatnonzero(resp & (steps_a < last))))
+    return [(name, s) for name, s in scopes if s.size > 1]
 
 
 def detect_sample(
     teacher: np.ndarray, student: np.ndarray, fields: Sequence[str], steps: Sequence[int],
     texts: Sequence[str], spec: DetectSpec,
-) -> dict[str, np.ndarray]:
-    """Normalised scores, diff and confounder flags for one sample's tokens.
+) -> dict[str, Any]:
+    """Normalised scores, diff and confounder flags for one sample's tokens ([n] arrays), and
+    `unscored`: {scope name: reason} for each scope left undetected (module docstring).
 
     NaN outside the scopes and for tokens without a score in either model (a student token that
     no teacher token covers, the last reasoning step): those are never confounders.
@@ -70,22 +85,26 @@ def detect_sample(
     n = len(texts)
     out = {k: np.full(n, np.nan) for k in ("teacher_norm", "student_norm", "diff")}
     flags = np.zeros(n, dtype=bool)
+    unscored: dict[str, str] = {}
     scored = np.isfinite(teacher) & np.isfinite(student)
-    for idx in _scopes(fields, steps, spec.response_level):
+    for name, idx in _scopes(fields, steps, spec.response_level):
         idx = idx[scored[idx]]
         if idx.size < 2:
+            unscored[name] = NON_FINITE
             continue
         t, s = minmax(teacher[idx]), minmax(student[idx])
         if t is None or s is None:
+            unscored[name] = ALL_EQUAL
             continue
         d = minmax(t - s)
         out["teacher_norm"][idx], out["student_norm"][idx] = t, s
         if d is None:
+            unscored[name] = EQUAL_DIFFERENCE
             continue
         out["diff"][idx] = d
         content = np.array([bool(texts[i].strip()) for i in idx])
         flags[idx] = threshold_flags(d, content, spec)
-    return {**out, "is_confounder": flags}
+    return {**out, "is_confounder": flags, "unscored": unscored}
 
 
 def threshold_flags(diff: np.ndarray, content: np.ndarray, spec: DetectSpec) -> np.ndarray:
@@ -198,8 +217,26 @@ def detect(
             **{k: res[k].tolist() for k in ("teacher_norm", "student_norm", "diff", "is_confounder")},
             "is_planted": _planted(row, fields, starts, ends),
             "spans": json.dumps([{k: v for k, v in span.items() if k != "tokens"} for span in spans]),
+            "unscored": json.dumps(res["unscored"]),
         })
-    return pd.DataFrame.from_records(records)
+    tokens = pd.DataFrame.from_records(records)
+    counts = unscored_counts(tokens)
+    if any(n for scope in counts.values() for n in scope.values()):
+        log.warning("detection: scopes left without confounders (min-max undefined), by reason: %s",
+                    "; ".join(f"{scope}: " + ", ".join(f"{n} {reason}" for reason, n in c.items() if n)
+                              for scope, c in counts.items() if any(c.values())))
+    return tokens
+
+
+def unscored_counts(tokens: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{scope: {reason: samples}} of the scopes detection left undetected, from tokens.parquet's
+    `unscored` column (zeros for a frame without it, e.g. one written before it existed)."""
+    counts = {scope: dict.fromkeys(UNSCORED_REASONS, 0) for scope in SCOPES}
+    column = tokens["unscored"] if "unscored" in tokens.columns else []
+    for cell in column:
+        for scope, reason in json.loads(cell).items():
+            counts[scope][reason] += 1
+    return counts
 
 
 def detection_metrics(tokens: pd.DataFrame, spec: DetectSpec) -> dict[str, Any]:
@@ -209,7 +246,9 @@ def detection_metrics(tokens: pd.DataFrame, spec: DetectSpec) -> dict[str, Any]:
     as planted would charge recall for tokens no setting could find. `base_rate` is the
     precision a random choice of tokens would get. `mean_scores` (normalised teacher, student
     and difference scores, averaged over planted and over other tokens) says why detection
-    works or fails: it needs planted tokens to have a clearly lower difference.
+    works or fails: it needs planted tokens to have a clearly lower difference. `unscored`
+    counts the samples whose instruction or earlier steps got no detection, by reason
+    (`unscored_counts`).
     """
     conf = planted = hit = total = 0
     sums = {group: {"teacher": 0.0, "student": 0.0, "diff": 0.0, "n": 0} for group in ("planted", "other")}
@@ -240,5 +279,6 @@ def detection_metrics(tokens: pd.DataFrame, spec: DetectSpec) -> dict[str, Any]:
         "base_rate": planted / total if total else 0.0,
         "n_samples": len(tokens), "n_tokens": total, "n_confounders": conf, "n_planted": planted,
         "mean_scores": mean_scores,
+        "unscored": unscored_counts(tokens),
         "settings": asdict(spec),
     }

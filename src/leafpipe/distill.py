@@ -19,6 +19,13 @@ run that was never interrupted: weights, optimiser state, step, position in the 
 and the metrics so far are saved every `checkpoint_every` steps and at each epoch end, and the
 batch order of an epoch is a function of (seed, epoch) alone, so it is recomputed, not stored.
 
+A step whose loss or gradient is not finite (NaN or inf: a diverging run, an overflow, a broken
+weight) updates nothing: its gradients are dropped, the learning-rate schedule and the RNG move
+on as after any step, and it is counted (`non_finite` in metrics.csv, `non_finite_steps` in
+training.json and in the resumable state). Every process takes the same decision. Once more
+than half of the steps so far were skipped, the run stops with an error rather than pass as
+trained.
+
 Started as several processes (torchrun; `distill.gpus` > 1), each trains its share of every
 step and the gradients are combined so that the run trains what one process would, with the
 student replicated or, with `fsdp`, sharded (`leafpipe.data_parallel`).
@@ -51,7 +58,7 @@ from leafpipe import data_parallel
 from leafpipe.atomic_io import atomic_path, write_json
 from leafpipe.batching import Batch, collate, pack
 from leafpipe.distill_checkpoints import (
-    BEST, LAST, LOSS_SUMS, STATE, TRAINING, Metrics, SavedState, TrainingState, clear_work, load_state,
+    BEST, LAST, LOSS_SUMS, METRICS, STATE, TRAINING, Metrics, SavedState, TrainingState, clear_work, load_state,
     quiet_saves, rng_state, run_fingerprint, save_state,
 )
 from leafpipe.distill_data import (
@@ -64,6 +71,10 @@ from leafpipe.templates import EncodedSample
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("kd", "ce")
+# The run stops when more than half of its steps so far were skipped as non-finite, judged from
+# this step on (or from the last step of a shorter run): one bad step at the very start is no
+# majority yet.
+NON_FINITE_JUDGED_FROM = 4
 SCHEDULES = ("cosine", "linear", "constant")
 KEEP = ("best", "last")
 
@@ -412,10 +423,16 @@ class _Trainer:
         out = dict(orig=sum_orig, orig_tokens=n_orig, cf=sum_cf, cf_tokens=n_cf)
         # max_norm=inf measures the norm for the metrics and scales gradients by exactly 1.
         limit = self.spec.max_grad_norm or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.params], limit)
-        self.optimizer.step()
+        grad_norm = data_parallel.local_value(torch.nn.utils.clip_grad_norm_([p for _, p in self.params], limit))
+        # The norm covers every gradient entry of the step (summed over the processes, or of the
+        # whole sharded model), so it is finite only when all of them are.
+        bad = not (math.isfinite(sum_orig) and math.isfinite(sum_cf) and math.isfinite(grad_norm))
+        # All processes must skip together, or their weights would part (and FSDP would hang).
+        bad = data_parallel.sum_values([float(bad)], self.device)[0] > 0
+        if not bad:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**out, "grad_norm": data_parallel.local_value(grad_norm)}
+        return {**out, "grad_norm": grad_norm, "non_finite": bad}
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -535,13 +552,16 @@ class _Trainer:
                     out = self._train_step(steps[state.position], drawn)
                     state.step += 1
                     state.position += 1
-                    for key in LOSS_SUMS:
-                        state.sums[key] += out[key]
+                    if out["non_finite"]:
+                        state.non_finite_steps += 1
+                    else:  # a skipped step trained nothing: the epoch's totals leave it out
+                        for key in LOSS_SUMS:
+                            state.sums[key] += out[key]
                     orig, cf = _terms(out)
                     row = dict(kind="step", epoch=state.epoch, step=state.step, lr=lr,
                                loss=self._total(orig, cf), loss_orig=orig, loss_cf=cf,
-                               grad_norm=out["grad_norm"], tokens_orig=out["orig_tokens"],
-                               tokens_cf=out["cf_tokens"],
+                               grad_norm=out["grad_norm"], non_finite=int(out["non_finite"]),
+                               tokens_orig=out["orig_tokens"], tokens_cf=out["cf_tokens"],
                                elapsed_s=round(state.elapsed + time.monotonic() - started, 3))
                     metrics.add(row)
                     state.history = metrics.rows
@@ -551,6 +571,12 @@ class _Trainer:
                         log.info("step %d/%d epoch %d lr %.3e loss %.5f loss_orig %.5f loss_cf %.5f "
                                  "grad_norm %.3f", state.step, self.total_steps, state.epoch, lr,
                                  row["loss"], orig, cf, out["grad_norm"])
+                    if out["non_finite"] and self.main:
+                        log.warning("step %d/%d epoch %d: non-finite loss or gradient (loss_orig %s, "
+                                    "loss_cf %s, grad_norm %s): no update; %d of %d steps so far skipped",
+                                    state.step, self.total_steps, state.epoch, orig, cf, out["grad_norm"],
+                                    state.non_finite_steps, state.step)
+                    self._check_non_finite(state)
                     if state.step % spec.checkpoint_every == 0:
                         self._save_state(state, started)
                     if self.on_step is not None:
@@ -561,6 +587,18 @@ class _Trainer:
             metrics.close()
         return self._finish(state, started)
 
+    def _check_non_finite(self, state: TrainingState) -> None:
+        """Stop a run most of whose steps were skipped: it has not trained (every process raises)."""
+        judged = state.step >= min(NON_FINITE_JUDGED_FROM, self.total_steps)
+        if judged and 2 * state.non_finite_steps > state.step:
+            raise RuntimeError(
+                f"distill ({self.spec.objective}): {state.non_finite_steps} of the {state.step} optimiser "
+                "steps so far had a non-finite (NaN or inf) loss or gradient and updated nothing; with "
+                "more than half of them skipped the run has not trained, so it stops here. Check the "
+                "student's weights for NaN or inf, or try a lower distill.lr; the steps are in "
+                f"{self.work / METRICS} (column non_finite)."
+            )
+
     def _end_epoch(self, state: TrainingState, metrics: Metrics, started: float) -> None:
         orig, cf = _terms(state.sums)
         row: dict[str, Any] = dict(
@@ -568,16 +606,24 @@ class _Trainer:
             loss_orig=orig, loss_cf=cf,
             tokens_orig=int(state.sums["orig_tokens"]), tokens_cf=int(state.sums["cf_tokens"]),
         )
+        non_finite = sum(r.get("non_finite", 0) for r in metrics.rows
+                         if r["kind"] == "step" and r["epoch"] == state.epoch)
+        row["non_finite"] = non_finite
         if self.val_idx:
             row.update(self._validate())
-            if state.best_val is None or row["val_loss"] < state.best_val:
+            if not math.isfinite(row["val_loss"]):
+                if self.main:
+                    log.warning("epoch %d: the validation loss is not finite (%s); it cannot be the best",
+                                state.epoch, row["val_loss"])
+            elif state.best_val is None or row["val_loss"] < state.best_val:
                 state.best_val, state.best_epoch = row["val_loss"], state.epoch
                 self._save_model(BEST)
         row["elapsed_s"] = round(state.elapsed + time.monotonic() - started, 3)
         metrics.add(row)
-        log.info("epoch %d/%d: train loss %.5f (orig %.5f, cf %.5f)%s", state.epoch, self.spec.epochs,
+        log.info("epoch %d/%d: train loss %.5f (orig %.5f, cf %.5f)%s%s", state.epoch, self.spec.epochs,
                  row["loss"], orig, cf,
-                 f", validation loss {row['val_loss']:.5f}" if "val_loss" in row else "")
+                 f", validation loss {row['val_loss']:.5f}" if "val_loss" in row else "",
+                 f"; {non_finite} step(s) skipped as non-finite" if non_finite else "")
         self._save_model(LAST)
         state.history = metrics.rows
         state.epoch += 1
@@ -588,9 +634,13 @@ class _Trainer:
     def _finish(self, state: TrainingState, started: float) -> PreTrainedModel:
         if not self.main:  # process 0 alone keeps and saves the model
             return self.student.eval()
+        if state.non_finite_steps:
+            log.warning("distill (%s): %d of %d steps had a non-finite loss or gradient and updated nothing",
+                        self.spec.objective, state.non_finite_steps, state.step)
         keep = self.spec.keep
         if keep == "best" and state.best_epoch is None:
-            log.warning("keep: best, but no group was held out for validation; keeping the last epoch")
+            log.warning("keep: best, but no group was held out for validation (or no epoch had a finite "
+                        "validation loss); keeping the last epoch")
             keep = "last"
         kept_epoch = state.best_epoch if keep == "best" else self.spec.epochs
         kept = BEST if kept_epoch != self.spec.epochs else LAST
@@ -617,6 +667,7 @@ class _Trainer:
             "best_epoch": state.best_epoch,
             "best_val_loss": state.best_val,
             "resumed_at_steps": state.resumed,
+            "non_finite_steps": state.non_finite_steps,
             "elapsed_s": round(state.elapsed + time.monotonic() - started, 3),
             "device": str(self.device),
             "processes": self.world,

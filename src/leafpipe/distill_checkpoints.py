@@ -39,7 +39,7 @@ _WORK_ENTRIES = (STATE, BEST, LAST, METRICS, TRAINING, TENSORBOARD)
 STATE_FORMAT = 2  # bump when the state's layout changes: an old state is then not resumed
 
 METRIC_COLUMNS = (
-    "kind", "epoch", "step", "lr", "loss", "loss_orig", "loss_cf", "grad_norm",
+    "kind", "epoch", "step", "lr", "loss", "loss_orig", "loss_cf", "grad_norm", "non_finite",
     "tokens_orig", "tokens_cf", "val_loss", "val_orig", "val_cf", "val_tokens", "elapsed_s",
 )
 
@@ -59,6 +59,7 @@ class TrainingState:
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed: float = 0.0
     resumed: list[int] = field(default_factory=list)  # steps at which a run resumed
+    non_finite_steps: int = 0  # steps whose loss or gradient was not finite: no update was applied
 
 
 # --- the resumable state --------------------------------------------------------------------
@@ -158,7 +159,8 @@ def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | N
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-    state = TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState)})
+    # A field missing from the state takes its default (a state written before it existed).
+    state = TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState) if f.name in saved})
     return SavedState(state, saved["trainable"], saved["optimizer"])
 
 

@@ -34,6 +34,7 @@ def generate_vllm(
     max_new_tokens: int,
     sampling: SamplingSpec = SamplingSpec(),
     gpu_memory_utilization: float = 0.9,
+    trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
     """`sampling.n` records per row, in input order, with `generate`'s fields.
 
@@ -44,7 +45,7 @@ def generate_vllm(
 
     prompts = [encode_prompt(tokenizer, row["instruction"]) for row in rows]
     llm = LLM(model=str(model_dir), tokenizer=str(model_dir), dtype="bfloat16", seed=sampling.seed,
-              gpu_memory_utilization=gpu_memory_utilization)
+              gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=trust_remote_code)
     params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=max_new_tokens, stop=list(sampling.stop) or None, seed=sampling.seed)
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=True)

@@ -70,7 +70,9 @@ def kept_layers(layers: int | Sequence[int], total: int) -> list[int]:
     return chosen
 
 
-def derive_student(teacher_dir: str | Path, layers: int | Sequence[int], out_dir: str | Path) -> None:
+def derive_student(
+    teacher_dir: str | Path, layers: int | Sequence[int], out_dir: str | Path, *, trust_remote_code: bool = False
+) -> None:
     """A student made of a subset of the teacher's decoder layers (embeddings, final norm and
     head kept): same tokenizer and chat template, so scores and KD need no token alignment."""
     import torch
@@ -79,7 +81,7 @@ def derive_student(teacher_dir: str | Path, layers: int | Sequence[int], out_dir
     from leafpipe.pretrain import save_model
     from leafpipe.tokenizer import load_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32, trust_remote_code=trust_remote_code)
     decoder = model.get_decoder()
     total = len(decoder.layers)
     keep = kept_layers(layers, total)
@@ -92,4 +94,4 @@ def derive_student(teacher_dir: str | Path, layers: int | Sequence[int], out_dir
         config.layer_types = [config.layer_types[i] for i in keep]
     config.num_hidden_layers = len(keep)
     log.info("student: layers %s of %d, %.1fM parameters", keep, total, model.num_parameters() / 1e6)
-    save_model(model, load_tokenizer(teacher_dir), out_dir)
+    save_model(model, load_tokenizer(teacher_dir, trust_remote_code=trust_remote_code), out_dir)

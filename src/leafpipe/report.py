@@ -18,7 +18,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from leafpipe.atomic_io import atomic_path, write_parquet, write_text
+from leafpipe.atomic_io import atomic_path, write_text
+from leafpipe.data_accounting import Accounted, accounting_section, fault_lines
+from leafpipe.provenance import write_parquet
 from leafpipe.run_record import RunRecord
 
 MISSING = "—"
@@ -221,19 +223,24 @@ def _detection_section(detection: Mapping[str, Any], sweep: pd.DataFrame | None 
     lines = ["## Confounder detection", ""]
     if not detection:
         return lines + ["No detection metrics were given.", ""]
-    lines += [
-        "Token level: tokens flagged as confounders against tokens of planted distractors.",
-        "",
-        "| precision | recall | F1 |",
-        "|---|---|---|",
-        "| " + " | ".join(_percent(detection.get(k)) for k in ("precision", "recall", "f1")) + " |",
-        "",
-        f"{detection.get('n_samples')} samples, {detection.get('n_tokens')} scored tokens, "
-        f"{detection.get('n_confounders')} flagged as confounders, "
-        f"{detection.get('n_planted')} inside planted distractors.",
-    ]
     n_tokens, n_planted = detection.get("n_tokens"), detection.get("n_planted")
-    if n_tokens and n_planted is not None:
+    counts = (f"{detection.get('n_samples')} samples, {n_tokens} scored tokens, "
+              f"{detection.get('n_confounders')} flagged as confounders")
+    if not n_planted:
+        # A real corpus has no planted distractors: precision and recall have nothing to count.
+        lines += [counts + ". The corpus has no planted distractors, so precision and recall against "
+                  "them are undefined; the flagged tokens are in `detection/inspect.html`."]
+    else:
+        lines += [
+            "Token level: tokens flagged as confounders against tokens of planted distractors.",
+            "",
+            "| precision | recall | F1 |",
+            "|---|---|---|",
+            "| " + " | ".join(_percent(detection.get(k)) for k in ("precision", "recall", "f1")) + " |",
+            "",
+            counts + f", {n_planted} inside planted distractors.",
+        ]
+    if n_tokens and n_planted:
         lines.append(
             "Flagging tokens at random would give a precision of about "
             f"{_percent(n_planted / n_tokens)} (the planted share of tokens)."
@@ -329,6 +336,8 @@ def build_report(
     sweep: pd.DataFrame | None = None,
     attention: pd.DataFrame | None = None,
     record: RunRecord | None = None,
+    accounting: Sequence[Accounted] = (),
+    skipped_steps: Mapping[str, int] | None = None,
 ) -> None:
     """Write summary.csv, summary.parquet (the same table), summary.md and accuracy.png (and
     attention.png; with `record`, config.yaml, versions.json and timings.csv) into `out_dir`, atomically.
@@ -338,8 +347,9 @@ def build_report(
     `available: false` gets no column but a line with the reason under "Skipped benchmarks". `sweep` (detection/sweep.csv:
     percentile, precision, recall, f1, n_flagged) goes under detection; `attention` (the
     `attention/{model}.csv` tables concatenated) gets a section and attention.png; `record` (the
-    run's settings, software and timings) gets its files and two sections. `notes` (the caller's
-    interpretation) closes summary.md.
+    run's settings, software and timings) gets its files and two sections; `accounting` (where
+    each input's rows went) a table, with detection's unscored samples and, given `skipped_steps`
+    (per variant), the training steps skipped as non-finite. `notes` (the caller's interpretation) closes summary.md.
     """
     out = Path(out_dir)
     skipped = {s["benchmark"]: s["reason"] for s in scores if s.get("available") is False}
@@ -358,6 +368,10 @@ def build_report(
         lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()] + [""]
     lines += _comparison_section(scores, baseline, candidates, model_labels, benchmark_labels)
     lines += _detection_section(detection, sweep)
+    if accounting:
+        lines += accounting_section(accounting)
+    if accounting or skipped_steps is not None:
+        lines += fault_lines(detection.get("unscored") or {}, skipped_steps or {})
     if attention is not None:
         from leafpipe.attention_report import attention_plot, attention_section
 

@@ -16,13 +16,25 @@ program killing its parent never hits the caller. It sets up what the program ma
   run, rather than a shared `nobody`, keeps concurrent runs apart: their process counts, their
   signals (a program cannot kill another's processes) and their clean-up, which kills every
   process of that uid at once (`kill(-1)` from that uid is atomic, so fork bombs cannot outrun
-  it). When the interpreter lives under a directory that other users cannot enter (pyenv under
-  /root), the supervisor also takes a private mount namespace and shows such a directory to the
-  program as an empty tmpfs holding only the way to the interpreter; its other contents are hidden.
+  it). As root the supervisor also takes a private mount namespace (see the next point). When
+  the interpreter lives under a directory that other users cannot enter (pyenv under /root), it
+  shows such a directory to the program as an empty tmpfs holding only the way to the
+  interpreter; its other contents are hidden.
   Not as root the program runs as the caller's user: then RLIMIT_NPROC counts all that user's
-  processes, the program can signal its supervisor (the run then ends as "failed") and, in
-  principle, read or alter anything the user can.
-- **rlimits**: CPU seconds, address space, processes (threads count too), file size, no core.
+  processes, the program can signal its supervisor (the run then ends as "failed") and every
+  other process of that user, the caller included (`kill(-1)`), read that user's processes'
+  /proc entries (their environment, cwd and open files) and, in principle, read or alter
+  anything the user can.
+- **private scratch and /proc** (as root, in that mount namespace): /tmp, /var/tmp, /dev/shm
+  and /run/lock are each an empty tmpfs of the run's own (mode 1777, at most `Limits.file_mb`
+  and 4096 inodes each), holding only the box bind-mounted back. So a program sees none of the
+  host's files there (other runs' boxes, logs, the caller's temporary files), cannot alter them,
+  and leaves nothing for the next program: the tmpfs goes when the run's last process does.
+  /proc is a fresh instance with `hidepid=2`: other users' processes, the caller and the
+  supervisor included, do not show (no command lines, environments, cwd or fd links). Where the
+  kernel refuses that proc mount (some containers), the host's /proc stays.
+- **rlimits**: CPU seconds, address space, processes (threads count too), file size, open files,
+  no core.
 - **a wall clock**: on expiry, and after every run, the program's process group, every process
   of its uid and every orphan (the supervisor is a child subreaper) are killed and reaped.
 - **an empty working directory**, also HOME and TMPDIR, removed afterwards whatever the program
@@ -40,11 +52,12 @@ past that it closes the pipe (the program's next write fails) and the run is "fa
 `truncated`. stdin is fed from a string.
 
 Not isolated: the file system is readable as for any unprivileged user (world-readable files,
-other processes' command lines in /proc) and world-writable places (/tmp, /dev/shm) are
-writable, within RLIMIT_FSIZE per file (total disk use is not bounded); Unix-domain sockets on the file system stay reachable
-where their permissions allow; there is no seccomp filter. This keeps accidents and ordinary
-misbehaviour of generated code contained; it is not a boundary against a determined attacker
-with kernel exploits.
+the repository's included), and world-writable directories other than the four above stay
+writable, within RLIMIT_FSIZE per file (total disk use, the working directory's included, is
+not bounded); not as root, /tmp and the rest are shared with the caller as they are; Unix-domain
+sockets on the file system stay reachable where their permissions allow; there is no seccomp
+filter. This keeps accidents and ordinary misbehaviour of generated code contained; it is not a
+boundary against a determined attacker with kernel exploits.
 """
 
 from __future__ import annotations
@@ -85,7 +98,10 @@ _MIB = 1 << 20
 
 _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
 _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 36, 38
-_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 8192, 16384, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 8192, 16384, 1 << 18
+# World-writable directories every process shares: as root each run gets empty ones of its own.
+_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_SCRATCH_INODES = 4096
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.unshare.argtypes = [ctypes.c_int]
@@ -104,7 +120,8 @@ class Limits:
     cpu_s: float = 10.0
     memory_mb: int = 2048  # address space, not resident memory
     processes: int = 64  # processes and threads of the program together
-    file_mb: int = 16  # largest file the program may write
+    file_mb: int = 16  # largest file the program may write; as root also the size of its /tmp
+    open_files: int = 256  # file descriptors open at once (at most the caller's own hard limit)
     output_bytes: int = 1_000_000  # kept of stdout and of stderr, each
 
     def __post_init__(self) -> None:
@@ -371,9 +388,12 @@ def _supervise(config: dict[str, Any], send: Callable[..., None]) -> None:
         network_isolated = False
     if uid is not None:
         os.chown(config["work"], uid, uid)
+        _check(_LIBC.unshare(_CLONE_NEWNS))
+        _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount may reach the host
         if any(_blocked(path) for path in config["expose"]):
-            _check(_LIBC.unshare(_CLONE_NEWNS))
             _expose(config["expose"], os.path.join(config["box"], "stage"))
+        _private_scratch(config["expose"], limits.file_mb)
+        _private_proc()
     # Orphans of the program become our children, so none escapes the clean-up by daemonising.
     _check(_LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
     child = os.fork()
@@ -398,6 +418,7 @@ def _exec_program(config: dict[str, Any], limits: Limits, uid: int | None, send:
         os.setsid()  # its own session and group: the program can kill only its own group
         _check(_LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         cpu = math.ceil(limits.cpu_s)
+        files = min(limits.open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # only root may raise its own
         # Soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILL. Others: soft = hard,
         # so the program cannot raise them.
         for res, soft, hard in (
@@ -405,6 +426,7 @@ def _exec_program(config: dict[str, Any], limits: Limits, uid: int | None, send:
             (resource.RLIMIT_AS, limits.memory_mb * _MIB, limits.memory_mb * _MIB),
             (resource.RLIMIT_NPROC, limits.processes, limits.processes),
             (resource.RLIMIT_FSIZE, limits.file_mb * _MIB, limits.file_mb * _MIB),
+            (resource.RLIMIT_NOFILE, files, files),
             (resource.RLIMIT_CORE, 0, 0),
         ):
             resource.setrlimit(res, (soft, hard))
@@ -488,7 +510,6 @@ def _expose(paths: Sequence[str], staging: str) -> None:
     way to `paths` are bind-mounted back; its other contents stay hidden. Repeats one level
     deeper while something still blocks.
     """
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount may reach the host
     os.mkdir(staging, 0o700)
     for _ in range(64):
         wanted: dict[str, set[str]] = {}
@@ -512,6 +533,34 @@ def _expose(paths: Sequence[str], staging: str) -> None:
                 os.mkdir(os.path.join(block, name))
                 _mount(stage, os.path.join(block, name), None, _MS_MOVE)
     raise RuntimeError(f"could not expose {paths}")
+
+
+def _private_scratch(keep: Sequence[str], size_mb: int) -> None:
+    """Cover each of `_SCRATCH` with an empty tmpfs; `keep`'s directories under one (the box, a
+    venv in /tmp) are bind-mounted back at the same path, through descriptors opened before."""
+    for scratch in sorted({os.path.realpath(d) for d in _SCRATCH if os.path.isdir(d)} - set(keep)):
+        inside = [p for p in keep if p.startswith(scratch + "/")]
+        inside = [p for p in inside if not any(p.startswith(q + "/") for q in inside)]  # outermost only
+        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in inside]
+        umask = os.umask(0o022)  # the directories on the way must be passable for the sandbox user
+        try:
+            _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV,
+                   f"mode=1777,size={size_mb}m,nr_inodes={_SCRATCH_INODES}")
+            for path, fd in zip(inside, fds):
+                os.makedirs(path)
+                _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        finally:
+            os.umask(umask)
+            for fd in fds:
+                os.close(fd)
+
+
+def _private_proc() -> None:
+    """A /proc of our own in which processes of other users do not show (root sees them all)."""
+    try:
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "hidepid=2")
+    except OSError:
+        pass  # the kernel allows no new proc here (a container's masked /proc): keep the host's
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

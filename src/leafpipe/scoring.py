@@ -18,6 +18,12 @@ target tokens), which scales all its instruction gradients alike, so the min-max
 scores that detection uses are identical. Earlier reasoning steps are each scored by a different
 loss (the steps after them), so there "sum" weighs early steps, which have more tokens after them,
 more heavily than "mean" does.
+
+Numerical faults: a sample whose response loss or input gradient is not finite (an inf weight, an
+overflow in low precision) is left unscored, NaN on every token, and counted in the log; it never
+yields scores. Its batch mates are unaffected: rows of a batch never mix in the model, and
+non-finite losses are masked out of the summed loss before the backward pass, so each good
+sample's gradient is the one it gets in a batch without the bad sample.
 """
 
 from __future__ import annotations
@@ -108,10 +114,23 @@ def _per_sample_loss(nll: torch.Tensor, mask: torch.Tensor, reduction: str) -> t
     return total / mask.sum(-1).clamp_min(1.0) if reduction == "mean" else total
 
 
+# Why a sample is left unscored (`embedding_grad_norms`); 0: it is scored.
+SCORED, NON_FINITE_LOSS, NON_FINITE_GRADIENT = 0, 1, 2
+UNSCORED_REASONS = {NON_FINITE_LOSS: "non_finite_loss", NON_FINITE_GRADIENT: "non_finite_gradient"}
+
+
+def _finite_sum(losses: torch.Tensor) -> torch.Tensor:
+    """Sum of the finite entries of `losses` [B]: a NaN or inf loss gets gradient 0, not 1, so
+    the backward pass never starts from it (its own rows still come out NaN and are discarded)."""
+    return torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
+
+
 def embedding_grad_norms(
     model: PreTrainedModel, items: Sequence[_Item], pad_id: int, spec: ScoreSpec
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token scores [B, T] (fp32, NaN where unscored) and per-sample response losses [B]."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-token scores [B, T] (fp32, NaN where unscored), per-sample response losses [B] and
+    per-sample status [B] (int8: `SCORED`, `NON_FINITE_LOSS` or `NON_FINITE_GRADIENT`; the scores
+    of an unscored sample are NaN throughout)."""
     batch = collate([it.enc for it in items], pad_id)
     device = next(model.parameters()).device
     batch = batch.to(device)
@@ -141,19 +160,28 @@ def embedding_grad_norms(
 
     n_later = max(it.last_step for it in items) if spec.response_level else 0
     losses = _per_sample_loss(nll, target_mask, spec.loss)
-    (grad,) = torch.autograd.grad(losses.sum(), embeds, retain_graph=n_later > 0)
-    scores[is_instr] = grad.float().norm(dim=-1)[is_instr]
+    (grad,) = torch.autograd.grad(_finite_sum(losses), embeds, retain_graph=n_later > 0)
+    norms = grad.float().norm(dim=-1)
+    scores[is_instr] = norms[is_instr]
+    finite_grad = (torch.isfinite(norms) | ~is_instr).all(-1)
     target_steps = steps[:, 1:][:, keep]
     for k in range(n_later):
         later = target_mask * (target_steps > k).float()
         has_later = later.sum(-1) > 0
         if not bool(has_later.any()):
             continue
-        loss_k = _per_sample_loss(nll, later, spec.loss)[has_later].sum()
-        (grad,) = torch.autograd.grad(loss_k, embeds, retain_graph=k + 1 < n_later)
+        loss_k = _per_sample_loss(nll, later, spec.loss)
+        # Samples without later steps have loss_k = 0 and contribute no gradient.
+        (grad,) = torch.autograd.grad(_finite_sum(loss_k), embeds, retain_graph=k + 1 < n_later)
         at_k = (steps == k) & has_later[:, None]
-        scores[at_k] = grad.float().norm(dim=-1)[at_k]
-    return scores.cpu().numpy(), losses.detach().float().cpu().numpy()
+        norms = grad.float().norm(dim=-1)
+        scores[at_k] = norms[at_k]
+        finite_grad &= (torch.isfinite(norms) | ~at_k).all(-1) & (torch.isfinite(loss_k) | ~has_later)
+    finite_loss = torch.isfinite(losses)
+    status = torch.where(finite_loss, torch.where(finite_grad, SCORED, NON_FINITE_GRADIENT), NON_FINITE_LOSS)
+    scores[status != SCORED] = float("nan")
+    return (scores.cpu().numpy(), losses.detach().float().cpu().numpy(),
+            status.to(torch.int8).cpu().numpy())
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -162,10 +190,10 @@ def _is_oom(err: BaseException) -> bool:
 
 def _score_batch(
     model: PreTrainedModel, items: Sequence[_Item], idx: list[int], pad_id: int, spec: ScoreSpec
-) -> Iterator[tuple[int, np.ndarray, float]]:
-    """Yield (index, scores, loss) per sample; on out-of-memory, halve the batch and retry."""
+) -> Iterator[tuple[int, np.ndarray, float, int]]:
+    """Yield (index, scores, loss, status) per sample; on out-of-memory, halve the batch and retry."""
     try:
-        scores, losses = embedding_grad_norms(model, [items[i] for i in idx], pad_id, spec)
+        scores, losses, status = embedding_grad_norms(model, [items[i] for i in idx], pad_id, spec)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not _is_oom(err) or len(idx) == 1:
             raise
@@ -177,7 +205,7 @@ def _score_batch(
         yield from _score_batch(model, items, idx[half:], pad_id, spec)
         return
     for b, i in enumerate(idx):
-        yield i, scores[b, : len(items[i].enc)], float(losses[b])
+        yield i, scores[b, : len(items[i].enc)], float(losses[b]), int(status[b])
 
 
 def _normalized(scores: np.ndarray, parts: np.ndarray, steps: np.ndarray, last_step: int) -> np.ndarray:
@@ -222,13 +250,24 @@ def score_samples(
     model.requires_grad_(False)
     items = [_prepare(tokenizer, r, spec.steps) for r in rows]
     per_sample: dict[int, tuple[np.ndarray, float]] = {}
+    unscored: dict[int, list[str]] = {code: [] for code in UNSCORED_REASONS}
     budget = token_budget(spec, next(model.parameters()).device)
     batches = token_budget_batches([len(it.enc) for it in items], budget, spec.max_batch)
     with tqdm(total=len(rows), desc="score", unit="sample", file=sys.stderr) as bar:
         for idx in batches:
-            for i, scores, loss in _score_batch(model, items, idx, tokenizer.pad_token_id, spec):
+            for i, scores, loss, status in _score_batch(model, items, idx, tokenizer.pad_token_id, spec):
                 per_sample[i] = (scores, loss)
+                if status != SCORED:
+                    unscored[status].append(str(rows[i]["id"]))
             bar.update(len(idx))
+    n_unscored = sum(len(ids) for ids in unscored.values())
+    if n_unscored:
+        log.warning(
+            "scoring: %d of %d samples left unscored (grad_norm NaN on all their tokens): %s",
+            n_unscored, len(rows), "; ".join(
+                f"{len(ids)} with a {UNSCORED_REASONS[code].replace('non_finite_', 'non-finite ')} "
+                f"(e.g. {', '.join(ids[:3])})" for code, ids in unscored.items() if ids),
+        )
     parts = [_sample_frame(rows[i], items[i], *per_sample[i]) for i in range(len(rows))]
     columns = {c: [v for p in parts for v in p[c]] for c in SCORE_COLUMNS}
     frame = pd.DataFrame(columns, columns=SCORE_COLUMNS)

@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from leafpipe.atomic_io import atomic_path, read_jsonl, write_json, write_jsonl, write_parquet
+from leafpipe.atomic_io import atomic_path, read_jsonl, write_json, write_jsonl
+from leafpipe.provenance import read_parquet, write_parquet
 from leafpipe.variants import MODEL_LABELS, NOT_LEAF, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 log = logging.getLogger("leafpipe")
@@ -32,25 +33,36 @@ def _threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, **options: Any) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer from a folder or hub id; remote code is never trusted here."""
+def trusts_remote_code(config: dict[str, Any], model: str) -> bool:
+    """Whether a model's own Python code may run: only if its role's config says so explicitly.
+    A distilled variant is a student, and so is trusted exactly as far as the student."""
+    role = "teacher" if model == "teacher" else "student"
+    return bool(config.get("models", {}).get(role, {}).get("trust_remote_code", False))
+
+
+def load_model(
+    path: str | Path, dtype: torch.dtype = torch.float32, *, trust_remote_code: bool = False, **options: Any
+) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer from a folder or hub id."""
     from transformers import AutoModelForCausalLM
 
     from leafpipe.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **options)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, trust_remote_code=trust_remote_code, **options
+    )
     return model, tokenizer
 
 
-def load_placed_model(path: str | Path) -> tuple[Any, Any]:
+def load_placed_model(path: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """A frozen model where the job's GPUs are: in bf16 on one, split layer by layer over several
     (a 70B teacher needs about four 80 GB GPUs), in float32 on the CPU without any."""
     gpus = torch.cuda.device_count()
     if gpus > 1:
-        model, tok = load_model(path, torch.bfloat16, device_map="auto")
+        model, tok = load_model(path, torch.bfloat16, trust_remote_code=trust_remote_code, device_map="auto")
     else:
-        model, tok = load_model(path, torch.bfloat16 if gpus else torch.float32)
+        model, tok = load_model(path, torch.bfloat16 if gpus else torch.float32, trust_remote_code=trust_remote_code)
         model.to("cuda" if gpus else "cpu")
     return model.eval(), tok
 
@@ -101,31 +113,71 @@ def derive_model(config: dict[str, Any], role: str, source_dir: str | Path, out_
     """A role's model cut from another's decoder layers (models.<role>.derive)."""
     from leafpipe.pretrained_models import derive_student
 
-    derive_student(source_dir, config["models"][role]["derive"]["layers"], out_dir)
+    spec = config["models"][role]["derive"]
+    derive_student(source_dir, spec["layers"], out_dir, trust_remote_code=trusts_remote_code(config, spec["from"]))
+
+
+def _context_check(config: dict[str, Any], tokenizer_dir: str | Path | None) -> Any:
+    """A row -> its chat-rendered length in student tokens, when corpus.max_tokens asks for a
+    cutoff; None without one."""
+    if config["corpus"]["max_tokens"] is None:
+        return None
+    if not tokenizer_dir:
+        raise ValueError("corpus.max_tokens is set, but no student tokenizer was given to count tokens with")
+    from leafpipe.templates import encode_sample
+    from leafpipe.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir, trust_remote_code=trusts_remote_code(config, "student"))
+    return lambda row: len(encode_sample(tok, row["instruction"], row["response"]).input_ids)
 
 
 def corpus(
-    config: dict[str, Any], out_path: str | Path, info_path: str | Path, held_out: Sequence[str | Path] = (),
+    config: dict[str, Any], out_path: str | Path, info_path: str | Path, skipped_path: str | Path,
+    held_out: Sequence[str | Path] = (), source_path: str | Path | None = None,
+    tokenizer_dir: str | Path | None = None,
 ) -> None:
-    """The distillation corpus from a shipped benchmark's worked solutions (corpus.benchmark),
-    refusing any row that is also in one of the `held_out` evaluation files, or from a hub
-    dataset file (corpus.hub)."""
+    """The corpus every later rule reads, each row read either kept or listed with its reason.
+
+    A corpus file (`source_path`: the user's corpus.path or the world's split) is checked row by
+    row (corpus.on_invalid decides between an error and a skipped row); a corpus built from a
+    shipped benchmark (refusing any row that is also in a `held_out` evaluation file) or a hub file
+    skips unusable rows, as benchmarks do. With corpus.max_tokens, longer samples are invalid too.
+    """
     from leafpipe.corpus_data import corpus_from_benchmark, corpus_from_hub
+    from leafpipe.corpus_files import SkippedRow, read_corpus, skipped_frame
 
     spec = config["corpus"]
-    held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
-    if spec.get("benchmark"):
-        rows, skipped, source = corpus_from_benchmark(
-            spec["benchmark"], skip=spec["skip"], limit=spec["limit"], held_out_ids=held_out_ids
-        )
+    count_tokens = _context_check(config, tokenizer_dir)
+    passed_over = 0
+    if source_path:
+        read = read_corpus(source_path, on_invalid=spec["on_invalid"], count_tokens=count_tokens,
+                           max_tokens=spec["max_tokens"])
+        rows, skipped, source = read.rows, read.skipped, str(source_path)
     else:
-        rows, skipped, source = corpus_from_hub(
-            spec["hub"], spec["fields"], domain=spec["domain"], skip=spec["skip"], limit=spec["limit"]
+        too_long = None if count_tokens is None else lambda row: (
+            f"{n} tokens, over corpus.max_tokens = {spec['max_tokens']}"
+            if (n := count_tokens(row)) > spec["max_tokens"] else None
         )
+        if spec.get("benchmark"):
+            held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
+            rows, dropped, source = corpus_from_benchmark(
+                spec["benchmark"], skip=spec["skip"], limit=spec["limit"], held_out_ids=held_out_ids,
+                too_long=too_long,
+            )
+        else:
+            rows, dropped, source = corpus_from_hub(
+                spec["hub"], spec["fields"], domain=spec["domain"], skip=spec["skip"], limit=spec["limit"],
+                too_long=too_long,
+            )
+        skipped = [SkippedRow(file=source, line=d["line"], id=d["row"] if isinstance(d["row"], str) else None,
+                              field=None, reason=d["reason"]) for d in dropped]
+        passed_over = spec["skip"]
     write_jsonl(rows, out_path)
-    write_json({"source": source, "skip": spec["skip"], "rows": len(rows),
-                "held_out_checked": len(held_out_ids), "skipped": skipped}, info_path)
-    log.info("corpus: %d rows of %s after %d skipped, %d unusable", len(rows), source, spec["skip"], len(skipped))
+    write_parquet(skipped_frame(skipped), skipped_path, inputs=[source_path] if source_path else [])
+    write_json({"source": source, "rows_read": len(rows) + len(skipped) + passed_over, "rows": len(rows),
+                "skipped": len(skipped), "passed_over": passed_over, "held_out_checked": len(held_out)}, info_path)
+    log.info("corpus: %d rows of %s kept, %d skipped (%s), %d passed over (corpus.skip)",
+             len(rows), source, len(skipped), skipped_path, passed_over)
 
 
 def shard_rows(rows: Sequence[dict[str, Any]], shard: int, shards: int) -> Sequence[dict[str, Any]]:
@@ -136,7 +188,7 @@ def shard_rows(rows: Sequence[dict[str, Any]], shard: int, shards: int) -> Seque
 
 
 def score(
-    config: dict[str, Any], model_dir: str | Path, corpus_path: str | Path, out_path: str | Path,
+    config: dict[str, Any], model: str, model_dir: str | Path, corpus_path: str | Path, out_path: str | Path,
     shard: int | str = 0, threads: int | None = None,
 ) -> None:
     """Score one shard of the corpus with one model (bf16 on a GPU when there is one)."""
@@ -146,16 +198,16 @@ def score(
     scoring = config["scoring"]
     spec = _pick(ScoreSpec, {**scoring, "response_level": config["detection"]["response_level"]})
     rows = shard_rows(read_jsonl(corpus_path), int(shard), scoring["shards"])
-    model, tok = load_placed_model(model_dir)
-    frame = score_samples(model, tok, rows, spec)
-    write_parquet(frame, out_path)
+    loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
+    frame = score_samples(loaded, tok, rows, spec)
+    write_parquet(frame, out_path, inputs=[model_dir, corpus_path])
     log.info("scored %d samples (shard %s of %d), %d tokens", len(rows), shard, scoring["shards"], len(frame))
 
 
 def gather_scores(shard_paths: Sequence[str | Path], out_path: str | Path) -> None:
     """Concatenate shard scores in shard order into one file."""
-    frame = pd.concat([pd.read_parquet(p) for p in shard_paths], ignore_index=True)
-    write_parquet(frame, out_path)
+    frame = pd.concat([read_parquet(p) for p in shard_paths], ignore_index=True)
+    write_parquet(frame, out_path, inputs=shard_paths)
     log.info("gathered %d shards: %d samples, %d tokens", len(shard_paths), frame["sample_id"].nunique(), len(frame))
 
 
@@ -169,11 +221,11 @@ def detect(
     spec = _pick(DetectSpec, settings)
     domain_specs = {name: _pick(DetectSpec, {**settings, **over}) for name, over in settings["domains"].items()}
     tokens = detect_tokens(
-        pd.read_parquet(teacher_scores), pd.read_parquet(student_scores), read_jsonl(corpus_path), spec,
+        read_parquet(teacher_scores), read_parquet(student_scores), read_jsonl(corpus_path), spec,
         domain_specs,
     )
     metrics = detection_metrics(tokens, spec)
-    write_parquet(tokens, out_tokens)
+    write_parquet(tokens, out_tokens, inputs=[teacher_scores, student_scores, corpus_path])
     write_json(metrics, out_metrics)
     log.info("detection: precision %.3f recall %.3f (base rate %.3f)",
              metrics["precision"], metrics["recall"], metrics["base_rate"])
@@ -194,7 +246,7 @@ def inspect(
     if config["detection"]["domains"]:
         log.warning("inspect: the sweep applies the default detection settings to every sample; "
                     "per-domain overrides are not applied")
-    tokens = pd.read_parquet(tokens_path)
+    tokens = read_parquet(tokens_path)
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     # The configured percentile is always swept, so the plot's marker and the report's table
     # show the same numbers as metrics.json.
@@ -214,7 +266,7 @@ def counterfactuals(
 ) -> None:
     from leafpipe.counterfactuals import build_counterfactuals
 
-    rows = build_counterfactuals(read_jsonl(corpus_path), pd.read_parquet(tokens_path), level)
+    rows = build_counterfactuals(read_jsonl(corpus_path), read_parquet(tokens_path), level)
     write_jsonl(rows, out_path)
     n_cf = sum(r["kind"] == "counterfactual" for r in rows)
     log.info("counterfactuals (%s): %d originals, %d counterfactuals", level, len(rows) - n_cf, n_cf)
@@ -253,11 +305,13 @@ def teacher_logits(
     k = settings.get("teacher_topk")
     if not k:
         raise ValueError("distill.teacher_topk is not set: there is no top-k cache to build")
-    tok = load_tokenizer(student_dir)
+    tok = load_tokenizer(student_dir, trust_remote_code=trusts_remote_code(config, "student"))
     samples = every_sample(encode_groups(tok, _distill_groups(data_path, source == "corpus")))
     # The student's vocabulary, from its config alone: this job never loads the student's weights.
-    vocab = AutoConfig.from_pretrained(str(student_dir)).get_text_config().vocab_size
-    teacher, _ = load_placed_model(teacher_dir)
+    vocab = AutoConfig.from_pretrained(
+        str(student_dir), trust_remote_code=trusts_remote_code(config, "student")
+    ).get_text_config().vocab_size
+    teacher, _ = load_placed_model(teacher_dir, trust_remote_code=trusts_remote_code(config, "teacher"))
     teacher.requires_grad_(False)
     pad = tok.pad_token_id
     build_teacher_cache(
@@ -297,14 +351,15 @@ def distill(
     _threads(threads)
     spec = DistillSpec.from_config(config["distill"], objective=VARIANT_OBJECTIVE[variant], seed=config["seed"])
     groups = _distill_groups(data_path, VARIANT_LEVEL[variant] is None)
-    student, tok = load_model(student_dir)
+    student, tok = load_model(student_dir, trust_remote_code=trusts_remote_code(config, "student"))
     teacher = teacher_tok = cache = None
     if spec.objective == "kd" and teacher_cache:
         cache = TeacherCache(teacher_cache)
     elif spec.objective == "kd":  # sft never reads the teacher
         # Frozen and forward-only: on a GPU it runs in bf16, so load it so and halve host memory.
         teacher, teacher_tok = load_model(
-            teacher_dir, torch.bfloat16 if torch.cuda.is_available() else torch.float32
+            teacher_dir, torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+            trust_remote_code=trusts_remote_code(config, "teacher"),
         )
     work = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.partial")
     model = run_distill(teacher, student, tok, groups, spec, work_dir=work, teacher_tokenizer=teacher_tok,
@@ -337,7 +392,7 @@ def attention(
     _, held_out = validation_split(groups, config["distill"]["val_fraction"])
     chosen, origin = (held_out, "held out from distillation") if held_out else (range(len(rows)), "corpus")
     chosen = list(chosen)[: settings["samples"]]
-    detected = pd.read_parquet(tokens_path, columns=["id", "spans"]).set_index("id")["spans"]
+    detected = read_parquet(tokens_path, columns=["id", "spans"]).set_index("id")["spans"]
     samples = []
     for i in chosen:
         row = rows[i]
@@ -346,7 +401,7 @@ def attention(
         planted = row.get("distractor_spans")
         samples.append(AttentionSample(row["instruction"], row["response"], spans,
                                        [tuple(p) for p in planted] if planted is not None else None))
-    loaded, tok = load_placed_model(model_dir)
+    loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
     table = attention_shares(loaded, tok, samples, batch_size=settings["batch_size"])
     table.insert(0, "model", model)
     table["samples_from"] = origin
@@ -386,7 +441,7 @@ def _sampling(bench: dict[str, Any], seed: int) -> Any:
 
 
 def generate(
-    config: dict[str, Any], benchmark: str, model_dir: str | Path, bench_path: str | Path,
+    config: dict[str, Any], model: str, benchmark: str, model_dir: str | Path, bench_path: str | Path,
     out_path: str | Path, shard: int | str = 0, partial_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
@@ -408,16 +463,18 @@ def generate(
     backend = evaluation["backend"]
     if backend == "vllm" and not vllm_usable():
         raise RuntimeError("evaluation.backend is vllm, but vLLM is not installed or no GPU is visible")
+    trust = trusts_remote_code(config, model)
     if backend == "vllm" or (backend == "auto" and vllm_usable()):
         from leafpipe.tokenizer import load_tokenizer
 
         log.info("generating with vLLM")
-        out = generate_vllm(model_dir, load_tokenizer(model_dir), rows, max_new_tokens=max_new, sampling=sampling)
+        out = generate_vllm(model_dir, load_tokenizer(model_dir, trust_remote_code=trust), rows,
+                            max_new_tokens=max_new, sampling=sampling, trust_remote_code=trust)
         write_jsonl(out, out_path)
         return
-    model, tok = load_placed_model(model_dir)
+    loaded, tok = load_placed_model(model_dir, trust_remote_code=trust)
     partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
-    out = run_generate(model, tok, rows, max_new_tokens=max_new, batch_size=evaluation["batch_size"],
+    out = run_generate(loaded, tok, rows, max_new_tokens=max_new, batch_size=evaluation["batch_size"],
                        sampling=sampling, partial_path=partial)
     write_jsonl(out, out_path)
     partial.unlink(missing_ok=True)
@@ -456,8 +513,12 @@ def grade(
 
 def _setting_notes(config: dict[str, Any]) -> str:
     """What the numbers are about; the verdict itself comes from the comparison table."""
-    if config["corpus"]["path"]:
-        return f"Distillation corpus: `{config['corpus']['path']}`."
+    corpus = config["corpus"]
+    if corpus["path"]:
+        return f"Distillation corpus: `{corpus['path']}`."
+    if corpus.get("benchmark") or corpus.get("hub"):
+        return (f"Distillation corpus: rows {corpus['skip']}..{corpus['skip'] + corpus['limit'] - 1} of "
+                f"`{corpus.get('benchmark') or corpus.get('hub')}` (rule corpus; `corpus/info.json` says where from).")
     w = config["world"]
     return (
         "Setting: the embedded confounder world. The student was pre-trained on problems where a "
@@ -476,21 +537,30 @@ def report(
     config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path,
     sweep_path: str | Path | None = None, attention: Sequence[str | Path] = (),
     timed_jobs: list[dict[str, Any]] | None = None, repo: str | Path | None = None,
+    corpus_files: Sequence[str | Path] = (), benchmark_files: Sequence[str | Path] = (),
+    training: Sequence[str | Path] = (),
 ) -> None:
     """Build the summary table, the comparison with KD w/o mask, detection quality and a plot.
 
     Beside them the run's record: `config`, the software versions (with `repo`'s git commit) and
     per-rule timings of `timed_jobs` (the jobs' benchmark files and GPU counts, as
-    `run_record.benchmark_jobs` lists them).
+    `run_record.benchmark_jobs` lists them). `corpus_files` (the corpus rule's info, rows and
+    skipped rows) and `benchmark_files` (each benchmark's info and rows, in benchmark order) give
+    the data accounting; `training` (each variant's training.json, in variant order) the steps
+    skipped as non-finite.
     """
     import json
 
+    from leafpipe.data_accounting import benchmark_accounting, corpus_accounting
     from leafpipe.report import build_report
     from leafpipe.run_record import RunRecord, read_benchmarks, rule_timings, software_versions
 
     loaded = [json.loads(Path(p).read_text(encoding="utf-8")) for p in scores]
     benchmarks = config["evaluation"]["benchmarks"]
     order = ["teacher", "student", *config["distill"]["variants"]]
+    accounting = [corpus_accounting(*corpus_files)] if corpus_files else []
+    for name, info, rows in zip(benchmarks, benchmark_files[::2], benchmark_files[1::2]):
+        accounting += [a for a in [benchmark_accounting(name, info, rows)] if a is not None]
     build_report(
         loaded,
         json.loads(Path(metrics_path).read_text(encoding="utf-8")),
@@ -503,5 +573,8 @@ def report(
         sweep=pd.read_csv(sweep_path) if sweep_path else None,
         attention=pd.concat([pd.read_csv(p) for p in attention]) if attention else None,
         record=RunRecord(config, software_versions(repo), rule_timings(read_benchmarks(timed_jobs or []))),
+        accounting=accounting,
+        skipped_steps={variant: json.loads(Path(path).read_text(encoding="utf-8")).get("non_finite_steps", 0)
+                       for variant, path in zip(config["distill"]["variants"], training)},
     )
     log.info("report written to %s", out_dir)

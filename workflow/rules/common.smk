@@ -16,11 +16,11 @@ VARIANTS = config["distill"]["variants"]
 MODELS = PRETRAINED + VARIANTS
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
-# A corpus rule `corpus` builds (from a shipped benchmark or a hub dataset).
+# Every rule reads the corpus rule's output: the user's corpus.path or the world's split, checked
+# row by row (CORPUS_FILE), or a corpus it builds from a shipped benchmark or a hub dataset.
 BUILT_CORPUS = given_sources(config["corpus"], CORPUS_SOURCES) in (["benchmark"], ["hub"])
-CORPUS = config["corpus"]["path"] or (
-    f"{R}/corpus/train.jsonl" if BUILT_CORPUS else f"{R}/world/distill_train.jsonl"
-)
+CORPUS_FILE = None if BUILT_CORPUS else config["corpus"]["path"] or f"{R}/world/distill_train.jsonl"
+CORPUS = f"{R}/corpus/train.jsonl"
 
 
 def model_source(name):
@@ -54,11 +54,15 @@ def model_location(name):
     return path or f"{R}/models/{name}"
 
 
+def tracked_path(location):
+    """A location as a job input: only what this run makes or local files can be tracked (not a
+    hub id, nor nothing)."""
+    return location if location and (location.startswith(R) or Path(location).exists()) else []
+
+
 def model_input(wildcards_or_name):
-    """The model as a job input: only local folders are files Snakemake can track."""
-    name = getattr(wildcards_or_name, "model", wildcards_or_name)
-    location = model_location(name)
-    return location if location.startswith(R) or Path(location).exists() else []
+    """The model as a job input."""
+    return tracked_path(model_location(getattr(wildcards_or_name, "model", wildcards_or_name)))
 
 
 def benchmark_input(wildcards):
@@ -125,7 +129,7 @@ def every_product():
     """
     made = [name for name in PRETRAINED if model_source(name) != "path"]
     trained = [name for name in PRETRAINED if model_source(name) == "trained"]
-    uses_world = bool(trained) or CORPUS.startswith(f"{R}/world/") or any(
+    uses_world = bool(trained) or (CORPUS_FILE or "").startswith(f"{R}/world/") or any(
         "split" in bench for bench in config["evaluation"]["benchmarks"].values()
     )
     levels = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
@@ -133,7 +137,7 @@ def every_product():
     return (
         (expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS) if uses_world else [])
         + ([f"{R}/tokenizer"] if trained else [])
-        + ([f"{R}/corpus/train.jsonl", f"{R}/corpus/info.json"] if BUILT_CORPUS else [])
+        + expand("{R}/corpus/{name}", R=R, name=["train.jsonl", "info.json", "skipped.parquet"])
         + [f"{R}/models/{name}" for name in made + VARIANTS]
         + expand("{R}/scores/{model}.parquet", R=R, model=PRETRAINED)
         + expand("{R}/scores/{model}/shard-{shard}.parquet", R=R, model=PRETRAINED, shard=SHARDS)
@@ -200,6 +204,14 @@ def gguf_input(role):
         return str(gguf_path(config["models"][role]["gguf"]))
     except ModelSourceError:
         return []
+
+
+def corpus_tokenizer():
+    """The student's tokenizer, which counts a sample's tokens for corpus.max_tokens: the world's
+    when the student is trained here, else the student's own folder (or hub id)."""
+    if config["corpus"]["max_tokens"] is None:
+        return None
+    return f"{R}/tokenizer" if model_source("student") == "trained" else model_location("student")
 
 
 def corpus_held_out():

@@ -1,5 +1,6 @@
-# Real pretrained models and their corpus, offline: a GGUF checkpoint made safetensors once, a
-# student cut from a model's layers, and a corpus of a shipped benchmark's worked solutions.
+# Real pretrained models and the corpus, offline: a GGUF checkpoint made safetensors once, a
+# student cut from a model's layers, and the corpus every rule reads (a file checked row by row,
+# or a shipped benchmark's worked solutions).
 
 
 rule import_gguf:
@@ -48,15 +49,21 @@ rule derive_model:
 
 rule corpus:
     input:
+        source_path=CORPUS_FILE or [],
         # The evaluation rows of the same benchmark: the corpus refuses any of their ids.
         held_out=lambda wc: corpus_held_out(),
+        tokenizer=lambda wc: tracked_path(corpus_tokenizer()),
     output:
         out_path=f"{R}/corpus/train.jsonl",
         info_path=f"{R}/corpus/info.json",
+        skipped_path=f"{R}/corpus/skipped.parquet",
     params:
         settings=tracked(config["corpus"]),
+        tokenizer_dir=corpus_tokenizer(),
     log:
         f"{R}/logs/corpus.log",
+    benchmark:
+        f"{R}/benchmarks/corpus.tsv"
     conda:
         ENV
     script:

@@ -16,6 +16,8 @@ rule report:
         metrics_path=f"{R}/detection/metrics.json",
         sweep_path=f"{R}/detection/sweep.csv",
         attention=expand("{R}/attention/{model}.csv", R=R, model=MODELS),
+        corpus_files=expand("{R}/corpus/{name}", R=R, name=["info.json", "train.jsonl", "skipped.parquet"]),
+        benchmark_files=expand("{R}/eval_data/{benchmark}.{kind}", R=R, benchmark=BENCHMARKS, kind=["info.json", "jsonl"]),
     output:
         summary=report(f"{R}/report/summary.md", caption="../report/summary.rst", category="Accuracy",
                        labels={"result": "summary (Markdown)"}),
@@ -44,6 +46,8 @@ rule report:
             workflow.rules, every_product(), lambda rule: job_resources(rule) if rule in RESOURCE_DEFAULTS else {}
         ),
         repo=workflow.basedir,
+        # Inside the variants' model folders, which are the tracked outputs (and upstream of the scores).
+        training=[f"{R}/models/{variant}/training.json" for variant in VARIANTS],
     log:
         f"{R}/logs/report.log",
     conda:
