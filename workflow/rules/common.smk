@@ -16,7 +16,7 @@ VARIANTS = config["distill"]["variants"]
 MODELS = PRETRAINED + VARIANTS
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
-# Every rule reads the corpus rule's output: the user's corpus.path or the world's split, checked
+# Every later rule reads what rule `corpus` writes from the user's corpus.path or the world's split, checked
 # row by row (CORPUS_FILE), or a corpus it builds from a shipped benchmark or a hub dataset.
 BUILT_CORPUS = given_sources(config["corpus"], CORPUS_SOURCES) in (["benchmark"], ["hub"])
 CORPUS_FILE = None if BUILT_CORPUS else config["corpus"]["path"] or f"{R}/world/distill_train.jsonl"
