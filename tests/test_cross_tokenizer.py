@@ -55,7 +55,7 @@ def run(tmp_path_factory, samples):
     for model in ("teacher", "student"):
         shards = [str(root / f"{model}-{k}.parquet") for k in range(2)]
         for k, shard in enumerate(shards):
-            assert main(["score", *cfg, "--model-dir", str(root / model), "--corpus-path", str(root / "corpus.jsonl"),
+            assert main(["score", *cfg, "--model", model, "--model-dir", str(root / model), "--corpus-path", str(root / "corpus.jsonl"),
                          "--out-path", shard, "--shard", str(k)]) == 0
         assert main(["gather_scores", *cfg, "--shard-paths", *shards, "--out-path", str(root / f"{model}.parquet")]) == 0
     assert main(["detect", *cfg, "--teacher-scores", str(root / "teacher.parquet"),

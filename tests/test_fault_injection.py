@@ -81,6 +81,12 @@ def _metric_rows(path: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(fh)]
 
 
+def _tokenizer_settings(path: Path) -> dict[str, Any]:
+    """tokenizer_config.json less `local_files_only`, which transformers copies from how the
+    tokenizer was loaded: the CLI child runs offline, the in-process reference may not."""
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "local_files_only"}
+
+
 def _same_model(a: Path, b: Path) -> None:
     """Same files, same tensors, same configs and tokenizer; the metrics equal but for timings
     (training.json and TensorBoard's events record times and resumes, so differ)."""
@@ -93,6 +99,8 @@ def _same_model(a: Path, b: Path) -> None:
             assert_bitwise_equal(load_file(a / name), load_file(b / name))
         elif name == "metrics.csv":
             assert _metric_rows(a / name) == _metric_rows(b / name)
+        elif name == "tokenizer_config.json":
+            assert _tokenizer_settings(a / name) == _tokenizer_settings(b / name)
         elif name != "training.json" and not name.startswith("tensorboard"):
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+import leafpipe
 from leafpipe.sandbox import SANDBOX_UID_BASE, Limits, RunResult, run_many, run_python
 
 FAST = Limits(wall_s=5.0, cpu_s=2.0, processes=32)
@@ -329,6 +331,10 @@ attempt("init", lambda: open("/proc/1/environ").read())
         assert {seen[k][0] for k in ("supervisor", "runner", "init")} <= DENIED, seen
 
 
+def _under_tmp(path: str | Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to("/tmp")
+
+
 @ROOT_ONLY
 def test_files_outside_its_directory_are_hidden_or_refused(runner: Runner) -> None:
     home = Path.home()
@@ -354,7 +360,8 @@ attempt("repo", lambda: open({str(pyproject)!r}).read())
     # Documented: what every user may read, the program may read too (the repository, here).
     world_readable = all(p.stat().st_mode & stat.S_IXOTH for p in pyproject.parents) and bool(
         pyproject.stat().st_mode & stat.S_IROTH)
-    assert (outcomes["repo"] == "ok") == world_readable
+    # A checkout under /tmp is hidden by the private /tmp (all but leafpipe's source, src/).
+    assert (outcomes["repo"] == "ok") == (world_readable and not (AS_ROOT and _under_tmp(pyproject)))
 
 
 @ROOT_ONLY
@@ -470,7 +477,10 @@ seen["start"] = start
     assert result.ok, result
     box = os.path.basename(os.path.dirname(seen["start"]))
     assert seen["box"][0] == "PermissionError"  # the box may be passed through, not listed
-    assert seen["tmp"] == ["ok", ["/tmp", [box]]], seen  # neither the sentinel nor other runs' boxes
+    # neither the sentinel nor other runs' boxes: only the box and what is mounted back (the way
+    # to a venv or a leafpipe checkout under /tmp)
+    shown = {box} | {Path(p).relative_to("/tmp").parts[0] for p in (sys.prefix, leafpipe.__file__) if _under_tmp(p)}
+    assert seen["tmp"][0] == "ok" and seen["tmp"][1][0] == "/tmp" and set(seen["tmp"][1][1]) == shown, seen
     assert seen["escape"] == ["ok", "/"]
 
 

@@ -101,6 +101,7 @@ _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 36, 38
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_MOVE, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 8192, 16384, 1 << 18
 # World-writable directories every process shares: as root each run gets empty ones of its own.
 _SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # holds the leafpipe package
 _SCRATCH_INODES = 4096
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -218,8 +219,10 @@ def _run_in(box: str, source: str, stdin: str, limits: Limits, start: float) -> 
     report_r, report_w = os.pipe()
     config = {
         "report_fd": report_w, "program": program, "work": work, "box": box, "python": sys.executable,
-        # Directories the program's user must be able to enter: the interpreter, the venv, the box.
-        "expose": sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, box,
+        # Directories the program's user must be able to enter: the interpreter, the venv, the box,
+        # and leafpipe's own source (an editable checkout in /tmp would otherwise vanish under the
+        # private /tmp, for a program that imports it: read-only, as it is outside /tmp).
+        "expose": sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, box, _SOURCE_ROOT,
                                                         os.path.dirname(os.path.realpath(sys.executable)))}),
         "limits": dataclasses.asdict(limits),
     }
