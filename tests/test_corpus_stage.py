@@ -69,3 +69,17 @@ def test_max_tokens_counts_the_chat_rendered_sample(tmp_path: Path, corpus: Path
 def test_max_tokens_without_a_tokenizer_is_an_error(tmp_path: Path, corpus: Path) -> None:
     with pytest.raises(ValueError, match="no student tokenizer"):
         _run(_config(corpus, max_tokens=64), tmp_path, corpus)
+
+
+def test_built_corpus_counts_the_rows_left_for_evaluation(tmp_path: Path) -> None:
+    """GSM8K's worked solutions (the shipped set), rows 8..9, checked against 8 evaluation ids."""
+    held_out = tmp_path / "gsm8k.jsonl"
+    held_out.write_text("".join(json.dumps({"id": f"gsm8k-{i}"}) + "\n" for i in range(8)))
+    config = validate_config({"models": {"teacher": {}, "student": {}},
+                              "corpus": {"benchmark": "gsm8k", "skip": 8, "limit": 2}})
+    out = (tmp_path / "train.jsonl", tmp_path / "info.json", tmp_path / "skipped.parquet")
+    stages.corpus(config, *out, held_out=[held_out])
+    info = json.loads(out[1].read_text())
+    assert (info["rows"], info["passed_over"], info["held_out_checked"]) == (2, 8, 8)
+    train, info_path, skipped = out
+    assert corpus_accounting(info_path, train, skipped).read == info["rows_read"] == 10

@@ -149,6 +149,7 @@ def corpus(
     spec = config["corpus"]
     count_tokens = _context_check(config, tokenizer_dir)
     passed_over = 0
+    held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
     if source_path:
         read = read_corpus(source_path, on_invalid=spec["on_invalid"], count_tokens=count_tokens,
                            max_tokens=spec["max_tokens"])
@@ -159,7 +160,6 @@ def corpus(
             if (n := count_tokens(row)) > spec["max_tokens"] else None
         )
         if spec.get("benchmark"):
-            held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
             rows, dropped, source = corpus_from_benchmark(
                 spec["benchmark"], skip=spec["skip"], limit=spec["limit"], held_out_ids=held_out_ids,
                 too_long=too_long,
@@ -175,7 +175,7 @@ def corpus(
     write_jsonl(rows, out_path)
     write_parquet(skipped_frame(skipped), skipped_path, inputs=[source_path] if source_path else [])
     write_json({"source": source, "rows_read": len(rows) + len(skipped) + passed_over, "rows": len(rows),
-                "skipped": len(skipped), "passed_over": passed_over, "held_out_checked": len(held_out)}, info_path)
+                "skipped": len(skipped), "passed_over": passed_over, "held_out_checked": len(held_out_ids)}, info_path)
     log.info("corpus: %d rows of %s kept, %d skipped (%s), %d passed over (corpus.skip)",
              len(rows), source, len(skipped), skipped_path, passed_over)
 
