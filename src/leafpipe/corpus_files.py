@@ -234,11 +234,15 @@ def _check(
     if row_id in first_line:
         return _Bad(row_id, "id", f"{row_id!r} repeats line {first_line[row_id]}")
     row = {**parsed, "id": row_id}
-    if count_tokens is not None and max_tokens is not None:
-        tokens = count_tokens(row)
-        if tokens > max_tokens:
-            return _Bad(row_id, None, f"too long: {tokens} tokens, more than max_tokens {max_tokens}")
+    if count_tokens is not None and max_tokens is not None and (reason := too_long(row, count_tokens, max_tokens)):
+        return _Bad(row_id, None, reason)
     return row
+
+
+def too_long(row: dict[str, Any], count_tokens: Callable[[dict[str, Any]], int], max_tokens: int) -> str | None:
+    """Why a row exceeds the context cutoff, or None: one wording for corpus files and built corpora."""
+    tokens = count_tokens(row)
+    return f"too long: {tokens} tokens, more than max_tokens {max_tokens}" if tokens > max_tokens else None
 
 
 _SKIPPED_DTYPES = {"file": "str", "line": "int64", "id": "str", "field": "str", "reason": "str"}

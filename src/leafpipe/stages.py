@@ -144,7 +144,7 @@ def corpus(
     skips unusable rows, as benchmarks do. With corpus.max_tokens, longer samples are invalid too.
     """
     from leafpipe.corpus_data import corpus_from_benchmark, corpus_from_hub
-    from leafpipe.corpus_files import SkippedRow, read_corpus, skipped_frame
+    from leafpipe.corpus_files import SkippedRow, read_corpus, skipped_frame, too_long
 
     spec = config["corpus"]
     count_tokens = _context_check(config, tokenizer_dir)
@@ -155,19 +155,16 @@ def corpus(
                            max_tokens=spec["max_tokens"])
         rows, skipped, source = read.rows, read.skipped, str(source_path)
     else:
-        too_long = None if count_tokens is None else lambda row: (
-            f"{n} tokens, over corpus.max_tokens = {spec['max_tokens']}"
-            if (n := count_tokens(row)) > spec["max_tokens"] else None
-        )
+        check = None if count_tokens is None else lambda row: too_long(row, count_tokens, spec["max_tokens"])
         if spec.get("benchmark"):
             rows, dropped, source = corpus_from_benchmark(
                 spec["benchmark"], skip=spec["skip"], limit=spec["limit"], held_out_ids=held_out_ids,
-                too_long=too_long,
+                too_long=check,
             )
         else:
             rows, dropped, source = corpus_from_hub(
                 spec["hub"], spec["fields"], domain=spec["domain"], skip=spec["skip"], limit=spec["limit"],
-                too_long=too_long,
+                too_long=check,
             )
         skipped = [SkippedRow(file=source, line=d["line"], id=d["row"] if isinstance(d["row"], str) else None,
                               field=None, reason=d["reason"]) for d in dropped]
