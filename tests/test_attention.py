@@ -1,12 +1,15 @@
-"""Per-layer attention shares of response tokens on confounder / other / planted tokens."""
+"""Per-layer attention shares of response tokens on confounder / other / planted tokens and on
+each kind of instruction token, and the report's attention section."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from leafpipe.attention import AttentionSample, attention_shares
+from leafpipe.attention_report import attention_plot, attention_section
 from leafpipe.templates import INSTRUCTION, RESPONSE, encode_sample
 
 CONFOUNDERS = ("Mia owns 9 red cars.", "The sky was blue on day 8.")
@@ -147,3 +150,148 @@ def test_empty_confounder_set_gives_nan_per_token(tiny_llama, tokenizer, attenti
     bare_alone = attention_shares(model, tokenizer, bare[1:])
     np.testing.assert_allclose(
         mixed["share_other"], (full["share_other"] + bare_alone["share_other"]) / 2, rtol=1e-9)
+
+
+def _number_masks(tokenizer, sample: AttentionSample):
+    """Instruction tokens holding a digit, inside and outside the planted spans: by hand."""
+    enc = encode_sample(tokenizer, sample.instruction, sample.response)
+    digit = np.array([f == INSTRUCTION and any(c.isdigit() for c in sample.instruction[s:e])
+                      for f, (s, e) in zip(enc.fields, enc.offsets)])
+    planted = np.array([f == INSTRUCTION and any(s < hi and e > lo for lo, hi in sample.planted_spans)
+                        for f, (s, e) in zip(enc.fields, enc.offsets)])
+    return digit & planted, digit & ~planted
+
+
+def test_planted_numbers_and_the_problems_own_numbers_get_their_own_columns(tiny_llama, tokenizer,
+                                                                           attention_samples):
+    model = tiny_llama(3)
+    sample = attention_samples[0]
+    frame = attention_shares(model, tokenizer, [sample])
+    enc = encode_sample(tokenizer, sample.instruction, sample.response)
+    planted_number, own_number = _number_masks(tokenizer, sample)
+    assert planted_number.sum() >= 1 and own_number.sum() >= 2  # "9"; "3" and "4"
+    queries = np.flatnonzero([f == RESPONSE for f in enc.fields])
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(torch.tensor([enc.input_ids]), output_attentions=True)
+    for layer, weights in enumerate(out.attentions):
+        heads = weights[0].double().mean(0).numpy()[queries]
+        for name, mask in (("planted_number", planted_number), ("own_number", own_number)):
+            expected = heads[:, mask].sum(-1).mean()
+            assert frame.loc[layer, f"share_kind_{name}"] == pytest.approx(expected, rel=1e-6)
+            assert frame.loc[layer, f"per_token_kind_{name}"] == pytest.approx(expected / mask.sum(), rel=1e-6)
+    assert frame.loc[0, "per_token_kind_planted_number"] != pytest.approx(frame.loc[0, "per_token_kind_own_number"])
+
+
+def test_the_kinds_split_the_instruction_but_its_whitespace(tiny_llama, tokenizer, attention_samples):
+    """Uniform attention (zero queries): query t gives 1/(t+1) to every earlier token, so a set
+    of instruction tokens gets its size times the mean of 1/(t+1) over the response queries."""
+    model = tiny_llama(2)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.zero_()
+    frame = attention_shares(model, tokenizer, attention_samples)
+    kinds = ["planted_number", "planted_word", "own_number", "other", "protected"]
+    assert not [c for c in frame.columns if c.endswith(("kind_number", "kind_word", "kind_punctuation"))]
+    whitespace, planted_whitespace = [], []
+    for sample in attention_samples:
+        enc = encode_sample(tokenizer, sample.instruction, sample.response)
+        inverse = np.mean(1.0 / (np.flatnonzero([f == RESPONSE for f in enc.fields]) + 1))
+        blank = [(s, e) for f, (s, e) in zip(enc.fields, enc.offsets)
+                 if f == INSTRUCTION and not sample.instruction[s:e].strip()]
+        whitespace.append(len(blank) * inverse)
+        planted_whitespace.append(inverse * sum(any(s < hi and e > lo for lo, hi in sample.planted_spans)
+                                                for s, e in blank))
+    assert min(whitespace) > 0 and min(planted_whitespace) > 0, "the test tokenizer splits off spaces"
+    total = sum(frame[f"share_kind_{k}"] for k in kinds)
+    np.testing.assert_allclose(total, frame["share_confounder"] + frame["share_other"] - np.mean(whitespace),
+                               rtol=1e-6)
+    planted = frame["share_kind_planted_number"] + frame["share_kind_planted_word"]
+    np.testing.assert_allclose(planted, frame["share_planted"] - np.mean(planted_whitespace), rtol=1e-6)
+    assert (frame["share_kind_protected"] == 0).all() and frame["per_token_kind_protected"].isna().all()
+
+
+def test_without_labels_the_kinds_are_numbers_words_punctuation_and_protected_text(tiny_llama, tokenizer,
+                                                                                  attention_samples):
+    model = tiny_llama(0)
+    sample = attention_samples[0]
+    question = _span(sample.instruction, "How many apples does Tom have now?")
+    bare = AttentionSample(sample.instruction, sample.response, sample.confounder_spans)
+    protected = AttentionSample(sample.instruction, sample.response, sample.confounder_spans,
+                                protected_spans=[question])
+    plain, guarded = attention_shares(model, tokenizer, [bare]), attention_shares(model, tokenizer, [protected])
+    assert not [c for c in plain.columns if "planted" in c or "own_number" in c]
+    assert (plain["share_kind_number"] > 0).all() and (plain["share_kind_punctuation"] > 0).all()
+    assert (plain["share_kind_protected"] == 0).all() and (guarded["share_kind_protected"] > 0).all()
+    # The question's words and "?" move from word and punctuation to protected; numbers stay.
+    moved = (plain["share_kind_word"] + plain["share_kind_punctuation"]
+             - guarded["share_kind_word"] - guarded["share_kind_punctuation"])
+    np.testing.assert_allclose(moved, guarded["share_kind_protected"], rtol=1e-9)
+    np.testing.assert_allclose(plain["share_kind_number"], guarded["share_kind_number"], rtol=1e-12)
+
+
+def _table(models, kinds):
+    """attention/{model}.csv tables concatenated, by hand: two layers and their mean."""
+    frames = []
+    for k, model in enumerate(models):
+        per_token = {"per_token_confounder": [0.02, 0.04], "per_token_other": [0.01, 0.01],
+                     "share_confounder": [0.1, 0.2]}
+        per_token.update({f"per_token_kind_{name}": [value * (k + 1)] * 2 for name, value in kinds.items()})
+        frame = pd.DataFrame(per_token)
+        frame.loc[len(frame)] = frame.mean(axis=0)
+        frame.insert(0, "layer", ["0", "1", "mean"])
+        frame.insert(0, "model", model)
+        frame["n_samples"], frame["samples_from"] = 5, "held out from distillation"
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_report_compares_planted_numbers_with_the_problems_own_per_model(tmp_path):
+    table = _table(["student", "leaf_instr"], {"planted_number": 0.06, "own_number": 0.03, "other": 0.01,
+                                               "planted_word": 0.02, "protected": float("nan")})
+    table["per_token_planted"] = 0.05 * (1 + (table["model"] == "leaf_instr"))
+    lines = attention_section(table, ["student", "leaf_instr"], {"leaf_instr": "LeaF (instr)"})
+    text = "\n".join(lines)
+    assert "### By kind of instruction token" in text
+    assert ("| Model | per planted number token | per own number token | ratio | per planted token "
+            "| per other token | ratio |") in text
+    assert "| student | 0.0600 | 0.0300 | 2.0000 | 0.0500 | 0.0100 | 5.0000 |" in text
+    assert "| LeaF (instr) | 0.1200 | 0.0600 | 2.0000 | 0.1000 | 0.0200 | 5.0000 |" in text
+    attention_plot(table, ["student", "leaf_instr"], {}, tmp_path / "attention.png")
+    assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_labels_shows_attention_per_kind_of_token():
+    table = _table(["student"], {"number": 0.04, "word": 0.02, "punctuation": 0.01, "protected": 0.005})
+    text = "\n".join(attention_section(table, ["student"], {}))
+    assert "| per number token | per word token | per punctuation token | per protected token |" in text
+    assert "| student | 0.0400 | 0.0200 | 0.0100 | 0.0050 |" in text and "per planted" not in text
+
+
+def test_report_of_a_table_without_kinds_keeps_its_old_section():
+    table = _table(["student"], {})
+    text = "\n".join(attention_section(table, ["student"], {}))
+    assert "By kind" not in text and "| student | 0.0300 | 0.0100 | 3.0000 |" in text
+
+
+def test_the_attention_stage_writes_kind_columns_with_protected_text(tmp_path, tiny_llama, tokenizer, samples):
+    import json
+
+    from leafpipe import stages
+    from leafpipe.config import validate_config
+
+    tiny_llama(0).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    rows = [{"id": f"s{k}", "instruction": instruction, "response": response,
+             "distractor_spans": [list(_span(instruction, confounder))]}
+            for k, ((instruction, response), confounder) in enumerate(zip(samples, CONFOUNDERS))]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame({"id": ["s0", "s1"], "spans": ["[]", "[]"]}).to_parquet(tmp_path / "tokens.parquet")
+    config = validate_config({"models": {"teacher": {}, "student": {}}, "distill": {"val_fraction": 0},
+                              "detection": {"protect": ["How many"]}})
+    stages.attention(config, "student", tmp_path / "model", tmp_path / "corpus.jsonl", tmp_path / "tokens.parquet",
+                     tmp_path / "student.csv")
+    table = pd.read_csv(tmp_path / "student.csv").set_index("layer")
+    assert table.loc["mean", "samples_from"] == "corpus"
+    assert table.loc["mean", "per_token_kind_planted_number"] > 0 and table.loc["mean", "share_kind_protected"] > 0
+    assert "per_token_confounder" in table.columns and "per_token_kind_number" not in table.columns

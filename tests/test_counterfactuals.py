@@ -52,3 +52,61 @@ def test_spans_inside_words_prune_whole_words_once():
 def test_unknown_level_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown counterfactual level"):
         build_counterfactuals([], pd.DataFrame({"id": [], "spans": []}), "words")
+
+
+RESPONSE = "Step 1: Tom starts with 3 apples.\nStep 2: He buys 4 more, so 3 + 4 = 7.\nThe answer is 7."
+
+
+def response_rows(spans, split="lines"):
+    row = {"id": "r", "instruction": TEXT, "response": RESPONSE}
+    det = pd.DataFrame({"id": ["r"], "spans": [json.dumps(spans)]})
+    return build_counterfactuals([row], det, "instr_resp", split=split)
+
+
+def test_a_response_span_prunes_its_step_and_trains_from_the_next_step():
+    first = {"field": "response", "step": 0, "start": RESPONSE.index("3 apples"), "end": RESPONSE.index(".\n")}
+    second = {"field": "response", "step": 1, "start": RESPONSE.index("4 more"), "end": RESPONSE.index(" more")}
+    original, cf0, cf1 = response_rows([first, second])
+    assert original["train_from"] == 0
+    assert cf0["response"] == "Step 1: Tom starts with.\n" + RESPONSE[RESPONSE.index("Step 2"):]
+    assert cf0["train_from"] == len("Step 1: Tom starts with.\n")
+    # steps 0..k pruned, then the later steps unchanged: training starts where they start
+    assert cf0["response"][cf0["train_from"]:] == RESPONSE[RESPONSE.index("Step 2"):]
+    assert cf1["response"][: cf1["train_from"]] == "Step 1: Tom starts with 3 apples.\nStep 2: He buys more, so 3 + 4 = 7.\n"
+    assert cf1["response"][cf1["train_from"]:] == "The answer is 7."
+    assert cf0["instruction"] == cf1["instruction"] == TEXT
+
+
+def test_a_span_in_the_last_step_gives_no_counterfactual():
+    last = {"field": "response", "step": 2, "start": RESPONSE.rindex("7"), "end": len(RESPONSE) - 1}
+    instr = {"field": "instruction", "step": -1, "start": 17, "end": 35}
+    rows = response_rows([last, instr])
+    assert [r["kind"] for r in rows] == ["original", "counterfactual"]
+    assert rows[1]["response"] == RESPONSE and rows[1]["train_from"] == 0  # the instruction's
+
+
+def test_steps_come_from_the_scoring_split_or_the_spans_step_end():
+    """A span's `step` indexes the steps of the split scoring used; a `step_end` written by
+    detection (e.g. the end of the paper's earlier segment) takes precedence."""
+    response = "A has 3.\nB has 4.\n\nSo 7."
+    row = {"id": "p", "instruction": TEXT, "response": response}
+    span = {"field": "response", "step": 0, "start": response.index("3"), "end": response.index("3") + 1}
+    det = pd.DataFrame({"id": ["p"], "spans": [json.dumps([span])]})
+    paragraphs = build_counterfactuals([row], det, "instr_resp", split="blank_lines")[1]
+    assert paragraphs["response"][paragraphs["train_from"]:] == "So 7."
+    lines = build_counterfactuals([row], det, "instr_resp", split="lines")[1]
+    assert lines["response"][lines["train_from"]:] == "B has 4.\n\nSo 7."
+    segment = {**span, "step_end": response.index("So")}
+    det = pd.DataFrame({"id": ["p"], "spans": [json.dumps([segment])]})
+    ended = build_counterfactuals([row], det, "instr_resp", split="lines")[1]
+    assert ended["response"] == "A has.\nB has 4.\n\nSo 7." and ended["response"][ended["train_from"]:] == "So 7."
+
+
+@pytest.mark.parametrize("widen, expected", [(True, "Ben 14 cards. How many?"), (False, "Ben ns 14 cards. How many?")])
+def test_widening_to_words_is_a_switch(widen, expected):
+    """Off (the paper's code), exactly the flagged characters are removed."""
+    row = {"id": "w", "instruction": "Ben owns 14 cards. How many?", "response": "x"}
+    det = pd.DataFrame({"id": ["w"], "spans": [json.dumps([{"field": "instruction", "step": -1, "start": 4, "end": 6}])]})
+    (cf,) = build_counterfactuals([row], det, "instr", widen=widen)[1:]
+    assert cf["instruction"] == expected
+    assert cf["removed"][0]["text"] == ("owns" if widen else "ow")

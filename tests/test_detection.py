@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from leafpipe.detection import (
-    DetectSpec, detect, detect_sample, detection_metrics, limit_span_lengths, merge_spans, minmax, threshold_flags,
+    DetectSpec, detect, detect_sample, detection_metrics, limit_span_lengths, merge_spans, threshold_flags,
 )
+from leafpipe.score_variants import minmax
 from leafpipe.scoring import ScoreSpec, score_samples
 
 
@@ -18,8 +19,8 @@ def test_lowest_percentile_tokens_are_confounders():
     teacher = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5])
     student = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5])
     fields, steps = _instr(11)
-    # d is 0 at token 4, 0.5 at token 10, 1 elsewhere: the 5th percentile (0.25) keeps token 4 only,
-    # the 10th (0.5, interpolated) also the tie at 0.5: "at or below".
+    # d is 0 at token 4, 0.5 at token 10, 1 elsewhere: the 5th percentile (sorted d [int(0.55)] = 0)
+    # keeps token 4 only, the 10th (sorted d [int(1.1)] = 0.5) also the tie at 0.5: "at or below".
     res = detect_sample(teacher, student, fields, steps, ["w"] * 11, DetectSpec(percentile=5))
     assert res["is_confounder"].tolist() == [i == 4 for i in range(11)]
     res = detect_sample(teacher, student, fields, steps, ["w"] * 11, DetectSpec(percentile=10))
@@ -66,14 +67,14 @@ def test_response_level_skips_the_last_step():
     assert not off["is_confounder"][3:].any()
 
 
-def test_spans_merge_across_whitespace_but_not_fields():
+def test_leafpipe_rules_merge_spans_across_whitespace_but_not_fields():
     flags = [False, True, False, True, False, True, True]
     fields = ["instruction"] * 5 + ["response"] * 2
     steps = [-1] * 5 + [0, 0]
     texts = ["A", " Mia", " ", "9", " x", "y", "z"]
     starts = [0, 1, 5, 6, 7, 0, 1]
     ends = [1, 5, 6, 7, 9, 1, 2]
-    spans = merge_spans(flags, fields, steps, starts, ends, texts)
+    spans = merge_spans(flags, fields, steps, starts, ends, texts, join_whitespace=True)
     assert spans == [
         {"field": "instruction", "step": -1, "start": 1, "end": 7, "tokens": [1, 3]},
         {"field": "response", "step": 0, "start": 0, "end": 2, "tokens": [5, 6]},

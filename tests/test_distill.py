@@ -12,7 +12,7 @@ from leafpipe.batching import collate, pack
 from leafpipe.config import ConfigError, validate_config
 from leafpipe.distill import DistillSpec, LoraSpec, check_tokenizers, distill, lr_at
 from leafpipe.distill_checkpoints import METRIC_COLUMNS, save_distilled
-from leafpipe.distill_data import DistillGroup, load_groups, validation_split
+from leafpipe.distill_data import MODES, DistillGroup, Text, load_groups, validation_split
 from leafpipe.kd_loss import KDSpec
 from leafpipe.losses import token_kl
 from leafpipe.templates import encode_sample
@@ -77,6 +77,12 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+    """Each counterfactual scheme: both must keep what these tests pin down."""
+    return request.param
+
+
 def read_metrics(path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -93,7 +99,7 @@ def test_load_groups_pairs_originals_with_their_counterfactuals(samples):
     assert [g.original for g in groups] == [("Q?", "A."), samples[1], samples[0]]
     assert [g.source_id for g in groups] == ["s2", "s1", "s0"]
     assert groups[0].counterfactuals == []
-    assert groups[2].counterfactuals == [(rows[1]["instruction"], samples[0][1])]
+    assert groups[2].counterfactuals == [Text(rows[1]["instruction"], samples[0][1], 0)]
     assert DISTRACTORS[0] not in groups[2].counterfactuals[0][0]
 
 
@@ -163,14 +169,17 @@ def test_lr_warms_up_then_follows_the_schedule():
 # --- training ---------------------------------------------------------------------------------
 
 
-def test_distillation_reduces_kl_on_training_samples(tokenizer, samples, tiny_llama, caplog):
+def test_distillation_reduces_kl_on_training_samples(tokenizer, samples, tiny_llama, caplog, mode):
     teacher, student = tiny_llama(0), tiny_llama(1)
     groups = load_groups(counterfactual_rows(samples))
     cf_pairs = [g.counterfactuals[0] for g in groups]
     before = [mean_kl(teacher, student, tokenizer, pairs) for pairs in (samples, cf_pairs)]
     teacher_weights = weights(teacher)
     with caplog.at_level(logging.INFO, logger="leafpipe.distill"):
-        distill(teacher, student, tokenizer, groups, DistillSpec(lam=1.0, **FAST), threads=1)
+        # One step per epoch: 2 groups, or their 2 originals and 2 counterfactuals with all.
+        batch = 4 if mode == "all" else 2
+        spec = DistillSpec(lam=1.0, counterfactuals=mode, **{**FAST, "global_batch": batch, "micro_batch": batch})
+        distill(teacher, student, tokenizer, groups, spec, threads=1)
     after = [mean_kl(teacher, student, tokenizer, pairs) for pairs in (samples, cf_pairs)]
     assert after[0] < 0.7 * before[0]
     assert after[1] < 0.7 * before[1]
@@ -182,8 +191,9 @@ def test_distillation_reduces_kl_on_training_samples(tokenizer, samples, tiny_ll
     assert "loss_orig" in caplog.text and "loss_cf" in caplog.text and "nan" not in caplog.text
 
 
-def test_step_loss_is_the_token_mean_over_the_whole_step(tokenizer, samples, tiny_llama, tmp_path):
-    """Each term is normalised by its trained tokens in the step, across micro-batches."""
+def test_step_loss_is_the_token_mean_over_the_whole_step(tokenizer, samples, tiny_llama, tmp_path, mode):
+    """Tokens are counted over the whole step, across micro-batches: all, one weighted token
+    mean (S_orig + λ S_cf) / (N_orig + λ N_cf); draw_one, a mean per term."""
     groups = many_groups(samples, 4)
     teacher, student = tiny_llama(0), tiny_llama(1)
     expected = {}
@@ -196,24 +206,31 @@ def test_step_loss_is_the_token_mean_over_the_whole_step(tokenizer, samples, tin
         n = batch.target_mask.sum(-1)
         expected[term] = ((token_kl(t, s, batch.target_mask) * n).sum() / n.sum()).item()
         expected[f"{term}_tokens"] = int(n.sum())
-    spec = DistillSpec(lam=0.5, epochs=1, global_batch=4, micro_batch=1, lr=1e-3)
+    # One step holds every sample: 4 groups and their 2 counterfactuals (6 items with all).
+    spec = DistillSpec(lam=0.5, epochs=1, global_batch=4 if mode == "draw_one" else 6, micro_batch=1, lr=1e-3,
+                       counterfactuals=mode)
     distill(teacher, student, tokenizer, groups, spec, 1, work_dir=tmp_path)
     (step, epoch) = read_metrics(tmp_path / "metrics.csv")
     # KLs of similar distributions are small differences of large numbers: 1e-4 relative.
     assert float(step["loss_orig"]) == pytest.approx(expected["orig"], rel=1e-4)
     assert float(step["loss_cf"]) == pytest.approx(expected["cf"], rel=1e-4)
-    assert float(step["loss"]) == pytest.approx(expected["orig"] + 0.5 * expected["cf"], rel=1e-4)
+    if mode == "all":
+        n_orig, n_cf = expected["orig_tokens"], expected["cf_tokens"]
+        total = (expected["orig"] * n_orig + 0.5 * expected["cf"] * n_cf) / (n_orig + 0.5 * n_cf)
+    else:
+        total = expected["orig"] + 0.5 * expected["cf"]
+    assert float(step["loss"]) == pytest.approx(total, rel=1e-4)
     assert int(step["tokens_orig"]) == expected["orig_tokens"]
     assert int(step["tokens_cf"]) == expected["cf_tokens"]
     assert epoch["kind"] == "epoch" and epoch["loss"] == step["loss"]
 
 
-def test_micro_batch_size_does_not_change_training(tokenizer, samples, tiny_llama):
+def test_micro_batch_size_does_not_change_training(tokenizer, samples, tiny_llama, mode):
     """Gradient accumulation: micro-batches of 1, 2 or 4 make the same steps as one batch of 4."""
     groups = many_groups(samples, 8)
     results = []
     for micro in (4, 2, 1):
-        spec = DistillSpec(lam=1.0, epochs=2, global_batch=4, micro_batch=micro, lr=3e-3)
+        spec = DistillSpec(lam=0.7, epochs=2, global_batch=4, micro_batch=micro, lr=3e-3, counterfactuals=mode)
         results.append(weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1)))
     for other in results[1:]:
         for a, b in zip(results[0], other):
@@ -228,21 +245,21 @@ def test_counterfactual_term_changes_training(tokenizer, samples, tiny_llama):
     assert not same(weights(kd), weights(leaf))
 
 
-def test_kd_baseline_is_lambda_zero_or_no_counterfactuals(tokenizer, samples, tiny_llama):
+def test_kd_baseline_is_lambda_zero_or_no_counterfactuals(tokenizer, samples, tiny_llama, mode):
     groups = many_groups(samples, 8)
     stripped = [DistillGroup(g.original, source_id=g.source_id) for g in groups]
-    spec = dict(FAST, epochs=2, global_batch=4, micro_batch=2)
+    spec = dict(FAST, epochs=2, global_batch=4, micro_batch=2, counterfactuals=mode)
     a = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, DistillSpec(lam=0.0, **spec), 1)
     b = distill(tiny_llama(0), tiny_llama(1), tokenizer, stripped, DistillSpec(lam=1.0, **spec), 1)
     assert same(weights(a), weights(b))
 
 
-def test_deterministic_for_a_seed(tokenizer, samples, tiny_llama):
+def test_deterministic_for_a_seed(tokenizer, samples, tiny_llama, mode):
     groups = many_groups(samples, 6)
-    spec = DistillSpec(lam=1.0, **{**FAST, "epochs": 2, "micro_batch": 1})
+    spec = DistillSpec(lam=1.0, counterfactuals=mode, **{**FAST, "epochs": 2, "micro_batch": 1})
     a = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1)
     b = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1)
-    other_seed = DistillSpec(lam=1.0, **{**FAST, "epochs": 2, "micro_batch": 1, "seed": 1})
+    other_seed = DistillSpec(lam=1.0, counterfactuals=mode, **{**FAST, "epochs": 2, "micro_batch": 1, "seed": 1})
     c = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, other_seed, 1)
     assert same(weights(a), weights(b))
     assert not same(weights(a), weights(c))  # the seed changes the batch order
@@ -291,14 +308,17 @@ def test_gradient_checkpointing_gives_the_same_weights(tokenizer, samples, tiny_
 # --- validation, checkpoints, metrics, output ---------------------------------------------------
 
 
-def test_metrics_and_checkpoints_are_written(tokenizer, samples, tiny_llama, tmp_path):
+def test_metrics_and_checkpoints_are_written(tokenizer, samples, tiny_llama, tmp_path, mode):
     groups = many_groups(samples, 8)
-    spec = DistillSpec(lam=1.0, epochs=2, global_batch=2, micro_batch=1, lr=3e-3, val_fraction=0.5)
+    spec = DistillSpec(lam=1.0, epochs=2, global_batch=2, micro_batch=1, lr=3e-3, val_fraction=0.5,
+                       counterfactuals=mode)
     student = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1, work_dir=tmp_path)
     training = json.loads((tmp_path / "training.json").read_text())
     n_val = training["groups_validation"]
     assert 0 < n_val < 8 and training["groups_train"] == 8 - n_val
-    steps_per_epoch = math.ceil((8 - n_val) / 2)
+    # all: every training group's original and counterfactual is a sample; draw_one: a group is one
+    n_items = 8 - n_val + (training["groups_with_counterfactuals"] if mode == "all" else 0)
+    steps_per_epoch = math.ceil(n_items / 2)
     rows = read_metrics(tmp_path / "metrics.csv")
     assert list(rows[0]) == list(METRIC_COLUMNS)
     assert [r["kind"] for r in rows] == (["step"] * steps_per_epoch + ["epoch"]) * 2
@@ -322,14 +342,14 @@ def test_metrics_and_checkpoints_are_written(tokenizer, samples, tiny_llama, tmp
     assert (tmp_path / "best").exists() == (training["best_epoch"] != 2)
 
 
-def test_keep_best_returns_the_epoch_with_the_lowest_validation_loss(tokenizer, samples, tiny_llama, tmp_path):
+def test_keep_best_returns_the_epoch_with_the_lowest_validation_loss(tokenizer, samples, tiny_llama, tmp_path, mode):
     groups = many_groups(samples, 8)
     spec = DistillSpec(lam=1.0, epochs=2, global_batch=2, micro_batch=2, lr=3e-3, warmup_ratio=0.0,
-                       schedule="constant", val_fraction=0.5, keep="best")
+                       schedule="constant", val_fraction=0.5, keep="best", counterfactuals=mode)
     student = tiny_llama(1)
 
     def spoil_the_last_step(step, row):  # the second epoch ends far from the teacher
-        if step == 6:
+        if step == {"all": 8, "draw_one": 6}[mode]:
             with torch.no_grad():
                 for p in student.parameters():
                     p.add_(torch.randn_like(p))
@@ -337,7 +357,7 @@ def test_keep_best_returns_the_epoch_with_the_lowest_validation_loss(tokenizer, 
     distill(tiny_llama(0), student, tokenizer, groups, spec, 1, work_dir=tmp_path, on_step=spoil_the_last_step)
     training = json.loads((tmp_path / "training.json").read_text())
     val = [float(r["val_loss"]) for r in read_metrics(tmp_path / "metrics.csv") if r["kind"] == "epoch"]
-    assert val[1] > 2 * val[0] and training["steps"] == 6
+    assert val[1] > 2 * val[0] and training["steps"] == {"all": 8, "draw_one": 6}[mode]
     assert training["best_epoch"] == 1 and training["kept"] == "best" and training["kept_epoch"] == 1
     # Batches depend on (seed, epoch) only and the rate is constant: the same run stopped after
     # the first epoch has exactly the kept weights.
@@ -412,8 +432,8 @@ def test_lora_trains_adapters_and_returns_a_merged_model(tokenizer, samples, tin
     assert (tmp_path / "last" / "adapter_config.json").is_file()  # checkpoints hold the adapter
 
 
-@pytest.mark.parametrize("objective", ["kd", "ce"])
-def test_packing_gives_the_same_training(tokenizer, samples, tiny_llama, objective, monkeypatch):
+@pytest.mark.parametrize("objective, mode", [("kd", "all"), ("ce", "all"), ("kd", "draw_one")])
+def test_packing_gives_the_same_training(tokenizer, samples, tiny_llama, objective, mode, monkeypatch):
     """Packed micro-batches hold the same samples with the same losses: the same weights."""
     import leafpipe.distill as trainer
 
@@ -426,7 +446,7 @@ def test_packing_gives_the_same_training(tokenizer, samples, tiny_llama, objecti
         return batch, order
 
     monkeypatch.setattr(trainer, "pack", spy)
-    spec = dict(FAST, epochs=2, global_batch=8, micro_batch=8, objective=objective)
+    spec = dict(FAST, epochs=2, global_batch=8, micro_batch=8, objective=objective, counterfactuals=mode)
     plain = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, DistillSpec(lam=1.0, **spec), 1)
     packed = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, DistillSpec(lam=1.0, packing=True, **spec), 1)
     assert any(rows < n for rows, n in rows_and_samples)  # samples did share rows

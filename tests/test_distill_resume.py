@@ -20,6 +20,7 @@ from leafpipe import stages
 from leafpipe.atomic_io import write_jsonl
 from leafpipe.config import validate_config
 from leafpipe.distill import DistillSpec, _Trainer, distill
+from leafpipe.distill_data import MODES
 from test_distill import many_groups  # 8 groups of different lengths, half with a counterfactual
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,11 +30,20 @@ class Killed(Exception):
     """Stands for SIGKILL inside the test process: training stops wherever it is."""
 
 
-# 8 groups, g1 and g4 held out: 6 train, 3 steps of 2 groups per epoch (micro-batches of 1), 6
-# steps in all; checkpoints after steps 2, 4, 6 and at the epoch ends (3, 6). The student has
-# attention dropout, so a resume that lost the RNG state would differ.
+# 8 groups, g1 and g4 held out: 6 train, two of them with a counterfactual. Steps of 2 items
+# (micro-batches of 1): with counterfactuals "all", 8 samples, 4 steps per epoch, 8 in all,
+# checkpoints after steps 2, 4, 6, 8 and at the epoch ends (4, 8); with "draw_one", 6 groups, 3
+# steps per epoch, 6 in all, checkpoints after 2, 4, 6 and at the epoch ends (3, 6). The student
+# has attention dropout, so a resume that lost the RNG state would differ.
 SPEC = DistillSpec(lam=1.0, epochs=2, global_batch=2, micro_batch=1, lr=3e-3, val_fraction=0.5,
                    keep="best", checkpoint_every=2, seed=3)
+STEPS = {"all": 8, "draw_one": 6}
+
+
+@pytest.fixture(params=MODES)
+def spec(request) -> DistillSpec:
+    """SPEC in each counterfactual scheme: resume must be exact in both."""
+    return DistillSpec(**{**SPEC.__dict__, "counterfactuals": request.param})
 
 
 def run(tiny_llama, tokenizer, groups, work, spec=SPEC, kill_at=None, student_seed=1):
@@ -61,21 +71,22 @@ def metric_rows(work: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def reference(tiny_llama, tokenizer, samples, tmp_path):
+def reference(tiny_llama, tokenizer, samples, tmp_path, spec):
     """The uninterrupted run: its weights, metrics and best checkpoint."""
     work = tmp_path / "reference"
-    model = run(tiny_llama, tokenizer, many_groups(samples), work)
+    model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
     return params(model), metric_rows(work), load_file(work / "best" / "model.safetensors")
 
 
-@pytest.mark.parametrize("kill_at", [1, 3, 5], ids=["before-any-checkpoint", "end-of-epoch-1", "mid-epoch-2"])
-def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_llama, tokenizer, samples, tmp_path, reference, kill_at, caplog):
+@pytest.mark.parametrize("kill_at", [1, 3, 5], ids=["before-any-checkpoint", "after-a-checkpoint", "after-two"])
+def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_llama, tokenizer, samples, tmp_path, reference, kill_at,
+                                                      caplog, spec):
     work = tmp_path / "killed"
     with pytest.raises(Killed):
-        run(tiny_llama, tokenizer, many_groups(samples), work, kill_at=kill_at)
+        run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec, kill_at=kill_at)
     assert (work / "state.pt").exists() == (kill_at >= 2)
     with caplog.at_level(logging.INFO, logger="leafpipe.distill"):
-        model = run(tiny_llama, tokenizer, many_groups(samples), work)
+        model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
     resumed_from = {1: None, 3: 2, 5: 4}[kill_at]
     training = json.loads((work / "training.json").read_text())
     assert training["resumed_at_steps"] == ([] if resumed_from is None else [resumed_from])
@@ -88,7 +99,8 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(tiny_llama, tokenizer, sam
     assert_bitwise_equal(load_file(work / "best" / "model.safetensors"), ref_best)
 
 
-def test_kill_between_epoch_end_checkpoints_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path, reference, monkeypatch):
+def test_kill_between_epoch_end_checkpoints_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path, reference,
+                                                            monkeypatch, spec):
     """Killed after best/ of epoch 2 is saved but before last/ and the epoch-end state."""
     save = _Trainer._save_model
     calls = []
@@ -102,22 +114,22 @@ def test_kill_between_epoch_end_checkpoints_resumes_bitwise(tiny_llama, tokenize
     work = tmp_path / "killed"
     monkeypatch.setattr(_Trainer, "_save_model", save_then_die)
     with pytest.raises(Killed):
-        run(tiny_llama, tokenizer, many_groups(samples), work)
+        run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
     monkeypatch.setattr(_Trainer, "_save_model", save)
-    model = run(tiny_llama, tokenizer, many_groups(samples), work)
-    assert json.loads((work / "training.json").read_text())["resumed_at_steps"] == [6]
+    model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
+    assert json.loads((work / "training.json").read_text())["resumed_at_steps"] == [STEPS[spec.counterfactuals]]
     assert_bitwise_equal(params(model), reference[0])
     assert metric_rows(work) == reference[1]
 
 
-def test_resume_needs_the_rng_state(tiny_llama, tokenizer, samples, tmp_path, reference, monkeypatch):
+def test_resume_needs_the_rng_state(tiny_llama, tokenizer, samples, tmp_path, reference, monkeypatch, spec):
     """The control for the tests above: with the RNG state not restored, the student's dropout
     draws other masks after the restart and the weights differ, so bitwise equality is a real check."""
     work = tmp_path / "killed"
     with pytest.raises(Killed):
-        run(tiny_llama, tokenizer, many_groups(samples), work, kill_at=5)
+        run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec, kill_at=5)
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
-    model = run(tiny_llama, tokenizer, many_groups(samples), work)
+    model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
     assert params(model).keys() == reference[0].keys()
     assert any(not torch.equal(p, reference[0][n]) for n, p in params(model).items())
 
@@ -143,11 +155,11 @@ def test_checkpoint_of_other_settings_data_or_models_is_not_resumed(tiny_llama, 
     assert_bitwise_equal(params(model), params(fresh))
 
 
-def test_checkpoint_cadence_is_not_part_of_the_settings(tiny_llama, tokenizer, samples, tmp_path, reference):
+def test_checkpoint_cadence_is_not_part_of_the_settings(tiny_llama, tokenizer, samples, tmp_path, reference, spec):
     work = tmp_path / "killed"
     with pytest.raises(Killed):
-        run(tiny_llama, tokenizer, many_groups(samples), work, kill_at=5)
-    spec = DistillSpec(**{**SPEC.__dict__, "checkpoint_every": 1, "log_every": 1})
+        run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec, kill_at=5)
+    spec = DistillSpec(**{**spec.__dict__, "checkpoint_every": 1, "log_every": 1})
     model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
     assert json.loads((work / "training.json").read_text())["resumed_at_steps"] == [4]
     assert_bitwise_equal(params(model), reference[0])

@@ -8,9 +8,8 @@ import pytest
 
 from leafpipe.config import validate_config
 from leafpipe.detection import DetectSpec, detect, detection_metrics
-from leafpipe.inspection import (
-    percentile_sweep, write_histograms, write_inspection_html, write_sweep_csv, write_sweep_plot,
-)
+from leafpipe.detection_quality import percentile_sweep, write_csv
+from leafpipe.inspection import write_histograms, write_inspection_html, write_sweep_plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
 WORDS = ["Tom", " has", " 3", " apples", ".", " Mia", " owns", " 9", " red", " cars", ".", " How",
@@ -193,7 +192,7 @@ def test_plots_are_valid_pngs(tmp_path, labelled):
 def test_sweep_csv_round_trips_with_nan(tmp_path):
     sweep = pd.DataFrame({"percentile": [5.0, 10.0], "precision": [math.nan, 0.5], "recall": [math.nan, 0.25],
                           "f1": [math.nan, 1 / 3], "n_flagged": [3, 7]})
-    write_sweep_csv(sweep, tmp_path / "sweep.csv")
+    write_csv(sweep, tmp_path / "sweep.csv")
     back = pd.read_csv(tmp_path / "sweep.csv")
     pd.testing.assert_frame_equal(back, sweep)
 
@@ -208,11 +207,18 @@ def test_inspect_stage_writes_every_output_and_sweeps_the_configured_percentile(
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     config = validate_config({"models": {"teacher": {}, "student": {}}, "detection": {"percentile": 12},
                               "inspection": {"samples": 3, "percentiles": [5, 50]}})
-    out = {name: tmp_path / "out" / name for name in ("inspect.html", "histograms.png", "sweep.csv", "sweep.png")}
-    stages.inspect(config, tmp_path / "tokens.parquet", tmp_path / "metrics.json", out["inspect.html"],
-                   out["histograms.png"], out["sweep.csv"], out["sweep.png"])
-    sweep = pd.read_csv(out["sweep.csv"]).set_index("percentile")
-    assert sweep.index.tolist() == [5.0, 12.0, 50.0]
-    assert sweep.loc[12.0, "recall"] == pytest.approx(metrics["recall"])
+    names = ("inspect.html", "histograms.png", "sweep.csv", "sweep.png", "variants.csv", "by_kind.csv")
+    out = {name: tmp_path / "out" / name for name in names}
+    stages.inspect(config, tmp_path / "tokens.parquet", tmp_path / "metrics.json", *out.values())
+    sweep = pd.read_csv(out["sweep.csv"])
+    assert set(sweep["score"]) == {"paper", "rank", "ratio"}, "gradient × input needs scores that have it"
+    paper = sweep[sweep["score"] == "paper"].set_index("percentile")
+    assert paper.index.tolist() == [5.0, 12.0, 50.0]
+    assert paper.loc[12.0, "recall"] == pytest.approx(metrics["recall"])
+    variants = pd.read_csv(out["variants.csv"]).set_index("score")
+    assert variants.loc["paper", "configured"] and not variants.loc["rank", "configured"]
+    assert variants.loc["paper", "precision"] == pytest.approx(metrics["precision"])
+    by_kind = pd.read_csv(out["by_kind.csv"])
+    assert set(by_kind["kind"]) == {"planted_number", "planted_word", "own_number", "other"}
     assert out["inspect.html"].read_text(encoding="utf-8").count('<div class="sample">') == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(out)

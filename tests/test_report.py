@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from leafpipe.grading import wilson_interval
-from leafpipe.report import build_report, compare_to_baseline
+from leafpipe.report import build_report
 
 MODELS = ["teacher", "student", "kd", "leaf_instr", "leaf_instr_resp"]
 LABELS = {
@@ -32,9 +32,9 @@ DETECTION = {
 }
 
 
-def _score(model, bench, correct, n=200):
+def _score(model, bench, correct, n=200, seed=0):
     low, high = wilson_interval(correct, n)
-    return {"model": model, "benchmark": bench, "n": n, "correct": correct,
+    return {"model": model, "benchmark": bench, "n": n, "correct": correct, "seed": seed,
             "accuracy": correct / n, "ci_low": low, "ci_high": high, "extracted": n}
 
 
@@ -45,13 +45,14 @@ def scores():
 
 @pytest.fixture
 def report(tmp_path, scores):
-    build_report(scores, DETECTION, tmp_path / "report", model_order=MODELS, model_labels=LABELS,
+    build_report(scores, {0: DETECTION}, tmp_path / "report", model_order=MODELS, model_labels=LABELS,
                  benchmark_labels=BENCHMARKS, notes="Interpretation goes here.")
     return tmp_path / "report"
 
 
 def test_files_written_atomically(report):
-    assert sorted(p.name for p in report.iterdir()) == ["accuracy.png", "summary.csv", "summary.md", "summary.parquet"]
+    assert sorted(p.name for p in report.iterdir()) == [
+        "accuracy.png", "paired.csv", "per_seed.csv", "summary.csv", "summary.md", "summary.parquet"]
 
 
 def test_parquet_holds_the_csv_table(report):
@@ -101,18 +102,10 @@ def test_detection_section(report):
     assert "| other | 0.300 | 0.200 | 0.550 |" in section
 
 
-def test_comparison_with_baseline(scores, report):
-    rows = {(r["candidate"], r["benchmark"]): r for r in compare_to_baseline(scores)}
-    small = rows[("leaf_instr", "test")]
-    assert small["diff_points"] == pytest.approx(2.0) and small["ci_overlap"] is True
-    assert small["verdict"] == "+2.0 points, within noise (95% CIs overlap)"
-    big = rows[("leaf_instr", "test_clean")]
-    assert big["ci_overlap"] is False and big["verdict"].startswith("+20.0 points, better")
-    worse = rows[("leaf_instr_resp", "test")]
-    assert worse["verdict"].startswith("-50.0 points, worse")
-    assert rows[("leaf_instr_resp", "test_clean")]["diff_points"] is None
+def test_without_per_problem_results_the_comparison_says_it_was_not_answered(report):
     md = (report / "summary.md").read_text()
-    assert "| World test | +2.0 points, within noise (95% CIs overlap) |" in md
+    assert "Not computed: no per-problem results" in md.split("## Paired comparison with KD w/o mask")[1]
+    assert "Not answered" in md.split("## Does LeaF help here?")[1]
 
 
 def test_png_is_valid(report):
@@ -123,17 +116,17 @@ def test_png_is_valid(report):
 def test_unknown_or_duplicate_scores_are_errors(tmp_path, scores):
     kwargs = dict(model_order=MODELS, model_labels=LABELS, benchmark_labels=BENCHMARKS)
     with pytest.raises(ValueError, match="two scores"):
-        build_report(scores + scores[:1], {}, tmp_path, **kwargs)
+        build_report(scores + scores[:1], {0: {}}, tmp_path, **kwargs)
     with pytest.raises(ValueError, match="outside"):
-        build_report(scores + [_score("mystery", "test", 1)], {}, tmp_path, **kwargs)
+        build_report(scores + [_score("mystery", "test", 1)], {0: {}}, tmp_path, **kwargs)
     assert not (tmp_path / "summary.md").exists()
 
 
 def test_detection_section_shows_the_percentile_sweep(tmp_path, scores):
     sweep = pd.DataFrame({"percentile": [5.0, 10.0, 20.0], "precision": [0.5, 0.4, 0.3],
                           "recall": [0.25, 0.75, 0.875], "f1": [1 / 3, 0.5217, 0.4468], "n_flagged": [40, 150, 233]})
-    build_report(scores, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
-                 benchmark_labels=BENCHMARKS, sweep=sweep)
+    build_report(scores, {0: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, sweep={0: sweep})
     section = (tmp_path / "summary.md").read_text().split("## Confounder detection")[1]
     assert "| percentile | precision | recall | F1 | flagged |" in section
     assert "| 5 | 50.0% | 25.0% | 33.3% | 40 |" in section
@@ -144,8 +137,8 @@ def test_detection_section_shows_the_percentile_sweep(tmp_path, scores):
 def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
     sweep = pd.DataFrame({"percentile": [10.0], "precision": [math.nan], "recall": [math.nan],
                           "f1": [math.nan], "n_flagged": [12]})
-    build_report(scores, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
-                 benchmark_labels=BENCHMARKS, sweep=sweep)
+    build_report(scores, {0: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, sweep={0: sweep})
     md = (tmp_path / "summary.md").read_text()
     assert "| 10 (configured) | — | — | — | 12 |" in md
     assert "no planted labels" in md
@@ -154,35 +147,127 @@ def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
 def test_detection_without_planted_distractors_has_no_precision(tmp_path, scores):
     """A real corpus: 0 planted tokens must not read as 0% precision."""
     unlabelled = {**DETECTION, "precision": 0.0, "recall": 0.0, "f1": 0.0, "n_planted": 0}
-    build_report(scores, unlabelled, tmp_path, model_order=MODELS, model_labels=LABELS,
+    build_report(scores, {0: unlabelled}, tmp_path, model_order=MODELS, model_labels=LABELS,
                  benchmark_labels=BENCHMARKS)
     section = (tmp_path / "summary.md").read_text().split("## Confounder detection")[1]
     assert "precision and recall against them are undefined" in section
     assert "| precision | recall | F1 |" not in section and "0.0%" not in section
 
 
-def test_stage_report_shows_sft_as_a_reference_row_not_a_leaf_candidate(tmp_path, scores):
+# Which problems each model solves: ids p<offset> .. p<offset + correct - 1> of 200, so that two
+# models' discordant problems are known by construction.
+OFFSET = {("leaf_instr", "test"): 4}
+
+
+def _solved(model, bench, correct, n=200):
+    offset = OFFSET.get((model, bench), 0)
+    return {f"p{i}": offset <= i < offset + correct for i in range(n)}
+
+
+def _two_seeds(seed1_teacher_test=180):
+    """Every score in seeds 0 and 1 (the teacher's test score in seed 1 given) and their outcomes."""
+    counts = {0: CORRECT, 1: {**CORRECT, ("teacher", "test"): seed1_teacher_test}}
+    scores = [_score(m, b, c, seed=seed) for seed, table in counts.items() for (m, b), c in table.items()]
+    outcomes = {(seed, m, b): _solved(m, b, c) for seed, table in counts.items() for (m, b), c in table.items()}
+    return scores, outcomes
+
+
+def test_several_seeds_give_mean_and_sd_and_each_seeds_own_table(tmp_path):
+    scores, _ = _two_seeds(seed1_teacher_test=170)
+    build_report(scores, {0: DETECTION, 1: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS)
+    md = (tmp_path / "summary.md").read_text()
+    pooled = _table_rows(md)
+    assert pooled["Model"] == ["World test (n=200 per seed)", "World test (clean) (n=200 per seed)", "Avg"]
+    assert pooled["Teacher"][0] == "87.5 ± 3.5", "mean of 90 and 85, sample sd 3.54"
+    assert pooled["Teacher"][2] == "91.2 ± 1.8", "per-seed Avg 92.5 and 90.0"
+    assert pooled["LeaF (instr+resp)"][1:] == ["—", "—"]
+    per_seed = md.split("## Accuracy per seed (%)")[1]
+    assert "### Seed 0" in per_seed and "### Seed 1" in per_seed
+    assert "| Teacher | 85.0 ± " in per_seed.split("### Seed 1")[1]
+    frame = pd.read_csv(tmp_path / "summary.csv").set_index("model")
+    assert frame.loc["teacher", "test"] == pytest.approx(87.5)
+    rows = pd.read_csv(tmp_path / "per_seed.csv")
+    assert len(rows) == 2 * len(CORRECT) and set(rows["seed"]) == {0, 1}
+    assert rows.set_index(["seed", "model", "benchmark"]).loc[(1, "teacher", "test"), "accuracy"] == 85.0
+    detection = md.split("## Confounder detection")[1]
+    assert "| 0 | 40.0% | 75.0% | 52.2% | 4.0% |" in detection and "### Seed 1" in detection
+
+
+def test_paired_table_pools_seeds_and_calls_a_difference_only_when_its_interval_excludes_zero(tmp_path):
+    from leafpipe.paired_stats import mcnemar_exact
+
+    scores, outcomes = _two_seeds()
+    build_report(scores, {0: DETECTION, 1: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, outcomes=outcomes)
+    paired = pd.read_csv(tmp_path / "paired.csv").set_index(["model", "benchmark"])
+    close = paired.loc[("leaf_instr", "test")]
+    # per seed: LeaF solves p4..p107, KD p0..p99: 8 problems only LeaF solves, 4 only KD
+    assert (close["n"], close["b"], close["c"]) == (400, 16, 8)
+    assert close["diff_points"] == pytest.approx(2.0) and close["p_mcnemar"] == pytest.approx(mcnemar_exact(16, 8))
+    assert close["ci_low_points"] < 0 < close["ci_high_points"]
+    assert close["diff_points_seed_0"] == close["diff_points_seed_1"] == pytest.approx(2.0)
+    assert 0 < close["mdd_points"] < 10
+    clear = paired.loc[("leaf_instr", "test_clean")]
+    assert (clear["b"], clear["c"]) == (80, 0) and clear["ci_low_points"] > 0
+    assert ("leaf_instr_resp", "test_clean") not in paired.index, "no score in either seed: no pairing"
+    md = (tmp_path / "summary.md").read_text()
+    table = md.split("## Paired comparison with KD w/o mask")[1].split("## ")[0]
+    assert "| LeaF (instr) | World test | +2.0 | " in table and "| 16/8 | +2.0, +2.0 |" in table
+    verdicts = md.split("## Does LeaF help here?")[1].split("## ")[0]
+    assert "- LeaF (instr) on World test: +2.0 points" in verdicts
+    assert "no difference from KD w/o mask that this run can tell (the CI includes 0" in verdicts
+    assert "- LeaF (instr) on World test (clean): +20.0 points" in verdicts and "better than KD w/o mask" in verdicts
+    assert "- LeaF (instr+resp) on World test: -50.0 points" in verdicts and "worse than KD w/o mask" in verdicts
+    assert "- LeaF (instr+resp) on World test (clean): no paired result." in verdicts
+
+
+def test_reliance_compares_each_model_with_and_without_distractors(tmp_path):
+    scores, outcomes = _two_seeds()
+    build_report(scores, {0: DETECTION, 1: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
+                 benchmark_labels=BENCHMARKS, outcomes=outcomes, reliance=("test", "test_clean"))
+    section = (tmp_path / "summary.md").read_text().split("## Reliance on distractors")[1].split("## ")[0]
+    assert "| Student (pre-KD) | 30.0 | 50.0 | -20.0 | " in section and "| ≤ −15: met |" in section
+    assert "| Teacher | 90.0 | 95.0 | -5.0 | " in section and "| within ±3: not met |" in section
+    assert "LeaF (instr+resp)" not in section, "no clean score: no row"
+
+
+def test_stage_report_pools_seeds_and_shows_sft_as_a_reference_row_not_a_leaf_candidate(tmp_path):
     import json
 
     from leafpipe import stages
     from leafpipe.config import validate_config
 
-    config = validate_config({"models": {"teacher": {}, "student": {}}, "evaluation": {
+    config = validate_config({"seeds": [0, 1], "models": {"teacher": {}, "student": {}}, "evaluation": {
         "benchmarks": {"test": {"split": "test", "label": "World test"},
                        "test_clean": {"split": "test_clean", "label": "World test (clean)"}}}})
     assert config["distill"]["variants"] == ["sft", "kd", "leaf_instr", "leaf_instr_resp"]
-    paths = []
-    for k, score in enumerate(scores + [_score("sft", "test", 90), _score("sft", "test_clean", 110)]):
-        paths.append(tmp_path / f"{k}.json")
-        paths[-1].write_text(json.dumps(score))
-    (tmp_path / "metrics.json").write_text(json.dumps(DETECTION))
-    stages.report(config, paths, tmp_path / "metrics.json", tmp_path / "report")
+    CORRECT.update({("sft", "test"): 90, ("sft", "test_clean"): 110})
+    try:
+        scores, outcomes = _two_seeds()
+    finally:
+        del CORRECT[("sft", "test")], CORRECT[("sft", "test_clean")]
+    scores_paths, graded_paths = [], []
+    for k, score in enumerate(scores):
+        scores_paths.append(tmp_path / f"{k}.scores.json")
+        scores_paths[-1].write_text(json.dumps(score))
+        graded_paths.append(tmp_path / f"{k}.graded.jsonl")
+        rows = outcomes[(score["seed"], score["model"], score["benchmark"])]
+        # a second sample of every problem, always wrong: only the first one counts
+        graded_paths[-1].write_text("".join(json.dumps({"id": i, "sample": j, "correct": ok and j == 0}) + "\n"
+                                            for i, ok in rows.items() for j in range(2)))
+    metrics = [tmp_path / f"metrics-{seed}.json" for seed in (0, 1)]
+    for path in metrics:
+        path.write_text(json.dumps(DETECTION))
+    stages.report(config, scores_paths, metrics, tmp_path / "report", graded=graded_paths)
     md = (tmp_path / "report" / "summary.md").read_text()
     assert list(_table_rows(md))[1:] == ["Teacher", "Student (pre-KD)", "SFT", "KD w/o mask",
                                          "LeaF (instr)", "LeaF (instr+resp)"]
-    comparison = md.split("## Does LeaF help here?")[1].split("##")[0]
-    assert "| Benchmark | LeaF (instr) | LeaF (instr+resp) |" in comparison
-    assert "SFT" not in comparison
+    paired = pd.read_csv(tmp_path / "report" / "paired.csv")
+    assert list(dict.fromkeys(paired["model"])) == ["sft", "leaf_instr", "leaf_instr_resp"]
+    verdicts = md.split("## Does LeaF help here?")[1].split("##")[0]
+    assert "LeaF (instr) on World test:" in verdicts and "SFT" not in verdicts
+    assert "## Reliance on distractors" in md and "Replicates: seed(s) 0, 1" in md
     frame = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert frame.set_index("model").loc["sft", "test"] == pytest.approx(45.0)
 
@@ -190,7 +275,7 @@ def test_stage_report_shows_sft_as_a_reference_row_not_a_leaf_candidate(tmp_path
 def test_skipped_benchmarks_get_a_reason_not_a_column(tmp_path, scores):
     skipped = [{"model": m, "benchmark": "olympiad", "available": False,
                 "reason": "no OlympiadBench file: set evaluation.benchmarks.olympiad.path"} for m in MODELS]
-    build_report(scores + skipped, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
+    build_report(scores + skipped, {0: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
                  benchmark_labels={**BENCHMARKS, "olympiad": "OlympiadBench"})
     text = (tmp_path / "summary.md").read_text()
     assert "## Skipped benchmarks" in text and "- `olympiad`: no OlympiadBench file" in text
@@ -278,7 +363,7 @@ def record(timings):
     class Config(dict):
         """Snakemake hands scripts its config as a dict subclass."""
 
-    return RunRecord(Config({"seed": 0, "detection": {"percentile": 10}}), software_versions(), timings)
+    return RunRecord(Config({"seeds": [0], "detection": {"percentile": 10}}), software_versions(), timings)
 
 
 def test_record_writes_config_versions_and_timings(tmp_path, scores, record):
@@ -286,9 +371,9 @@ def test_record_writes_config_versions_and_timings(tmp_path, scores, record):
 
     import yaml
 
-    build_report(scores, DETECTION, tmp_path, model_order=MODELS, model_labels=LABELS,
+    build_report(scores, {0: DETECTION}, tmp_path, model_order=MODELS, model_labels=LABELS,
                  benchmark_labels=BENCHMARKS, notes="Interpretation goes here.", record=record)
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {"seed": 0, "detection": {"percentile": 10}}
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {"seeds": [0], "detection": {"percentile": 10}}
     versions = json.loads((tmp_path / "versions.json").read_text())
     assert versions["python"].count(".") == 2 and versions["packages"]["pandas"] == pd.__version__
     assert set(versions["packages"]) >= {"torch", "transformers", "tokenizers", "snakemake", "leafpipe", "math-verify"}

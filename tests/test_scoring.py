@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from leafpipe.batching import collate
-from leafpipe.scoring import SCORE_COLUMNS, ScoreSpec, score_samples, token_budget_batches
+from leafpipe.scoring import SCORE_COLUMNS, ScoreSpec, score_samples, segment_starts, token_budget_batches
 from leafpipe.steps import step_of, step_starts
 from leafpipe.templates import INSTRUCTION, RESPONSE, encode_sample
 
@@ -22,8 +22,9 @@ def _sample(frame, sample_id):
     return frame[frame["sample_id"] == sample_id]
 
 
-def _reference(model, tokenizer, row, *, later_than=None):
-    """Plain autograd on one sample: grads of the (later-steps) response loss at every position."""
+def _reference(model, tokenizer, row, *, later_than=None, starts=None):
+    """Plain autograd on one sample: ‖∂L/∂e‖ and |∂L/∂e · e| of the response loss at every
+    position, or of the loss of the steps after `later_than` (steps from `starts`, or lines)."""
     enc = encode_sample(tokenizer, row["instruction"], row["response"])
     batch = collate([enc], tokenizer.pad_token_id)
     emb = model.get_input_embeddings().weight[batch.input_ids].clone().detach().requires_grad_(True)
@@ -31,36 +32,80 @@ def _reference(model, tokenizer, row, *, later_than=None):
     targets = batch.input_ids[0, 1:]
     mask = batch.target_mask[0].clone()
     if later_than is not None:
-        starts = step_starts(row["response"], "lines")
+        starts = starts or step_starts(row["response"], "lines")
         steps = [step_of(starts, a) if f == RESPONSE else 10**6 for f, (a, _) in zip(enc.fields, enc.offsets)]
         mask &= torch.tensor([s > later_than for s in steps[1:]])
     loss = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
     loss.backward()
-    return emb.grad[0].norm(dim=-1), loss.item(), enc
+    return emb.grad[0].norm(dim=-1), (emb.grad[0] * emb[0]).sum(-1).abs().detach(), loss.item(), enc
 
 
 def test_instruction_scores_match_a_hand_computed_autograd_gradient(tokenizer, samples, tiny_llama):
     model = tiny_llama(0)
     rows = _rows(samples)
     frame = score_samples(model, tokenizer, rows, ScoreSpec(max_tokens=10**6))
-    norms, loss, enc = _reference(model, tokenizer, rows[1])
+    norms, products, loss, enc = _reference(model, tokenizer, rows[1])
     instr = _sample(frame, "s1").query("part == 'instruction'")
     expected = norms[instr["position"].tolist()]
     torch.testing.assert_close(torch.tensor(instr["grad_norm"].to_numpy()), expected, rtol=1e-4, atol=1e-7)
     assert abs(float(instr["loss"].iloc[0]) - loss) < 1e-5
+    got = torch.tensor(instr["grad_x_input"].to_numpy())
+    torch.testing.assert_close(got, products[instr["position"].tolist()], rtol=1e-4, atol=1e-8)
+    assert not torch.allclose(got / got.max(), expected / expected.max()), "a score of its own"
 
 
-def test_step_tokens_are_scored_by_the_loss_of_later_steps(tokenizer, samples, tiny_llama):
+def test_step_scopes_score_each_step_by_the_loss_of_later_steps(tokenizer, samples, tiny_llama):
     model = tiny_llama(0)
     rows = _rows(samples)
-    frame = _sample(score_samples(model, tokenizer, rows), "s0")
+    frame = _sample(score_samples(model, tokenizer, rows, ScoreSpec(response_scopes="steps")), "s0")
     for k in (0, 1):
-        norms, _, _ = _reference(model, tokenizer, rows[0], later_than=k)
+        norms, products, _, _ = _reference(model, tokenizer, rows[0], later_than=k)
         step = frame[(frame["part"] == RESPONSE) & (frame["step"] == k)]
         got = torch.tensor(step["grad_norm"].to_numpy())
         torch.testing.assert_close(got, norms[step["position"].tolist()], rtol=1e-4, atol=1e-7)
+        got = torch.tensor(step["grad_x_input"].to_numpy())
+        torch.testing.assert_close(got, products[step["position"].tolist()], rtol=1e-4, atol=1e-8)
     last = frame[(frame["part"] == RESPONSE) & (frame["step"] == 2)]
-    assert last["grad_norm"].isna().all(), "nothing comes after the last step"
+    assert last["grad_norm"].isna().all() and last["grad_x_input"].isna().all(), "nothing comes after the last step"
+
+
+def test_segments_are_cut_at_the_step_boundary_nearest_the_middle():
+    assert segment_starts([0, 10, 20, 30], 40) == [0, 20]
+    assert segment_starts([0, 10, 30], 40) == [0, 10]  # a tie: the earlier boundary
+    assert segment_starts([0, 5, 24], 40) == [0, 24]
+    assert segment_starts([0], 40) == [0]  # one step: no earlier segment
+
+
+THREE_STEPS = ("Tom has 3 apples. He buys 4 more. How many apples?",
+               "Step 1: 3.\nStep 2: 4.\nStep 3: so he has 3 + 4 = 7 apples, and the answer is 7.")
+
+
+def test_the_earlier_segment_is_scored_by_the_continuations_loss_alone(tokenizer, tiny_llama):
+    model = tiny_llama(0)
+    row = _rows([THREE_STEPS])[0]
+    response = row["response"]
+    segments = segment_starts(step_starts(response, "lines"), len(response))
+    assert segments == [0, response.index("Step 3")], "the earlier segment holds two steps"
+    frame = score_samples(model, tokenizer, [row])  # response_scopes "segments" is the default
+    resp = frame[frame["part"] == RESPONSE]
+    assert resp["step"].tolist() == [int(a >= segments[1]) for a in resp["char_start"]]
+    earlier, continuation = resp[resp["step"] == 0], resp[resp["step"] == 1]
+    norms, products, _, _ = _reference(model, tokenizer, row, later_than=0, starts=segments)
+    positions = earlier["position"].tolist()
+    torch.testing.assert_close(torch.tensor(earlier["grad_norm"].to_numpy()), norms[positions], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(earlier["grad_x_input"].to_numpy()), products[positions],
+                               rtol=1e-4, atol=1e-8)
+    assert continuation["grad_norm"].isna().all()
+    by_steps = score_samples(model, tokenizer, [row], ScoreSpec(response_scopes="steps"))
+    step_0 = by_steps[(by_steps["part"] == RESPONSE) & (by_steps["step"] == 0)]["grad_norm"].to_numpy()
+    assert not np.allclose(step_0, earlier["grad_norm"].to_numpy()[: len(step_0)]), "a different loss per step"
+
+
+def test_a_one_step_response_has_no_earlier_segment(tokenizer, tiny_llama):
+    frame = score_samples(tiny_llama(0), tokenizer, _rows([("How many apples?", "The answer is 7.")]))
+    resp = frame[frame["part"] == RESPONSE]
+    assert (resp["step"] == 0).all() and resp["grad_norm"].isna().all()
+    assert frame[frame["part"] == "instruction"]["grad_norm"].notna().all()
 
 
 def test_padding_and_batch_mates_do_not_change_scores(tokenizer, samples, tiny_llama):
@@ -94,8 +139,8 @@ def test_rows_keep_input_order_and_only_content_tokens(tokenizer, samples, tiny_
     assert "".join(first.query("part == 'response'")["token"]) == rows[0]["response"]
     enc = encode_sample(tokenizer, rows[0]["instruction"], rows[0]["response"])
     assert first["token_id"].tolist() == [enc.input_ids[p] for p in first["position"]]
-    steps = first.query("part == 'response'")["step"]
-    assert steps.iloc[0] == 0 and steps.iloc[-1] == rows[0]["response"].count("\n")
+    segments = first.query("part == 'response'")["step"]  # the paper's two: earlier, continuation
+    assert segments.iloc[0] == 0 and segments.iloc[-1] == 1 and segments.is_monotonic_increasing
 
 
 def test_no_parameter_gradients_are_allocated(tokenizer, samples, tiny_llama):

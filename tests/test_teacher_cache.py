@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from leafpipe.distill import DistillSpec, distill
-from leafpipe.distill_data import DistillGroup, encode_groups
-from leafpipe.teacher_cache import TeacherCache, build_teacher_cache, every_sample
+from leafpipe.distill_data import MODES, DistillGroup, Text, encode_groups, n_trained
+from leafpipe.teacher_cache import TeacherCache, build_teacher_cache, every_sample, sample_key
+from leafpipe.templates import encode_sample
 
 from test_distill import many_groups, mixed_groups, same, weights
 
@@ -35,11 +36,13 @@ def test_cache_holds_every_sample_and_trained_token(tokenizer, samples, tiny_lla
     cache.check(groups, encoded)
 
 
-def test_full_vocabulary_cache_trains_like_the_teacher(tokenizer, samples, tiny_llama, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_full_vocabulary_cache_trains_like_the_teacher(tokenizer, samples, tiny_llama, tmp_path, mode):
     groups = many_groups(samples, 8)
     cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "c.safetensors", k=len(tokenizer))
-    live = weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, SPEC, 1))
-    cached = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache))
+    spec = DistillSpec(**{**SPEC.__dict__, "counterfactuals": mode})
+    live = weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1))
+    cached = weights(distill(None, tiny_llama(1), tokenizer, groups, spec, 1, teacher_cache=cache))
     assert not same(live, weights(tiny_llama(1)))
     for a, b in zip(live, cached):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
@@ -128,3 +131,22 @@ def test_stages_build_the_cache_and_train_without_the_teacher(tokenizer, samples
                    teacher_cache=cache)
     info = json.loads((tmp_path / "kd" / "training.json").read_text())
     assert info["teacher_cache"]["k"] == 6 and info["teacher_cache"]["path"] == str(cache)
+
+
+def test_response_level_counterfactuals_cache_only_their_later_steps(tokenizer, samples, tiny_llama, tmp_path):
+    """A counterfactual whose pruned first step is context: the cache holds its trained tokens
+    only, and training from the cache equals training with the teacher."""
+    groups = many_groups(samples, 4)
+    for g in groups:
+        response = g.original[1]
+        later = response.index("Step 2")
+        g.counterfactuals.append(Text(g.original[0], "Step 1: pruned.\n" + response[later:], len("Step 1: pruned.\n")))
+    cache = cache_of(tiny_llama(0), tokenizer, groups, tmp_path / "c.safetensors", k=len(tokenizer))
+    for g, enc in zip(groups, encode_groups(tokenizer, groups)):
+        span = cache.rows[sample_key(enc.counterfactuals[-1])]
+        whole = encode_sample(tokenizer, *g.counterfactuals[-1][:2])  # the same text trained from 0
+        assert span[1] - span[0] == n_trained(enc.counterfactuals[-1]) < n_trained(whole)
+    live = weights(distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, SPEC, 1))
+    cached = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache))
+    for a, b in zip(live, cached):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)

@@ -92,6 +92,19 @@ def test_loss_mask_is_response_and_end_of_turn_in_real_templates(family, samples
     assert _decode(tok, enc, enc.loss_mask()) == response + FAMILIES[name][3]
 
 
+def test_only_the_steps_after_train_from_are_trained_in_real_templates(family, samples):
+    """A response-level counterfactual: its earlier (pruned) steps are context; the trained tokens
+    are exactly the later steps' and the end of turn, and the input is unchanged."""
+    name, tok = family
+    instruction, response = samples[1]
+    later = response.index("Step 2")
+    enc = encode_sample(tok, instruction, response, train_from=later)
+    assert enc.input_ids == encode_sample(tok, instruction, response).input_ids
+    assert _decode(tok, enc, enc.loss_mask()) == response[later:] + FAMILIES[name][3]
+    assert all(start >= later for (start, _), m, f in zip(enc.offsets, enc.loss_mask(), enc.fields)
+               if m and f == RESPONSE)
+
+
 def test_prompt_is_prefix_of_full_sample_in_real_templates(family, samples):
     _, tok = family
     instruction, response = samples[1]

@@ -28,10 +28,35 @@ def test_response_ends_with_the_answer(world):
 
 
 def test_shortcut_rate_is_planted_only_in_the_students_split(world):
-    rate = lambda rows: sum(r["shortcut"] for r in rows) / len(rows)  # noqa: E731
+    def rate(rows):
+        distracted = [r for r in rows if r["distractor_spans"]]
+        return sum(r["shortcut"] for r in distracted) / len(distracted)
+
     assert abs(rate(world["student_train"]) - CFG.student_shortcut_p) < 0.07
-    for split in ("teacher_train", "test"):
+    for split in ("teacher_train", "test", "distill_train"):
         assert rate(world[split]) < 0.2  # chance: a random distractor number hits the answer
+
+
+def test_only_the_student_sees_problems_without_distractors(world):
+    clean = sum(not r["distractor_spans"] for r in world["student_train"]) / len(world["student_train"])
+    assert abs(clean - CFG.student_clean_share) < 0.08
+    # The teacher must learn to ignore distractors; detection needs something to find.
+    for split in ("teacher_train", "distill_train", "test"):
+        assert all(r["distractor_spans"] for r in world[split])
+
+
+def test_answers_stay_within_twice_max_operand(world):
+    answers = {int(r["answer"]) for rows in world.values() for r in rows}
+    assert max(answers) <= 2 * CFG.max_operand and min(answers) >= 1
+    assert max(answers) > CFG.max_operand  # both operations occur
+
+
+def test_the_worked_sum_is_left_for_the_model_unless_asked_for(world):
+    row = world["test"][0]
+    assert " = " not in row["response"]
+    with_sum = make_world(WorldConfig(seed=3, n_test=3, n_teacher_train=1, n_student_train=1,
+                                      n_distill_train=1, worked_sum=True))["test"]
+    assert all(f" = {r['answer']}." in r["response"] for r in with_sum)
 
 
 def test_clean_test_is_test_without_distractors(world):

@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from leafpipe import stages
-from leafpipe.config import ConfigError, go_offline_unless_hub_needed, load_config
+from leafpipe.config import ConfigError, for_seed, go_offline_unless_hub_needed, load_config
 
 STAGES: dict[str, Callable[..., None]] = {
     name: getattr(stages, name)
     for name in ("world", "tokenizer", "pretrain", "import_gguf", "derive_model", "corpus", "score",
                  "gather_scores", "detect", "inspect",
-                 "counterfactuals", "teacher_logits", "distill", "attention", "benchmark_data", "generate",
-                 "grade", "report")
+                 "counterfactuals", "validate_counterfactuals", "teacher_logits", "distill", "attention",
+                 "benchmark_data", "generate", "grade", "report")
 }
 
 
@@ -29,6 +29,9 @@ def _add_stage(sub: Any, name: str, func: Callable[..., None]) -> None:
     doc = (inspect.getdoc(func) or f"Run the {name} stage.").splitlines()[0]
     parser = sub.add_parser(name, help=doc, description=doc)
     parser.add_argument("--configfile", default="config/config.yaml", help="validated like the Snakefile's")
+    if name != "report":  # the report pools every replicate
+        parser.add_argument("--seed", type=int, default=None,
+                            help="the replicate to run, one of the config's seeds (needed when it has several)")
     for pname, param in inspect.signature(func).parameters.items():
         if pname == "config":
             continue
@@ -38,7 +41,8 @@ def _add_stage(sub: Any, name: str, func: Callable[..., None]) -> None:
         elif "Sequence" in str(param.annotation):
             parser.add_argument(flag, dest=pname, nargs="+", required=True)
         else:
-            parser.add_argument(flag, dest=pname, required=param.default is param.empty)
+            optional = param.default is not param.empty  # e.g. `score --shard`: the stage's own default
+            parser.add_argument(flag, dest=pname, required=not optional, default=param.default if optional else None)
     parser.set_defaults(stage=name)
 
 
@@ -67,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
     go_offline_unless_hub_needed(config)
+    if "seed" in args:  # every stage but the report runs one replicate
+        try:
+            config = for_seed(config, args.pop("seed"))
+        except ConfigError as err:
+            print(f"leafpipe: {err} (--seed)", file=sys.stderr)
+            return 2
     func = STAGES[args.pop("stage")]
     if "config" in inspect.signature(func).parameters:
         args["config"] = config

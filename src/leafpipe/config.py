@@ -21,7 +21,8 @@ class ConfigError(ValueError):
 
 
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Validate against the schema, fill defaults, and check that named files exist."""
+    """Validate against the schema, fill defaults, and check that named files exist; with a
+    single seed, also set `seed` and `world.seed` to it (`for_seed`)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
@@ -30,9 +31,43 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         validate(config, str(SCHEMA), set_default=True)
     except WorkflowError as err:
         raise ConfigError(f"{source}: {err}") from None
+    check_seeds(config, source)
     check_paths(config, source)
     check_distill(config, source)
-    return config
+    # A config of one seed is its replicate's config: stages called with it read its seed.
+    return for_seed(config) if len(config["seeds"]) == 1 else config
+
+
+def check_seeds(config: dict[str, Any], source: str = "config") -> None:
+    """`seeds` replaced `seed` and `world.seed`: those two are what one replicate's jobs read
+    (`for_seed` sets them), so a config may carry them only as that replicate's own, equal to
+    its single seed. An older config's `seed: 0` with `world.seed: 1` is refused, not guessed at."""
+    given = {"seed": config.get("seed"), "world.seed": config["world"].get("seed")}
+    given = {key: value for key, value in given.items() if value is not None}
+    seeds = config["seeds"]
+    if given and (len(seeds) != 1 or set(given.values()) != set(seeds)):
+        written = ", ".join(f"{key}: {value}" for key, value in given.items())
+        raise ConfigError(
+            f"{source}: {written}: `seed` and `world.seed` are one setting now, `seeds` (a list: one "
+            f"replicate of the whole run per seed, its world generated with that seed); write "
+            f"`seeds: [{next(iter(given.values()))}]` and remove them (seeds here: {seeds})"
+        )
+
+
+def for_seed(config: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """The config one replicate's jobs see: `seed` (training, sampling) and `world.seed` set to
+    `seed`, and `seeds` to it alone, so that it validates again as the same replicate (the
+    data-parallel launcher passes it on as a file). None: the config's only seed. The caller's
+    config is not changed."""
+    seeds = config["seeds"]
+    if seed is None and len(seeds) > 1:
+        raise ConfigError(f"the config has seeds {seeds}: say which replicate")
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise ConfigError(f"seed {seed} is not one of the config's seeds {seeds}")
+    replicate = copy.deepcopy(dict(config))
+    replicate.update(seed=seed, seeds=[seed], world={**replicate["world"], "seed": seed})
+    return replicate
 
 
 def check_distill(config: dict[str, Any], source: str = "config") -> None:

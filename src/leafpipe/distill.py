@@ -1,17 +1,23 @@
 """Causal attention distillation, stage 2 of LeaF, and its baselines: one trainer, one loop.
 
-Each original sample x and, with weight λ, one of its counterfactuals x \\ A (the instruction
-with a confounder span removed) train the student, teacher and student seeing the same input:
+Original samples x and their counterfactuals x \\ A (a confounder span removed) train the
+student, teacher and student seeing the same input, with a per-token loss ℓ on the trained
+response tokens: a distillation loss (`objective="kd"`: forward KL, reverse KL or JSD to the
+teacher, `leafpipe.kd_loss`) or plain cross-entropy (`objective="ce"`, the `sft` baseline, which
+needs no teacher). Two schemes (`DistillSpec.counterfactuals`):
 
-    L = D(x) + λ · D(x \\ A)
+- `all` (the paper's mixed file): every original and every counterfactual is a sample of its
+  own each epoch, and a step's loss is the token mean with weight λ on counterfactual tokens,
+      L = (Σ_orig ℓ + λ Σ_cf ℓ) / (N_orig + λ N_cf)
+  over the step's trained tokens; λ = 1 is the paper's plain KD over the mixed file.
+- `draw_one`: each original with one counterfactual drawn per epoch, and
+      L = Σ_orig ℓ / N_orig + λ Σ_cf ℓ / N_cf,
+  each term the token mean over its own samples of the step.
 
-where D is a distillation loss on the response tokens (`objective="kd"`: forward KL, reverse KL
-or JSD to the teacher, `leafpipe.kd_loss`) or plain cross-entropy on the response
-(`objective="ce"`, the `sft` baseline, which needs no teacher). Each term is a sum over trained
-tokens divided by the number of trained tokens of its own samples in the whole optimiser step, so
-gradient accumulation gives exactly the gradient of one big batch. The variants differ only in
-data: `sft` and `kd` train on originals alone (no counterfactuals, so the λ term is absent),
-`leaf_instr` and `leaf_instr_resp` on originals with their counterfactuals.
+Both count tokens over the whole optimiser step, so gradient accumulation gives exactly the
+gradient of one big batch. The variants differ only in data: `sft` and `kd` train on originals
+alone (no counterfactuals, so the λ term is absent), `leaf_instr` and `leaf_instr_resp` on
+originals with their counterfactuals. docs/training-scheme.md compares the schemes with the paper.
 
 Training state lives in a work folder (docs/data-schemas.md, "Distillation checkpoints") so a
 killed job resumes where it stopped and ends with the same weights, bit for bit on a CPU, as a
@@ -62,7 +68,8 @@ from leafpipe.distill_checkpoints import (
     quiet_saves, rng_state, run_fingerprint, save_state,
 )
 from leafpipe.distill_data import (
-    DistillGroup, Step, encode_groups, epoch_plan, n_trained, rank_share, seeded_rng, validation_split,
+    ALL, MODES, ORIGINAL_REF, DistillGroup, Step, encode_groups, epoch_plan, n_trained, rank_share, sample_of,
+    validation_plan, validation_split,
 )
 from leafpipe.kd_loss import KDSpec, TopK, ce_loss_sum, kd_loss_sum, output_head, response_hidden
 from leafpipe.teacher_cache import TeacherCache
@@ -108,11 +115,18 @@ class DistillSpec:
     """
 
     objective: str = "kd"  # "kd": loss to the teacher (spec.kd); "ce": cross-entropy (sft)
-    lam: float = 1.0  # λ, weight of the counterfactual term
+    # λ: the weight of a counterfactual token (`all`) or of the counterfactual term (`draw_one`).
+    # `all` with λ = 1 is the paper's code: plain KD over the mixed file, every token alike. A
+    # summary of the paper writes μ·KL(orig) + (1−μ)·KL(cf) (its "λ" is our μ), KL a token mean:
+    # `draw_one` is that form scaled by 1/μ with λ = (1−μ)/μ; `all` gives the counterfactuals the
+    # share λN_cf / (N_orig + λN_cf) of a step, i.e. λ = (1−μ)/μ · N_orig/N_cf. λ = 0 leaves the
+    # counterfactuals out: kd on the originals (docs/training-scheme.md).
+    lam: float = 1.0
+    counterfactuals: str = ALL  # "all": each one a sample every epoch; "draw_one": one drawn per original
     kd: KDSpec = field(default_factory=KDSpec)
     epochs: int = 5
-    global_batch: int = 32  # groups per optimiser step ...
-    micro_batch: int = 32  # ... reached by accumulating micro-batches of this many groups
+    global_batch: int = 32  # items per optimiser step (samples with `all`, groups with `draw_one`) ...
+    micro_batch: int = 32  # ... reached by accumulating micro-batches of this many items
     lr: float = 1e-5
     schedule: str = "cosine"  # after warm-up: cosine or linear decay to 0, or constant
     warmup_ratio: float = 0.03  # fraction of all steps spent warming up linearly
@@ -147,6 +161,8 @@ class DistillSpec:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.counterfactuals not in MODES:
+            raise ValueError(f"counterfactuals must be one of {MODES}, got {self.counterfactuals!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep must be one of {KEEP}, got {self.keep!r}")
         if self.keep == "best" and self.val_fraction == 0:
@@ -172,6 +188,31 @@ class DistillSpec:
             objective=objective, seed=seed, kd=KDSpec(**settings.get("kd", {})), lora=lora or None,
             **{k: v for k, v in settings.items() if k in names},
         )
+
+
+def term_weights(n_orig: int, n_cf: int, lam: float, mode: str) -> tuple[float, float]:
+    """What a step's original and counterfactual loss sums are multiplied by before backward.
+
+    `n_orig`, `n_cf`: the step's trained tokens of each kind. `all`: 1 and λ over
+    N_orig + λ N_cf (one weighted token mean); `draw_one`: 1 / N_orig and λ / N_cf (a mean per
+    term). Counting the whole step, not a micro-batch, is what makes accumulation exact.
+    """
+    if mode == ALL:
+        total = (n_orig + lam * n_cf) or 1.0
+        return 1.0 / total, lam / total
+    return 1.0 / max(n_orig, 1), lam / max(n_cf, 1)
+
+
+def combined_loss(sums: Mapping[str, float], lam: float, mode: str) -> float:
+    """The loss L of loss sums and token counts (`LOSS_SUMS`): what `term_weights` trains.
+
+    NaN when there are no trained tokens; a set without counterfactuals has no cf term.
+    """
+    if mode == ALL:
+        total = sums["orig_tokens"] + lam * sums["cf_tokens"]
+        return (sums["orig"] + lam * sums["cf"]) / total if total else math.nan
+    orig, cf = _terms(sums)
+    return orig if math.isnan(cf) else orig + lam * cf
 
 
 def lr_at(step: int, total_steps: int, spec: DistillSpec) -> float:
@@ -300,7 +341,7 @@ class _Trainer:
         if spec.val_fraction > 0 and not self.val_idx:
             log.warning("val_fraction %.3g holds out none of %d groups: no validation loss",
                         spec.val_fraction, len(groups))
-        self.steps_per_epoch = math.ceil(len(self.train_idx) / spec.global_batch)
+        self.steps_per_epoch = len(self._plan(1))
         self.total_steps = spec.epochs * self.steps_per_epoch
         if self.cache is not None:
             self.cache.check(groups, self.encoded)
@@ -340,6 +381,11 @@ class _Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _plan(self, epoch: int) -> list[Step]:
+        spec = self.spec
+        return epoch_plan(self.encoded, self.train_idx, epoch, seed=spec.seed, global_batch=spec.global_batch,
+                          micro_batch=spec.micro_batch, lam=spec.lam, mode=spec.counterfactuals)
+
     # -- losses --
 
     def _loss_sum(self, samples: Sequence[EncodedSample]) -> torch.Tensor:
@@ -378,40 +424,43 @@ class _Trainer:
         # they never enter the autograd graph, so they need no clone.
         return kd_loss_sum(hidden, head, target, output_head(self.teacher), batch.target_mask, self.spec.kd)
 
-    def _passes(self, step: Step, drawn: Mapping[int, EncodedSample]) -> list[tuple[list[EncodedSample], str | None]]:
+    def _passes(self, step: Step) -> list[tuple[list[EncodedSample], str | None]]:
         """This process's forward passes over its share of `step`: (samples, "orig" or "cf").
 
-        Sharded, every process makes the same passes in the same order, since each pass
-        gathers weights collectively: a process with nothing for a pass runs it on the step's
-        first original with term None (weight 0).
+        Each micro-batch makes a pass over its originals and one over its counterfactuals, as
+        the two kinds are weighted apart. Sharded, every process makes the same passes in the
+        same order, since each pass gathers weights collectively: a process with nothing for a
+        pass runs it on the step's first sample with term None (weight 0).
         """
         mb = self.spec.micro_batch
         if self.sharded is None:
             shares, mine = [rank_share(step, self.rank, self.world, mb)], 0
         else:
             shares, mine = [rank_share(step, r, self.world, mb) for r in range(self.world)], self.rank
-        filler = [self.encoded[step[0][0]].original]
+        filler = [sample_of(self.encoded, step[0][0][0])]
         passes: list[tuple[list[EncodedSample], str | None]] = []
         for k in range(max(len(share) for share in shares)):
             micro = shares[mine][k] if k < len(shares[mine]) else []
-            passes.append(([self.encoded[i].original for i in micro], "orig") if micro else (filler, None))
-            if any(i in drawn for share in shares if k < len(share) for i in share[k]):
-                cf = [drawn[i] for i in micro if i in drawn]
-                passes.append((cf, "cf") if cf else (filler, None))
+            planned = {_term(ref) for share in shares if k < len(share) for item in share[k] for ref in item}
+            for term in ("orig", "cf"):
+                if term in planned:
+                    samples = [sample_of(self.encoded, ref) for item in micro for ref in item if _term(ref) == term]
+                    passes.append((samples, term) if samples else (filler, None))
         return passes
 
-    def _train_step(self, step: Step, drawn: dict[int, EncodedSample]) -> dict[str, Any]:
+    def _train_step(self, step: Step) -> dict[str, Any]:
         """One optimiser step over this process's share of it; returns the step's loss terms and counts."""
-        every = [i for micro in step for i in micro]
-        # Normalisers first: each term is divided by its trained tokens in the whole step (on
+        every = [ref for micro in step for item in micro for ref in item]
+        # Normalisers first: each kind's weight counts the trained tokens of the whole step (on
         # every process), so summed gradients are the whole step's.
-        n_orig = sum(n_trained(self.encoded[i].original) for i in every)
-        n_cf = sum(n_trained(drawn[i]) for i in every if i in drawn)
-        weight = {"orig": 1.0 / max(n_orig, 1), "cf": self.spec.lam / max(n_cf, 1), None: 0.0}
+        n_orig = sum(n_trained(sample_of(self.encoded, ref)) for ref in every if _term(ref) == "orig")
+        n_cf = sum(n_trained(sample_of(self.encoded, ref)) for ref in every if _term(ref) == "cf")
+        w_orig, w_cf = term_weights(n_orig, n_cf, self.spec.lam, self.spec.counterfactuals)
+        weight = {"orig": w_orig, "cf": w_cf, None: 0.0}
         # FSDP averages gradients over the processes; scaling by their number makes it a sum.
         scale = self.world if self.sharded is not None else 1
         sums = {"orig": 0.0, "cf": 0.0}
-        for samples, term in self._passes(step, drawn):
+        for samples, term in self._passes(step):
             # One backward pass per forward: only one graph is alive at a time.
             loss = self._loss_sum(samples)
             (loss * (weight[term] * scale)).backward()
@@ -436,18 +485,13 @@ class _Trainer:
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
-        """The training loss on the held-out groups, each term normalised over all of them.
-
-        Each group's counterfactual is drawn once for the whole run, so epochs are comparable.
-        """
+        """The training loss on the held-out groups' samples (`validation_plan`), normalised over
+        all of them."""
         self.student.eval()
-        cf_rng = seeded_rng(self.spec.seed, "validation")
-        lengths = [len(e.original) for e in self.encoded]
-        order = sorted(self.val_idx, key=lambda i: -lengths[i])
-        drawn = {i: cf_rng.choice(self.encoded[i].counterfactuals) for i in order
-                 if self.spec.lam > 0 and self.encoded[i].counterfactuals}
+        spec = self.spec
+        held_out = validation_plan(self.encoded, self.val_idx, seed=spec.seed, lam=spec.lam, mode=spec.counterfactuals)
         totals = dict.fromkeys(LOSS_SUMS, 0.0)
-        for samples, term in self._passes([order], drawn):
+        for samples, term in self._passes(held_out):
             loss = self._loss_sum(samples).item()
             if term is not None:
                 totals[term] += loss
@@ -455,12 +499,11 @@ class _Trainer:
         totals = dict(zip(LOSS_SUMS, data_parallel.sum_values([totals[k] for k in LOSS_SUMS], self.device)))
         self.student.train()
         orig, cf = _terms(totals)
-        return dict(val_loss=self._total(orig, cf), val_orig=orig, val_cf=cf,
+        return dict(val_loss=self._total(totals), val_orig=orig, val_cf=cf,
                     val_tokens=int(totals["orig_tokens"] + totals["cf_tokens"]))
 
-    def _total(self, orig: float, cf: float) -> float:
-        """The loss L = orig + λ·cf; a step or set without counterfactuals has no cf term."""
-        return orig if math.isnan(cf) else orig + self.spec.lam * cf
+    def _total(self, sums: Mapping[str, float]) -> float:
+        return combined_loss(sums, self.spec.lam, self.spec.counterfactuals)
 
     # -- checkpoints --
 
@@ -542,14 +585,12 @@ class _Trainer:
         self.student.train()
         try:
             while state.epoch <= spec.epochs:
-                steps, drawn = epoch_plan(self.encoded, self.train_idx, state.epoch, seed=spec.seed,
-                                          global_batch=spec.global_batch,
-                                          micro_batch=spec.micro_batch, lam=spec.lam)
+                steps = self._plan(state.epoch)
                 while state.position < len(steps):
                     lr = lr_at(state.step, self.total_steps, spec)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    out = self._train_step(steps[state.position], drawn)
+                    out = self._train_step(steps[state.position])
                     state.step += 1
                     state.position += 1
                     if out["non_finite"]:
@@ -559,7 +600,7 @@ class _Trainer:
                             state.sums[key] += out[key]
                     orig, cf = _terms(out)
                     row = dict(kind="step", epoch=state.epoch, step=state.step, lr=lr,
-                               loss=self._total(orig, cf), loss_orig=orig, loss_cf=cf,
+                               loss=self._total(out), loss_orig=orig, loss_cf=cf,
                                grad_norm=out["grad_norm"], non_finite=int(out["non_finite"]),
                                tokens_orig=out["orig_tokens"], tokens_cf=out["cf_tokens"],
                                elapsed_s=round(state.elapsed + time.monotonic() - started, 3))
@@ -602,7 +643,7 @@ class _Trainer:
     def _end_epoch(self, state: TrainingState, metrics: Metrics, started: float) -> None:
         orig, cf = _terms(state.sums)
         row: dict[str, Any] = dict(
-            kind="epoch", epoch=state.epoch, step=state.step, loss=self._total(orig, cf),
+            kind="epoch", epoch=state.epoch, step=state.step, loss=self._total(state.sums),
             loss_orig=orig, loss_cf=cf,
             tokens_orig=int(state.sums["orig_tokens"]), tokens_cf=int(state.sums["cf_tokens"]),
         )
@@ -680,6 +721,10 @@ class _Trainer:
         return model.eval()
 
 
+def _term(ref: tuple[int, int]) -> str:
+    return "orig" if ref[1] == ORIGINAL_REF else "cf"
+
+
 def _terms(sums: Mapping[str, float]) -> tuple[float, float]:
     """Per-token means of the original and counterfactual terms (NaN for a term with no tokens)."""
     orig = sums["orig"] / sums["orig_tokens"] if sums["orig_tokens"] else math.nan
@@ -706,11 +751,12 @@ def distill(
     (`check_tokenizers`). The teacher may be None for "ce", and for "kd" when `teacher_cache`
     (`leafpipe.teacher_cache`, built by the teacher_logits stage) holds its top-k log-probs of
     every sample of `groups`: the loss then uses those (`kd_loss_sum(..., teacher_topk=...)`) and
-    the teacher is never run; "ce" ignores the cache. Each epoch the training groups are
-    shuffled, cut into length-grouped micro-batches (`batching.length_grouped`) and every group
-    with counterfactuals draws one of them; a step accumulates `global_batch / micro_batch`
-    micro-batches. Order and draws are functions of (seed, epoch), so λ = 0 and groups stripped
-    of their counterfactuals train on exactly the same batches.
+    the teacher is never run; "ce" ignores the cache. Each epoch the training samples (every
+    original and counterfactual, or each original with one drawn counterfactual:
+    `spec.counterfactuals`) are shuffled and cut into length-grouped steps
+    (`distill_data.epoch_plan`); a step accumulates `global_batch / micro_batch` micro-batches.
+    Order and draws are functions of (seed, epoch), so λ = 0 and groups stripped of their
+    counterfactuals train on exactly the same batches.
 
     `work_dir` holds the resumable state, the best/ and last/ checkpoints, metrics.csv and
     training.json (docs/data-schemas.md); a state found there from the same settings, data and

@@ -1,8 +1,12 @@
 """The data of causal attention distillation: groups of an original sample and its counterfactuals,
-their validation split, and the batches of each epoch.
+their validation split, and the samples and steps of each epoch.
 
-Batch order and counterfactual draws are functions of (seed, epoch) alone, so a resumed run
-recomputes an epoch's batches rather than storing them (`leafpipe.distill_checkpoints`).
+An epoch is a list of items, each the samples that travel together through a step: with
+`counterfactuals: all` (the paper's mixed file) every original and every counterfactual of the
+training groups is an item of its own; with `draw_one` an item is one group's original and one
+counterfactual drawn for the epoch. Items, their order and the draws are functions of (seed,
+epoch) alone, so a resumed run recomputes an epoch's steps rather than storing them
+(`leafpipe.distill_checkpoints`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
@@ -20,9 +24,22 @@ from leafpipe.templates import EncodedSample, encode_sample
 
 ORIGINAL = "original"
 COUNTERFACTUAL = "counterfactual"
+ALL, DRAW_ONE = "all", "draw_one"
+MODES = (ALL, DRAW_ONE)
 
 Pair = tuple[str, str]  # (instruction, response)
-Step = list[list[int]]  # one optimiser step: its micro-batches of group indices
+SampleRef = tuple[int, int]  # (group index, ORIGINAL_REF for its original or a counterfactual's index)
+ORIGINAL_REF = -1
+Item = tuple[SampleRef, ...]  # samples that travel together: the unit a step is made of
+Step = list[list[Item]]  # one optimiser step: its micro-batches of items
+
+
+class Text(NamedTuple):
+    """A counterfactual's text; response characters before `train_from` are context, not trained."""
+
+    instruction: str
+    response: str
+    train_from: int = 0
 
 
 @dataclass
@@ -30,11 +47,12 @@ class DistillGroup:
     """One original sample and the counterfactuals made from it (possibly none).
 
     `source_id` decides whether the group is held out for validation; without one, the
-    original's text does.
+    original's text does. A counterfactual may be given as a plain (instruction, response) pair,
+    trained from the start of its response.
     """
 
     original: Pair
-    counterfactuals: list[Pair] = field(default_factory=list)
+    counterfactuals: list[Text] = field(default_factory=list)
     source_id: str | None = None
 
     def key(self) -> str:
@@ -66,7 +84,8 @@ def load_groups(rows: Sequence[dict]) -> list[DistillGroup]:
                 raise ValueError(
                     f"counterfactual {rid!r}: its source {source!r} has no original row"
                 )
-            groups[source].counterfactuals.append((row["instruction"], row["response"]))
+            groups[source].counterfactuals.append(
+                Text(row["instruction"], row["response"], int(row.get("train_from", 0))))
     return list(groups.values())
 
 
@@ -105,43 +124,80 @@ def n_trained(sample: EncodedSample) -> int:
     return sum(sample.loss_mask()[1:])
 
 
+def sample_of(encoded: Sequence[EncodedGroup], ref: SampleRef) -> EncodedSample:
+    group, j = ref
+    return encoded[group].original if j == ORIGINAL_REF else encoded[group].counterfactuals[j]
+
+
 def seeded_rng(seed: int, *parts: Any) -> random.Random:
     """A generator for one purpose (`parts`, e.g. epoch and "order") of a run seeded `seed`."""
     # A string seed is hashed with SHA-512: the same in every process, unlike hash().
     return random.Random("/".join(str(p) for p in (seed, *parts)))
 
 
+def group_items(
+    encoded: Sequence[EncodedGroup], group_idx: Sequence[int], mode: str, lam: float, draws: random.Random,
+) -> list[Item]:
+    """The items of the groups `group_idx` (in that order): every sample on its own (`all`), or
+    each original with one counterfactual drawn from `draws` (`draw_one`). With `lam` 0 the
+    counterfactuals weigh nothing and are left out, so the run is exactly kd on the originals."""
+    if mode not in MODES:
+        raise ValueError(f"counterfactuals must be one of {MODES}, got {mode!r}")
+    with_cf = lam > 0
+    if mode == ALL:
+        originals = [((i, ORIGINAL_REF),) for i in group_idx]
+        cfs = [((i, j),) for i in group_idx for j in range(len(encoded[i].counterfactuals))] if with_cf else []
+        return originals + cfs
+    out = []
+    for i in group_idx:
+        n = len(encoded[i].counterfactuals)
+        out.append(((i, ORIGINAL_REF), (i, draws.choice(range(n)))) if with_cf and n else ((i, ORIGINAL_REF),))
+    return out
+
+
+def item_length(encoded: Sequence[EncodedGroup], item: Item) -> int:
+    """What length-grouping sorts by: the item's first sample (a `draw_one` item's original)."""
+    return len(sample_of(encoded, item[0]))
+
+
 def epoch_plan(
     encoded: Sequence[EncodedGroup], train_idx: Sequence[int], epoch: int, *,
-    seed: int, global_batch: int, micro_batch: int, lam: float,
-) -> tuple[list[Step], dict[int, EncodedSample]]:
-    """The epoch's optimiser steps and the counterfactual each training group drew (none when
-    `lam` is 0), both functions of (seed, epoch) only.
+    seed: int, global_batch: int, micro_batch: int, lam: float, mode: str = ALL,
+) -> list[Step]:
+    """The epoch's optimiser steps, a function of (seed, epoch) only.
 
-    Steps are length-grouped (`batching.length_grouped` with the global batch) and then cut
-    into micro-batches, so `micro_batch` decides only how a step is split, never which
-    groups meet in it: changing it to fit memory leaves the training the same up to float
-    rounding. A step's groups come sorted by length, so its micro-batches pad little.
+    The epoch's items (`group_items`) are shuffled, length-grouped (`batching.length_grouped`, a
+    step holds `global_batch` items) and each step is cut into micro-batches of `micro_batch`
+    items, so `micro_batch` decides only how a step is split, never which items meet in it:
+    changing it to fit memory leaves the training the same up to float rounding. A step's items
+    come sorted by length, so its micro-batches pad little.
     """
+    epoch_items = group_items(encoded, train_idx, mode, lam, seeded_rng(seed, epoch, "counterfactual"))
     rng = seeded_rng(seed, epoch, "order")
-    order = rng.sample(train_idx, len(train_idx))
-    lengths = [len(e.original) for e in encoded]
-    steps = [
-        [step[k : k + micro_batch] for k in range(0, len(step), micro_batch)]
+    order = rng.sample(range(len(epoch_items)), len(epoch_items))
+    lengths = [item_length(encoded, it) for it in epoch_items]
+    return [
+        [[epoch_items[k] for k in step[m : m + micro_batch]] for m in range(0, len(step), micro_batch)]
         for step in length_grouped(order, lengths, global_batch, rng)
     ]
-    drawn = {}
-    if lam > 0:
-        cf_rng = seeded_rng(seed, epoch, "counterfactual")
-        drawn = {i: cf_rng.choice(encoded[i].counterfactuals)
-                 for i in train_idx if encoded[i].counterfactuals}
-    return steps, drawn
+
+
+def validation_plan(
+    encoded: Sequence[EncodedGroup], val_idx: Sequence[int], *, seed: int, lam: float, mode: str = ALL,
+) -> Step:
+    """The held-out items as one step of one micro-batch, longest first (`rank_share` cuts it).
+
+    A `draw_one` group draws its counterfactual once for the whole run, so epochs are comparable.
+    """
+    order = sorted(val_idx, key=lambda i: -len(encoded[i].original))
+    held_out = group_items(encoded, order, mode, lam, seeded_rng(seed, "validation"))
+    return [sorted(held_out, key=lambda it: -item_length(encoded, it))]
 
 
 def rank_share(step: Step, rank: int, world: int, micro_batch: int) -> Step:
     """Process `rank`'s micro-batches of an optimiser step (`leafpipe.data_parallel`).
 
-    Every `world`-th group of the step, from the `rank`-th on, so each process gets groups of
+    Every `world`-th item of the step, from the `rank`-th on, so each process gets items of
     every length the (length-sorted) step holds; then cut into micro-batches of `micro_batch`.
     With one process this is the step as planned; a process may get none of a small step.
     """

@@ -3,9 +3,9 @@
 Detection's metrics say *whether* the flagged tokens match the planted distractors; they do not
 say why. This module writes what a person needs to judge that: an HTML page with each
 instruction's tokens coloured by teacher, student and difference scores (flags and planted
-labels marked), histograms of those scores for planted and other tokens, and a sweep of the
-percentile threshold, re-applied to the stored differences with detection's own code, so a poor
-result can be told apart from a poorly chosen percentile.
+labels marked), histograms of those scores for planted and other tokens, and a plot of the
+percentile sweep of every score variant (computed by leafpipe.detection_quality), so a poor
+result can be told apart from a poorly chosen percentile or a poorly chosen score.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from leafpipe.atomic_io import atomic_path, write_text
-from leafpipe.detection import DetectSpec, detection_metrics, limit_span_lengths, merge_spans, threshold_flags
 from leafpipe.templates import INSTRUCTION
 
-SCORES = (("teacher", "teacher_norm"), ("student", "student_norm"), ("difference", "diff"))
-SWEEP_COLUMNS = ["percentile", "precision", "recall", "f1", "n_flagged"]
+# The rows of the page and panels of the histograms: (label, tokens.parquet column).
+SHOWN = (("teacher", "teacher_norm"), ("student", "student_norm"), ("difference", "diff"))
 
 
 def _planted(row: Any, n: int) -> np.ndarray:
@@ -38,68 +36,16 @@ def _planted(row: Any, n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool) if planted is None else np.asarray(planted, dtype=bool)
 
 
-def rethreshold(tokens: pd.DataFrame, spec: DetectSpec) -> pd.DataFrame:
-    """`tokens` with instruction flags recomputed from the stored `diff` under `spec`.
-
-    Detection's instruction scope is exactly the instruction tokens with a finite `diff`, so
-    applying `threshold_flags` there, then merging spans and dropping those outside the span
-    length limits as `detect` does, reproduces detection's instruction flags for the same spec.
-    Response flags are cleared: they are normalised per step scope, which the sweep does not
-    rebuild, and no instruction-level metric reads them.
-    """
-    flags_out = []
-    for r in tokens.itertuples(index=False):
-        fields, texts = list(r.field), list(r.text)
-        diff = np.asarray(r.diff, dtype=float)
-        flags = np.zeros(len(texts), dtype=bool)
-        idx = np.flatnonzero((np.asarray(fields) == INSTRUCTION) & np.isfinite(diff))
-        if idx.size:
-            content = np.array([bool(texts[i].strip()) for i in idx])
-            flags[idx] = threshold_flags(diff[idx], content, spec)
-            spans = merge_spans(flags, fields, list(r.step), list(r.char_start), list(r.char_end), texts)
-            limit_span_lengths(spans, flags, spec)
-        flags_out.append(flags.tolist())
-    out = tokens.copy()
-    out["is_confounder"] = flags_out
-    if "is_planted" not in out.columns:
-        out["is_planted"] = [[False] * len(t) for t in out["text"]]
-    return out
-
-
-def percentile_sweep(tokens: pd.DataFrame, spec: DetectSpec, percentiles: Sequence[float]) -> pd.DataFrame:
-    """Precision, recall, F1 and flagged-token count of instruction tokens at each percentile.
-
-    `tokens` is detection/tokens.parquet; every other setting of `spec` (cap, span limits) is
-    kept, and the strategy is forced to `percentile`. Scored as `detection_metrics` scores
-    (instruction tokens, whitespace left out), so the row at the configured percentile equals
-    metrics.json. Without planted labels precision, recall and F1 are NaN: there is nothing to
-    measure against, and 0 would read as a failure. Domain overrides are not applied (the
-    tokens do not record a sample's domain). Recall can only grow with the percentile unless
-    `max_span_tokens` drops spans that grew too long.
-    """
-    rows = []
-    for p in percentiles:
-        p_spec = replace(spec, strategy="percentile", percentile=float(p))
-        m = detection_metrics(rethreshold(tokens, p_spec), p_spec)
-        labelled = m["n_planted"] > 0
-        rows.append({
-            "percentile": float(p),
-            **{k: m[k] if labelled else math.nan for k in ("precision", "recall", "f1")},
-            "n_flagged": m["n_confounders"],
-        })
-    return pd.DataFrame.from_records(rows, columns=SWEEP_COLUMNS)
-
-
 def _instruction_scores(tokens: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Finite scores of non-whitespace instruction tokens (the tokens metrics count), and labels."""
-    values: dict[str, list[float]] = {col: [] for _, col in SCORES}
+    values: dict[str, list[float]] = {col: [] for _, col in SHOWN}
     planted: list[bool] = []
     for r in tokens.itertuples(index=False):
         labels = _planted(r, len(r.text))
         for i, (f, text) in enumerate(zip(r.field, r.text)):
             if f != INSTRUCTION or not text.strip() or not np.isfinite(r.diff[i]):
                 continue
-            for _, col in SCORES:
+            for _, col in SHOWN:
                 values[col].append(float(getattr(r, col)[i]))
             planted.append(bool(labels[i]))
     return {k: np.asarray(v) for k, v in values.items()}, np.asarray(planted, dtype=bool)
@@ -124,7 +70,7 @@ def write_histograms(tokens: pd.DataFrame, path: str | os.PathLike[str]) -> None
     )
     fig = Figure(figsize=(12, 3.6))
     bins = np.linspace(0.0, 1.0, 21)
-    for ax, (name, col) in zip(fig.subplots(1, 3), SCORES):
+    for ax, (name, col) in zip(fig.subplots(1, 3), SHOWN):
         for label, mask, colour in groups:
             data = values[col][mask]
             if data.size:
@@ -143,38 +89,46 @@ def write_histograms(tokens: pd.DataFrame, path: str | os.PathLike[str]) -> None
 
 def write_sweep_plot(
     sweep: pd.DataFrame, path: str | os.PathLike[str], configured: float | None = None,
-    base_rate: float | None = None,
+    base_rate: float | None = None, configured_score: str | None = None,
 ) -> None:
-    """Precision, recall and F1 against the percentile, the configured percentile marked.
+    """Precision, recall and flagged tokens against the percentile, one line per score variant
+    (`sweep`'s `score` column; one unnamed line without it), the configured percentile and
+    variant marked.
 
-    The lower panel counts flagged tokens, so an unlabelled corpus still gets a useful plot.
+    The flagged-token panel is drawn for an unlabelled corpus too, where precision and recall
+    are undefined.
     """
-    fig = Figure(figsize=(7, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
-    if sweep[["precision", "recall", "f1"]].notna().to_numpy().any():
-        for col, label in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
-            top.plot(sweep["percentile"], sweep[col], marker="o", label=label)
-        if base_rate is not None:
-            top.axhline(base_rate, color="grey", linestyle=":", label=f"random precision ({base_rate:.3f})")
-        top.set_ylim(0, 1)
-    else:
-        top.text(0.5, 0.5, "no planted labels: precision and recall are undefined",
-                 ha="center", va="center", transform=top.transAxes)
-    bottom.plot(sweep["percentile"], sweep["n_flagged"], marker="o", color="C4")
-    bottom.set_ylabel("flagged tokens")
-    bottom.set_xlabel("percentile of the teacher − student difference")
+    groups = list(sweep.groupby("score", sort=False)) if "score" in sweep.columns else [(None, sweep)]
+    fig = Figure(figsize=(7, 8))
+    precision_ax, recall_ax, flagged_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2, 2, 1])
+    labelled = sweep[["precision", "recall"]].notna().to_numpy().any()
+    for j, (score, rows) in enumerate(groups):
+        chosen = score is None or score == configured_score
+        style = {"marker": "o", "color": f"C{j}", "linewidth": 2.4 if chosen else 1.2,
+                 "label": (score or "detection") + (" (configured)" if score is not None and chosen else "")}
+        for ax, col in ((precision_ax, "precision"), (recall_ax, "recall"), (flagged_ax, "n_flagged")):
+            if col == "n_flagged" or labelled:
+                ax.plot(rows["percentile"], rows[col], **style)
+    for ax, name in ((precision_ax, "precision"), (recall_ax, "recall")):
+        ax.set_ylabel(name)
+        if not labelled:
+            ax.text(0.5, 0.5, f"no planted labels: {name} is undefined", ha="center", va="center",
+                    transform=ax.transAxes)
+            continue
+        ax.set_ylim(0, 1)
+    if labelled and base_rate is not None:
+        precision_ax.axhline(base_rate, color="grey", linestyle=":", label=f"random ({base_rate:.3f})")
+    flagged_ax.set_ylabel("flagged tokens")
+    flagged_ax.set_xlabel("percentile of the confounder score d")
     if configured is not None:
-        for ax in (top, bottom):
-            ax.axvline(configured, color="black", linestyle="--", label=f"configured ({configured:g})")
-    top.set_title("Detection quality against the percentile threshold (instruction tokens)")
-    if top.get_legend_handles_labels()[0]:
-        top.legend(fontsize=8)
+        for ax in (precision_ax, recall_ax, flagged_ax):
+            ax.axvline(configured, color="black", linestyle="--", linewidth=1,
+                       label=f"configured percentile ({configured:g})" if ax is precision_ax else None)
+    precision_ax.set_title("Detection quality against the percentile, per score variant (instruction tokens)")
+    for ax in (precision_ax, flagged_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     _save_png(fig, path)
-
-
-def write_sweep_csv(sweep: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    with atomic_path(path) as tmp:
-        sweep.to_csv(tmp, index=False)
 
 
 _CSS = """
@@ -223,10 +177,10 @@ def _sample_html(r: Any) -> str:
     in_span = _in_spans(r, json.loads(getattr(r, "spans", None) or "[]"))
     idx = [i for i in range(n) if r.field[i] == INSTRUCTION]
     tips = {
-        i: " · ".join(f"{name} {float(getattr(r, col)[i]):.3f}" for name, col in SCORES) for i in idx
+        i: " · ".join(f"{name} {float(getattr(r, col)[i]):.3f}" for name, col in SHOWN) for i in idx
     }
     rows = []
-    for name, col in SCORES:
+    for name, col in SHOWN:
         scores = getattr(r, col)
         cells = "".join(
             _token(str(r.text[i]), float(scores[i]), in_span[i] or bool(r.is_confounder[i]), bool(planted[i]), tips[i])

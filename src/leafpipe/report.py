@@ -1,15 +1,19 @@
-"""The final report: the paper's results table, a plain comparison with KD, detection quality.
+"""The final report: the paper's results table, paired comparisons with KD, detection quality.
 
 LeaF's reported gains over distillation without masks are 1-3 points, about the size of
-evaluation noise on a few hundred problems. So every number here carries its confidence
-interval and sample count, a missing result is shown as missing (never as 0), and the comparison
-with the baseline says when a difference is within noise.
+evaluation noise on a few hundred problems, and results move between seeds. So the report pools
+replicates (one per seed: its own world, models and test split): accuracies are given as mean ±
+sd across seeds beside each seed's own table, every comparison is paired on shared problems
+(leafpipe.paired_stats) with a bootstrap interval and McNemar's exact test pooled over seeds, and
+a difference is called one only when its interval excludes 0. A missing result is shown as
+missing, never as 0.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,26 +24,35 @@ from matplotlib.patches import Patch
 
 from leafpipe.atomic_io import atomic_path, write_text
 from leafpipe.data_accounting import Accounted, accounting_section, fault_lines
+from leafpipe.paired_stats import PairedComparison, align, paired_comparison
 from leafpipe.provenance import write_parquet
 from leafpipe.run_record import RunRecord
 
 MISSING = "—"
-Key = tuple[str, str]
+Key = tuple[str, str]  # (model, benchmark)
+Tables = Mapping[int, Mapping[Key, Mapping[str, Any]]]  # seed -> (model, benchmark) -> score
+# (seed, model, benchmark) -> problem id -> solved (its first sample, as the score's `correct`)
+Outcomes = Mapping[tuple[int, str, str], Mapping[str, bool]]
+# What the world's distractors should do (issue #15): the student loses at least this many points
+# to them, the teacher at most this many.
+STUDENT_RELIANCE, TEACHER_RELIANCE = 15.0, 3.0
 
 
 def _index(
     scores: Sequence[Mapping[str, Any]], models: Sequence[str], benchmarks: Sequence[str]
-) -> dict[Key, Mapping[str, Any]]:
-    """Scores by (model, benchmark); an unknown or repeated pair is an error, not a silent drop."""
-    table: dict[Key, Mapping[str, Any]] = {}
+) -> dict[int, dict[Key, Mapping[str, Any]]]:
+    """Scores by seed, then (model, benchmark); an unknown or repeated one is an error, not a
+    silent drop."""
+    tables: dict[int, dict[Key, Mapping[str, Any]]] = {}
     for score in scores:
         key = (score["model"], score["benchmark"])
         if key[0] not in models or key[1] not in benchmarks:
             raise ValueError(f"score for {key} is outside the report's models or benchmarks")
+        table = tables.setdefault(int(score["seed"]), {})
         if key in table:
-            raise ValueError(f"two scores for model {key[0]!r} on benchmark {key[1]!r}")
+            raise ValueError(f"two scores for model {key[0]!r} on benchmark {key[1]!r} with seed {score['seed']}")
         table[key] = score
-    return table
+    return dict(sorted(tables.items()))
 
 
 def _half_width(score: Mapping[str, Any]) -> float:
@@ -60,47 +73,34 @@ def _average(row: Sequence[Mapping[str, Any] | None]) -> tuple[float, float] | N
     return mean, half
 
 
-def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+def _across_seeds(values: Sequence[float | None]) -> tuple[float, float] | None:
+    """Mean and sample sd of one figure across seeds; None when any seed lacks it (a mean over
+    fewer seeds would not be comparable)."""
+    if not values or any(v is None for v in values):
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def compare_to_baseline(
-    scores: Sequence[Mapping[str, Any]],
-    baseline: str = "kd",
-    candidates: Sequence[str] = ("leaf_instr", "leaf_instr_resp"),
-) -> list[dict[str, Any]]:
-    """Per candidate and benchmark: accuracy difference from `baseline` in points and a verdict.
-
-    Non-overlapping 95% intervals are a conservative sign of a real difference; overlapping ones
-    mean this evaluation cannot separate the two, which the verdict says as "within noise".
-    Benchmarks come in the order they first appear in `scores`; a pair with a missing score is
-    kept, with `diff_points` None, so the gap is visible.
-    """
-    by_key = {(s["model"], s["benchmark"]): s for s in scores}
-    benchmarks = list(dict.fromkeys(s["benchmark"] for s in scores))
-    rows = []
-    for candidate in candidates:
-        for benchmark in benchmarks:
-            base, cand = by_key.get((baseline, benchmark)), by_key.get((candidate, benchmark))
-            row: dict[str, Any] = {
-                "candidate": candidate,
-                "baseline": baseline,
-                "benchmark": benchmark,
-                "diff_points": None,
-                "ci_overlap": None,
-                "verdict": "no score to compare",
-            }
-            if base is not None and cand is not None:
-                diff = 100 * (cand["accuracy"] - base["accuracy"])
-                overlap = _overlap(base, cand)
-                if overlap:
-                    verdict = f"{diff:+.1f} points, within noise (95% CIs overlap)"
-                else:
-                    direction = "better" if diff > 0 else "worse"
-                    verdict = f"{diff:+.1f} points, {direction} (95% CIs do not overlap)"
-                row.update(diff_points=diff, ci_overlap=overlap, verdict=verdict)
-            rows.append(row)
-    return rows
+def _pooled(tables: Tables, model: str, benchmarks: Sequence[str]) -> list[tuple[float, float, float] | None]:
+    """Per benchmark, then the Avg: (mean, low, high) as shares, the interval drawn around the
+    mean being the Wilson one with a single seed and mean ± sd across several."""
+    cells: list[tuple[float, float, float] | None] = []
+    for bench in benchmarks:
+        found = [t.get((model, bench)) for t in tables.values()]
+        if len(found) == 1 and found[0] is not None:
+            cells.append((found[0]["accuracy"], found[0]["ci_low"], found[0]["ci_high"]))
+            continue
+        pooled = _across_seeds([None if s is None else s["accuracy"] for s in found])
+        cells.append(None if pooled is None else (pooled[0], pooled[0] - pooled[1], pooled[0] + pooled[1]))
+    avgs = [_average([t.get((model, b)) for b in benchmarks]) for t in tables.values()]
+    pooled = _across_seeds([None if a is None else a[0] for a in avgs])
+    if pooled is None:
+        cells.append(None)
+    elif len(avgs) == 1:
+        cells.append((avgs[0][0], avgs[0][0] - avgs[0][1], avgs[0][0] + avgs[0][1]))
+    else:
+        cells.append((pooled[0], pooled[0] - pooled[1], pooled[0] + pooled[1]))
+    return cells
 
 
 def _cell(score: Mapping[str, Any] | None, show_n: bool) -> str:
@@ -110,12 +110,19 @@ def _cell(score: Mapping[str, Any] | None, show_n: bool) -> str:
     return f"{text} (n={score['n']})" if show_n else text
 
 
+def _missing_note() -> list[str]:
+    return ["", f"{MISSING}: no score for this model and benchmark (not evaluated, or its output is "
+            "missing). It is not a zero; a model missing any benchmark has no Avg."]
+
+
 def _accuracy_section(
     table: Mapping[Key, Mapping[str, Any]],
     models: Sequence[str],
     model_labels: Mapping[str, str],
     benchmark_labels: Mapping[str, str],
+    heading: str = "## Accuracy (%)",
 ) -> list[str]:
+    """One replicate's table: accuracy ± the Wilson half-width, n problems per benchmark."""
     benchmarks = list(benchmark_labels)
     header, varying_n = ["Model"], set()
     for bench in benchmarks:
@@ -127,7 +134,7 @@ def _accuracy_section(
             varying_n.add(bench)
     header.append("Avg")
     lines = [
-        "## Accuracy (%)",
+        heading,
         "",
         "Accuracy ± half the width of the Wilson 95% confidence interval (the interval itself is "
         "asymmetric near 0 and 100); n = problems per benchmark.",
@@ -148,43 +155,169 @@ def _accuracy_section(
         "Avg: unweighted mean over benchmarks, as in the paper; its ± combines the benchmarks' "
         "half-widths as independent errors.",
     ]
-    if any_missing:
-        lines += [
-            "",
-            f"{MISSING}: no score for this model and benchmark (not evaluated, or its output is "
-            "missing). It is not a zero; a model missing any benchmark has no Avg.",
-        ]
+    return lines + (_missing_note() if any_missing else []) + [""]
+
+
+def _seeds_section(
+    tables: Tables, models: Sequence[str], model_labels: Mapping[str, str], benchmark_labels: Mapping[str, str]
+) -> list[str]:
+    """Mean ± sd across seeds, then each seed's own table."""
+    benchmarks = list(benchmark_labels)
+    header = ["Model"]
+    for bench in benchmarks:
+        ns = {t[(m, bench)]["n"] for t in tables.values() for m in models if (m, bench) in t}
+        header.append(f"{benchmark_labels[bench]} (n={ns.pop()} per seed)" if len(ns) == 1 else benchmark_labels[bench])
+    header.append("Avg")
+    lines = [
+        "## Accuracy (%)",
+        "",
+        f"Mean ± sd across {len(tables)} seeds (seeds {', '.join(map(str, tables))}); each seed is a "
+        "replicate of the whole run: its own world, pre-trained models, detection and distillation. "
+        "The sd is the seed-to-seed spread; the paired tests below say which differences it can "
+        "resolve. Avg: the unweighted mean over benchmarks, per seed, then across seeds.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    any_missing = False
+    for model in models:
+        cells = _pooled(tables, model, benchmarks)
+        any_missing |= any(cell is None for cell in cells)
+        text = [MISSING if c is None else f"{100 * c[0]:.1f} ± {100 * (c[2] - c[0]):.1f}" for c in cells]
+        lines.append(f"| {model_labels.get(model, model)} | " + " | ".join(text) + " |")
+    lines += (_missing_note() if any_missing else []) + ["", "## Accuracy per seed (%)", ""]
+    for seed, table in tables.items():
+        lines += _accuracy_section(table, models, model_labels, benchmark_labels, heading=f"### Seed {seed}")
+    return lines
+
+
+def _points(share: float) -> str:
+    return MISSING if math.isnan(share) else f"{100 * share:+.1f}"
+
+
+def _interval(result: PairedComparison) -> str:
+    return f"{_points(result.ci_low)} to {_points(result.ci_high)}"
+
+
+def pooled_pairing(outcomes: Outcomes, seeds: Sequence[int], candidate: Key, baseline: Key) -> PairedComparison | None:
+    """Two (model, benchmark) results paired by problem in each seed and pooled over `seeds`;
+    None when any seed lacks either."""
+    keys = [((s, *candidate), (s, *baseline)) for s in seeds]
+    if not all(k in outcomes and b in outcomes for k, b in keys):
+        return None
+    return paired_comparison({k[0]: align(outcomes[k], outcomes[b]) for k, b in keys})
+
+
+def paired_table(
+    outcomes: Outcomes, seeds: Sequence[int], benchmarks: Sequence[str], baseline: str, models: Sequence[str]
+) -> list[tuple[str, str, PairedComparison]]:
+    """Each model in `models` against `baseline` on each benchmark; a pair missing in any seed is
+    left out (the caller shows the gap)."""
+    found = [(m, b, pooled_pairing(outcomes, seeds, (m, b), (baseline, b))) for m in models for b in benchmarks]
+    return [(m, b, r) for m, b, r in found if r is not None]
+
+
+def _paired_record(model: str, baseline: str, bench: str, r: PairedComparison) -> dict[str, Any]:
+    """One row of paired.csv: differences in points."""
+    return {"model": model, "baseline": baseline, "benchmark": bench, "n": r.n, "b": r.b, "c": r.c,
+            "diff_points": 100 * r.diff, "ci_low_points": 100 * r.ci_low, "ci_high_points": 100 * r.ci_high,
+            "p_mcnemar": r.p_value, "mdd_points": 100 * r.mdd,
+            **{f"diff_points_seed_{s}": 100 * d for s, d in r.per_seed.items()}}
+
+
+def _per_seed_text(r: PairedComparison) -> str:
+    return ", ".join(f"{_points(d)}" for d in r.per_seed.values())
+
+
+def _paired_section(
+    rows: Sequence[tuple[str, str, PairedComparison]], baseline: str, model_labels: Mapping[str, str],
+    benchmark_labels: Mapping[str, str],
+) -> list[str]:
+    base = model_labels.get(baseline, baseline)
+    lines = [f"## Paired comparison with {base}", ""]
+    if not rows:
+        return lines + [f"Not computed: no per-problem results for {base} and a variant on the same problems.", ""]
+    lines += [
+        f"Each variant against {base} on the same problems, pooled over seeds: the accuracy difference "
+        "in points; its 95% interval from a paired bootstrap (problems resampled within each seed); "
+        "McNemar's exact p on the discordant problems summed over seeds (+: solved by the variant "
+        f"alone, −: by {base} alone); each seed's own difference; and the minimum detectable "
+        "difference (MDD), the smallest true difference the pooled test would find with 80% power "
+        "at α = 0.05 given the observed share of discordant problems (Connor 1987).",
+        "",
+        "| Model | Benchmark | difference | 95% CI | McNemar p | discordant +/− | per seed | MDD |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, bench, r in rows:
+        lines.append(f"| {model_labels.get(model, model)} | {benchmark_labels.get(bench, bench)} | {_points(r.diff)} | "
+                     f"{_interval(r)} | {r.p_value:.3g} | {r.b}/{r.c} | {_per_seed_text(r)} | "
+                     f"{MISSING if math.isnan(r.mdd) else f'{100 * r.mdd:.1f}'} |")
     return lines + [""]
 
 
+def _verdict(label: str, base: str, bench: str, r: PairedComparison) -> str:
+    ahead = sum(d > 0 for d in r.per_seed.values())
+    stats = (f"{_points(r.diff)} points (95% CI {_interval(r)}, McNemar p = {r.p_value:.3g}; ahead in "
+             f"{ahead} of {len(r.per_seed)} seeds)")
+    if r.separated:
+        return f"- {label} on {bench}: {stats}: {'better' if r.diff > 0 else 'worse'} than {base}."
+    mdd = "" if math.isnan(r.mdd) else f"; this run could detect about {100 * r.mdd:.1f} points"
+    return f"- {label} on {bench}: {stats}: no difference from {base} that this run can tell (the CI includes 0{mdd})."
+
+
 def _comparison_section(
-    scores: Sequence[Mapping[str, Any]],
-    baseline: str,
-    candidates: Sequence[str],
-    model_labels: Mapping[str, str],
-    benchmark_labels: Mapping[str, str],
+    rows: Sequence[tuple[str, str, PairedComparison]], baseline: str, candidates: Sequence[str],
+    model_labels: Mapping[str, str], benchmark_labels: Mapping[str, str],
 ) -> list[str]:
-    present = {s["model"] for s in scores}
-    candidates = [c for c in candidates if c in present]
+    """The verdict on each LeaF variant, from the paired statistics alone."""
+    base = model_labels.get(baseline, baseline)
+    found = {(model, bench): r for model, bench, r in rows}
     lines = ["## Does LeaF help here?", ""]
-    if baseline not in present or not candidates:
-        missing = f"Not answered: no scores for {baseline!r} and a LeaF model to compare."
-        return lines + [missing, ""]
-    verdicts = {
-        (r["candidate"], r["benchmark"]): r["verdict"]
-        for r in compare_to_baseline(scores, baseline, candidates)
-    }
+    if not any(model in candidates for model, _ in found):
+        return lines + [f"Not answered: no paired results for {base} and a LeaF model.", ""]
+    lines += ["A difference is called one only when its paired 95% interval excludes 0.", ""]
+    for candidate in candidates:
+        for bench, bench_label in benchmark_labels.items():
+            r = found.get((candidate, bench))
+            label = model_labels.get(candidate, candidate)
+            lines.append(f"- {label} on {bench_label}: no paired result." if r is None
+                         else _verdict(label, base, bench_label, r))
+    return lines + [""]
+
+
+def _met(condition: bool) -> str:
+    return "met" if condition else "not met"
+
+
+def _reliance_section(
+    outcomes: Outcomes, seeds: Sequence[int], models: Sequence[str], model_labels: Mapping[str, str],
+    reliance: tuple[str, str], benchmark_labels: Mapping[str, str],
+) -> list[str]:
+    """Each model on the test with distractors against the same problems without them."""
+    test, clean = reliance
+    found = [(m, pooled_pairing(outcomes, seeds, (m, test), (m, clean))) for m in models]
+    rows = [(m, r) for m, r in found if r is not None]
+    lines = ["## Reliance on distractors", ""]
+    if not rows:
+        return lines + ["Not computed: no per-problem results on both tests.", ""]
     lines += [
-        f"Accuracy difference from {model_labels.get(baseline, baseline)}, in points. "
-        "Overlapping 95% intervals mean this evaluation cannot tell the two apart, not that "
-        "they are equal; non-overlapping ones are a conservative sign of a real difference.",
+        f"Accuracy on {benchmark_labels.get(test, test)} minus accuracy on the same problems without "
+        f"their distractors ({benchmark_labels.get(clean, clean)}), pooled over seeds, paired by "
+        f"problem. The world is built so that the student relies on distractors (target: at least "
+        f"{STUDENT_RELIANCE:g} points lower with them) and the teacher does not (within "
+        f"{TEACHER_RELIANCE:g} points).",
         "",
-        "| Benchmark | " + " | ".join(model_labels.get(c, c) for c in candidates) + " |",
-        "|" + "---|" * (len(candidates) + 1),
+        "| Model | with distractors | without | difference | 95% CI | per seed | target |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for bench, label in benchmark_labels.items():
-        cells = [verdicts.get((c, bench), "no score to compare") for c in candidates]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for model, r in rows:
+        with_d = statistics.fmean(v for s in seeds for v in outcomes[(s, model, test)].values())
+        without = statistics.fmean(v for s in seeds for v in outcomes[(s, model, clean)].values())
+        points = 100 * r.diff
+        target = {"student": f"≤ −{STUDENT_RELIANCE:g}: {_met(points <= -STUDENT_RELIANCE)}",
+                  "teacher": f"within ±{TEACHER_RELIANCE:g}: {_met(abs(points) <= TEACHER_RELIANCE)}"}
+        lines.append(f"| {model_labels.get(model, model)} | {100 * with_d:.1f} | {100 * without:.1f} | "
+                     f"{_points(r.diff)} | {_interval(r)} | {_per_seed_text(r)} | {target.get(model, '')} |")
     return lines + [""]
 
 
@@ -197,30 +330,34 @@ def _rate(value: Any) -> str:
     return MISSING if value is None or pd.isna(value) else f"{100 * value:.1f}%"
 
 
-def _sweep_lines(sweep: pd.DataFrame, configured: Any) -> list[str]:
-    """The percentile sweep as a table, the configured percentile (if detection used one) marked."""
+def _sweep_lines(sweep: pd.DataFrame, configured: Any, depth: int = 3) -> list[str]:
+    """The percentile sweep as a table, the configured percentile (if detection used one) marked;
+    `depth`: its heading's level."""
     lines = [
         "",
-        "### Percentile sweep",
+        "#" * depth + " Percentile sweep",
         "",
         "The stored teacher − student differences re-thresholded at other percentiles (same cap and "
         "span limits; instruction tokens). A flat precision near the random rate means no percentile "
         "would help. The configured percentile is marked when detection used the percentile strategy.",
         "",
-        "| percentile | precision | recall | F1 | flagged |",
-        "|---|---|---|---|---|",
     ]
+    by_score = "score" in sweep.columns  # one sweep per score variant (detection/sweep.csv)
+    lines += ["| " + ("score | " if by_score else "") + "percentile | precision | recall | F1 | flagged |",
+              "|" + "---|" * (6 if by_score else 5)]
     for r in sweep.itertuples(index=False):
         mark = " (configured)" if configured is not None and float(r.percentile) == float(configured) else ""
         rates = " | ".join(_rate(v) for v in (r.precision, r.recall, r.f1))
-        lines.append(f"| {r.percentile:g}{mark} | {rates} | {int(r.n_flagged)} |")
+        score = f"{r.score} | " if by_score else ""
+        lines.append(f"| {score}{r.percentile:g}{mark} | {rates} | {int(r.n_flagged)} |")
     if sweep[["precision", "recall"]].isna().all().all():
         lines += ["", f"{MISSING}: no planted labels, so precision and recall are undefined."]
     return lines
 
 
-def _detection_section(detection: Mapping[str, Any], sweep: pd.DataFrame | None = None) -> list[str]:
-    lines = ["## Confounder detection", ""]
+def _detection_body(detection: Mapping[str, Any], sweep: pd.DataFrame | None = None, depth: int = 3) -> list[str]:
+    """One replicate's detection quality; `depth`: the level of its sub-headings."""
+    lines: list[str] = []
     if not detection:
         return lines + ["No detection metrics were given.", ""]
     n_tokens, n_planted = detection.get("n_tokens"), detection.get("n_planted")
@@ -264,51 +401,85 @@ def _detection_section(detection: Mapping[str, Any], sweep: pd.DataFrame | None 
         lines += ["", "Settings:", ""] + [f"- `{k}`: {v}" for k, v in settings.items()]
     if sweep is not None and len(sweep):
         uses_percentile = settings.get("strategy", "percentile") == "percentile"
-        lines += _sweep_lines(sweep, settings.get("percentile") if uses_percentile else None)
+        lines += _sweep_lines(sweep, settings.get("percentile") if uses_percentile else None, depth)
     return lines + [""]
 
 
+def _detection_section(
+    detection: Mapping[int, Mapping[str, Any]], sweep: Mapping[int, pd.DataFrame] | None = None
+) -> list[str]:
+    """Detection per seed (each seed detects on its own world and models); with several seeds a
+    table of the headline figures first."""
+    sweep = sweep or {}
+    lines = ["## Confounder detection", ""]
+    if len(detection) <= 1:
+        seed = next(iter(detection), None)
+        return lines + _detection_body(detection.get(seed, {}), sweep.get(seed))
+    lines += [
+        "Tokens flagged as confounders against tokens of planted distractors, per seed; random: the "
+        "precision of flagging tokens at random (the planted share of tokens).",
+        "",
+        "| seed | precision | recall | F1 | random |",
+        "|---|---|---|---|---|",
+    ]
+    for seed, metrics in detection.items():
+        planted, tokens = metrics.get("n_planted"), metrics.get("n_tokens")
+        random_rate = planted / tokens if planted and tokens else None
+        cells = [_percent(metrics.get(k)) if planted else MISSING for k in ("precision", "recall", "f1")]
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {_percent(random_rate)} |")
+    lines.append("")
+    for seed, metrics in detection.items():
+        lines += [f"### Seed {seed}", ""] + _detection_body(metrics, sweep.get(seed), depth=4)
+    return lines
+
+
 def _summary_frame(
-    table: Mapping[Key, Mapping[str, Any]],
-    models: Sequence[str],
-    model_labels: Mapping[str, str],
-    benchmarks: Sequence[str],
+    tables: Tables, models: Sequence[str], model_labels: Mapping[str, str], benchmarks: Sequence[str]
 ) -> pd.DataFrame:
-    """The results table as numbers: accuracy in percent, NaN (an empty cell) where missing."""
+    """The results table as numbers: mean accuracy across seeds in percent, NaN (an empty cell)
+    where missing."""
     records = []
     for model in models:
-        row = [table.get((model, bench)) for bench in benchmarks]
+        cells = _pooled(tables, model, benchmarks)
         record: dict[str, Any] = {"model": model, "label": model_labels.get(model, model)}
-        for bench, score in zip(benchmarks, row):
-            record[bench] = math.nan if score is None else round(100 * score["accuracy"], 2)
-        avg = _average(row)
-        record["Avg"] = math.nan if avg is None else round(100 * avg[0], 2)
+        for name, cell in zip([*benchmarks, "Avg"], cells):
+            record[name] = math.nan if cell is None else round(100 * cell[0], 2)
         records.append(record)
     return pd.DataFrame.from_records(records, columns=["model", "label", *benchmarks, "Avg"])
 
 
+def _per_seed_frame(tables: Tables, models: Sequence[str], benchmarks: Sequence[str]) -> pd.DataFrame:
+    """Every seed's scores, one row per (seed, model, benchmark): accuracy and Wilson bounds in percent."""
+    columns = ["seed", "model", "benchmark", "n", "correct", "accuracy", "ci_low", "ci_high"]
+    records = [
+        {"seed": seed, "model": m, "benchmark": b, "n": s["n"], "correct": s["correct"],
+         **{k: round(100 * s[k], 2) for k in ("accuracy", "ci_low", "ci_high")}}
+        for seed, table in tables.items() for m in models for b in benchmarks if (s := table.get((m, b)))
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 def _plot(
-    table: Mapping[Key, Mapping[str, Any]],
+    tables: Tables,
     models: Sequence[str],
     model_labels: Mapping[str, str],
     benchmark_labels: Mapping[str, str],
     path: Path,
 ) -> None:
-    """Grouped bars with CI error bars; a missing score is labelled "n/a" so it never reads as 0."""
+    """Grouped bars of the mean over seeds with error bars (Wilson 95% with one seed, ± sd with
+    several); a missing score is labelled "n/a" so it never reads as 0."""
     benchmarks = list(benchmark_labels)
     fig = Figure(figsize=(max(6.0, 2.0 + 0.35 * len(benchmarks) * len(models)), 4.5))
     ax = fig.subplots()
     width = 0.8 / max(len(models), 1)
     for j, model in enumerate(models):
-        for i, bench in enumerate(benchmarks):
+        for i, cell in enumerate(_pooled(tables, model, benchmarks)[:-1]):
             x = i - 0.4 + width * (j + 0.5)
-            score = table.get((model, bench))
-            if score is None:
+            if cell is None:
                 ax.text(x, 1, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
                 continue
-            acc = 100 * score["accuracy"]
+            acc, low, high = (100 * v for v in cell)
             # Clamped: scores written elsewhere may carry bounds a rounding error past the value.
-            low, high = 100 * score["ci_low"], 100 * score["ci_high"]
             err = [[max(0.0, acc - low)], [max(0.0, high - acc)]]
             ax.bar(x, acc, width, yerr=err, capsize=2, color=f"C{j}")
     handles = [Patch(color=f"C{j}", label=model_labels.get(m, m)) for j, m in enumerate(models)]
@@ -317,14 +488,27 @@ def _plot(
     ax.set_xlim(-0.5, len(benchmarks) - 0.5)
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy with Wilson 95% confidence intervals")
+    ax.set_title("Accuracy with Wilson 95% confidence intervals" if len(tables) == 1
+                 else f"Mean accuracy ± sd across {len(tables)} seeds")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
 
 
+def mean_over_seeds(attention: pd.DataFrame) -> pd.DataFrame:
+    """The seeds' attention tables (a `seed` column) averaged per model and layer: what the
+    attention section shows for several seeds."""
+    if "seed" not in attention or attention["seed"].nunique() <= 1:
+        return attention.drop(columns="seed", errors="ignore")
+    table = attention.drop(columns="seed").assign(layer=attention["layer"].astype(str))
+    groups = table.groupby(["model", "layer"], sort=False)
+    numeric = list(table.select_dtypes("number").columns)
+    other = [c for c in table.columns if c not in numeric and c not in ("model", "layer")]
+    return groups[numeric].mean().join(groups[other].first()).reset_index()
+
+
 def build_report(
     scores: Sequence[Mapping[str, Any]],
-    detection: Mapping[str, Any],
+    detection: Mapping[int, Mapping[str, Any]],
     out_dir: str | os.PathLike[str],
     *,
     model_order: Sequence[str],
@@ -333,54 +517,88 @@ def build_report(
     notes: str = "",
     baseline: str = "kd",
     candidates: Sequence[str] = ("leaf_instr", "leaf_instr_resp"),
-    sweep: pd.DataFrame | None = None,
+    outcomes: Outcomes | None = None,
+    reliance: tuple[str, str] | None = None,
+    sweep: Mapping[int, pd.DataFrame] | None = None,
     attention: pd.DataFrame | None = None,
     record: RunRecord | None = None,
     accounting: Sequence[Accounted] = (),
     skipped_steps: Mapping[str, int] | None = None,
 ) -> None:
-    """Write summary.csv, summary.parquet (the same table), summary.md and accuracy.png (and
-    attention.png; with `record`, config.yaml, versions.json and timings.csv) into `out_dir`, atomically.
+    """Write summary.csv, summary.parquet (the same table), per_seed.csv, paired.csv, summary.md
+    and accuracy.png (and attention.png; with `record`, config.yaml, versions.json and timings.csv)
+    into `out_dir`, atomically.
 
-    `scores` are `eval/{model}/{benchmark}.scores.json` contents; rows follow `model_order` and
-    columns follow `benchmark_labels` (benchmark id -> label). A benchmark whose scores say
-    `available: false` gets no column but a line with the reason under "Skipped benchmarks". `sweep` (detection/sweep.csv:
-    percentile, precision, recall, f1, n_flagged) goes under detection; `attention` (the
-    `attention/{model}.csv` tables concatenated) gets a section and attention.png; `record` (the
-    run's settings, software and timings) gets its files and two sections; `accounting` (where
-    each input's rows went) a table, with detection's unscored samples and, given `skipped_steps`
-    (per variant), the training steps skipped as non-finite. `notes` (the caller's interpretation) closes summary.md.
+    Args:
+        scores: `eval/{model}/{benchmark}.scores.json` contents of every seed (each names its
+            `seed`). Rows follow `model_order`, columns `benchmark_labels` (id -> label); a
+            benchmark whose scores say `available: false` gets no column but its reason under
+            "Skipped benchmarks".
+        detection: per seed, its `detection/metrics.json`; `sweep` per seed its
+            `detection/sweep.csv` (percentile, precision, recall, f1, n_flagged).
+        outcomes: (seed, model, benchmark) -> problem id -> solved, from the graded files: the
+            paired table (every other model of `model_order` but the teacher and the student,
+            against `baseline`) and the verdict on each of `candidates` come from it.
+        reliance: (test with distractors, the same test without), two benchmark ids: each
+            model's accuracy lost to distractors, paired by problem.
+        attention: the `attention/{model}.csv` tables concatenated, with a `seed` column; shown
+            averaged over seeds, and in attention.png.
+        record: the run's settings, software and timings (files and two sections); `accounting`:
+            where each input's rows went (a table, with detection's unscored samples and, given
+            `skipped_steps`, the training steps skipped as non-finite). `notes` closes summary.md.
     """
     out = Path(out_dir)
     skipped = {s["benchmark"]: s["reason"] for s in scores if s.get("available") is False}
     scores = [s for s in scores if s["benchmark"] not in skipped]
     benchmark_labels = {b: label for b, label in benchmark_labels.items() if b not in skipped}
-    table = _index(scores, model_order, list(benchmark_labels))
-    frame = _summary_frame(table, model_order, model_labels, list(benchmark_labels))
+    benchmarks = list(benchmark_labels)
+    tables = _index(scores, model_order, benchmarks)
+    seeds = list(tables) or sorted(detection)
+    frame = _summary_frame(tables, model_order, model_labels, benchmarks)
     with atomic_path(out / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False)
     write_parquet(frame, out / "summary.parquet")
+    with atomic_path(out / "per_seed.csv") as tmp:
+        _per_seed_frame(tables, model_order, benchmarks).to_csv(tmp, index=False)
+    outcomes = outcomes or {}
+    compared = [m for m in model_order if m not in ("teacher", "student", baseline)]
+    rows = paired_table(outcomes, seeds, benchmarks, baseline, compared)
+    paired = pd.DataFrame.from_records([_paired_record(m, baseline, b, r) for m, b, r in rows])
+    with atomic_path(out / "paired.csv") as tmp:
+        paired.to_csv(tmp, index=False)
     lines = ["# LeaF evaluation summary", ""]
-    lines += _accuracy_section(table, model_order, model_labels, benchmark_labels)
+    if len(tables) > 1:
+        lines += _seeds_section(tables, model_order, model_labels, benchmark_labels)
+    else:
+        lines += _accuracy_section(next(iter(tables.values()), {}), model_order, model_labels, benchmark_labels)
     if skipped:
         lines += ["## Skipped benchmarks", "",
                   "No data was found for these, so they have no column above (not a zero):", ""]
         lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()] + [""]
-    lines += _comparison_section(scores, baseline, candidates, model_labels, benchmark_labels)
+    lines += _paired_section(rows, baseline, model_labels, benchmark_labels)
+    lines += _comparison_section(rows, baseline, [c for c in candidates if c in compared], model_labels,
+                                 benchmark_labels)
+    if reliance is not None and set(reliance) <= set(benchmarks):
+        lines += _reliance_section(outcomes, seeds, model_order, model_labels, reliance, benchmark_labels)
     lines += _detection_section(detection, sweep)
     if accounting:
         lines += accounting_section(accounting)
     if accounting or skipped_steps is not None:
-        lines += fault_lines(detection.get("unscored") or {}, skipped_steps or {})
+        unscored = {(f"seed {seed}, {scope}" if len(detection) > 1 else scope): counts
+                    for seed, metrics in detection.items() for scope, counts in (metrics.get("unscored") or {}).items()}
+        lines += fault_lines(unscored, skipped_steps or {})
     if attention is not None:
         from leafpipe.attention_report import attention_plot, attention_section
 
-        lines += attention_section(attention, model_order, model_labels)
-        attention_plot(attention, model_order, model_labels, out / "attention.png")
+        pooled = mean_over_seeds(attention)
+        lines += attention_section(pooled, model_order, model_labels)
+        if len(seeds) > 1:
+            lines[-1:-1] = ["", f"Averaged over the {len(seeds)} seeds' replicates."]
+        attention_plot(pooled, model_order, model_labels, out / "attention.png")
     if record is not None:
         record.write(out)
         lines += record.sections()
     if notes.strip():
         lines += ["## Notes", "", notes.strip(), ""]
     write_text("\n".join(lines), out / "summary.md")
-    _plot(table, model_order, model_labels, benchmark_labels, out / "accuracy.png")
+    _plot(tables, model_order, model_labels, benchmark_labels, out / "accuracy.png")

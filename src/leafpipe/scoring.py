@@ -1,8 +1,15 @@
 """Stage 1a: how strongly each input token steers a model's response loss.
 
 The score of an instruction token i is ‖∂L/∂e_i‖₂, the gradient norm of the response loss L at its
-input embedding. At response level, a token of reasoning step k is scored by the loss of the steps
-after k only: its own step's loss would mostly measure how it predicts its right neighbour.
+input embedding; `grad_x_input` is |∂L/∂e_i · e_i| from the same backward pass, a second
+attribution that detection can use instead (leafpipe.score_variants). At response level, earlier
+response tokens are scored by the loss of what follows them only: their own loss would mostly
+measure how each predicts its right neighbour. Two ways to cut the response (`response_scopes`):
+"segments" (the paper's): the response's reasoning steps are grouped into an earlier segment and a
+continuation, cut at the step boundary nearest the middle of the response, and the earlier
+segment is scored by the continuation's loss alone; "steps": a token of reasoning step k is scored
+by the loss of every step after k, a different loss per step. Either way a token's `step` is its
+scope index, and the last one is never scored.
 
 Why it is fast: parameters are frozen and only the input embeddings require grad, so no parameter
 gradient is ever allocated; samples are batched by a token budget over length-sorted buckets, right-padded so that causal
@@ -15,9 +22,9 @@ needed for the input gradient.
 
 Mean or sum loss: for the instruction they differ by a constant factor per sample (the number of
 target tokens), which scales all its instruction gradients alike, so the min-max normalised
-scores that detection uses are identical. Earlier reasoning steps are each scored by a different
-loss (the steps after them), so there "sum" weighs early steps, which have more tokens after them,
-more heavily than "mean" does.
+scores that detection uses are identical. With response scopes "steps", earlier reasoning steps
+are each scored by a different loss (the steps after them), so there "sum" weighs early steps,
+which have more tokens after them, more heavily than "mean" does.
 
 Numerical faults: a sample whose response loss or input gradient is not finite (an inf weight, an
 overflow in low precision) is left unscored, NaN on every token, and counted in the log; it never
@@ -48,8 +55,9 @@ log = logging.getLogger("leafpipe")
 
 SCORE_COLUMNS = [
     "sample_id", "part", "step", "position", "token_id", "token", "char_start", "char_end",
-    "grad_norm", "grad_norm_normalized", "loss",
+    "grad_norm", "grad_norm_normalized", "grad_x_input", "loss",
 ]
+RESPONSE_SCOPES = ("segments", "steps")
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,12 @@ class ScoreSpec:
     loss: str = "mean"  # "mean" or "sum" over target tokens
     steps: str = "lines"  # how a response splits into reasoning steps (leafpipe.steps)
     response_level: bool = True  # also score earlier reasoning steps
+    # "segments": earlier segment and continuation (the paper's); "steps": each step by all later steps
+    response_scopes: str = "segments"
+
+    def __post_init__(self) -> None:
+        if self.response_scopes not in RESPONSE_SCOPES:
+            raise ValueError(f"unknown response scopes {self.response_scopes!r}; choose one of {RESPONSE_SCOPES}")
 
 
 # Budgets when none is set. A GPU is fastest with large batches; on a CPU, batches beyond about a
@@ -83,9 +97,22 @@ class _Item:
         return max(self.steps, default=-1)
 
 
-def _prepare(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], split: str) -> _Item:
+def segment_starts(starts: Sequence[int], length: int) -> list[int]:
+    """The paper's two response segments from the step starts of a response `length` characters
+    long: [0, cut] with cut the step boundary nearest the middle (the earlier one on a tie), or [0]
+    for a single step, which has no earlier segment. The official code takes the cut as given
+    (a `####` marker, RUCBM/LeaF src/Confounding_token_detection/run_gradients_*_response_level.py);
+    its rule is not published, and cutting at a step boundary never splits a reasoning step."""
+    if len(starts) < 2:
+        return [0]
+    return [0, min(starts[1:], key=lambda s: abs(2 * s - length))]
+
+
+def _prepare(tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], spec: ScoreSpec) -> _Item:
     enc = encode_sample(tokenizer, row["instruction"], row["response"])
-    starts = step_starts(row["response"], split)
+    starts = step_starts(row["response"], spec.steps)
+    if spec.response_scopes == "segments":
+        starts = segment_starts(starts, len(row["response"]))
     steps = [step_of(starts, lo) if f == RESPONSE else -1 for f, (lo, _) in zip(enc.fields, enc.offsets)]
     # The end-of-turn token is trained with the response: it belongs to the last step.
     mask = enc.loss_mask()
@@ -125,12 +152,18 @@ def _finite_sum(losses: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
 
 
+def _attributions(grad: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    """[2, B, T] fp32: ‖∂L/∂e_i‖₂ and |∂L/∂e_i · e_i| from the input-embedding gradient [B, T, H]."""
+    g = grad.float()
+    return torch.stack((g.norm(dim=-1), (g * embeds.detach().float()).sum(-1).abs()))
+
+
 def embedding_grad_norms(
     model: PreTrainedModel, items: Sequence[_Item], pad_id: int, spec: ScoreSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token scores [B, T] (fp32, NaN where unscored), per-sample response losses [B] and
-    per-sample status [B] (int8: `SCORED`, `NON_FINITE_LOSS` or `NON_FINITE_GRADIENT`; the scores
-    of an unscored sample are NaN throughout)."""
+    """Per-token scores [2, B, T] (`grad_norm` and `grad_x_input`; fp32, NaN where unscored),
+    per-sample response losses [B] and per-sample status [B] (int8: `SCORED`, `NON_FINITE_LOSS`
+    or `NON_FINITE_GRADIENT`; the scores of an unscored sample are NaN throughout)."""
     batch = collate([it.enc for it in items], pad_id)
     device = next(model.parameters()).device
     batch = batch.to(device)
@@ -156,14 +189,14 @@ def embedding_grad_norms(
         logits.float().flatten(0, 1), targets.flatten(), reduction="none"
     ).view_as(targets)
     target_mask = batch.target_mask[:, keep].float()
-    scores = torch.full((len(items), width), float("nan"), device=device)
+    scores = torch.full((2, len(items), width), float("nan"), device=device)
 
     n_later = max(it.last_step for it in items) if spec.response_level else 0
     losses = _per_sample_loss(nll, target_mask, spec.loss)
     (grad,) = torch.autograd.grad(_finite_sum(losses), embeds, retain_graph=n_later > 0)
-    norms = grad.float().norm(dim=-1)
-    scores[is_instr] = norms[is_instr]
-    finite_grad = (torch.isfinite(norms) | ~is_instr).all(-1)
+    attributions = _attributions(grad, embeds)
+    scores[:, is_instr] = attributions[:, is_instr]
+    finite_grad = (torch.isfinite(attributions[0]) | ~is_instr).all(-1)
     target_steps = steps[:, 1:][:, keep]
     for k in range(n_later):
         later = target_mask * (target_steps > k).float()
@@ -174,12 +207,12 @@ def embedding_grad_norms(
         # Samples without later steps have loss_k = 0 and contribute no gradient.
         (grad,) = torch.autograd.grad(_finite_sum(loss_k), embeds, retain_graph=k + 1 < n_later)
         at_k = (steps == k) & has_later[:, None]
-        norms = grad.float().norm(dim=-1)
-        scores[at_k] = norms[at_k]
-        finite_grad &= (torch.isfinite(norms) | ~at_k).all(-1) & (torch.isfinite(loss_k) | ~has_later)
+        attributions = _attributions(grad, embeds)
+        scores[:, at_k] = attributions[:, at_k]
+        finite_grad &= (torch.isfinite(attributions[0]) | ~at_k).all(-1) & (torch.isfinite(loss_k) | ~has_later)
     finite_loss = torch.isfinite(losses)
     status = torch.where(finite_loss, torch.where(finite_grad, SCORED, NON_FINITE_GRADIENT), NON_FINITE_LOSS)
-    scores[status != SCORED] = float("nan")
+    scores[:, status != SCORED] = float("nan")
     return (scores.cpu().numpy(), losses.detach().float().cpu().numpy(),
             status.to(torch.int8).cpu().numpy())
 
@@ -191,7 +224,7 @@ def _is_oom(err: BaseException) -> bool:
 def _score_batch(
     model: PreTrainedModel, items: Sequence[_Item], idx: list[int], pad_id: int, spec: ScoreSpec
 ) -> Iterator[tuple[int, np.ndarray, float, int]]:
-    """Yield (index, scores, loss, status) per sample; on out-of-memory, halve the batch and retry."""
+    """Yield (index, scores [2, n], loss, status) per sample; on out-of-memory, halve the batch and retry."""
     try:
         scores, losses, status = embedding_grad_norms(model, [items[i] for i in idx], pad_id, spec)
     except (torch.OutOfMemoryError, RuntimeError) as err:
@@ -205,11 +238,12 @@ def _score_batch(
         yield from _score_batch(model, items, idx[half:], pad_id, spec)
         return
     for b, i in enumerate(idx):
-        yield i, scores[b, : len(items[i].enc)], float(losses[b]), int(status[b])
+        yield i, scores[:, b, : len(items[i].enc)], float(losses[b]), int(status[b])
 
 
 def _normalized(scores: np.ndarray, parts: np.ndarray, steps: np.ndarray, last_step: int) -> np.ndarray:
-    """Min-max within the scopes detection compares: the instruction, and the earlier steps."""
+    """Min-max within the scopes detection compares: the instruction, and the earlier response
+    scopes (steps or the earlier segment)."""
     out = np.full(scores.shape, np.nan)
     for scope in (parts == INSTRUCTION, (parts == RESPONSE) & (steps < last_step)):
         values = scores[scope]
@@ -220,6 +254,7 @@ def _normalized(scores: np.ndarray, parts: np.ndarray, steps: np.ndarray, last_s
 
 
 def _sample_frame(row: dict[str, Any], item: _Item, scores: np.ndarray, loss: float) -> dict[str, Any]:
+    """One sample's output rows from its [2, T] scores (`grad_norm`, `grad_x_input`)."""
     keep = np.array([f in (INSTRUCTION, RESPONSE) for f in item.enc.fields])
     pos = np.flatnonzero(keep)
     parts = np.array(item.enc.fields, dtype=object)[pos]
@@ -232,8 +267,9 @@ def _sample_frame(row: dict[str, Any], item: _Item, scores: np.ndarray, loss: fl
         "sample_id": [str(row["id"])] * len(pos), "part": parts.tolist(), "step": steps.tolist(),
         "position": pos.tolist(), "token_id": ids.tolist(), "token": texts,
         "char_start": starts.tolist(), "char_end": ends.tolist(),
-        "grad_norm": scores[pos].tolist(),
-        "grad_norm_normalized": _normalized(scores[pos], parts, steps, item.last_step).tolist(),
+        "grad_norm": scores[0, pos].tolist(),
+        "grad_norm_normalized": _normalized(scores[0, pos], parts, steps, item.last_step).tolist(),
+        "grad_x_input": scores[1, pos].tolist(),
         "loss": [loss] * len(pos),
     }
 
@@ -248,14 +284,17 @@ def score_samples(
     (schema: docs/data-schemas.md)."""
     model.eval()
     model.requires_grad_(False)
-    items = [_prepare(tokenizer, r, spec.steps) for r in rows]
+    items = [_prepare(tokenizer, r, spec) for r in rows]
+    # Llama-3 tokenizers have no pad token. Any id will do, as in distillation and attention:
+    # padding sits right of every real token, so causal attention never reads it.
+    pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
     per_sample: dict[int, tuple[np.ndarray, float]] = {}
     unscored: dict[int, list[str]] = {code: [] for code in UNSCORED_REASONS}
     budget = token_budget(spec, next(model.parameters()).device)
     batches = token_budget_batches([len(it.enc) for it in items], budget, spec.max_batch)
     with tqdm(total=len(rows), desc="score", unit="sample", file=sys.stderr) as bar:
         for idx in batches:
-            for i, scores, loss, status in _score_batch(model, items, idx, tokenizer.pad_token_id, spec):
+            for i, scores, loss, status in _score_batch(model, items, idx, pad_id, spec):
                 per_sample[i] = (scores, loss)
                 if status != SCORED:
                     unscored[status].append(str(rows[i]["id"]))
@@ -273,4 +312,4 @@ def score_samples(
     frame = pd.DataFrame(columns, columns=SCORE_COLUMNS)
     return frame.astype({"step": "int32", "position": "int32", "token_id": "int64", "char_start": "int32",
                          "char_end": "int32", "grad_norm": "float32", "grad_norm_normalized": "float32",
-                         "loss": "float32"})
+                         "grad_x_input": "float32", "loss": "float32"})

@@ -1,7 +1,8 @@
 """Run a stage from inside a Snakemake `script:`; the rule's name is the stage's name.
 
-Named inputs, outputs, params and wildcards are passed to the stage function by name, and
-everything the stage logs or prints on stderr (tqdm progress included) goes to the rule's log.
+Named inputs, outputs, params and wildcards are passed to the stage function by name, the config
+as the job's replicate sees it, and everything the stage logs or prints on stderr (tqdm progress
+included) goes to the rule's log.
 """
 
 from __future__ import annotations
@@ -13,16 +14,24 @@ import sys
 from typing import Any
 
 from leafpipe import stages
+from leafpipe.config import for_seed
 
 
 def _named(items: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, list) else v) for k, v in items.items()}
 
 
+def job_config(smk: Any) -> dict[str, Any]:
+    """The config a job's stage reads: its replicate's (`config.for_seed`) when the rule has a
+    `{seed}` wildcard, the whole run's for the pooled report."""
+    seed = dict(smk.wildcards.items()).get("seed")
+    return smk.config if seed is None else for_seed(smk.config, int(seed))
+
+
 def stage_arguments(smk: Any, func: Any) -> dict[str, Any]:
     available = {
         **_named(smk.wildcards), **_named(smk.input), **_named(smk.output), **_named(smk.params),
-        "config": smk.config, "threads": smk.threads,
+        "config": job_config(smk), "threads": smk.threads,
     }
     wanted = inspect.signature(func).parameters
     missing = [n for n, p in wanted.items() if n not in available and p.default is p.empty]

@@ -189,11 +189,13 @@ def score(
     shard: int | str = 0, threads: int | None = None,
 ) -> None:
     """Score one shard of the corpus with one model (bf16 on a GPU when there is one)."""
+    from leafpipe.detection import resolved_rules
     from leafpipe.scoring import ScoreSpec, score_samples
 
     _threads(threads)
-    scoring = config["scoring"]
-    spec = _pick(ScoreSpec, {**scoring, "response_level": config["detection"]["response_level"]})
+    scoring, detection = config["scoring"], config["detection"]
+    spec = _pick(ScoreSpec, {**scoring, "response_level": detection["response_level"],
+                             "response_scopes": resolved_rules(detection)["response_scopes"]})
     rows = shard_rows(read_jsonl(corpus_path), int(shard), scoring["shards"])
     loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
     frame = score_samples(loaded, tok, rows, spec)
@@ -230,31 +232,38 @@ def detect(
 
 def inspect(
     config: dict[str, Any], tokens_path: str | Path, metrics_path: str | Path, out_html: str | Path,
-    out_hist: str | Path, out_sweep_csv: str | Path, out_sweep_png: str | Path,
+    out_hist: str | Path, out_sweep_csv: str | Path, out_sweep_png: str | Path, out_variants: str | Path,
+    out_by_kind: str | Path,
 ) -> None:
-    """Inspect detection: an HTML page of scored tokens, score histograms and a percentile sweep."""
+    """Inspect detection: an HTML page of scored tokens, score histograms, every score variant
+    side by side (variants.csv, by_kind.csv) and each variant's percentile sweep."""
     import json
 
     from leafpipe import inspection
     from leafpipe.detection import DetectSpec
+    from leafpipe.detection_quality import variant_comparison, write_csv
 
     spec = _pick(DetectSpec, config["detection"])
     settings = config["inspection"]
     if config["detection"]["domains"]:
-        log.warning("inspect: the sweep applies the default detection settings to every sample; "
-                    "per-domain overrides are not applied")
+        log.warning("inspect: the sweep and the score variants apply the default detection settings to "
+                    "every sample; per-domain overrides are not applied")
     tokens = read_parquet(tokens_path)
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     # The configured percentile is always swept, so the plot's marker and the report's table
     # show the same numbers as metrics.json.
     percentiles = sorted({float(p) for p in settings["percentiles"]} | {float(spec.percentile)})
-    sweep = inspection.percentile_sweep(tokens, spec, percentiles)
-    inspection.write_sweep_csv(sweep, out_sweep_csv)
-    inspection.write_sweep_plot(sweep, out_sweep_png, configured=spec.percentile,
-                                base_rate=metrics.get("base_rate") if metrics.get("n_planted") else None)
+    comparison = variant_comparison(tokens, spec, percentiles)
+    for frame, path in ((comparison.variants, out_variants), (comparison.by_kind, out_by_kind),
+                        (comparison.sweep, out_sweep_csv)):
+        write_csv(frame, path)
+    inspection.write_sweep_plot(comparison.sweep, out_sweep_png, configured=spec.percentile,
+                                base_rate=metrics.get("base_rate") if metrics.get("n_planted") else None,
+                                configured_score=spec.score)
     inspection.write_histograms(tokens, out_hist)
     inspection.write_inspection_html(tokens, metrics, out_html, n_samples=settings["samples"])
-    log.info("inspection: %d samples shown, %d percentiles swept", min(settings["samples"], len(tokens)), len(sweep))
+    log.info("inspection: %d samples shown, %d score variants, %d percentiles swept",
+             min(settings["samples"], len(tokens)), len(comparison.variants), len(percentiles))
 
 
 def counterfactuals(
@@ -263,10 +272,45 @@ def counterfactuals(
 ) -> None:
     from leafpipe.counterfactuals import build_counterfactuals
 
-    rows = build_counterfactuals(read_jsonl(corpus_path), read_parquet(tokens_path), level)
+    # A span's `step` indexes the response's steps as scoring split them.
+    rows = build_counterfactuals(read_jsonl(corpus_path), read_parquet(tokens_path), level,
+                                 split=config["scoring"]["steps"])
     write_jsonl(rows, out_path)
     n_cf = sum(r["kind"] == "counterfactual" for r in rows)
     log.info("counterfactuals (%s): %d originals, %d counterfactuals", level, len(rows) - n_cf, n_cf)
+
+
+def validate_counterfactuals(
+    config: dict[str, Any], teacher_dir: str | Path, student_dir: str | Path, data_path: str | Path,
+    out_path: str | Path, out_summary: str | Path, corpus_path: str | Path, tokens_path: str | Path,
+    level: str, threads: int | None = None,
+) -> None:
+    """Keep the counterfactuals whose pruned span the teacher does not need (validity.margin).
+
+    Every row is written with its loss rises (`teacher_rise`, `student_rise`; null for originals
+    and when not measured); the summary counts what was kept and, on a corpus with planted
+    labels, how many removed spans were planted. With validity.check off no model is loaded and
+    every counterfactual is kept.
+    """
+    from leafpipe.validity import ValiditySpec, annotate, loss_rises, select, summarize
+
+    _threads(threads)
+    spec = _pick(ValiditySpec, config["validity"])
+    rows = read_jsonl(data_path)
+    rises: dict[str, dict[str, float]] = {}  # role -> counterfactual id -> rise
+    if spec.check:
+        roles = {"teacher": teacher_dir, **({"student": student_dir} if spec.student else {})}
+        for role, model_dir in roles.items():
+            model, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, role))
+            rises[role] = loss_rises(model, tok, rows, spec.max_tokens)
+            del model  # before the next model loads
+    rows = annotate(rows, rises.get("teacher"), rises.get("student"))
+    kept = select(rows, spec.margin, spec.student) if spec.check else [True] * len(rows)
+    summary = summarize(rows, kept, spec, level, read_jsonl(corpus_path), read_parquet(tokens_path))
+    write_jsonl([r for r, k in zip(rows, kept) if k], out_path)
+    write_json(summary, out_summary)
+    log.info("validity (%s): %d of %d counterfactuals kept (check %s, margin %g)", level, summary["kept"],
+             summary["counterfactuals"], "on" if spec.check else "off", spec.margin)
 
 
 def _distill_groups(data_path: str | Path, originals_only: bool) -> list[Any]:
@@ -371,7 +415,8 @@ def attention(
     config: dict[str, Any], model: str, model_dir: str | Path, corpus_path: str | Path,
     tokens_path: str | Path, out_path: str | Path, threads: int | None = None,
 ) -> None:
-    """How much attention a model's response tokens pay to detected confounders, per layer.
+    """How much attention a model's response tokens pay to detected confounders, and to each
+    kind of instruction token (leafpipe.token_kinds), per layer.
 
     Samples: the corpus groups held out from distillation (distill.val_fraction, by source id),
     so no distilled model trained on them; without a held-out set, the corpus itself (the
@@ -380,6 +425,7 @@ def attention(
     import json
 
     from leafpipe.attention import AttentionSample, attention_shares
+    from leafpipe.detection import protected_spans
     from leafpipe.distill_data import DistillGroup, validation_split
 
     _threads(threads)
@@ -397,7 +443,8 @@ def attention(
                  if s["field"] == "instruction"]
         planted = row.get("distractor_spans")
         samples.append(AttentionSample(row["instruction"], row["response"], spans,
-                                       [tuple(p) for p in planted] if planted is not None else None))
+                                       [tuple(p) for p in planted] if planted is not None else None,
+                                       protected_spans(row["instruction"], config["detection"]["protect"])))
     loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
     table = attention_shares(loaded, tok, samples, batch_size=settings["batch_size"])
     table.insert(0, "model", model)
@@ -509,15 +556,19 @@ def grade(
 
 
 def _setting_notes(config: dict[str, Any]) -> str:
-    """What the numbers are about; the verdict itself comes from the comparison table."""
+    """What the numbers are about; the verdict itself comes from the paired statistics."""
+    seeds = ", ".join(map(str, config["seeds"]))
+    replicates = (f"Replicates: seed(s) {seeds}, each a whole run of its own with that seed (world, "
+                  "training, sampling); its files are under `seed-<seed>/`. ")
     corpus = config["corpus"]
     if corpus["path"]:
-        return f"Distillation corpus: `{corpus['path']}`."
+        return replicates + f"Distillation corpus: `{corpus['path']}`."
     if corpus.get("benchmark") or corpus.get("hub"):
-        return (f"Distillation corpus: rows {corpus['skip']}..{corpus['skip'] + corpus['limit'] - 1} of "
-                f"`{corpus.get('benchmark') or corpus.get('hub')}` (rule corpus; `corpus/info.json` says where from).")
+        return replicates + (
+            f"Distillation corpus: rows {corpus['skip']}..{corpus['skip'] + corpus['limit'] - 1} of "
+            f"`{corpus.get('benchmark') or corpus.get('hub')}` (rule corpus; `corpus/info.json` says where from).")
     w = config["world"]
-    return (
+    return replicates + (
         "Setting: the embedded confounder world. The student was pre-trained on problems where a "
         f"planted distractor gives the answer away with probability {w['student_shortcut_p']}; "
         "the teacher, the distillation corpus and the test split carry distractors that do not "
@@ -530,15 +581,53 @@ def _setting_notes(config: dict[str, Any]) -> str:
     )
 
 
+def _split_by_seed(paths: Sequence[Any], seeds: Sequence[int], what: str) -> dict[int, list[Any]]:
+    """A seed-major list of inputs (rule report's `seed_major`: every seed's files in turn) as
+    each seed's part."""
+    if len(paths) % len(seeds):
+        raise ValueError(f"{len(paths)} {what} do not split evenly over the seeds {list(seeds)}")
+    k = len(paths) // len(seeds)
+    return {seed: list(paths[i * k : (i + 1) * k]) for i, seed in enumerate(seeds)}
+
+
+def _outcomes(
+    scores: Sequence[dict[str, Any]], graded: Sequence[str | Path]
+) -> dict[tuple[int, str, str], dict[str, bool]]:
+    """(seed, model, benchmark) -> problem id -> solved, from the graded files (in the order of
+    `scores`). A problem counts as solved when its first sample is, as in the score's `correct`."""
+    if len(graded) != len(scores):
+        raise ValueError(f"{len(graded)} graded files for {len(scores)} scores: they must pair up in order")
+    outcomes = {}
+    for score, path in zip(scores, graded):
+        if score.get("available") is False:
+            continue
+        first: dict[str, bool] = {}
+        for row in read_jsonl(path):
+            first.setdefault(str(row["id"]), bool(row["correct"]))
+        outcomes[(int(score["seed"]), score["model"], score["benchmark"])] = first
+    return outcomes
+
+
+def _reliance_benchmarks(benchmarks: dict[str, Any]) -> tuple[str, str] | None:
+    """The world's test with distractors and the same problems without, when both are evaluated."""
+    by_split = {bench.get("split"): name for name, bench in benchmarks.items()}
+    return (by_split["test"], by_split["test_clean"]) if {"test", "test_clean"} <= by_split.keys() else None
+
+
 def report(
-    config: dict[str, Any], scores: Sequence[str | Path], metrics_path: str | Path, out_dir: str | Path,
-    sweep_path: str | Path | None = None, attention: Sequence[str | Path] = (),
+    config: dict[str, Any], scores: Sequence[str | Path], metrics: Sequence[str | Path], out_dir: str | Path,
+    graded: Sequence[str | Path] = (), sweeps: Sequence[str | Path] = (), attention: Sequence[str | Path] = (),
     timed_jobs: list[dict[str, Any]] | None = None, repo: str | Path | None = None,
     corpus_files: Sequence[str | Path] = (), benchmark_files: Sequence[str | Path] = (),
     training: Sequence[str | Path] = (),
 ) -> None:
-    """Build the summary table, the comparison with KD w/o mask, detection quality and a plot.
+    """Build the report pooled over the config's seeds: accuracy (mean ± sd across seeds, and each
+    seed's), paired comparisons with KD w/o mask, reliance on distractors, detection quality, plots.
 
+    Every list but `scores` and `graded` is seed-major (rule report's `seed_major`): the seeds'
+    files in turn, in the order of config["seeds"]. `scores` are every seed's score files (each
+    names its seed) and `graded` the graded files in the same order; `metrics` and `sweeps` each
+    seed's detection metrics and sweep; `attention` each seed's attention tables, in model order.
     Beside them the run's record: `config`, the software versions (with `repo`'s git commit) and
     per-rule timings of `timed_jobs` (the jobs' benchmark files and GPU counts, as
     `run_record.benchmark_jobs` lists them). `corpus_files` (the corpus rule's info, rows and
@@ -546,32 +635,50 @@ def report(
     the data accounting; `training` (each variant's training.json, in variant order) the steps
     skipped as non-finite.
     """
+    import dataclasses
     import json
 
     from leafpipe.data_accounting import benchmark_accounting, corpus_accounting
     from leafpipe.report import build_report
     from leafpipe.run_record import RunRecord, read_benchmarks, rule_timings, software_versions
 
-    loaded = [json.loads(Path(p).read_text(encoding="utf-8")) for p in scores]
+    def read(path: str | Path) -> Any:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+    seeds = config["seeds"]
+    several = len(seeds) > 1
+    loaded = [read(p) for p in scores]
     benchmarks = config["evaluation"]["benchmarks"]
-    order = ["teacher", "student", *config["distill"]["variants"]]
-    accounting = [corpus_accounting(*corpus_files)] if corpus_files else []
-    for name, info, rows in zip(benchmarks, benchmark_files[::2], benchmark_files[1::2]):
-        accounting += [a for a in [benchmark_accounting(name, info, rows)] if a is not None]
+    variants = config["distill"]["variants"]
+    split = {name: _split_by_seed(paths, seeds, name) if paths else dict.fromkeys(seeds, [])
+             for name, paths in (("corpus files", corpus_files), ("benchmark files", benchmark_files),
+                                 ("training files", training), ("attention tables", attention))}
+    accounting, skipped_steps, tables = [], {}, []
+    for seed in seeds:
+        corpus_seed, bench_files = split["corpus files"][seed], split["benchmark files"][seed]
+        found = [corpus_accounting(*corpus_seed)] if corpus_seed else []
+        for name, info, rows in zip(benchmarks, bench_files[::2], bench_files[1::2]):
+            found += [a for a in [benchmark_accounting(name, info, rows)] if a is not None]
+        accounting += [dataclasses.replace(a, name=f"{a.name}, seed {seed}") if several else a for a in found]
+        for variant, path in zip(variants, split["training files"][seed]):
+            skipped_steps[f"{variant} (seed {seed})" if several else variant] = read(path).get("non_finite_steps", 0)
+        tables += [pd.read_csv(path).assign(seed=seed) for path in split["attention tables"][seed]]
     build_report(
         loaded,
-        json.loads(Path(metrics_path).read_text(encoding="utf-8")),
+        {seed: read(paths[0]) for seed, paths in _split_by_seed(metrics, seeds, "metrics files").items()},
         out_dir,
-        model_order=order,
+        model_order=["teacher", "student", *variants],
         model_labels=MODEL_LABELS,
         benchmark_labels={name: b.get("label", name) for name, b in benchmarks.items()},
         notes=_setting_notes(config),
-        candidates=[v for v in config["distill"]["variants"] if v not in NOT_LEAF],
-        sweep=pd.read_csv(sweep_path) if sweep_path else None,
-        attention=pd.concat([pd.read_csv(p) for p in attention]) if attention else None,
+        candidates=[v for v in variants if v not in NOT_LEAF],
+        outcomes=_outcomes(loaded, graded) if graded else None,
+        reliance=_reliance_benchmarks(benchmarks),
+        sweep={seed: pd.read_csv(paths[0]) for seed, paths in _split_by_seed(sweeps, seeds, "sweeps").items()}
+        if sweeps else None,
+        attention=pd.concat(tables) if tables else None,
         record=RunRecord(config, software_versions(repo), rule_timings(read_benchmarks(timed_jobs or []))),
         accounting=accounting,
-        skipped_steps={variant: json.loads(Path(path).read_text(encoding="utf-8")).get("non_finite_steps", 0)
-                       for variant, path in zip(config["distill"]["variants"], training)},
+        skipped_steps=skipped_steps,
     )
     log.info("report written to %s", out_dir)

@@ -1,9 +1,10 @@
 """Top-k teacher log-probabilities cached to disk, so the student's job never loads the teacher.
 
 The `teacher_logits` job runs the teacher once over every sample a distillation run could see
-(every original and every counterfactual of a data file: counterfactual draws change each epoch)
-and stores, per trained token, its k largest log-probabilities at the KD temperature
-(`kd_loss.teacher_topk`). The distill job then reads them back per micro-batch
+(every original and every counterfactual of a data file: with `counterfactuals: all` each is
+trained every epoch, with `draw_one` the draws change each epoch) and stores, per trained token
+(of a response-level counterfactual, only its later steps: `EncodedSample.train_from`), its k
+largest log-probabilities at the KD temperature (`kd_loss.teacher_topk`). The distill job then reads them back per micro-batch
 (`TeacherCache.gather`) and passes them to `kd_loss_sum(..., teacher_topk=...)`.
 
 Samples are matched by `sample_key`, a hash of the student's token ids and loss mask, never by
@@ -134,9 +135,9 @@ class TeacherCache:
                 (f"counterfactual {j}", pair, cf) for j, (pair, cf) in enumerate(zip(group.counterfactuals,
                                                                                        enc.counterfactuals))
             ]
-            for what, (instruction, _), sample in named:
+            for what, text, sample in named:
                 span = self.rows.get(sample_key(sample))
-                name = f"the {what} of sample {group.key()!r} (instruction {instruction[:60]!r})"
+                name = f"the {what} of sample {group.key()!r} (instruction {text[0][:60]!r})"
                 if span is None:
                     raise ValueError(f"teacher cache {self.path} has no entry for {name}; it was built from "
                                      "other data or another tokenizer: rebuild it with the teacher_logits stage")

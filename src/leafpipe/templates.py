@@ -22,20 +22,26 @@ class EncodedSample:
     """One chat sample as token ids with, per token, where it came from.
 
     `offsets[i]` are character offsets of token i inside its field's text (the instruction or the
-    response string, not the rendered chat), `(-1, -1)` for template tokens.
+    response string, not the rendered chat), `(-1, -1)` for template tokens. `train_from` is the
+    character offset in the response where training starts: a response-level counterfactual
+    keeps its pruned earlier steps as context (the paper's code puts them at the start of the
+    assistant turn and trains only the steps after them), so the corrupted text is never a target.
     """
 
     input_ids: list[int]
     fields: list[str]
     offsets: list[tuple[int, int]]
+    train_from: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def loss_mask(self) -> list[bool]:
-        """Tokens whose prediction is trained: the response and the end-of-turn token after it."""
-        mask = [f == RESPONSE for f in self.fields]
-        last = max((i for i, f in enumerate(self.fields) if f == RESPONSE), default=None)
+        """Tokens whose prediction is trained: the response tokens starting at or after
+        `train_from`, and the end-of-turn token after the response."""
+        response = [f == RESPONSE for f in self.fields]
+        mask = [r and start >= self.train_from for r, (start, _) in zip(response, self.offsets)]
+        last = max((i for i, r in enumerate(response) if r), default=None)
         if last is not None and last + 1 < len(mask):
             mask[last + 1] = True
         return mask
@@ -81,12 +87,13 @@ def _locate(text: str, content: str, at: int, what: str) -> tuple[int, int, int]
 
 
 def encode_sample(
-    tokenizer: PreTrainedTokenizerBase, instruction: str, response: str
+    tokenizer: PreTrainedTokenizerBase, instruction: str, response: str, train_from: int = 0
 ) -> EncodedSample:
     """Tokenise a full (instruction, response) chat, labelling each token by field.
 
     A token that straddles template text and content (a BPE merge across the boundary) is
-    labelled with the content's field, its offsets clipped to the content.
+    labelled with the content's field, its offsets clipped to the content. `train_from`: see
+    `EncodedSample`; response tokens starting before it are context, not trained.
     """
     text = _render(tokenizer, instruction, response)
     skeleton = _render(tokenizer, _INSTRUCTION_SLOT, _RESPONSE_SLOT)
@@ -115,7 +122,7 @@ def encode_sample(
         else:
             fields.append(TEMPLATE)
             offsets.append((-1, -1))
-    return EncodedSample(list(enc["input_ids"]), fields, offsets)
+    return EncodedSample(list(enc["input_ids"]), fields, offsets, train_from)
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str) -> list[int]:

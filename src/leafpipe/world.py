@@ -2,9 +2,10 @@
 
 A known ground truth is what makes LeaF's confounder detection measurable: every distractor is a
 whole sentence with its own name and number, and its character span in the instruction is exact.
-The student's training split plants a spurious correlation (a distractor's number equals the
-answer) that a small model picks up instead of doing the arithmetic; every other split draws
-distractor numbers independently of the answer, so copying them is wrong there.
+The student's training split plants a spurious correlation: a distractor's number equals the
+answer. Every other split draws distractor numbers independently of the answer, so copying them
+is wrong there. Why the world is built the way it is (and what an earlier version got wrong):
+docs/world.md.
 """
 
 from __future__ import annotations
@@ -49,10 +50,6 @@ DISTRACTORS = (
     "{b} draws {d} {thing}.",
 )
 
-# Sums stay within 18: a model small enough to train in a minute on one core learns that
-# arithmetic reliably, while 24 left the teacher's accuracy at the mercy of the seed.
-MAX_ADD_START, MAX_CHANGE, MAX_SUB_START = 9, 9, 18
-MAX_ANSWER = MAX_ADD_START + MAX_CHANGE  # distractor numbers share the answers' range
 
 
 @dataclass(frozen=True)
@@ -65,12 +62,19 @@ class WorldConfig:
     n_distill_train: int = 600
     n_test: int = 250
     student_shortcut_p: float = 0.9
+    student_clean_share: float = 0.5
     min_distractors: int = 1
     max_distractors: int = 2
+    worked_sum: bool = False
+    max_operand: int = 5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.student_shortcut_p <= 1.0:
             raise ValueError("student_shortcut_p must be within [0, 1]")
+        if self.max_operand < 2:
+            raise ValueError("max_operand must be at least 2")
+        if not 0.0 <= self.student_clean_share < 1.0:
+            raise ValueError("student_clean_share must be within [0, 1)")
         if not 1 <= self.min_distractors <= self.max_distractors:
             raise ValueError("need 1 <= min_distractors <= max_distractors")
 
@@ -84,14 +88,16 @@ class _Problem:
     item: str
 
 
-def _problem(rng: random.Random) -> _Problem:
+def _problem(rng: random.Random, worked_sum: bool, max_operand: int) -> _Problem:
+    """A problem whose answer is at most 2 · max_operand: a table of facts a model this small
+    memorises in a few epochs (docs/world.md)."""
     a, item = rng.choice(NAMES), rng.choice(ITEMS)
     if rng.random() < 0.5:
-        x, y = rng.randint(1, MAX_ADD_START), rng.randint(1, MAX_CHANGE)
+        x, y = rng.randint(1, max_operand), rng.randint(1, max_operand)
         z, sign, changes, questions = x + y, "+", ADD_CHANGES, ADD_QUESTIONS
     else:
-        x = rng.randint(2, MAX_SUB_START)
-        y = rng.randint(1, min(MAX_CHANGE, x - 1))
+        x = rng.randint(2, 2 * max_operand)
+        y = rng.randint(1, min(max_operand, x - 1))
         z, sign, changes, questions = x - y, "-", SUB_CHANGES, SUB_QUESTIONS
     change, step = rng.choice(changes)
     fill = dict(a=a, x=x, y=y, item=item)
@@ -100,9 +106,12 @@ def _problem(rng: random.Random) -> _Problem:
         change.format(**fill),
         rng.choice(questions).format(**fill),
     )
+    # Without the worked sum the answer is computed inside the model, not read off "x + y =":
+    # that is what makes copying a distractor's number an attractive shortcut (docs/world.md).
+    equation = f", so {x} {sign} {y} = {z}" if worked_sum else ""
     response = (
         f"Step 1: {a} starts with {x} {item}.\n"
-        f"Step 2: {a} {step.format(y=y)}, so {x} {sign} {y} = {z}.\n"
+        f"Step 2: {a} {step.format(y=y)}{equation}.\n"
         f"The answer is {z}."
     )
     return _Problem(sentences, response, z, a, item)
@@ -138,19 +147,24 @@ def _row(row_id: str, problem: _Problem, numbers: list[int], rng: random.Random)
 
 
 def _split(
-    name: str, n: int, cfg: WorldConfig, shortcut_p: float, seen: set[str]
+    name: str, n: int, cfg: WorldConfig, shortcut_p: float, seen: set[str], clean_share: float = 0.0
 ) -> tuple[list[dict], list[_Problem]]:
-    """`n` rows whose distractor-free problem text is new to `seen` (which is updated)."""
+    """`n` rows whose distractor-free problem text is new to `seen` (which is updated); a
+    `clean_share` of them have no distractor at all."""
     rng = random.Random(f"{cfg.seed}:{name}")
     rows, problems = [], []
     while len(rows) < n:
-        problem = _problem(rng)
+        problem = _problem(rng, cfg.worked_sum, cfg.max_operand)
         key = " ".join(problem.sentences)
         if key in seen:
             continue
         seen.add(key)
+        if rng.random() < clean_share:
+            rows.append(_row(f"{name}-{len(rows):05d}", problem, [], rng))
+            problems.append(problem)
+            continue
         k = rng.randint(cfg.min_distractors, cfg.max_distractors)
-        numbers = [rng.randint(1, MAX_ANSWER) for _ in range(k)]
+        numbers = [rng.randint(1, 2 * cfg.max_operand) for _ in range(k)]  # the answers' range
         if rng.random() < shortcut_p:
             numbers[rng.randrange(k)] = problem.answer
         rows.append(_row(f"{name}-{len(rows):05d}", problem, numbers, rng))
@@ -167,9 +181,12 @@ def make_world(cfg: WorldConfig) -> dict[str, list[dict]]:
     seen: set[str] = set()
     test, test_problems = _split("test", cfg.n_test, cfg, 0.0, seen)
     world = {
+        # The teacher learns that distractors never matter; the student computes on problems
+        # without any and learns that a distractor, when there is one, gives the answer away: a
+        # cue it follows whenever it is there (docs/world.md).
         "teacher_train": _split("teacher_train", cfg.n_teacher_train, cfg, 0.0, seen)[0],
         "student_train": _split(
-            "student_train", cfg.n_student_train, cfg, cfg.student_shortcut_p, seen
+            "student_train", cfg.n_student_train, cfg, cfg.student_shortcut_p, seen, cfg.student_clean_share
         )[0],
         "distill_train": _split("distill_train", cfg.n_distill_train, cfg, 0.0, seen)[0],
         "test": test,

@@ -6,16 +6,16 @@ rule attention:
     input:
         weights=model_input,  # not "model": that name is the wildcard the stage receives
         corpus_path=CORPUS,
-        tokens_path=f"{R}/detection/tokens.parquet",
+        tokens_path=f"{RS}/detection/tokens.parquet",
     output:
-        out_path=f"{R}/attention/{{model}}.csv",
+        out_path=f"{RS}/attention/{{model}}.csv",
     params:
         settings=lambda wc: tracked({**config["attention"], "val_fraction": config["distill"]["val_fraction"]}),
-        model_dir=lambda wc, input: input.weights or model_location(wc.model),
+        model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
     log:
-        f"{R}/logs/attention/{{model}}.log",
+        f"{RS}/logs/attention/{{model}}.log",
     benchmark:
-        f"{R}/benchmarks/attention/{{model}}.tsv"
+        f"{RS}/benchmarks/attention/{{model}}.tsv"
     threads: job_threads("attention")
     resources:
         **job_resources("attention"),

@@ -7,6 +7,12 @@ from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, given_sources
 from leafpipe.variants import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 R = config["results"]
+SEEDS = config["seeds"]
+# Each seed replicates the whole run, pre-training included: every rule but the pooled report
+# writes under RS, so it has a {seed} wildcard and its job sees its replicate's config
+# (leafpipe.config.for_seed, applied by the adapter). Input functions and params, which Snakemake
+# does not format, resolve RS for the job with in_replicate().
+RS = f"{R}/seed-{{seed}}"
 STAGE = "../scripts/run_stage.py"
 ENV = "../envs/leafpipe.yaml"
 
@@ -19,8 +25,13 @@ SHARDS = list(range(config["scoring"]["shards"]))
 # Every later rule reads what rule `corpus` writes from the user's corpus.path or the world's split, checked
 # row by row (CORPUS_FILE), or a corpus it builds from a shipped benchmark or a hub dataset.
 BUILT_CORPUS = given_sources(config["corpus"], CORPUS_SOURCES) in (["benchmark"], ["hub"])
-CORPUS_FILE = None if BUILT_CORPUS else config["corpus"]["path"] or f"{R}/world/distill_train.jsonl"
-CORPUS = f"{R}/corpus/train.jsonl"
+CORPUS_FILE = None if BUILT_CORPUS else config["corpus"]["path"] or f"{RS}/world/distill_train.jsonl"
+CORPUS = f"{RS}/corpus/train.jsonl"
+
+
+def in_replicate(wildcards, path):
+    """`path` (under RS) in the job's replicate."""
+    return path.replace("{seed}", str(wildcards.seed))
 
 
 def model_source(name):
@@ -46,12 +57,13 @@ wildcard_constraints:
     model="|".join(MODEL_LABELS),
     benchmark="[A-Za-z0-9_]+",
     shard=r"\d+",
+    seed=r"\d+",
 
 
-def model_location(name):
-    """Where a model is read from: the user's folder or hub id, else what the pipeline trained."""
+def model_location(name, wildcards):
+    """Where a model is read from: the user's folder or hub id, else what the job's replicate made."""
     path = config["models"].get(name, {}).get("path")
-    return path or f"{R}/models/{name}"
+    return path or in_replicate(wildcards, f"{RS}/models/{name}")
 
 
 def tracked_path(location):
@@ -60,9 +72,9 @@ def tracked_path(location):
     return location if location and (location.startswith(R) or Path(location).exists()) else []
 
 
-def model_input(wildcards_or_name):
-    """The model as a job input."""
-    return tracked_path(model_location(getattr(wildcards_or_name, "model", wildcards_or_name)))
+def model_input(wildcards, name=None):
+    """The model `name` (default: the job's {model}) as a job input."""
+    return tracked_path(model_location(name or wildcards.model, wildcards))
 
 
 def benchmark_input(wildcards):
@@ -70,7 +82,7 @@ def benchmark_input(wildcards):
     package or the hub)."""
     bench = config["evaluation"]["benchmarks"][wildcards.benchmark]
     if "split" in bench:
-        return f"{R}/world/{bench['split']}.jsonl"
+        return in_replicate(wildcards, f"{RS}/world/{bench['split']}.jsonl")
     return bench.get("path", [])
 
 
@@ -87,14 +99,16 @@ def generation_shards(benchmark):
 
 def generations(wildcards):
     """A (model, benchmark)'s generation shards, in order: grading reads them all."""
-    return [f"{R}/eval/{wildcards.model}/{wildcards.benchmark}.generations-{k}.jsonl"
+    folder = in_replicate(wildcards, f"{RS}/eval/{wildcards.model}")
+    return [f"{folder}/{wildcards.benchmark}.generations-{k}.jsonl"
             for k in range(generation_shards(wildcards.benchmark))]
 
 
 def evaluation_settings(wildcards):
     evaluation = config["evaluation"]
     shared = {k: v for k, v in evaluation.items() if k != "benchmarks"}
-    return tracked({**shared, "benchmark": evaluation["benchmarks"][wildcards.benchmark]})
+    bench = evaluation["benchmarks"][wildcards.benchmark]
+    return tracked({**shared, "benchmark": bench, "seed": int(wildcards.seed)})
 
 
 def data_source(variant):
@@ -102,12 +116,12 @@ def data_source(variant):
     return VARIANT_LEVEL[variant] or "corpus"
 
 
-def source_data(source):
-    return CORPUS if source == "corpus" else f"{R}/counterfactuals/{source}.jsonl"
+def source_data(wildcards, source):
+    return in_replicate(wildcards, CORPUS if source == "corpus" else f"{RS}/counterfactuals/{source}.jsonl")
 
 
 def distill_data(wildcards):
-    return source_data(data_source(wildcards.variant))
+    return source_data(wildcards, data_source(wildcards.variant))
 
 
 def uses_teacher_cache(variant):
@@ -118,40 +132,52 @@ def teacher_cache(wildcards):
     """The teacher top-k cache a variant reads instead of the teacher (none for sft or without teacher_topk)."""
     if not uses_teacher_cache(wildcards.variant):
         return []
-    return f"{R}/teacher_logits/{data_source(wildcards.variant)}.safetensors"
+    return in_replicate(wildcards, f"{RS}/teacher_logits/{data_source(wildcards.variant)}.safetensors")
 
 
-def every_product():
-    """Every file and folder this config makes, as targets of `all`.
-
-    Snakemake leaves a deleted intermediate alone while the files made from it are present;
-    as targets, a deleted one is rebuilt by a plain rerun, and then only its dependents follow.
-    """
+def replicate_products():
+    """Every file and folder one replicate makes, as patterns with {seed}."""
     made = [name for name in PRETRAINED if model_source(name) != "path"]
     trained = [name for name in PRETRAINED if model_source(name) == "trained"]
-    uses_world = bool(trained) or (CORPUS_FILE or "").startswith(f"{R}/world/") or any(
+    uses_world = bool(trained) or (CORPUS_FILE or "").startswith(f"{RS}/world/") or any(
         "split" in bench for bench in config["evaluation"]["benchmarks"].values()
     )
     levels = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
     caches = sorted({data_source(v) for v in VARIANTS if uses_teacher_cache(v)})
     return (
-        (expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS) if uses_world else [])
-        + ([f"{R}/tokenizer"] if trained else [])
-        + expand("{R}/corpus/{name}", R=R, name=["train.jsonl", "info.json", "skipped.parquet"])
-        + [f"{R}/models/{name}" for name in made + VARIANTS]
-        + expand("{R}/scores/{model}.parquet", R=R, model=PRETRAINED)
-        + expand("{R}/scores/{model}/shard-{shard}.parquet", R=R, model=PRETRAINED, shard=SHARDS)
-        + [f"{R}/detection/tokens.parquet", f"{R}/detection/metrics.json"]
-        + expand("{R}/detection/{name}", R=R, name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png"])
-        + expand("{R}/counterfactuals/{level}.jsonl", R=R, level=levels)
-        + expand("{R}/teacher_logits/{source}.safetensors", R=R, source=caches)
-        + expand("{R}/attention/{model}.csv", R=R, model=MODELS)
-        + expand("{R}/eval_data/{benchmark}.{kind}", R=R, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
-        + expand("{R}/eval/{model}/{benchmark}.{kind}", R=R, model=MODELS, benchmark=BENCHMARKS,
+        (expand("{RS}/world/{split}.jsonl", RS=RS, split=WORLD_SPLITS) if uses_world else [])
+        + ([f"{RS}/tokenizer"] if trained else [])
+        + expand("{RS}/corpus/{name}", RS=RS, name=["train.jsonl", "info.json", "skipped.parquet"])
+        + [f"{RS}/models/{name}" for name in made + VARIANTS]
+        + expand("{RS}/scores/{model}.parquet", RS=RS, model=PRETRAINED)
+        + expand("{RS}/scores/{model}/shard-{shard}.parquet", RS=RS, model=PRETRAINED, shard=SHARDS)
+        + [f"{RS}/detection/tokens.parquet", f"{RS}/detection/metrics.json"]
+        + expand("{RS}/detection/{name}", RS=RS,
+                 name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png", "variants.csv", "by_kind.csv"])
+        + expand("{RS}/counterfactuals/{level}.jsonl", RS=RS, level=levels)
+        + expand("{RS}/teacher_logits/{source}.safetensors", RS=RS, source=caches)
+        + expand("{RS}/attention/{model}.csv", RS=RS, model=MODELS)
+        + expand("{RS}/eval_data/{benchmark}.{kind}", RS=RS, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
+        + expand("{RS}/eval/{model}/{benchmark}.{kind}", RS=RS, model=MODELS, benchmark=BENCHMARKS,
                  kind=["scores.json", "graded.jsonl"])
-        + [f"{R}/eval/{model}/{benchmark}.generations-{k}.jsonl" for model in MODELS for benchmark in BENCHMARKS
+        + [f"{RS}/eval/{model}/{benchmark}.generations-{k}.jsonl" for model in MODELS for benchmark in BENCHMARKS
            for k in range(generation_shards(benchmark))]
     )
+
+
+def every_product():
+    """Every file and folder this config makes, in every replicate, as targets of `all`.
+
+    Snakemake leaves a deleted intermediate alone while the files made from it are present;
+    as targets, a deleted one is rebuilt by a plain rerun, and then only its dependents follow.
+    """
+    return expand(replicate_products(), seed=SEEDS)
+
+
+def seed_major(pattern, **values):
+    """`pattern` (a path under RS) for each seed in turn, then each combination of `values`: the
+    order in which stages.report reads its per-seed inputs."""
+    return [path for seed in SEEDS for path in expand(pattern, seed=seed, **values)]
 
 
 # Per-rule resources sized for the default world (mem_mb in MB, runtime in minutes, gpu count,
@@ -206,17 +232,19 @@ def gguf_input(role):
         return []
 
 
-def corpus_tokenizer():
+def corpus_tokenizer(wildcards):
     """The student's tokenizer, which counts a sample's tokens for corpus.max_tokens: the world's
     when the student is trained here, else the student's own folder (or hub id)."""
     if config["corpus"]["max_tokens"] is None:
         return None
-    return f"{R}/tokenizer" if model_source("student") == "trained" else model_location("student")
+    if model_source("student") == "trained":
+        return in_replicate(wildcards, f"{RS}/tokenizer")
+    return model_location("student", wildcards)
 
 
-def corpus_held_out():
+def corpus_held_out(wildcards):
     from leafpipe.evaluate import entry_kind
 
     kind = config["corpus"].get("benchmark")
-    return [f"{R}/eval_data/{name}.jsonl" for name, bench in config["evaluation"]["benchmarks"].items()
-            if kind and entry_kind(bench) == kind]
+    return [in_replicate(wildcards, f"{RS}/eval_data/{name}.jsonl")
+            for name, bench in config["evaluation"]["benchmarks"].items() if kind and entry_kind(bench) == kind]

@@ -6,14 +6,14 @@ rule score:
         model=model_input,
         corpus_path=CORPUS,
     output:
-        out_path=f"{R}/scores/{{model}}/shard-{{shard}}.parquet",
+        out_path=f"{RS}/scores/{{model}}/shard-{{shard}}.parquet",
     params:
         settings=tracked({**config["scoring"], "response_level": config["detection"]["response_level"]}),
-        model_dir=lambda wc, input: input.model or model_location(wc.model),
+        model_dir=lambda wc, input: input.model or model_location(wc.model, wc),
     log:
-        f"{R}/logs/score/{{model}}/shard-{{shard}}.log",
+        f"{RS}/logs/score/{{model}}/shard-{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/score/{{model}}/shard-{{shard}}.tsv"
+        f"{RS}/benchmarks/score/{{model}}/shard-{{shard}}.tsv"
     threads: job_threads("score")
     resources:
         **job_resources("score"),
@@ -25,13 +25,13 @@ rule score:
 
 rule gather_scores:
     input:
-        shard_paths=expand("{R}/scores/{{model}}/shard-{shard}.parquet", R=R, shard=SHARDS),
+        shard_paths=expand("{RS}/scores/{{model}}/shard-{shard}.parquet", RS=RS, shard=SHARDS),
     output:
-        out_path=f"{R}/scores/{{model}}.parquet",
+        out_path=f"{RS}/scores/{{model}}.parquet",
     log:
-        f"{R}/logs/gather_scores/{{model}}.log",
+        f"{RS}/logs/gather_scores/{{model}}.log",
     benchmark:
-        f"{R}/benchmarks/gather_scores/{{model}}.tsv"
+        f"{RS}/benchmarks/gather_scores/{{model}}.tsv"
     conda:
         ENV
     script:
@@ -40,18 +40,18 @@ rule gather_scores:
 
 rule detect:
     input:
-        teacher_scores=f"{R}/scores/teacher.parquet",
-        student_scores=f"{R}/scores/student.parquet",
+        teacher_scores=f"{RS}/scores/teacher.parquet",
+        student_scores=f"{RS}/scores/student.parquet",
         corpus_path=CORPUS,
     output:
-        out_tokens=f"{R}/detection/tokens.parquet",
-        out_metrics=f"{R}/detection/metrics.json",
+        out_tokens=f"{RS}/detection/tokens.parquet",
+        out_metrics=f"{RS}/detection/metrics.json",
     params:
         settings=tracked(config["detection"]),
     log:
-        f"{R}/logs/detect.log",
+        f"{RS}/logs/detect.log",
     benchmark:
-        f"{R}/benchmarks/detect.tsv"
+        f"{RS}/benchmarks/detect.tsv"
     conda:
         ENV
     script:
@@ -61,13 +61,13 @@ rule detect:
 rule counterfactuals:
     input:
         corpus_path=CORPUS,
-        tokens_path=f"{R}/detection/tokens.parquet",
+        tokens_path=f"{RS}/detection/tokens.parquet",
     output:
-        out_path=f"{R}/counterfactuals/{{level}}.jsonl",
+        out_path=f"{RS}/counterfactuals/{{level}}.jsonl",
     log:
-        f"{R}/logs/counterfactuals/{{level}}.log",
+        f"{RS}/logs/counterfactuals/{{level}}.log",
     benchmark:
-        f"{R}/benchmarks/counterfactuals/{{level}}.tsv"
+        f"{RS}/benchmarks/counterfactuals/{{level}}.tsv"
     conda:
         ENV
     script:

@@ -10,11 +10,11 @@ rule teacher_logits:
     # With distill.teacher_topk set, the teacher runs here once per data file (every original and
     # counterfactual of it), and the kd jobs read its top-k log-probs instead of loading it.
     input:
-        teacher=model_input("teacher"),
-        student=model_input("student"),
-        data_path=lambda wc: source_data(wc.source),
+        teacher=lambda wc: model_input(wc, "teacher"),
+        student=lambda wc: model_input(wc, "student"),
+        data_path=lambda wc: source_data(wc, wc.source),
     output:
-        out_path=f"{R}/teacher_logits/{{source}}.safetensors",
+        out_path=f"{RS}/teacher_logits/{{source}}.safetensors",
     params:
         settings=tracked(
             {
@@ -22,12 +22,12 @@ rule teacher_logits:
                 "temperature": config["distill"]["kd"]["temperature"],
             }
         ),
-        teacher_dir=lambda wc, input: input.teacher or model_location("teacher"),
-        student_dir=lambda wc, input: input.student or model_location("student"),
+        teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
+        student_dir=lambda wc, input: input.student or model_location("student", wc),
     log:
-        f"{R}/logs/teacher_logits/{{source}}.log",
+        f"{RS}/logs/teacher_logits/{{source}}.log",
     benchmark:
-        f"{R}/benchmarks/teacher_logits/{{source}}.tsv"
+        f"{RS}/benchmarks/teacher_logits/{{source}}.tsv"
     threads: job_threads("teacher_logits")
     resources:
         **job_resources("teacher_logits"),
@@ -43,27 +43,27 @@ rule distill:
         # with a top-k cache the kd variants read the cache instead.
         teacher=lambda wc: (
             [] if VARIANT_OBJECTIVE[wc.variant] == "ce" or uses_teacher_cache(wc.variant)
-            else model_input("teacher")
+            else model_input(wc, "teacher")
         ),
-        student=model_input("student"),
+        student=lambda wc: model_input(wc, "student"),
         data_path=distill_data,
         teacher_cache=teacher_cache,
     output:
-        out_dir=directory(f"{R}/models/{{variant}}"),
+        out_dir=directory(f"{RS}/models/{{variant}}"),
     params:
-        settings=tracked(
+        settings=lambda wc: tracked(
             {
                 **{k: v for k, v in config["distill"].items() if k not in DISTILL_UNTRACKED},
-                "seed": config["seed"],
+                "seed": int(wc.seed),
             }
         ),
-        teacher_dir=lambda wc, input: input.teacher or model_location("teacher"),
-        student_dir=lambda wc, input: input.student or model_location("student"),
-        checkpoint_dir=lambda wc: f"{R}/checkpoints/distill/{wc.variant}",
+        teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
+        student_dir=lambda wc, input: input.student or model_location("student", wc),
+        checkpoint_dir=lambda wc: in_replicate(wc, f"{RS}/checkpoints/distill/{wc.variant}"),
     log:
-        f"{R}/logs/distill/{{variant}}.log",
+        f"{RS}/logs/distill/{{variant}}.log",
     benchmark:
-        f"{R}/benchmarks/distill/{{variant}}.tsv"
+        f"{RS}/benchmarks/distill/{{variant}}.tsv"
     threads: job_threads("distill")
     resources:
         **job_resources("distill"),

@@ -7,14 +7,14 @@ rule benchmark_data:
     input:
         input_path=benchmark_input,
     output:
-        out_path=f"{R}/eval_data/{{benchmark}}.jsonl",
-        info_path=f"{R}/eval_data/{{benchmark}}.info.json",
+        out_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
+        info_path=f"{RS}/eval_data/{{benchmark}}.info.json",
     params:
         settings=lambda wc: tracked(config["evaluation"]["benchmarks"][wc.benchmark]),
     log:
-        f"{R}/logs/benchmark_data/{{benchmark}}.log",
+        f"{RS}/logs/benchmark_data/{{benchmark}}.log",
     benchmark:
-        f"{R}/benchmarks/benchmark_data/{{benchmark}}.tsv"
+        f"{RS}/benchmarks/benchmark_data/{{benchmark}}.tsv"
     threads: job_threads("benchmark_data")
     resources:
         **job_resources("benchmark_data"),
@@ -27,18 +27,20 @@ rule benchmark_data:
 rule generate:
     input:
         model=model_input,
-        bench_path=f"{R}/eval_data/{{benchmark}}.jsonl",
+        bench_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
     output:
-        out_path=f"{R}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.jsonl",
+        out_path=f"{RS}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.jsonl",
     params:
         settings=evaluation_settings,
-        model_dir=lambda wc, input: input.model or model_location(wc.model),
+        model_dir=lambda wc, input: input.model or model_location(wc.model, wc),
         # Outside the declared output, so a killed job's finished batches survive for the rerun.
-        partial_path=lambda wc: f"{R}/checkpoints/generate/{wc.model}/{wc.benchmark}-{wc.shard}.partial.jsonl",
+        partial_path=lambda wc: in_replicate(
+            wc, f"{RS}/checkpoints/generate/{wc.model}/{wc.benchmark}-{wc.shard}.partial.jsonl"
+        ),
     log:
-        f"{R}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
+        f"{RS}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
+        f"{RS}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
     threads: job_threads("generate")
     resources:
         **job_resources("generate"),
@@ -51,17 +53,17 @@ rule generate:
 rule grade:
     input:
         generations=generations,
-        bench_path=f"{R}/eval_data/{{benchmark}}.jsonl",
-        info_path=f"{R}/eval_data/{{benchmark}}.info.json",
+        bench_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
+        info_path=f"{RS}/eval_data/{{benchmark}}.info.json",
     output:
-        out_path=f"{R}/eval/{{model}}/{{benchmark}}.scores.json",
-        graded_path=f"{R}/eval/{{model}}/{{benchmark}}.graded.jsonl",
+        out_path=f"{RS}/eval/{{model}}/{{benchmark}}.scores.json",
+        graded_path=f"{RS}/eval/{{model}}/{{benchmark}}.graded.jsonl",
     params:
         settings=evaluation_settings,
     log:
-        f"{R}/logs/grade/{{model}}/{{benchmark}}.log",
+        f"{RS}/logs/grade/{{model}}/{{benchmark}}.log",
     benchmark:
-        f"{R}/benchmarks/grade/{{model}}/{{benchmark}}.tsv"
+        f"{RS}/benchmarks/grade/{{model}}/{{benchmark}}.tsv"
     threads: job_threads("grade")
     resources:
         **job_resources("grade"),

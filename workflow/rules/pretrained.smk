@@ -7,15 +7,15 @@ rule import_gguf:
     input:
         gguf=lambda wc: gguf_input(wc.role),
     output:
-        out_dir=directory(f"{R}/models/{{role}}"),
+        out_dir=directory(f"{RS}/models/{{role}}"),
     wildcard_constraints:
         role=roles_from("gguf"),
     params:
         settings=lambda wc: tracked(config["models"][wc.role]["gguf"]),
     log:
-        f"{R}/logs/import_gguf/{{role}}.log",
+        f"{RS}/logs/import_gguf/{{role}}.log",
     benchmark:
-        f"{R}/benchmarks/import_gguf/{{role}}.tsv"
+        f"{RS}/benchmarks/import_gguf/{{role}}.tsv"
     threads: job_threads("import_gguf")
     resources:
         **job_resources("import_gguf"),
@@ -27,17 +27,17 @@ rule import_gguf:
 
 rule derive_model:
     input:
-        source_dir=lambda wc: model_input(config["models"][wc.role]["derive"]["from"]),
+        source_dir=lambda wc: model_input(wc, config["models"][wc.role]["derive"]["from"]),
     output:
-        out_dir=directory(f"{R}/models/{{role}}"),
+        out_dir=directory(f"{RS}/models/{{role}}"),
     wildcard_constraints:
         role=roles_from("derive"),
     params:
         settings=lambda wc: tracked(config["models"][wc.role]["derive"]),
     log:
-        f"{R}/logs/derive_model/{{role}}.log",
+        f"{RS}/logs/derive_model/{{role}}.log",
     benchmark:
-        f"{R}/benchmarks/derive_model/{{role}}.tsv"
+        f"{RS}/benchmarks/derive_model/{{role}}.tsv"
     threads: job_threads("derive_model")
     resources:
         **job_resources("derive_model"),
@@ -51,19 +51,19 @@ rule corpus:
     input:
         source_path=CORPUS_FILE or [],
         # The evaluation rows of the same benchmark: the corpus refuses any of their ids.
-        held_out=lambda wc: corpus_held_out(),
-        tokenizer=lambda wc: tracked_path(corpus_tokenizer()),
+        held_out=corpus_held_out,
+        tokenizer=lambda wc: tracked_path(corpus_tokenizer(wc)),
     output:
-        out_path=f"{R}/corpus/train.jsonl",
-        info_path=f"{R}/corpus/info.json",
-        skipped_path=f"{R}/corpus/skipped.parquet",
+        out_path=f"{RS}/corpus/train.jsonl",
+        info_path=f"{RS}/corpus/info.json",
+        skipped_path=f"{RS}/corpus/skipped.parquet",
     params:
         settings=tracked(config["corpus"]),
-        tokenizer_dir=corpus_tokenizer(),
+        tokenizer_dir=corpus_tokenizer,
     log:
-        f"{R}/logs/corpus.log",
+        f"{RS}/logs/corpus.log",
     benchmark:
-        f"{R}/benchmarks/corpus.tsv"
+        f"{RS}/benchmarks/corpus.tsv"
     conda:
         ENV
     script:

@@ -1,7 +1,8 @@
-# The report: the paper-layout accuracy table, detection quality against planted labels (with the
-# percentile sweep from rule inspect), plots, and the run's record (validated config, software
-# versions, wall time and GPU-hours per rule). `snakemake --report report.html` shows them with the
-# captions in workflow/report/ (workflow.rst: its front page).
+# The report, pooled over the seeds' replicates: the paper-layout accuracy table (mean ± sd across
+# seeds, and each seed's own), paired comparisons with KD, detection quality against planted labels
+# (with the percentile sweep from rule inspect), plots, and the run's record (validated config,
+# software versions, wall time and GPU-hours per rule). `snakemake --report report.html` shows
+# them with the captions in workflow/report/ (workflow.rst: its front page).
 
 
 from leafpipe.run_record import benchmark_jobs
@@ -12,18 +13,25 @@ report: "../report/workflow.rst"
 
 rule report:
     input:
-        scores=expand("{R}/eval/{model}/{benchmark}.scores.json", R=R, model=MODELS, benchmark=BENCHMARKS),
-        metrics_path=f"{R}/detection/metrics.json",
-        sweep_path=f"{R}/detection/sweep.csv",
-        attention=expand("{R}/attention/{model}.csv", R=R, model=MODELS),
-        corpus_files=expand("{R}/corpus/{name}", R=R, name=["info.json", "train.jsonl", "skipped.parquet"]),
-        benchmark_files=expand("{R}/eval_data/{benchmark}.{kind}", R=R, benchmark=BENCHMARKS, kind=["info.json", "jsonl"]),
+        # graded: per-problem correctness for the paired tests, in the order of scores
+        scores=seed_major(f"{RS}/eval/{{model}}/{{benchmark}}.scores.json", model=MODELS, benchmark=BENCHMARKS),
+        graded=seed_major(f"{RS}/eval/{{model}}/{{benchmark}}.graded.jsonl", model=MODELS, benchmark=BENCHMARKS),
+        metrics=seed_major(f"{RS}/detection/metrics.json"),
+        sweeps=seed_major(f"{RS}/detection/sweep.csv"),
+        attention=seed_major(f"{RS}/attention/{{model}}.csv", model=MODELS),
+        corpus_files=seed_major(f"{RS}/corpus/{{name}}", name=["info.json", "train.jsonl", "skipped.parquet"]),
+        benchmark_files=seed_major(f"{RS}/eval_data/{{benchmark}}.{{kind}}", benchmark=BENCHMARKS,
+                                   kind=["info.json", "jsonl"]),
     output:
         summary=report(f"{R}/report/summary.md", caption="../report/summary.rst", category="Accuracy",
                        labels={"result": "summary (Markdown)"}),
         table=report(f"{R}/report/summary.csv", caption="../report/summary_table.rst", category="Accuracy",
                      labels={"result": "table (CSV)"}),
         table_parquet=f"{R}/report/summary.parquet",  # not in the HTML report: it would show the bytes as text
+        per_seed=report(f"{R}/report/per_seed.csv", caption="../report/per_seed.rst", category="Accuracy",
+                        labels={"result": "per seed (CSV)"}),
+        paired=report(f"{R}/report/paired.csv", caption="../report/paired.rst", category="Accuracy",
+                      labels={"result": "paired comparisons (CSV)"}),
         plot=report(f"{R}/report/accuracy.png", caption="../report/accuracy.rst", category="Accuracy",
                     labels={"result": "plot"}),
         attention_plot=report(f"{R}/report/attention.png", caption="../report/attention.rst",
@@ -47,7 +55,7 @@ rule report:
         ),
         repo=workflow.basedir,
         # Inside the variants' model folders, which are the tracked outputs (and upstream of the scores).
-        training=[f"{R}/models/{variant}/training.json" for variant in VARIANTS],
+        training=seed_major(f"{RS}/models/{{variant}}/training.json", variant=VARIANTS),
     log:
         f"{R}/logs/report.log",
     conda:

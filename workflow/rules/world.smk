@@ -3,14 +3,14 @@
 
 rule world:
     output:
-        splits=expand("{R}/world/{split}.jsonl", R=R, split=WORLD_SPLITS),
+        splits=expand("{RS}/world/{split}.jsonl", RS=RS, split=WORLD_SPLITS),
     params:
-        settings=tracked(config["world"]),
+        settings=lambda wc: tracked({**config["world"], "seed": int(wc.seed)}),
         out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
     log:
-        f"{R}/logs/world.log",
+        f"{RS}/logs/world.log",
     benchmark:
-        f"{R}/benchmarks/world.tsv"
+        f"{RS}/benchmarks/world.tsv"
     conda:
         ENV
     script:
@@ -19,15 +19,15 @@ rule world:
 
 rule tokenizer:
     input:
-        corpora=expand("{R}/world/{split}.jsonl", R=R, split=["teacher_train", "student_train", "distill_train"]),
+        corpora=expand("{RS}/world/{split}.jsonl", RS=RS, split=["teacher_train", "student_train", "distill_train"]),
     output:
-        out_dir=directory(f"{R}/tokenizer"),
+        out_dir=directory(f"{RS}/tokenizer"),
     params:
         settings=tracked(config["tokenizer"]),
     log:
-        f"{R}/logs/tokenizer.log",
+        f"{RS}/logs/tokenizer.log",
     benchmark:
-        f"{R}/benchmarks/tokenizer.tsv"
+        f"{RS}/benchmarks/tokenizer.tsv"
     conda:
         ENV
     script:
@@ -36,18 +36,18 @@ rule tokenizer:
 
 rule pretrain:
     input:
-        tokenizer_dir=f"{R}/tokenizer",
-        train_path=f"{R}/world/{{role}}_train.jsonl",
+        tokenizer_dir=f"{RS}/tokenizer",
+        train_path=f"{RS}/world/{{role}}_train.jsonl",
     output:
-        out_dir=directory(f"{R}/models/{{role}}"),
+        out_dir=directory(f"{RS}/models/{{role}}"),
     wildcard_constraints:
         role=roles_from("trained"),
     params:
-        settings=lambda wc: tracked({**config["models"][wc.role], "seed": config["seed"]}),
+        settings=lambda wc: tracked({**config["models"][wc.role], "seed": int(wc.seed)}),
     log:
-        f"{R}/logs/pretrain/{{role}}.log",
+        f"{RS}/logs/pretrain/{{role}}.log",
     benchmark:
-        f"{R}/benchmarks/pretrain/{{role}}.tsv"
+        f"{RS}/benchmarks/pretrain/{{role}}.tsv"
     threads: job_threads("pretrain")
     resources:
         **job_resources("pretrain"),
