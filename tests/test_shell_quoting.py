@@ -93,11 +93,11 @@ def test_workflow_plans_and_runs_with_hostile_paths(hostile: dict[str, Path]) ->
     assert dry.returncode == 0, dry.stderr[-3000:]
     planned = dry.stdout + dry.stderr
     assert "\nderive_model " in planned and "\nworld " in planned and "\npretrain " not in planned
-    student = hostile["results"] / "models" / "student"
+    student = hostile["results"] / "seed-0" / "models" / "student"
     done = _snakemake(hostile, str(student))
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((student / "config.json").read_text())["num_hidden_layers"] == 1
-    assert (hostile["results"] / "logs" / "derive_model" / "student.log").is_file()
+    assert (hostile["results"] / "seed-0" / "logs" / "derive_model" / "student.log").is_file()
     assert _pwned(hostile["base"]) == []
 
 
@@ -124,7 +124,7 @@ def test_slurm_submission_runs_nothing_from_a_path(hostile: dict[str, Path], tmp
     work, configfile = tmp_path / "work", tmp_path / "config.yaml"
     work.mkdir()
     configfile.write_text(hostile["configfile"].read_text())
-    proc = _run([str(BIN / "snakemake"), str(hostile["results"] / "models" / "student"),
+    proc = _run([str(BIN / "snakemake"), str(hostile["results"] / "seed-0" / "models" / "student"),
                  "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
                  "--workflow-profile", str(REPO / "profiles" / "slurm"), "--retries", "0", "--forcerun", "derive_model",
                  "--slurm-init-seconds-before-status-checks", "1", "--configfile", str(configfile)],

@@ -9,7 +9,7 @@ response tokens carry systematically larger gradients (they sit next to the toke
 predicted) and would otherwise crowd out the instruction.
 
 `rules` picks the authors' public code ("paper", the default) or leafpipe's own refinements
-("leafpipe") for four behaviours, each of which can also be set on its own (`resolved_rules`):
+("leafpipe") for four behaviours, each of which can also be set on its own (`detection_rules.resolved_rules`):
 the percentile (the code's index into the sorted d, or interpolation), whether whitespace
 tokens join two confounder runs into one span, whether counterfactuals widen spans to whole
 words (leafpipe.counterfactuals), and how the response is cut into scopes (leafpipe.scoring).
@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from leafpipe.score_variants import RAW_INPUT, SCORES, normalised_difference
+from leafpipe.detection_rules import RULES, resolved_rules
 from leafpipe.templates import INSTRUCTION, RESPONSE
 from leafpipe.token_kinds import token_kinds
 
@@ -51,26 +52,10 @@ SCOPES = ("instruction", "steps")  # the instruction; the earlier reasoning step
 NON_FINITE, ALL_EQUAL, EQUAL_DIFFERENCE = "non_finite", "all_equal", "equal_difference"
 UNSCORED_REASONS = (NON_FINITE, ALL_EQUAL, EQUAL_DIFFERENCE)
 
-# What `rules` selects. paper: RUCBM/LeaF's code (src/Confounding_token_detection/
-# remove_confounding_tokens_math.py: index percentile, runs of consecutive flagged tokens;
-# run_gradients_*_response_level.py: an earlier segment scored by the continuation's loss).
-RULES = {
-    "paper": {"percentile_rule": "index", "join_whitespace": False, "widen_words": False,
-              "response_scopes": "segments"},
-    "leafpipe": {"percentile_rule": "interpolate", "join_whitespace": True, "widen_words": True,
-                 "response_scopes": "steps"},
-}
 PERCENTILE_RULES = ("index", "interpolate")
 # The scorer columns detection carries into tokens.parquet, aligned onto the student's tokens:
 # column -> suffix of `teacher_*` and `student_*`.
 RAW_COLUMNS = {"grad_norm": "raw", "grad_x_input": "gxi"}
-
-
-def resolved_rules(settings: dict[str, Any]) -> dict[str, Any]:
-    """The four behaviours `settings["rules"]` selects (default "paper"), each replaced by its
-    own key in `settings` unless that is None or absent."""
-    chosen = RULES[settings.get("rules") or "paper"]
-    return {key: default if settings.get(key) is None else settings[key] for key, default in chosen.items()}
 
 
 @dataclass(frozen=True)

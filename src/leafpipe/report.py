@@ -406,15 +406,17 @@ def _detection_body(detection: Mapping[str, Any], sweep: pd.DataFrame | None = N
 
 
 def _detection_section(
-    detection: Mapping[int, Mapping[str, Any]], sweep: Mapping[int, pd.DataFrame] | None = None
+    detection: Mapping[int, Mapping[str, Any]], sweep: Mapping[int, pd.DataFrame] | None = None,
+    extra: Mapping[int, str] | None = None,
 ) -> list[str]:
     """Detection per seed (each seed detects on its own world and models); with several seeds a
-    table of the headline figures first."""
-    sweep = sweep or {}
+    table of the headline figures first. `extra`: per seed, Markdown that follows its body (the
+    score variants, the breakdown by kind of token, the validity check)."""
+    sweep, extra = sweep or {}, extra or {}
     lines = ["## Confounder detection", ""]
     if len(detection) <= 1:
         seed = next(iter(detection), None)
-        return lines + _detection_body(detection.get(seed, {}), sweep.get(seed))
+        return lines + _detection_body(detection.get(seed, {}), sweep.get(seed)) + [extra.get(seed, "")]
     lines += [
         "Tokens flagged as confounders against tokens of planted distractors, per seed; random: the "
         "precision of flagging tokens at random (the planted share of tokens).",
@@ -430,6 +432,7 @@ def _detection_section(
     lines.append("")
     for seed, metrics in detection.items():
         lines += [f"### Seed {seed}", ""] + _detection_body(metrics, sweep.get(seed), depth=4)
+        lines += [extra.get(seed, "")]
     return lines
 
 
@@ -524,6 +527,7 @@ def build_report(
     record: RunRecord | None = None,
     accounting: Sequence[Accounted] = (),
     skipped_steps: Mapping[str, int] | None = None,
+    detection_extra: Mapping[int, str] | None = None,
 ) -> None:
     """Write summary.csv, summary.parquet (the same table), per_seed.csv, paired.csv, summary.md
     and accuracy.png (and attention.png; with `record`, config.yaml, versions.json and timings.csv)
@@ -546,6 +550,7 @@ def build_report(
         record: the run's settings, software and timings (files and two sections); `accounting`:
             where each input's rows went (a table, with detection's unscored samples and, given
             `skipped_steps`, the training steps skipped as non-finite). `notes` closes summary.md.
+        detection_extra: per seed, Markdown shown after its detection figures.
     """
     out = Path(out_dir)
     skipped = {s["benchmark"]: s["reason"] for s in scores if s.get("available") is False}
@@ -580,7 +585,7 @@ def build_report(
                                  benchmark_labels)
     if reliance is not None and set(reliance) <= set(benchmarks):
         lines += _reliance_section(outcomes, seeds, model_order, model_labels, reliance, benchmark_labels)
-    lines += _detection_section(detection, sweep)
+    lines += _detection_section(detection, sweep, detection_extra)
     if accounting:
         lines += accounting_section(accounting)
     if accounting or skipped_steps is not None:

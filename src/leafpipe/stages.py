@@ -189,7 +189,7 @@ def score(
     shard: int | str = 0, threads: int | None = None,
 ) -> None:
     """Score one shard of the corpus with one model (bf16 on a GPU when there is one)."""
-    from leafpipe.detection import resolved_rules
+    from leafpipe.detection_rules import resolved_rules
     from leafpipe.scoring import ScoreSpec, score_samples
 
     _threads(threads)
@@ -271,10 +271,13 @@ def counterfactuals(
     out_path: str | Path,
 ) -> None:
     from leafpipe.counterfactuals import build_counterfactuals
+    from leafpipe.detection_rules import resolved_rules
 
-    # A span's `step` indexes the response's steps as scoring split them.
+    # Response spans carry `step_end` (where the next scored scope starts); the scoring split is
+    # the fallback for detections written without it.
     rows = build_counterfactuals(read_jsonl(corpus_path), read_parquet(tokens_path), level,
-                                 split=config["scoring"]["steps"])
+                                 split=config["scoring"]["steps"],
+                                 widen=resolved_rules(config["detection"])["widen_words"])
     write_jsonl(rows, out_path)
     n_cf = sum(r["kind"] == "counterfactual" for r in rows)
     log.info("counterfactuals (%s): %d originals, %d counterfactuals", level, len(rows) - n_cf, n_cf)
@@ -619,7 +622,8 @@ def report(
     graded: Sequence[str | Path] = (), sweeps: Sequence[str | Path] = (), attention: Sequence[str | Path] = (),
     timed_jobs: list[dict[str, Any]] | None = None, repo: str | Path | None = None,
     corpus_files: Sequence[str | Path] = (), benchmark_files: Sequence[str | Path] = (),
-    training: Sequence[str | Path] = (),
+    training: Sequence[str | Path] = (), detection_tables: Sequence[str | Path] = (),
+    validity: Sequence[str | Path] = (),
 ) -> None:
     """Build the report pooled over the config's seeds: accuracy (mean ± sd across seeds, and each
     seed's), paired comparisons with KD w/o mask, reliance on distractors, detection quality, plots.
@@ -633,13 +637,17 @@ def report(
     `run_record.benchmark_jobs` lists them). `corpus_files` (the corpus rule's info, rows and
     skipped rows) and `benchmark_files` (each benchmark's info and rows, in benchmark order) give
     the data accounting; `training` (each variant's training.json, in variant order) the steps
-    skipped as non-finite.
+    skipped as non-finite. `detection_tables` (each seed's detection/variants.csv and
+    by_kind.csv) and `validity` (each seed's counterfactuals/{level}.validity.json, in level
+    order) join each seed's detection section.
     """
     import dataclasses
     import json
 
+    from leafpipe import detection_quality
     from leafpipe.data_accounting import benchmark_accounting, corpus_accounting
     from leafpipe.report import build_report
+    from leafpipe.validity import markdown_section as validity_section
     from leafpipe.run_record import RunRecord, read_benchmarks, rule_timings, software_versions
 
     def read(path: str | Path) -> Any:
@@ -663,6 +671,13 @@ def report(
         for variant, path in zip(variants, split["training files"][seed]):
             skipped_steps[f"{variant} (seed {seed})" if several else variant] = read(path).get("non_finite_steps", 0)
         tables += [pd.read_csv(path).assign(seed=seed) for path in split["attention tables"][seed]]
+    by_seed = {name: _split_by_seed(paths, seeds, name) if paths else dict.fromkeys(seeds, [])
+               for name, paths in (("detection tables", detection_tables), ("validity summaries", validity))}
+    extra = {seed: "\n".join(
+        ([detection_quality.markdown_section(*by_seed["detection tables"][seed])]
+         if by_seed["detection tables"][seed] else [])
+        + ([validity_section(by_seed["validity summaries"][seed])] if by_seed["validity summaries"][seed] else []))
+        for seed in seeds}
     build_report(
         loaded,
         {seed: read(paths[0]) for seed, paths in _split_by_seed(metrics, seeds, "metrics files").items()},
@@ -680,5 +695,6 @@ def report(
         record=RunRecord(config, software_versions(repo), rule_timings(read_benchmarks(timed_jobs or []))),
         accounting=accounting,
         skipped_steps=skipped_steps,
+        detection_extra=extra,
     )
     log.info("report written to %s", out_dir)

@@ -10,7 +10,13 @@ rule attention:
     output:
         out_path=f"{RS}/attention/{{model}}.csv",
     params:
-        settings=lambda wc: tracked({**config["attention"], "val_fraction": config["distill"]["val_fraction"]}),
+        settings=lambda wc: tracked(
+            {
+                **config["attention"],
+                "val_fraction": config["distill"]["val_fraction"],
+                "protect": config["detection"]["protect"],
+            }
+        ),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
     log:
         f"{RS}/logs/attention/{{model}}.log",

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, given_sources
+from leafpipe.detection_rules import resolved_rules
 from leafpipe.variants import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 R = config["results"]
@@ -20,6 +21,8 @@ WORLD_SPLITS = ["teacher_train", "student_train", "distill_train", "test", "test
 PRETRAINED = ["teacher", "student"]
 VARIANTS = config["distill"]["variants"]
 MODELS = PRETRAINED + VARIANTS
+# The counterfactual levels the variants train on.
+LEVELS = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
 # Every later rule reads what rule `corpus` writes from the user's corpus.path or the world's split, checked
@@ -45,6 +48,8 @@ def roles_from(source):
     return "|".join(name for name in PRETRAINED if model_source(name) == source) or "(?!)"
 
 
+# The four behaviours `detection.rules` (paper or leafpipe) selects, each overridable on its own.
+DETECTION_RULES = resolved_rules(config["detection"])
 # k of the teacher's top-k cache; null: each kd job runs the teacher itself.
 TEACHER_TOPK = config["distill"].get("teacher_topk")
 
@@ -117,7 +122,9 @@ def data_source(variant):
 
 
 def source_data(wildcards, source):
-    return in_replicate(wildcards, CORPUS if source == "corpus" else f"{RS}/counterfactuals/{source}.jsonl")
+    """The corpus, or a level's counterfactuals as the validity check left them (all of them with
+    validity.check off)."""
+    return in_replicate(wildcards, CORPUS if source == "corpus" else f"{RS}/counterfactuals/{source}.valid.jsonl")
 
 
 def distill_data(wildcards):
@@ -142,7 +149,6 @@ def replicate_products():
     uses_world = bool(trained) or (CORPUS_FILE or "").startswith(f"{RS}/world/") or any(
         "split" in bench for bench in config["evaluation"]["benchmarks"].values()
     )
-    levels = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
     caches = sorted({data_source(v) for v in VARIANTS if uses_teacher_cache(v)})
     return (
         (expand("{RS}/world/{split}.jsonl", RS=RS, split=WORLD_SPLITS) if uses_world else [])
@@ -154,7 +160,8 @@ def replicate_products():
         + [f"{RS}/detection/tokens.parquet", f"{RS}/detection/metrics.json"]
         + expand("{RS}/detection/{name}", RS=RS,
                  name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png", "variants.csv", "by_kind.csv"])
-        + expand("{RS}/counterfactuals/{level}.jsonl", RS=RS, level=levels)
+        + expand("{RS}/counterfactuals/{level}.{kind}", RS=RS, level=LEVELS,
+                 kind=["jsonl", "valid.jsonl", "validity.json"])
         + expand("{RS}/teacher_logits/{source}.safetensors", RS=RS, source=caches)
         + expand("{RS}/attention/{model}.csv", RS=RS, model=MODELS)
         + expand("{RS}/eval_data/{benchmark}.{kind}", RS=RS, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
@@ -195,6 +202,7 @@ RESOURCE_DEFAULTS = {
     "generate": {"mem_mb": 4000, "runtime": 30, "gpu": config["evaluation"]["gpus"], "threads": 1},
     "grade": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 2},  # math-verify workers or sandboxed programs side by side
     "inspect": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
+    "validate_counterfactuals": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
 }
 
 

@@ -8,7 +8,14 @@ rule score:
     output:
         out_path=f"{RS}/scores/{{model}}/shard-{{shard}}.parquet",
     params:
-        settings=tracked({**config["scoring"], "response_level": config["detection"]["response_level"]}),
+        # The detection rules decide how the response is cut into scored scopes (steps or segments).
+        settings=tracked(
+            {
+                **config["scoring"],
+                "response_level": config["detection"]["response_level"],
+                "response_scopes": DETECTION_RULES["response_scopes"],
+            }
+        ),
         model_dir=lambda wc, input: input.model or model_location(wc.model, wc),
     log:
         f"{RS}/logs/score/{{model}}/shard-{{shard}}.log",
@@ -64,10 +71,42 @@ rule counterfactuals:
         tokens_path=f"{RS}/detection/tokens.parquet",
     output:
         out_path=f"{RS}/counterfactuals/{{level}}.jsonl",
+    params:
+        settings=tracked({"steps": config["scoring"]["steps"], "widen_words": DETECTION_RULES["widen_words"]}),
     log:
         f"{RS}/logs/counterfactuals/{{level}}.log",
     benchmark:
         f"{RS}/benchmarks/counterfactuals/{{level}}.tsv"
+    conda:
+        ENV
+    script:
+        STAGE
+
+
+rule validate_counterfactuals:
+    # Beyond the paper: keep a counterfactual only if the teacher (and, with validity.student, the
+    # student) does about as well on its response as on the original's (leafpipe.validity). With
+    # validity.check off it copies the rows and loads no model.
+    input:
+        teacher=lambda wc: model_input(wc, "teacher") if config["validity"]["check"] else [],
+        student=lambda wc: model_input(wc, "student") if config["validity"]["check"] and config["validity"]["student"] else [],
+        data_path=f"{RS}/counterfactuals/{{level}}.jsonl",
+        corpus_path=CORPUS,
+        tokens_path=f"{RS}/detection/tokens.parquet",
+    output:
+        out_path=f"{RS}/counterfactuals/{{level}}.valid.jsonl",
+        out_summary=f"{RS}/counterfactuals/{{level}}.validity.json",
+    params:
+        settings=tracked(config["validity"]),
+        teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
+        student_dir=lambda wc, input: input.student or model_location("student", wc),
+    log:
+        f"{RS}/logs/validate_counterfactuals/{{level}}.log",
+    benchmark:
+        f"{RS}/benchmarks/validate_counterfactuals/{{level}}.tsv"
+    threads: job_threads("validate_counterfactuals")
+    resources:
+        **job_resources("validate_counterfactuals"),
     conda:
         ENV
     script:

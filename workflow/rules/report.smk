@@ -18,6 +18,8 @@ rule report:
         graded=seed_major(f"{RS}/eval/{{model}}/{{benchmark}}.graded.jsonl", model=MODELS, benchmark=BENCHMARKS),
         metrics=seed_major(f"{RS}/detection/metrics.json"),
         sweeps=seed_major(f"{RS}/detection/sweep.csv"),
+        detection_tables=seed_major(f"{RS}/detection/{{name}}.csv", name=["variants", "by_kind"]),
+        validity=seed_major(f"{RS}/counterfactuals/{{level}}.validity.json", level=LEVELS),
         attention=seed_major(f"{RS}/attention/{{model}}.csv", model=MODELS),
         corpus_files=seed_major(f"{RS}/corpus/{{name}}", name=["info.json", "train.jsonl", "skipped.parquet"]),
         benchmark_files=seed_major(f"{RS}/eval_data/{{benchmark}}.{{kind}}", benchmark=BENCHMARKS,
