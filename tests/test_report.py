@@ -400,3 +400,16 @@ def test_versions_name_the_git_commit_only_inside_a_checkout(tmp_path):
     git = software_versions(Path(__file__).resolve().parents[1])["git"]
     if git is not None:  # the tests may run from an exported copy of the repository
         assert len(git["commit"]) == 40 and isinstance(git["dirty"], bool)
+
+
+def test_pooled_detection_sums_the_seeds_token_counts():
+    from leafpipe.report import _pooled_detection_row
+
+    seeds = [
+        {"n_planted": 10, "n_tokens": 40, "n_confounders": 4, "precision": 0.75},  # 3 hits
+        {"n_planted": 30, "n_tokens": 60, "n_confounders": 16, "precision": 0.25},  # 4 hits
+    ]
+    # 7 hits of 20 flagged, 7 of 40 planted, 40 of 100 tokens planted; a mean of the seeds'
+    # precisions (50%) would be wrong.
+    assert _pooled_detection_row(seeds) == ["| pooled | 35.0% | 17.5% | 23.3% | 40.0% |"]
+    assert _pooled_detection_row([{"n_planted": 0}]) == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +405,20 @@ def _detection_body(detection: Mapping[str, Any], sweep: pd.DataFrame | None = N
     return lines + [""]
 
 
+def _pooled_detection_row(detection: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The seeds' token counts summed: precision, recall and F1 over every seed's tokens."""
+    found = [m for m in detection if m.get("n_planted")]
+    if not found:
+        return []
+    flagged = sum(m["n_confounders"] for m in found)
+    planted = sum(m["n_planted"] for m in found)
+    hits = sum(round(m["precision"] * m["n_confounders"]) for m in found)
+    precision, recall = hits / flagged if flagged else 0.0, hits / planted
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    random_rate = planted / sum(m["n_tokens"] for m in found)
+    return [f"| pooled | {_percent(precision)} | {_percent(recall)} | {_percent(f1)} | {_percent(random_rate)} |"]
+
+
 def _detection_section(
     detection: Mapping[int, Mapping[str, Any]], sweep: Mapping[int, pd.DataFrame] | None = None,
     extra: Mapping[int, str] | None = None,
@@ -429,7 +443,7 @@ def _detection_section(
         random_rate = planted / tokens if planted and tokens else None
         cells = [_percent(metrics.get(k)) if planted else MISSING for k in ("precision", "recall", "f1")]
         lines.append(f"| {seed} | " + " | ".join(cells) + f" | {_percent(random_rate)} |")
-    lines.append("")
+    lines += _pooled_detection_row(detection.values()) + [""]
     for seed, metrics in detection.items():
         lines += [f"### Seed {seed}", ""] + _detection_body(metrics, sweep.get(seed), depth=4)
         lines += [extra.get(seed, "")]
