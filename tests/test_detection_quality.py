@@ -10,6 +10,8 @@ from leafpipe.detection_quality import (
 )
 from leafpipe.score_variants import SCORES
 
+from score_rows import score_rows
+
 TOP1 = DetectSpec(strategy="top_k", top_k=1, response_level=False)
 
 
@@ -86,21 +88,6 @@ def test_metrics_by_kind_counts_flags_and_averages_scored_tokens_per_kind():
     assert by_kind.loc["planted_number", "mean_diff"] == 0.0 and by_kind.loc["other", "share_flagged"] == 0.0
 
 
-def _scores(sample_id, words, response, grad, gxi):
-    records, pos = [], 0
-    for part, toks in (("instruction", words), ("response", response)):
-        start, step = 0, 0
-        for tok in toks:
-            records.append({
-                "sample_id": sample_id, "part": part, "step": step if part == "response" else -1,
-                "position": pos, "token_id": pos, "token": tok, "char_start": start, "char_end": start + len(tok),
-                "grad_norm": float(grad[pos]), "grad_x_input": float(gxi[pos]),
-            })
-            start, pos = start + len(tok), pos + 1
-            step += part == "response" and tok == "\n"
-    return records
-
-
 WORDS = ["Tom", " has", " 3", " pens", ".", " Mia", " owns", " 9", " cars", ".", " Think", " first", "."]
 RESPONSE = ["3", " pens", "\n", "so", " 3"]
 
@@ -110,8 +97,8 @@ def _world(n_samples=6, seed=0):
     n = len(WORDS) + len(RESPONSE)
     teacher, student, corpus = [], [], []
     for k in range(n_samples):
-        teacher += _scores(f"s{k}", WORDS, RESPONSE, rng.random(n), rng.random(n))
-        student += _scores(f"s{k}", WORDS, RESPONSE, rng.random(n), rng.random(n))
+        teacher += score_rows(f"s{k}", WORDS, RESPONSE, rng.random(n), rng.random(n))
+        student += score_rows(f"s{k}", WORDS, RESPONSE, rng.random(n), rng.random(n))
         corpus.append({"id": f"s{k}", "instruction": "".join(WORDS), "distractor_spans": [[15, 34]]})
     return pd.DataFrame(teacher), pd.DataFrame(student), corpus
 

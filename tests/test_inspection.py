@@ -11,27 +11,13 @@ from leafpipe.detection import DetectSpec, detect, detection_metrics
 from leafpipe.detection_quality import percentile_sweep, write_csv
 from leafpipe.inspection import write_histograms, write_inspection_html, write_sweep_plot
 
+from score_rows import score_rows
+
 PNG = b"\x89PNG\r\n\x1a\n"
 WORDS = ["Tom", " has", " 3", " apples", ".", " Mia", " owns", " 9", " red", " cars", ".", " How",
          " many", " apples", " now", "?"]
 PLANTED_WORDS = range(5, 11)  # " Mia owns 9 red cars."
 RESPONSE = ["Step", " 1", ":", " 3", "\n", "Step", " 2", ":", " 7"]
-
-
-def _rows(sample_id, words, response, values):
-    """One sample in the scorer's long schema; response tokens get steps split at newlines."""
-    records, pos = [], 0
-    for part, toks in (("instruction", words), ("response", response)):
-        start, step = 0, 0
-        for tok in toks:
-            records.append({
-                "sample_id": sample_id, "part": part, "step": step if part == "response" else -1,
-                "position": pos, "token_id": pos, "token": tok, "char_start": start,
-                "char_end": start + len(tok), "grad_norm": float(values[pos]),
-            })
-            start, pos = start + len(tok), pos + 1
-            step += part == "response" and tok == "\n"
-    return records
 
 
 def _planted_span(words):
@@ -49,8 +35,8 @@ def _world(n_samples=12, labelled=True, seed=0):
         planted = np.zeros(n, dtype=bool)
         planted[list(PLANTED_WORDS)] = True
         s[planted] += 0.5 * rng.random(planted.sum())  # the student leans on the distractor, noisily
-        teacher += _rows(f"s{k}", WORDS, RESPONSE, t)
-        student += _rows(f"s{k}", WORDS, RESPONSE, s)
+        teacher += score_rows(f"s{k}", WORDS, RESPONSE, t)
+        student += score_rows(f"s{k}", WORDS, RESPONSE, s)
         corpus.append({"id": f"s{k}", "instruction": "".join(WORDS),
                        "distractor_spans": [_planted_span(WORDS)] if labelled else []})
     return pd.DataFrame(teacher), pd.DataFrame(student), corpus
@@ -113,8 +99,8 @@ def _html_tokens():
     words = ["Sum", " <b>", " 4", " &", " 5", "."]
     t = [1.0, 0.0, 1.0, 0.9, 1.0, 0.8]
     s = [0.0, 1.0, 0.0, 0.1, 0.0, 0.2]
-    teacher = _rows("a", words, [], t) + _rows("b", words, [], t[::-1])
-    student = _rows("a", words, [], s) + _rows("b", words, [], s[::-1])
+    teacher = score_rows("a", words, [], t) + score_rows("b", words, [], t[::-1])
+    student = score_rows("a", words, [], s) + score_rows("b", words, [], s[::-1])
     corpus = [{"id": "a", "instruction": "".join(words), "distractor_spans": [[3, 7]]},
               {"id": "b", "instruction": "".join(words), "distractor_spans": []}]
     spec = DetectSpec(strategy="top_k", top_k=1)

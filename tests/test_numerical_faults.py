@@ -139,7 +139,10 @@ def test_scopes_with_no_finite_or_only_equal_scores_flag_nothing_and_are_counted
 # --- distillation -----------------------------------------------------------------------------
 
 # 4 groups, 2 per step: 2 steps per epoch, 4 epochs = 8 steps; checkpoints every 2 steps.
-SPEC = DistillSpec(lam=1.0, epochs=4, global_batch=2, micro_batch=1, lr=3e-3, checkpoint_every=2, seed=3)
+# draw_one: the step layout the tests below spell out (two steps an epoch, a group's original and
+# counterfactual in one step); skipping a non-finite step works the same in both schemes.
+SPEC = DistillSpec(lam=1.0, epochs=4, global_batch=2, micro_batch=1, lr=3e-3, checkpoint_every=2, seed=3,
+                   counterfactuals="draw_one")
 LOSS_SUM = _Trainer._loss_sum  # unpatched
 
 
@@ -239,8 +242,9 @@ def test_a_run_with_most_steps_non_finite_stops_with_a_clear_error(tiny_llama, t
 def test_two_processes_skip_the_same_steps_as_one(tiny_llama, tokenizer, samples, tmp_path):
     """A group whose token has an inf embedding in the student poisons the steps it is in, on one
     process only: both processes skip them, and end with the weights of one process."""
+    # draw_one keeps g5's original and counterfactual in one step: one poisoned step per epoch.
     distill_settings = {"epochs": 2, "global_batch": 4, "micro_batch": 1, "lr": 0.003, "val_fraction": 0.0,
-                        "checkpoint_every": 100}
+                        "checkpoint_every": 100, "counterfactuals": "draw_one"}
     raw, args = stage_inputs(tiny_llama, tokenizer, samples, tmp_path, 12, distill_settings, dropout=0.0)
     rows = [json.loads(line) for line in args["data_path"].read_text().splitlines()]
     for r in rows:

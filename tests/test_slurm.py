@@ -1,8 +1,8 @@
 """The pipeline through profiles/slurm on a real one-node SLURM cluster (tests/slurm/cluster.py).
 
 One run of a small DAG with every rule of the micro run (tests/micro/config.yaml cut to its world_test
-benchmark, the kd and leaf_instr variants and one scoring shard: 27 SLURM jobs instead of the
-micro run's 96, as each SLURM job pays ~10 s of sbatch, srun and two snakemake start-ups on top
+benchmark, the kd and leaf_instr variants and one scoring shard: 29 SLURM jobs instead of the
+micro run's 99, as each SLURM job pays ~10 s of sbatch, srun and two snakemake start-ups on top
 of its stage, and sacct polling adds latency at each DAG level), then one `--forcerun`.
 LEAFPIPE_SLURM_FULL=1 runs the unmodified micro config instead (25 min on a busy 2-core machine).
 Checks: every job was a SLURM job (sacct), a job failed once by the cluster is retried and
@@ -150,7 +150,7 @@ def test_a_job_the_cluster_fails_once_is_retried_and_succeeds(run, cluster):
     # the retry is attempt 2 of the same snakemake job
     snakemake_jobs = {j for j, s, _ in first["submitted"] if int(s) in {a[0] for a in attempts}}
     assert len(snakemake_jobs) == 1
-    assert (run["results"] / "eval_data" / "world_test.jsonl").exists()
+    assert (run["results"] / "seed-0" / "eval_data" / "world_test.jsonl").exists()
 
 
 def test_gpus_are_requested_only_by_rules_that_ask_for_them(run):
