@@ -2,7 +2,9 @@
 
 Named inputs, outputs, params and wildcards are passed to the stage function by name, the config
 as the job's replicate sees it, and everything the stage logs or prints on stderr (tqdm progress
-included) goes to the rule's log.
+included) goes to the rule's log. A name given twice (an input named like a wildcard, say) is an
+error: one would silently replace the other, as an input `model=` once replaced the `{model}`
+wildcard and applied the student's `trust_remote_code` to the teacher.
 """
 
 from __future__ import annotations
@@ -29,10 +31,18 @@ def job_config(smk: Any) -> dict[str, Any]:
 
 
 def stage_arguments(smk: Any, func: Any) -> dict[str, Any]:
-    available = {
-        **_named(smk.wildcards), **_named(smk.input), **_named(smk.output), **_named(smk.params),
-        "config": job_config(smk), "threads": smk.threads,
-    }
+    """The stage's keyword arguments from the job; every name may come from one place only."""
+    sources = {"wildcards": smk.wildcards, "input": smk.input, "output": smk.output, "params": smk.params}
+    named = {kind: _named(items) for kind, items in sources.items()}
+    seen: dict[str, str] = {"config": "the adapter", "threads": "threads"}
+    for kind, items in named.items():
+        for name in items:
+            if name in seen:
+                raise TypeError(f"rule {smk.rule!r}: {kind} {name!r} clashes with {seen[name]} {name!r}; "
+                                "rename one of them")
+            seen[name] = kind
+    available = {k: v for items in named.values() for k, v in items.items()}
+    available.update(config=job_config(smk), threads=smk.threads)
     wanted = inspect.signature(func).parameters
     missing = [n for n, p in wanted.items() if n not in available and p.default is p.empty]
     if missing:

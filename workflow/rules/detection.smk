@@ -3,7 +3,7 @@
 
 rule score:
     input:
-        model=model_input,
+        weights=model_input,  # not "model": that name is the wildcard the stage receives
         corpus_path=CORPUS,
     output:
         out_path=f"{RS}/scores/{{model}}/shard-{{shard}}.parquet",
@@ -16,7 +16,7 @@ rule score:
                 "response_scopes": DETECTION_RULES["response_scopes"],
             }
         ),
-        model_dir=lambda wc, input: input.model or model_location(wc.model, wc),
+        model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
     log:
         f"{RS}/logs/score/{{model}}/shard-{{shard}}.log",
     benchmark:

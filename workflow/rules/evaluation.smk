@@ -26,13 +26,13 @@ rule benchmark_data:
 
 rule generate:
     input:
-        model=model_input,
+        weights=model_input,  # not "model": that name is the wildcard the stage receives
         bench_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
     output:
         out_path=f"{RS}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.jsonl",
     params:
         settings=evaluation_settings,
-        model_dir=lambda wc, input: input.model or model_location(wc.model, wc),
+        model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
         # Outside the declared output, so a killed job's finished batches survive for the rerun.
         partial_path=lambda wc: in_replicate(
             wc, f"{RS}/checkpoints/generate/{wc.model}/{wc.benchmark}-{wc.shard}.partial.jsonl"
