@@ -41,7 +41,7 @@ import pandas as pd
 from leafpipe.score_variants import RAW_INPUT, SCORES, normalised_difference
 from leafpipe.detection_rules import RULES, resolved_rules
 from leafpipe.templates import INSTRUCTION, RESPONSE
-from leafpipe.token_kinds import token_kinds
+from leafpipe.token_kinds import overlaps, token_kinds
 
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def _in_instruction_spans(
 ) -> list[bool]:
     """Whether each token is an instruction token overlapping one of the [start, end) spans."""
     return [
-        f == INSTRUCTION and any(a < e and b > s for a, b in spans)
+        f == INSTRUCTION and overlaps(s, e, spans)
         for f, s, e in zip(fields, starts, ends)
     ]
 

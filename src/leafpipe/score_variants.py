@@ -19,12 +19,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-SCORES = ("paper", "grad_x_input", "rank", "ratio")
-
-# The scorer column (leafpipe.scoring) each variant combines: detection reads the raw per-token
-# scores from it before calling normalised_difference.
-RAW_INPUT = {"paper": "grad_norm", "grad_x_input": "grad_x_input", "rank": "grad_norm", "ratio": "grad_norm"}
-
 # "ratio": added to both normalised scores before dividing (see `ratio`).
 RATIO_EPSILON = 0.1
 
@@ -85,14 +79,24 @@ def ratio(t: np.ndarray, s: np.ndarray) -> np.ndarray | None:
     return minmax(np.log((t + RATIO_EPSILON) / (s + RATIO_EPSILON)))
 
 
-# score -> (per-model normalisation, combination of the two normalised scores)
-_VARIANTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray | None],
-                           Callable[[np.ndarray, np.ndarray], np.ndarray | None]]] = {
-    "paper": (minmax, _difference),
-    "grad_x_input": (minmax, _difference),
-    "rank": (rank_scale, _difference),
-    "ratio": (minmax, ratio),
+class Variant(NamedTuple):
+    """One score variant: the scorer column (leafpipe.scoring) it reads the raw per-token scores
+    from, how each model's scores are normalised, and how the two normalised scores combine."""
+
+    raw_input: str
+    normalise: Callable[[np.ndarray], np.ndarray | None]
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray | None]
+
+
+VARIANTS = {
+    "paper": Variant("grad_norm", minmax, _difference),
+    "grad_x_input": Variant("grad_x_input", minmax, _difference),
+    "rank": Variant("grad_norm", rank_scale, _difference),
+    "ratio": Variant("grad_norm", minmax, ratio),
 }
+SCORES = tuple(VARIANTS)
+# score -> its scorer column: detection reads the raw scores from it before normalised_difference.
+RAW_INPUT = {score: variant.raw_input for score, variant in VARIANTS.items()}
 
 
 def normalised_difference(teacher: np.ndarray, student: np.ndarray, score: str = "paper") -> Normalised:
@@ -114,10 +118,10 @@ def normalised_difference(teacher: np.ndarray, student: np.ndarray, score: str =
     the token's embedding; gradient × input is the first-order change of the loss when the token
     is removed (its embedding set to 0), which is exactly what a counterfactual does.
     """
-    if score not in _VARIANTS:
+    if score not in VARIANTS:
         raise ValueError(f"unknown detection score {score!r}; choose one of {SCORES}")
-    normalise, combine = _VARIANTS[score]
-    t, s = normalise(teacher), normalise(student)
+    variant = VARIANTS[score]
+    t, s = variant.normalise(teacher), variant.normalise(student)
     if t is None or s is None:
         return Normalised(t, s, None)
-    return Normalised(t, s, combine(t, s))
+    return Normalised(t, s, variant.combine(t, s))

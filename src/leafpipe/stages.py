@@ -660,7 +660,8 @@ def report(
     variants = config["distill"]["variants"]
     split = {name: _split_by_seed(paths, seeds, name) if paths else dict.fromkeys(seeds, [])
              for name, paths in (("corpus files", corpus_files), ("benchmark files", benchmark_files),
-                                 ("training files", training), ("attention tables", attention))}
+                                 ("training files", training), ("attention tables", attention),
+                                 ("detection tables", detection_tables), ("validity summaries", validity))}
     accounting, skipped_steps, tables = [], {}, []
     for seed in seeds:
         corpus_seed, bench_files = split["corpus files"][seed], split["benchmark files"][seed]
@@ -671,12 +672,10 @@ def report(
         for variant, path in zip(variants, split["training files"][seed]):
             skipped_steps[f"{variant} (seed {seed})" if several else variant] = read(path).get("non_finite_steps", 0)
         tables += [pd.read_csv(path).assign(seed=seed) for path in split["attention tables"][seed]]
-    by_seed = {name: _split_by_seed(paths, seeds, name) if paths else dict.fromkeys(seeds, [])
-               for name, paths in (("detection tables", detection_tables), ("validity summaries", validity))}
     extra = {seed: "\n".join(
-        ([detection_quality.markdown_section(*by_seed["detection tables"][seed])]
-         if by_seed["detection tables"][seed] else [])
-        + ([validity_section(by_seed["validity summaries"][seed])] if by_seed["validity summaries"][seed] else []))
+        ([detection_quality.markdown_section(*split["detection tables"][seed])]
+         if split["detection tables"][seed] else [])
+        + ([validity_section(split["validity summaries"][seed])] if split["validity summaries"][seed] else []))
         for seed in seeds}
     build_report(
         loaded,

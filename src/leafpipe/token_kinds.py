@@ -12,7 +12,7 @@ with tokens detection cannot flag. Whitespace-only tokens are `whitespace` in bo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 PROTECTED = "protected"
 PLANTED_KINDS = ("planted_number", "planted_word", "own_number", "other", PROTECTED)
@@ -22,7 +22,8 @@ WHITESPACE = "whitespace"
 Span = tuple[int, int]
 
 
-def _inside(start: int, end: int, spans: Sequence[Span]) -> bool:
+def overlaps(start: int, end: int, spans: Iterable[Sequence[int]]) -> bool:
+    """Whether [start, end) shares a character with one of the [a, b) `spans`."""
     return any(a < end and b > start for a, b in spans)
 
 
@@ -42,10 +43,10 @@ def token_kinds(
             kinds.append(WHITESPACE)
             continue
         number = any(c.isdigit() for c in text)
-        if _inside(start, end, protected):
+        if overlaps(start, end, protected):
             kinds.append(PROTECTED)
         elif planted is not None:
-            if _inside(start, end, planted):
+            if overlaps(start, end, planted):
                 kinds.append("planted_number" if number else "planted_word")
             else:
                 kinds.append("own_number" if number else "other")

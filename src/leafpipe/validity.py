@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from leafpipe.batching import collate
 from leafpipe.scoring import ScoreSpec, token_budget, token_budget_batches
 from leafpipe.templates import INSTRUCTION, EncodedSample, encode_sample
+from leafpipe.token_kinds import overlaps
 
 log = logging.getLogger("leafpipe")
 
@@ -166,10 +167,6 @@ def select(rows: Sequence[Mapping[str, Any]], margin: float, student: bool) -> l
     return [r["kind"] == ORIGINAL or all(r[n] is not None and r[n] <= margin for n in names) for r in rows]
 
 
-def _overlaps(start: int, end: int, spans: Iterable[Sequence[int]]) -> bool:
-    return any(a < end and b > start for a, b in spans)
-
-
 def span_counts(
     cfs: Sequence[Mapping[str, Any]], planted: Mapping[str, Sequence[Sequence[int]]] | None,
 ) -> dict[str, int | None]:
@@ -177,7 +174,7 @@ def span_counts(
     distractor (None without planted labels)."""
     removed = [(str(r["source_id"]), s) for r in cfs for s in r["removed"]]
     instr = [(src, s) for src, s in removed if s["field"] == INSTRUCTION]
-    hits = None if planted is None else sum(_overlaps(s["start"], s["end"], planted.get(src, ())) for src, s in instr)
+    hits = None if planted is None else sum(overlaps(s["start"], s["end"], planted.get(src, ())) for src, s in instr)
     return {"spans": len(removed), "instruction": len(instr), "planted": hits}
 
 
@@ -215,7 +212,7 @@ def mean_rises(cfs: Sequence[Mapping[str, Any]], planted: Mapping[str, Sequence[
     for r in cfs:
         for s in r["removed"]:
             if s["field"] == INSTRUCTION and r["teacher_rise"] is not None:
-                hit = _overlaps(s["start"], s["end"], planted.get(str(r["source_id"]), ()))
+                hit = overlaps(s["start"], s["end"], planted.get(str(r["source_id"]), ()))
                 groups["planted" if hit else "other"].append(r["teacher_rise"])
     return {k: float(np.mean(v)) if v else None for k, v in groups.items()}
 
