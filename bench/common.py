@@ -7,6 +7,11 @@ after it. Exact rather than sampled; Linux only (elsewhere the peak is unknown: 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -50,3 +55,28 @@ def reset_peak() -> int | None:
 def peak_mib_since(before: int | None) -> float | None:
     """Peak resident MiB above `before` (from `reset_peak`) since the reset."""
     return None if before is None else (_status_kib("VmHWM") - before) / 1024
+
+
+def parse_or_probe(argv: Sequence[str] | None, parse_args: Callable[[list[str]], Any],
+                   probe: Callable[[Any], None]) -> tuple[list[str], Any]:
+    """A memory benchmark's arguments and its parsed options, or None for the options once this
+    process was a probe (`--probe WAY`: one way measured in a fresh process) and has run it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.probe:
+        probe(args)
+        return argv, None
+    return argv, args
+
+
+def run_probe(script: str, argv: Sequence[str], way: str, *extra: str, mmap_threshold: int = 0) -> dict[str, Any]:
+    """Run the benchmark `script` again as the probe of one way, in a fresh process, and return
+    the JSON of its last line. `mmap_threshold` > 0 fixes glibc's MALLOC_MMAP_THRESHOLD_ there,
+    so that freed blocks leave the resident set and the peak is the live set."""
+    cmd = [sys.executable, os.path.abspath(script), *argv, "--probe", way, *extra]
+    env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)} if mmap_threshold else {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"probe of the {way} way failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> float:
     print(f"model: {args.shape} random-init Llama, {n_params / 1e6:.1f}M non-embedding params, "
           f"vocab {s.model.config.vocab_size}; rows: {len(s.rows)}, {s.n_tokens} tokens "
           f"(min {min(lengths)}, mean {s.n_tokens / len(lengths):.0f}, max {max(lengths)})")
-    budget = token_budget(ScoreSpec(max_tokens=args.batch_tokens), torch.device(args.device))
+    budget = token_budget(ScoreSpec(max_tokens=args.batch_tokens), s.model)
     print(f"ours: ScoreSpec(max_tokens={budget}, max_batch={args.max_batch}, response_level=False); "
           f"timed passes: {args.repeats} (median), warm-up rows: {args.warmup}")
     mem_head = "peak MiB (GPU alloc)" if cuda else "peak MiB (RSS)"

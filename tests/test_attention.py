@@ -3,13 +3,16 @@ each kind of instruction token, and the report's attention section."""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from leafpipe.attention import AttentionSample, attention_shares
+from leafpipe.attention import MARGIN, AttentionSample, analysis_token_budget, attention_shares, layer_masses
 from leafpipe.attention_report import attention_plot, attention_section
+from leafpipe.memory import attention_analysis_bytes, model_shape
 from leafpipe.templates import INSTRUCTION, RESPONSE, encode_sample
 
 CONFOUNDERS = ("Mia owns 9 red cars.", "The sky was blue on day 8.")
@@ -295,3 +298,72 @@ def test_the_attention_stage_writes_kind_columns_with_protected_text(tmp_path, t
     assert table.loc["mean", "samples_from"] == "corpus"
     assert table.loc["mean", "per_token_kind_planted_number"] > 0 and table.loc["mean", "share_kind_protected"] > 0
     assert "per_token_confounder" in table.columns and "per_token_kind_number" not in table.columns
+
+
+def _varied_samples(samples) -> list[AttentionSample]:
+    """Five samples of different lengths, so that batches are padded."""
+    (q0, r0), (q1, r1) = samples
+    texts = [(q0, r0), (q1, r1), (q0 + " " + q1, r0), (q1, r1 + "\n" + r0), (q0[:40] + "?", r1[:30])]
+    return [AttentionSample(q, r, ()) for q, r in texts]
+
+
+def _reference_masses(model, enc, masks) -> dict[str, np.ndarray]:
+    """The straightforward way, one sample alone: every layer's weights kept (`output_attentions`),
+    their float64 mean over heads, each response query's sum over a category's keys, averaged."""
+    with torch.no_grad():
+        out = model(torch.tensor([enc.input_ids]), output_attentions=True)
+    weights = torch.stack(out.attentions)[:, 0].double().mean(1).numpy()  # [L, T, T]
+    queries = weights[:, [f == RESPONSE for f in enc.fields]]  # [L, Q, T]
+    return {cat: queries[:, :, mask].sum(-1).mean(-1) for cat, mask in masks.items()}
+
+
+def test_hooked_reduction_matches_keeping_every_layers_weights(tiny_llama, tokenizer, samples):
+    """Arbitrary key masks, a category only some samples have, padded batches of two."""
+    model = tiny_llama(4)
+    encoded = [encode_sample(tokenizer, s.instruction, s.response) for s in _varied_samples(samples)]
+    rng = np.random.default_rng(0)
+    masks = [{"a": rng.random(len(enc)) < 0.3, **({"b": rng.random(len(enc)) < 0.5} if i % 2 else {})}
+             for i, enc in enumerate(encoded)]
+    calls = []
+    model.get_decoder().register_forward_pre_hook(lambda module, args: calls.append(1))
+    mass = layer_masses(model, encoded, masks, tokenizer.pad_token_id, batch_size=2, max_tokens=None)
+    assert len(calls) == 3  # five samples, two per batch: the CPU's token budget holds two of any
+    model.set_attn_implementation("eager")
+    for enc, sample_masks, got in zip(encoded, masks, mass):
+        expected = _reference_masses(model, enc, sample_masks)
+        assert got.keys() == expected.keys()
+        for cat in expected:
+            assert got[cat].shape == (2,)
+            # fp32 weights of a padded batch differ from those of the sample alone by rounding only
+            np.testing.assert_allclose(got[cat], expected[cat], rtol=1e-6)
+
+
+def test_no_layers_attention_weights_outlive_the_layer(tiny_llama, tokenizer, attention_samples):
+    """The weights [B, H, T, T] of a layer are freed before its MLP runs, and none is kept at the end."""
+    model = tiny_llama(0)
+    refs, alive_at_mlp = [], []
+
+    def keep_ref(module, args, output):  # registered first: runs before attention_shares' own hook
+        assert output[1].dim() == 4
+        refs.append(weakref.ref(output[1]))
+
+    for layer in model.model.layers:
+        layer.self_attn.register_forward_hook(keep_ref)
+        layer.mlp.register_forward_pre_hook(lambda module, args: alive_at_mlp.append(
+            sum(ref() is not None for ref in refs)))
+    attention_shares(model, tokenizer, attention_samples, batch_size=1)
+    assert len(refs) == 2 * 2  # two layers, two batches
+    assert alive_at_mlp == [0] * 4
+    assert all(ref() is None for ref in refs)
+
+
+def test_the_token_budget_admits_the_batches_the_planner_counts_as_fitting():
+    """Llama-3.2-3B's shape at T = 4096 in bf16 on a GPU with 40 GiB free."""
+    shape = model_shape(dict(num_hidden_layers=28, hidden_size=3072, intermediate_size=8192,
+                             num_attention_heads=24, num_key_value_heads=8, head_dim=128,
+                             vocab_size=128256, tie_word_embeddings=True))
+    free, longest = 40 * 2**30, 4096
+    batch = analysis_token_budget(shape, free, 2, longest) // longest
+    fits = [n for n in range(1, 64) if attention_analysis_bytes(shape, n, longest, 2) <= MARGIN * free]
+    assert batch == max(fits) >= 1
+    assert analysis_token_budget(shape, free, 2, longest // 2) > batch * longest  # shorter: cheaper per token

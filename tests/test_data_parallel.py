@@ -1,20 +1,29 @@
 """Data-parallel distillation (leafpipe.data_parallel): two processes train exactly what one does."""
 
+import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
+from datetime import timedelta
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
+from torch.distributed import fsdp
 
-from leafpipe import stages
+from leafpipe import data_parallel, stages
 from leafpipe.config import validate_config
-from leafpipe.distill_data import rank_share
+from leafpipe.distill import DistillSpec, distill
+from leafpipe.distill_checkpoints import run_fingerprint
+from leafpipe.distill_data import encode_groups, rank_share
 
+from test_distill import many_groups
 from test_distill_resume import REPO, assert_bitwise_equal, stage_inputs
 
 # 12 groups, about 2 held out: steps of 4 groups, the last one smaller, so some processes get
@@ -99,3 +108,57 @@ def test_fsdp_with_lora_is_a_clear_error():
 
     with pytest.raises(ValueError, match="fsdp shards a fully trained student"):
         DistillSpec(fsdp=True, lora=LoraSpec())
+
+
+def test_the_collective_timeout_reaches_init_process_group(monkeypatch):
+    """A torchrun worker (WORLD_SIZE 2) joins the process group with the timeout it is given,
+    not NCCL's 10-minute default."""
+    joined = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(data_parallel, "die_with_parent", lambda: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: joined.append(kwargs))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert data_parallel.setup(timedelta(minutes=7)) == (0, 2, torch.device("cpu"))
+    assert joined == [{"backend": "gloo", "timeout": timedelta(minutes=7)}]
+
+
+def test_the_trainer_joins_with_the_configured_timeout(tokenizer, samples, tiny_llama, monkeypatch):
+    # The torchrun workers read the same config (data_parallel.launch writes it for them).
+    given = []
+    setup = data_parallel.setup
+    monkeypatch.setattr(data_parallel, "setup", lambda timeout: given.append(timeout) or setup(timeout))
+    config = validate_config({"models": {"teacher": {}, "student": {}},
+                              "distill": {"collective_timeout_min": 7, "epochs": 1, "val_fraction": 0}})
+    spec = DistillSpec.from_config(config["distill"], objective="ce", seed=0)
+    distill(None, tiny_llama(1), tokenizer, many_groups(samples, 2), spec, 1)
+    assert given == [timedelta(minutes=7)]
+
+
+def test_the_collective_timeout_changes_no_tracked_setting(tokenizer, samples, tiny_llama):
+    """Raising it after a timed-out job neither reruns the distill rule (its settings param
+    leaves DISTILL_UNTRACKED out) nor discards the job's resumable state (its fingerprint)."""
+    rules = (REPO / "workflow" / "rules" / "distillation.smk").read_text()
+    untracked = ast.literal_eval(re.search(r"^DISTILL_UNTRACKED = (\(.*\))$", rules, re.M).group(1))
+    assert "collective_timeout_min" in untracked
+    encoded, student = encode_groups(tokenizer, many_groups(samples, 2)), tiny_llama(1)
+    prints = {run_fingerprint(asdict(DistillSpec(collective_timeout_min=m)), [], encoded, (student,)) for m in (10, 600)}
+    assert len(prints) == 1
+
+
+def test_fsdp_computes_in_bf16_on_cuda_and_in_fp32_on_the_cpu(tiny_llama, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fsdp, "fully_shard", lambda module, **kwargs: calls.append(kwargs) or module)
+    data_parallel.ShardedStudent(tiny_llama(1), torch.device("cuda"))
+    *layers, root = (call["mp_policy"] for call in calls)
+    assert len(layers) == 2  # one unit per decoder layer, then the root
+    for policy in (*layers, root):
+        assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    # The layers compute on bf16 inputs; the root's inputs include a top-k cache kept in fp32.
+    assert all(policy.cast_forward_inputs for policy in layers) and not root.cast_forward_inputs
+    calls.clear()
+    data_parallel.ShardedStudent(tiny_llama(1), torch.device("cpu"))
+    assert len(calls) == 3 and all(call["mp_policy"] == fsdp.MixedPrecisionPolicy() for call in calls)

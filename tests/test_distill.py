@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from leafpipe.batching import collate, pack
 from leafpipe.config import ConfigError, validate_config
-from leafpipe.distill import DistillSpec, LoraSpec, check_tokenizers, distill, lr_at
+from leafpipe.distill import OBJECTIVES, DistillSpec, LoraSpec, _allow_tf32, check_tokenizers, distill, lr_at
 from leafpipe.distill_checkpoints import METRIC_COLUMNS, save_distilled
 from leafpipe.distill_data import MODES, DistillGroup, Text, load_groups, validation_split
 from leafpipe.kd_loss import KDSpec
@@ -150,6 +150,45 @@ def test_spec_from_config_reads_nested_settings():
     assert spec.kd == KDSpec(kind="jsd", temperature=1.0, beta=0.3, chunk_tokens=512)
     assert (spec.seed, spec.global_batch, spec.micro_batch, spec.accumulation) == (7, 16, 8, 2)
     assert spec.lora is None and spec.keep == "last"
+
+
+def test_head_precision_and_collective_timeout_come_from_the_config():
+    models = {"teacher": {}, "student": {}}
+    config = validate_config({"models": models,
+                              "distill": {"kd": {"head_precision": "bf16"}, "collective_timeout_min": 7}})
+    spec = DistillSpec.from_config(config["distill"], objective="kd", seed=0)
+    assert (spec.kd.head_precision, spec.collective_timeout_min) == ("bf16", 7)
+    default = DistillSpec.from_config(validate_config({"models": models})["distill"], objective="kd", seed=0)
+    assert (default.kd.head_precision, default.collective_timeout_min) == ("auto", 120)
+    with pytest.raises(ValueError, match="collective_timeout_min"):
+        DistillSpec(collective_timeout_min=0)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_the_trainer_applies_head_precision_to_either_loss(tokenizer, samples, tiny_llama, objective):
+    """sft's cross-entropy and kd's divergence both take the switch: bf16 products change the
+    first step's loss (by their rounding), and auto on the CPU is fp32 to the bit."""
+    groups = many_groups(samples, 4)
+    first = {}
+    for precision in ("fp32", "bf16", "auto"):
+        losses = []
+        spec = DistillSpec(objective=objective, kd=KDSpec(head_precision=precision), **{**FAST, "epochs": 1})
+        distill(tiny_llama(0) if objective == "kd" else None, tiny_llama(1), tokenizer, groups, spec, 1,
+                on_step=lambda step, row: losses.append(row["loss"]))
+        first[precision] = losses[0]
+    assert first["bf16"] != first["fp32"] and first["auto"] == first["fp32"]
+
+
+def test_fp32_products_use_tf32_on_cuda_only():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    try:
+        _allow_tf32(torch.device("cpu"))
+        assert matmul.fp32_precision == before
+        _allow_tf32(torch.device("cuda"))
+        assert matmul.fp32_precision == "tf32"
+    finally:
+        matmul.fp32_precision = before
 
 
 def test_lr_warms_up_then_follows_the_schedule():

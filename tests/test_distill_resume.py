@@ -20,6 +20,7 @@ from leafpipe import stages
 from leafpipe.atomic_io import write_jsonl
 from leafpipe.config import validate_config
 from leafpipe.distill import DistillSpec, _Trainer, distill
+from leafpipe.distill_checkpoints import TrainingState, load_state, save_state
 from leafpipe.distill_data import MODES
 from test_distill import many_groups  # 8 groups of different lengths, half with a counterfactual
 
@@ -237,3 +238,44 @@ def test_lora_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
     assert_bitwise_equal(params(model), params(reference))
     assert not torch.equal(params(model)["model.layers.0.self_attn.q_proj.weight"],
                            params(tiny_llama(1))["model.layers.0.self_attn.q_proj.weight"])
+
+
+class FakeGpus:
+    """torch.cuda's RNG for `count` visible GPUs, this process on GPU `current`, without any GPU:
+    each GPU's generator state is a distinct tensor, and a GPU outside the visible ones fails as
+    in torch (`torch.cuda.default_generators[i]`: IndexError)."""
+
+    def __init__(self, monkeypatch, count: int, current: int = 0):
+        self.count, self.current = count, current
+        self.states = {i: torch.full((8,), 10 * count + i, dtype=torch.uint8) for i in range(count)}
+        for module in (torch.cuda, torch.cuda.random):  # get_rng_state_all calls torch.cuda.random's
+            monkeypatch.setattr(module, "get_rng_state", self.get)
+            monkeypatch.setattr(module, "set_rng_state", self.set)
+            monkeypatch.setattr(module, "device_count", lambda: count)
+            monkeypatch.setattr(module, "current_device", lambda: current)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def _index(self, device) -> int:
+        index = device if isinstance(device, int) else torch.device(device).index
+        index = self.current if index is None else index
+        if index >= self.count:
+            raise IndexError("list index out of range")
+        return index
+
+    def get(self, device="cuda"):
+        return self.states[self._index(device)].clone()
+
+    def set(self, state, device="cuda"):
+        self.states[self._index(device)] = state.clone()
+
+
+def test_rng_state_is_the_trained_gpus_and_resumes_on_fewer_gpus(tmp_path, monkeypatch):
+    """A process of a 2-GPU run saves the state of the GPU it trains on (its current device); a
+    resume that sees one GPU restores it there. Saving every visible GPU's state made that resume
+    fail: there is no second GPU to restore the second state to."""
+    saving = FakeGpus(monkeypatch, count=2, current=1)
+    save_state(tmp_path, TrainingState(), fingerprint="f", trainable={}, optimizer={}, elapsed=0.0)
+    trained = saving.states[1]
+    resuming = FakeGpus(monkeypatch, count=1)
+    assert load_state(tmp_path, fingerprint="f") is not None
+    assert torch.equal(resuming.states[0], trained)

@@ -337,7 +337,7 @@ def test_mismatched_shapes_raise():
 @pytest.mark.parametrize(
     "kwargs",
     [dict(kind="kl"), dict(temperature=0.0), dict(temperature=float("inf")), dict(beta=0.0), dict(beta=1.0),
-     dict(chunk_tokens=-1), dict(chunk_tokens=2.5)],
+     dict(chunk_tokens=-1), dict(chunk_tokens=2.5), dict(head_precision="fp16")],
 )
 def test_spec_validation(kwargs):
     with pytest.raises(ValueError):

@@ -1,6 +1,8 @@
 """The teacher's top-k log-probs cached to disk stand in for the teacher in the kd variants."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +152,29 @@ def test_response_level_counterfactuals_cache_only_their_later_steps(tokenizer, 
     cached = weights(distill(None, tiny_llama(1), tokenizer, groups, SPEC, 1, teacher_cache=cache))
     for a, b in zip(live, cached):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def _bench():
+    """bench/teacher_cache_memory.py, whose `plain_cache` is the way the cache was built before."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "teacher_cache_memory.py"
+    spec = importlib.util.spec_from_file_location("bench_teacher_cache_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("n_groups", [0, 6])
+def test_the_cache_file_is_the_one_built_the_plain_way(tokenizer, samples, tiny_llama, tmp_path, n_groups):
+    """Same tensors, layout and digest as before the arrays were preallocated: existing caches stay
+    valid. The header is compared parsed: safetensors writes the metadata in a random order."""
+    teacher = tiny_llama(0)
+    samples_ = every_sample(encode_groups(tokenizer, many_groups(samples, 8)[:n_groups]))
+    settings = dict(k=5, temperature=2.0, vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
+                    batch_size=3, chunk_tokens=16)
+    bench = _bench()
+    build_teacher_cache(teacher, samples_, tmp_path / "new.safetensors", **settings)
+    bench.plain_cache(teacher, samples_, tmp_path / "plain.safetensors", **settings)
+    new, plain = (bench.header_and_data(tmp_path / f"{way}.safetensors") for way in ("new", "plain"))
+    assert bool(samples_) == bool(n_groups)
+    assert plain[0]["indices"]["shape"] == [sum(n_trained(s) for s in samples_), 5]
+    assert new == plain

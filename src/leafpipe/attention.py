@@ -19,6 +19,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.batching import collate
+from leafpipe.memory import ModelShape, attention_analysis_bytes, model_shape
+from leafpipe.scoring import CPU_TOKEN_BUDGET, token_budget_batches
 from leafpipe.templates import INSTRUCTION, RESPONSE, EncodedSample, encode_sample
 from leafpipe.token_kinds import CORPUS_KINDS, PLANTED_KINDS, token_kinds
 
@@ -83,12 +85,149 @@ def _eager_eval(model: PreTrainedModel) -> Iterator[None]:
         model.train(training)
 
 
+MARGIN = 0.8  # share of the free GPU memory a batch may plan to use, as in memory.token_budget
+
+
+def analysis_token_budget(shape: ModelShape, free_bytes: int, dtype_bytes: int, longest: int) -> int:
+    """Tokens (samples × longest sample) per batch whose analysis fits `MARGIN` × `free_bytes`.
+
+    The cost of a token grows with the length of its sample (each query attends to T keys), so the
+    budget is priced at `longest`, the longest sample analysed, by the planner's own figure
+    (`memory.attention_analysis_bytes`): a batch the budget admits is one the planner counted.
+    At least 1: a sample longer than the budget gets a batch of its own (`token_budget_batches`),
+    and fails loudly if even that does not fit.
+    """
+    per_token = -(-attention_analysis_bytes(shape, 1, longest, dtype_bytes) // longest)
+    return max(1, int(MARGIN * free_bytes) // per_token)
+
+
+def _device_budget(model: PreTrainedModel, longest: int) -> int:
+    """`analysis_token_budget` on the GPUs the model is on, limited by the one with the least free memory
+    (every layer runs its attention on its own GPU); on a CPU, scoring's CPU_TOKEN_BUDGET."""
+    devices = {p.device for p in model.parameters()}
+    if any(d.type != "cuda" for d in devices):
+        return CPU_TOKEN_BUDGET
+    free = min(torch.cuda.mem_get_info(d)[0] for d in devices)
+    return analysis_token_budget(model_shape(model.config), free, model.dtype.itemsize, longest)
+
+
+def _masks_of(sample: AttentionSample, encoded: EncodedSample) -> dict[str, np.ndarray]:
+    """{category: [n] bool} over the sample's tokens: confounder, other, planted (when the sample
+    has planted spans) and every kind of its family (`_kind_masks`)."""
+    confounder = _overlapping(encoded, sample.confounder_spans)
+    instruction = np.array([f == INSTRUCTION for f in encoded.fields])
+    cats = {"confounder": confounder, "other": instruction & ~confounder}
+    if sample.planted_spans is not None:
+        cats["planted"] = _overlapping(encoded, sample.planted_spans)
+    return {**cats, **_kind_masks(sample, encoded)}
+
+
+def _reduce(weights: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """One layer's attention [B, H, T, T] reduced to masses [B, C] in float64.
+
+    `queries` [B, T] holds 1/Q at a sample's Q response queries (0 elsewhere) and `keys` [B, T, C]
+    marks each category's keys, so a mass is the mean over heads and response queries of the weights
+    summed over the category's keys. The heads go one at a time so that the float64 copy (sums of
+    many tiny weights stay exact) is [B, T, T], never [B, H, T, T].
+    """
+    per_key = torch.zeros_like(queries)  # [B, T]: weight each key receives, summed over heads
+    for head in weights.unbind(1):
+        per_key += torch.bmm(queries.unsqueeze(1), head.double()).squeeze(1)
+    return torch.bmm(per_key.unsqueeze(1), keys).squeeze(1) / weights.shape[1]
+
+
+class _LayerMasses:
+    """Forward hooks on every layer's attention module that reduce its weights instead of keeping them.
+
+    A hook gets its module's (attn_output, attn_weights [B, H, T, T]), reduces the weights with
+    `_reduce` on their own device (a model spread over GPUs has its layers on several), moves only
+    the [B, C] masses to the CPU, and hands the layer (attn_output, None): the weights are freed
+    before the rest of the layer runs, so one layer's weights are alive at a time.
+    """
+
+    def __init__(self, modules: Sequence[torch.nn.Module]) -> None:
+        self.masses: list[torch.Tensor] = []  # per layer, [B, C] on the CPU, for the current batch
+        self._masks: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0, 0), torch.empty(0, 0, 0))
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._handles = [m.register_forward_hook(self._hook) for m in modules]
+
+    def start(self, queries: torch.Tensor, keys: torch.Tensor) -> None:
+        """A new batch: `_reduce`'s `queries` [B, T] and `keys` [B, T, C], on the CPU."""
+        self.masses, self._masks, self._on_device = [], (queries, keys), {}
+
+    def _hook(self, module: torch.nn.Module, args: tuple, output: tuple) -> tuple:
+        weights = output[1]
+        if weights is None:
+            raise RuntimeError(f"{type(module).__name__} returned no attention weights under eager attention")
+        if weights.device not in self._on_device:
+            self._on_device[weights.device] = tuple(m.to(weights.device) for m in self._masks)
+        self.masses.append(_reduce(weights, *self._on_device[weights.device]).cpu())
+        return (output[0], None, *output[2:])
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+@contextmanager
+def _hooked(model: PreTrainedModel) -> Iterator[_LayerMasses]:
+    hooks = _LayerMasses([layer.self_attn for layer in model.get_decoder().layers])
+    try:
+        yield hooks
+    finally:
+        hooks.remove()
+
+
+def _batch_masks(encoded: Sequence[EncodedSample], masks: Sequence[dict[str, np.ndarray]],
+                 cats: Sequence[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_reduce`'s `queries` [B, width] and `keys` [B, width, C] of a right-padded batch; a category a
+    sample lacks (another family's kind) marks no key."""
+    queries = np.zeros((len(encoded), width))
+    keys = np.zeros((len(encoded), width, len(cats)))
+    for row, (enc, sample_masks) in enumerate(zip(encoded, masks)):
+        response = np.array([f == RESPONSE for f in enc.fields])
+        queries[row, : len(enc)] = response / response.sum()
+        for c, cat in enumerate(cats):
+            if cat in sample_masks:
+                keys[row, : len(enc), c] = sample_masks[cat]
+    return torch.from_numpy(queries), torch.from_numpy(keys)
+
+
+def layer_masses(
+    model: PreTrainedModel, encoded: Sequence[EncodedSample], masks: Sequence[dict[str, np.ndarray]],
+    pad_id: int, *, batch_size: int, max_tokens: int | None,
+) -> list[dict[str, np.ndarray]]:
+    """Per sample, {category: [L] mass per layer} of its `masks` (see `attention_shares`).
+
+    Batches hold at most `batch_size` samples and `max_tokens` tokens (samples × longest sample;
+    None: `_device_budget`). The decoder runs without its head (no logits are needed), and without
+    `output_attentions`, so the model itself keeps no weights: the hooks reduce them layer by layer.
+    """
+    device = next(model.parameters()).device
+    lengths = [len(enc) for enc in encoded]
+    budget = max_tokens or _device_budget(model, max(lengths))
+    cats = list(dict.fromkeys(cat for m in masks for cat in m))
+    mass: list[dict[str, np.ndarray]] = [{} for _ in encoded]
+    with _eager_eval(model), torch.inference_mode(), _hooked(model) as hooks:
+        for idx in token_budget_batches(lengths, budget, batch_size):
+            chunk = [encoded[i] for i in idx]
+            batch = collate(chunk, pad_id).to(device)
+            hooks.start(*_batch_masks(chunk, [masks[i] for i in idx], cats, batch.input_ids.shape[1]))
+            model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                use_cache=False, output_attentions=False)
+            per_layer = torch.stack(hooks.masses, dim=-1).numpy()  # [B, C, L]
+            for row, i in enumerate(idx):
+                mass[i] = {cat: per_layer[row, cats.index(cat)] for cat in masks[i]}
+    return mass
+
+
 def attention_shares(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     samples: Sequence[AttentionSample],
     *,
     batch_size: int = 8,
+    max_tokens: int | None = None,
 ) -> pd.DataFrame:
     """Attention mass that response tokens put on confounder / other / planted instruction tokens.
 
@@ -117,7 +256,10 @@ def attention_shares(
     Parquet.
 
     Batches are right-padded with an attention mask; under the causal mask real queries never
-    see padding, so a sample's numbers do not depend on what it is batched with.
+    see padding, so a sample's numbers do not depend on what it is batched with. A batch holds at
+    most `batch_size` samples and `max_tokens` tokens (samples × longest sample; None: what the
+    planner's memory model admits on the model's GPUs, CPU_TOKEN_BUDGET on a CPU). Peak memory:
+    one layer's attention at a time (`layer_masses`).
     """
     if not samples:
         raise ValueError("no samples to analyse")
@@ -125,34 +267,9 @@ def attention_shares(
     # Any id will do: padding sits after every real token, so the causal mask hides it.
     pad = tokenizer.pad_token_id
     pad_id = pad if pad is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     has_planted = any(s.planted_spans is not None for s in samples)
-
-    masks: list[dict[str, np.ndarray]] = []
-    for sample, enc in zip(samples, encoded):
-        confounder = _overlapping(enc, sample.confounder_spans)
-        instruction = np.array([f == INSTRUCTION for f in enc.fields])
-        cats = {"confounder": confounder, "other": instruction & ~confounder}
-        if sample.planted_spans is not None:
-            cats["planted"] = _overlapping(enc, sample.planted_spans)
-        masks.append({**cats, **_kind_masks(sample, enc)})
-
-    # mass[i][cat] is the sample's per-layer mass, shape [L].
-    mass: list[dict[str, np.ndarray]] = []
-    with _eager_eval(model), torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
-            batch = collate(chunk, pad_id).to(device)
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        output_attentions=True, use_cache=False)
-            # [L, B, T, T]: mean over heads, in float64 so sums of many tiny weights stay exact.
-            weights = torch.stack([a.double().mean(dim=1) for a in out.attentions]).cpu().numpy()
-            for row, enc in enumerate(chunk):
-                cats = masks[start + row]
-                n = len(enc)
-                queries = np.array([f == RESPONSE for f in enc.fields])
-                per_query = weights[:, row, :n, :n][:, queries]  # [L, Q, n]
-                mass.append({c: per_query[:, :, m].sum(-1).mean(-1) for c, m in cats.items()})
+    masks = [_masks_of(sample, enc) for sample, enc in zip(samples, encoded)]
+    mass = layer_masses(model, encoded, masks, pad_id, batch_size=batch_size, max_tokens=max_tokens)
 
     columns: dict[str, np.ndarray] = {}
     has_corpus = any(s.planted_spans is None for s in samples)

@@ -51,9 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("validate", help="validate a config file and print it with defaults filled in")
     check.add_argument("configfile")
+    planner = sub.add_parser("plan", help="print each job's GPU memory, host memory, disk and GPU-hours against "
+                                          "its resources; exit 1 when a job cannot fit")
+    planner.add_argument("configfile")
     for name, func in STAGES.items():
         _add_stage(sub, name, func)
     return parser
+
+
+def _plan(config: dict[str, Any]) -> int:
+    """Print the planner's table; 1, with the failing jobs' numbers on stderr, when any cannot fit."""
+    from leafpipe.plan import failure_report, plan, table
+
+    rows = plan(config)
+    print(table(rows))
+    failures = failure_report(rows)
+    if failures:
+        print(f"leafpipe plan: jobs that cannot fit:\n{failures}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return 0
+    if command == "plan":
+        return _plan(config)
     go_offline_unless_hub_needed(config)
     if "seed" in args:  # every stage but the report runs one replicate
         try:

@@ -15,8 +15,10 @@ gathers a layer's weights only while it runs. Gradients are then reduce-scattere
 backward pass, and every process must make the same passes in the same order (a process with
 no work left in a step makes a pass with weight 0), since each pass gathers weights collectively.
 
-Process 0 writes checkpoints, metrics and the final model; the others only train. Without
-CUDA the processes use the gloo backend on the CPU (this is how the tests run it).
+Process 0 writes checkpoints, metrics and the final model; the others only train, and wait for
+it in the next collective: `setup`'s timeout (`distill.collective_timeout_min`) must outlast the
+longest checkpoint write. Without CUDA the processes use the gloo backend on the CPU (this is how
+the tests run it).
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp import MixedPrecisionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +52,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup() -> tuple[int, int, torch.device]:
+def setup(timeout: timedelta) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process; joins the process group on first call.
 
-    A single process is rank 0 of 1, on the GPU when one is visible.
+    A single process is rank 0 of 1, on the GPU when one is visible. `timeout` bounds one
+    collective: a process waiting longer (e.g. for process 0 writing a checkpoint) fails the job,
+    where NCCL's default watchdog would allow 10 minutes.
     """
     cuda = torch.cuda.is_available()
     if not launched():
@@ -59,7 +67,7 @@ def setup() -> tuple[int, int, torch.device]:
     if cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
     rank = dist.get_rank()
     if rank:  # one log, written by process 0; the others report only problems
         logging.getLogger("leafpipe").setLevel(logging.WARNING)
@@ -152,6 +160,28 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def mixed_precision(device: torch.device, *, cast_inputs: bool) -> MixedPrecisionPolicy:
+    """FSDP2's `MixedPrecisionPolicy` for a unit on `device`.
+
+    CUDA: weights gathered in bf16 (half the all-gather traffic of fp32, and the bf16 GEMMs that
+    autocast would run anyway), gradients reduce-scattered in fp32 so that summing N processes'
+    gradients rounds no more than one process's. `cast_inputs` casts a unit's floating-point
+    inputs to bf16: wanted for the decoder layers, not for the root, whose inputs include a
+    teacher top-k cache whose fp32 log-probabilities must stay fp32. The residual stream is then
+    bf16 (the bf16 embeddings start it), where a single process's fp32 weights keep it fp32 under
+    autocast; the loss still does its softmax arithmetic in fp32 (`leafpipe.kd_loss`).
+    CPU (gloo, the tests): fp32 throughout, FSDP's default. A single process on the CPU trains in
+    fp32 (no autocast), and the tests check that a sharded run trains its weights to within fp32
+    rounding; bf16 would only add rounding there, as CPU bf16 products are no faster.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if device.type != "cuda":
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                cast_forward_inputs=cast_inputs)
+
+
 class _Forward(nn.Module):
     """Runs a function of the student inside a forward call, so that FSDP's root hooks gather
     the weights no layer owns (embeddings, final norm, LM head) around the whole loss: the
@@ -172,9 +202,12 @@ class ShardedStudent:
     norm and head form the root unit. State dicts go through `torch.distributed.checkpoint`'s
     full-state helpers, so checkpoints hold ordinary full tensors, as a single process writes
     them. Collective: every process must call every method.
+
+    On CUDA the units compute in bf16 (`mixed_precision`); the shards, the optimiser and the
+    checkpoints stay fp32.
     """
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: nn.Module, device: torch.device) -> None:
         from torch.distributed.fsdp import fully_shard
 
         decoder = student.get_decoder() if hasattr(student, "get_decoder") else None
@@ -182,9 +215,9 @@ class ShardedStudent:
         if layers is None:
             raise ValueError(f"distill.fsdp: cannot find the decoder layers of {type(student).__name__}")
         for layer in layers:
-            fully_shard(layer)
+            fully_shard(layer, mp_policy=mixed_precision(device, cast_inputs=True))
         self.student = student
-        self.root = fully_shard(_Forward(student))
+        self.root = fully_shard(_Forward(student), mp_policy=mixed_precision(device, cast_inputs=False))
 
     def __call__(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
         return self.root(fn, *args)
@@ -226,8 +259,6 @@ def launch(nproc: int, stage: str, config: Mapping[str, Any], arguments: Mapping
     gpus = torch.cuda.device_count()
     if gpus and gpus < nproc:
         raise RuntimeError(f"distill.gpus is {nproc} but only {gpus} GPU(s) are visible to this job")
-    if not gpus:
-        log.warning("no GPU is visible: running %d data-parallel processes on the CPU (gloo)", nproc)
     per_process = max(1, (threads or os.cpu_count() or 1) // nproc)
     with tempfile.TemporaryDirectory(prefix="leafpipe-launch-") as tmp:
         configfile = Path(tmp) / "config.yaml"

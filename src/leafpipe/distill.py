@@ -52,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +142,19 @@ class DistillSpec:
     checkpoint_every: int = 50  # optimiser steps between resumable checkpoints
     seed: int = 0
     log_every: int = 10  # steps between log lines
+    # Minutes a data-parallel process waits in one collective before the job fails (NCCL's own
+    # default, 10, can pass while process 0 writes a large checkpoint to a slow file system).
+    collective_timeout_min: int = 120
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.lam < 0 or self.lr <= 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("lam, max_grad_norm and weight_decay must be >= 0, lr > 0")
-        if min(self.epochs, self.global_batch, self.micro_batch, self.log_every, self.checkpoint_every) < 1:
-            raise ValueError("epochs, global_batch, micro_batch, log_every and checkpoint_every must be >= 1")
+        if min(self.epochs, self.global_batch, self.micro_batch, self.log_every, self.checkpoint_every,
+               self.collective_timeout_min) < 1:
+            raise ValueError("epochs, global_batch, micro_batch, log_every, checkpoint_every and "
+                             "collective_timeout_min must be >= 1")
         if self.global_batch % self.micro_batch:
             raise ValueError(
                 f"distill.global_batch ({self.global_batch}) must be a multiple of "
@@ -304,6 +310,19 @@ def _checkpointing(model: PreTrainedModel) -> None:
     model.config.use_cache = False
 
 
+def _allow_tf32(device: torch.device) -> None:
+    """On CUDA, let fp32 matrix products use TF32 (inputs rounded to a 10-bit mantissa, fp32 sums).
+
+    Under bf16 autocast the student's layers and the bf16 teacher make no fp32 products; the ones
+    left are the student head's three per chunk with `kd.head_precision: fp32`, which without TF32
+    run at a small fraction of the tensor cores' rate (kd_loss: bf16 products are faster still).
+    TF32 keeps fp32's range and sums, so it is the fp32 setting's precision on a GPU. A flag of the
+    whole process, which here is the distill job's own.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+
+
 def _optimizer(params: Sequence[tuple[str, torch.nn.Parameter]], spec: DistillSpec) -> torch.optim.AdamW:
     """AdamW decaying matrices only, as nanoGPT does: norm gains and biases are not decayed."""
     return torch.optim.AdamW(
@@ -329,7 +348,8 @@ class _Trainer:
         # With a cache the teacher is never loaded: its top-k log-probs stand in for it.
         self.cache = teacher_cache if spec.objective == "kd" else None
         # One process, or one of several data-parallel ones (leafpipe.data_parallel).
-        self.rank, self.world, self.device = data_parallel.setup()
+        self.rank, self.world, self.device = data_parallel.setup(timedelta(minutes=spec.collective_timeout_min))
+        _allow_tf32(self.device)
         self.main = self.rank == 0
         # Padding is masked out everywhere, so any id works; Llama tokenizers have no pad token.
         pad = tokenizer.pad_token_id
@@ -369,7 +389,8 @@ class _Trainer:
         if spec.gradient_checkpointing:
             _checkpointing(self.student)
         # With several processes and fsdp, each holds a shard of the student (data_parallel).
-        self.sharded = data_parallel.ShardedStudent(self.student) if spec.fsdp and self.world > 1 else None
+        self.sharded = (data_parallel.ShardedStudent(self.student, self.device) if spec.fsdp and self.world > 1
+                        else None)
         self.params = [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
         self.optimizer = _optimizer(self.params, spec)
         if self.world > 1:  # weights are equal everywhere; dropout masks should not be
@@ -391,8 +412,9 @@ class _Trainer:
     def _loss_sum(self, samples: Sequence[EncodedSample]) -> torch.Tensor:
         """Sum of the per-token loss over the trained tokens of `samples` (fp32 scalar).
 
-        Only the decoders run under autocast; the chunked losses apply each head in its own
-        dtype and do their softmax arithmetic in fp32 (`leafpipe.kd_loss`).
+        Only the decoders run under autocast; the chunked losses apply the student's head in the
+        dtype `kd.head_precision` chooses (bf16 on a GPU by default), the teacher's in its own, and
+        do their softmax arithmetic in fp32 (`leafpipe.kd_loss`).
         """
         if self.spec.packing:
             batch, order = pack(samples, self.pad_id)
@@ -417,7 +439,8 @@ class _Trainer:
             hidden = response_hidden(student, batch.input_ids, batch.attention_mask, batch.position_ids)
         head = output_head(student)
         if self.spec.objective == "ce":
-            return ce_loss_sum(hidden, head, batch.input_ids, batch.target_mask, self.spec.kd.chunk_tokens)
+            return ce_loss_sum(hidden, head, batch.input_ids, batch.target_mask, self.spec.kd.chunk_tokens,
+                               self.spec.kd.head_precision)
         if isinstance(target, TopK):
             return kd_loss_sum(hidden, head, None, None, batch.target_mask, self.spec.kd, teacher_topk=target)
         # kd_loss_sum reads the teacher's (inference-mode) hidden states under no_grad, detached:

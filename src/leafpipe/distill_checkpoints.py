@@ -82,12 +82,14 @@ def run_fingerprint(
     """Settings, data (as token ids), split and the models that shape the loss: a state is
     resumed only by a run that would compute exactly what the saved run computed.
 
-    `settings` is the `DistillSpec` as a dict; its cadences (`log_every`, `checkpoint_every`)
-    change no weights and are left out. `extra` (JSON-able) is anything else that shapes the
-    loss, e.g. the identity of a teacher top-k cache that replaces the teacher model.
+    `settings` is the `DistillSpec` as a dict; its cadences (`log_every`, `checkpoint_every`) and
+    `collective_timeout_min` change no weights and are left out. `extra` (JSON-able) is anything
+    else that shapes the loss, e.g. the identity of a teacher top-k cache that replaces the teacher
+    model.
     """
     h = hashlib.sha256()
-    settings = {k: v for k, v in settings.items() if k not in ("log_every", "checkpoint_every")}
+    settings = {k: v for k, v in settings.items()
+                if k not in ("log_every", "checkpoint_every", "collective_timeout_min")}
     h.update(json.dumps([STATE_FORMAT, settings, list(val_idx)], sort_keys=True, default=str).encode())
     for enc in encoded:
         for sample in (enc.original, *enc.counterfactuals):
@@ -101,9 +103,15 @@ def run_fingerprint(
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's torch RNG states (CPU, and CUDA when present)."""
+    """This process's torch RNG states: the CPU's, and that of the GPU it trains on when it has one.
+
+    Only that GPU's (the current CUDA device: a data-parallel process's own, set by
+    `data_parallel.setup`), since it is the only one whose generator training draws from;
+    the states of every visible GPU would tie the checkpoint to the number of GPUs the saving
+    run saw, and a resume that sees fewer could not restore them.
+    """
     return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
 
 
 def save_state(
@@ -155,13 +163,24 @@ def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | N
         )
         return None
     if rank < len(saved["rng"]):  # a state saved by fewer processes leaves the others' RNGs be
-        rng = saved["rng"][rank]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        _restore_rng(saved["rng"][rank])
     # A field missing from the state takes its default (a state written before it existed).
     state = TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState) if f.name in saved})
     return SavedState(state, saved["trainable"], saved["optimizer"])
+
+
+def _restore_rng(rng: dict[str, Any]) -> None:
+    """Restore `rng_state()`'s states, the GPU's onto the GPU this process trains on, whichever
+    device that is now; a state saved with a GPU and resumed without one (or the other way
+    round) restores the CPU's alone, and the resumed run's draws differ from the saved run's."""
+    torch.set_rng_state(rng["torch"])
+    cuda = torch.cuda.is_available()
+    if rng["cuda"] is not None and cuda:
+        torch.cuda.set_rng_state(rng["cuda"])
+    elif (rng["cuda"] is not None) != cuda:
+        log.warning("the checkpoint's RNG state was saved %s a GPU and this run has %s: its random draws "
+                    "(dropout) differ from those of an uninterrupted run",
+                    "with" if rng["cuda"] is not None else "without", "one" if cuda else "none")
 
 
 def clear_work(work: Path, names: Iterable[str] = _WORK_ENTRIES) -> None:

@@ -35,12 +35,36 @@ result multiplied by tau**2 (Hinton et al. 2015, as `losses.token_kl`):
   return those KLs there); use kind="forward_kl" or "reverse_kl" for them.
 
 All divergence arithmetic is fp32 whatever the models' dtype (bf16 log-probabilities of a large
-vocabulary lose most of a KL's precision); the head matmuls run in the head's dtype. With bf16 or
-fp16 head weights the chunks' weight-gradient products are summed in an fp32 [V, H] buffer and
-cast once at the end (extra memory: that buffer and one [V, H] product per chunk), so the chunking
-adds no rounding. The fused path's loss can be backpropagated once (no `retain_graph`): its stored
-gradients are handed over to autograd rather than copied, which is what keeps the [V, H] weight
-gradient from existing twice.
+vocabulary lose most of a KL's precision).
+
+The student head's three matrix products per chunk (logits, hidden-state gradient, weight
+gradient) run in the dtype `KDSpec.head_precision` chooses. "fp32" keeps the head's own dtype:
+fp32 for the trainer's fp32 master weights, since autocast covers only the decoder. "bf16" casts
+the chunk's hidden states and the weight to bf16, the weight once per call (one [V, H] bf16 copy
+lives through the loss; a cast per chunk would re-read the fp32 weight for every chunk, which on
+a GPU takes about as long as a 512-token chunk's product). "auto" is bf16 when the head is on a
+CUDA device, fp32 elsewhere. The bf16 logits are upcast to fp32 before the softmax. With bf16 (or
+fp16) products, of a cast or of a bf16 head (a bf16 model, FSDP's bf16 compute copy), the
+chunks' weight-gradient products are summed in an fp32 [V, H] buffer and cast to the weight's
+dtype once at the end (extra memory: that buffer and one [V, H] product per chunk). So each
+chunk's product is rounded to bf16 once, and the number of chunks adds no rounding, where a bf16
+sum would round the running sum at every chunk. The fused path computes every chunk's gradient in
+its forward pass anyway, so the buffer is all it takes; a custom autograd Function per chunk would
+add a backward call per chunk for the same sums. Any other head (the checkpointed path) runs under
+bf16 autocast instead, and autograd sums its chunks' weight gradients in the weight's dtype. The
+teacher's head runs in the teacher's dtype (bf16 on a GPU: `distill` puts it so).
+
+The fused path's loss can be backpropagated once (no `retain_graph`): its stored gradients are
+handed over to autograd rather than copied, which is what keeps the [V, H] weight gradient from
+existing twice.
+
+Devices: a model spread over several GPUs (accelerate's `device_map`) returns its final hidden
+states on its last GPU, while the batch's masks and ids stay where the caller put them, and its LM
+head may sit on yet another GPU. Index and mask tensors are moved to the hidden states' device
+where they meet; each chunk's logits are made on the head's device (the fused path moves the
+chunk's hidden states there; a head called as a module has its own hooks), the teacher's side of a
+chunk is moved to the student's logits, and the loss and the hidden states' gradient come back on
+the student hidden states' device.
 
 Top-k teacher ("top-k teacher logits cached to disk"): `teacher_topk` keeps, for each trained
 token, the k largest teacher log-probabilities at temperature tau (log-softmax over the FULL
@@ -79,6 +103,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 KD_KINDS = ("forward_kl", "reverse_kl", "jsd")
+HEAD_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -95,13 +120,16 @@ class KDSpec:
     them at 0.375 GiB for V = 128256, below the 1 GiB weight gradient of a 2048-wide head, and the
     chunked peak under a quarter of the full-logit one; each head matmul ([256, H] x [H, V]) stays
     large. On CPU, 512 and 1024 saved 9-11 % of the CPU time at 1.3x and 1.8x the peak memory
-    (docs/performance.md, "Distillation loss").
+    (docs/performance.md, "Distillation loss"). `head_precision`: the dtype of the student head's
+    matrix products, "bf16", "fp32" (the head's own dtype) or "auto", bf16 on a CUDA device (module
+    docstring).
     """
 
     kind: str = "forward_kl"
     temperature: float = 1.0
     beta: float = 0.5
     chunk_tokens: int = 256
+    head_precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in KD_KINDS:
@@ -113,6 +141,12 @@ class KDSpec:
                              "(at 0 or 1 the JSD is identically 0; use forward_kl or reverse_kl for those limits)")
         if isinstance(self.chunk_tokens, bool) or not isinstance(self.chunk_tokens, int) or self.chunk_tokens < 0:
             raise ValueError(f"chunk_tokens must be an integer >= 0 (0 = all at once), got {self.chunk_tokens!r}")
+        _check_head_precision(self.head_precision)
+
+
+def _check_head_precision(value: str) -> None:
+    if value not in HEAD_PRECISIONS:
+        raise ValueError(f"unknown head_precision {value!r}; expected one of {HEAD_PRECISIONS}")
 
 
 @dataclass
@@ -183,14 +217,14 @@ def response_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
 
 def _trained_rows(hidden: torch.Tensor, target_mask: torch.Tensor, name: str) -> torch.Tensor:
     """hidden [B, T, H] -> [N, H]: the positions t < T - 1 where target_mask [B, T-1] is True,
-    in row-major order (the order of `TopK` rows)."""
+    in row-major order (the order of `TopK` rows), on hidden's device (which the mask may not share)."""
     if hidden.dim() != 3 or target_mask.dim() != 2:
         raise ValueError(f"{name} must be [B, T, H] and target_mask [B, T-1]; got {tuple(hidden.shape)} "
                          f"and {tuple(target_mask.shape)}")
     b, t, h = hidden.shape
     if target_mask.shape != (b, t - 1):
         raise ValueError(f"target_mask {tuple(target_mask.shape)} must be [B, T-1] for {name} {tuple(hidden.shape)}")
-    flat = _flat_positions(target_mask, t)
+    flat = _flat_positions(target_mask, t).to(hidden.device)
     return hidden.reshape(b * t, h).index_select(0, flat)
 
 
@@ -207,6 +241,11 @@ def _linear_parts(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, f
     if type(head) is nn.Linear:
         return head.weight, head.bias, cap
     return None
+
+
+def _bf16_products(precision: str, device: torch.device) -> bool:
+    """Whether the student head's matrix products run in bf16 (`KDSpec.head_precision` on `device`)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def _to_head_dtype(hidden: torch.Tensor, head: nn.Module) -> torch.Tensor:
@@ -273,11 +312,12 @@ def _restricted(divergence: Callable, log_pk: torch.Tensor, log_q: torch.Tensor,
 
 
 class _Target:
-    """The teacher side of a loss: `prepare(rows)` builds what a chunk needs before the student's
-    logits exist (so their buffers do not overlap more than needed), `finish(state, log_q, need_grad)`
-    returns (loss [c] fp32, dL/ds [c, V] or None) and may overwrite both."""
+    """The teacher side of a loss: `prepare(rows, device)` builds what a chunk needs, on the device
+    of the student's logits, before they exist (so their buffers do not overlap more than needed),
+    `finish(state, log_q, need_grad)` returns (loss [c] fp32, dL/ds [c, V] or None) and may
+    overwrite both."""
 
-    def prepare(self, rows: slice) -> Any:
+    def prepare(self, rows: slice, device: torch.device) -> Any:
         raise NotImplementedError
 
     def finish(self, state: Any, log_q: torch.Tensor, need_grad: bool):
@@ -288,9 +328,9 @@ class _FullTeacher(_Target):
     def __init__(self, hidden: torch.Tensor, head: nn.Module, vocab: int, spec: KDSpec) -> None:
         self.hidden, self.head, self.vocab, self.spec = hidden, head, vocab, spec
 
-    def prepare(self, rows: slice) -> Any:
+    def prepare(self, rows: slice, device: torch.device) -> Any:
         with torch.no_grad():
-            log_p = _log_softmax_at(self.head(self.hidden[rows]), self.vocab, self.spec.temperature)
+            log_p = _log_softmax_at(self.head(self.hidden[rows]), self.vocab, self.spec.temperature).to(device)
             if self.spec.kind == "forward_kl":
                 p = log_p.exp()
                 return p, _rowdot(p, log_p)  # teacher's negative entropy; log_p is freed here
@@ -311,9 +351,10 @@ class _TopKTeacher(_Target):
     def __init__(self, cache: TopK, spec: KDSpec) -> None:
         self.cache, self.spec = cache, spec
 
-    def prepare(self, rows: slice) -> Any:
-        idx = self.cache.indices[rows].long()
-        log_pk = torch.log_softmax(self.cache.logprobs[rows].float(), dim=-1)  # renormalised over the k
+    def prepare(self, rows: slice, device: torch.device) -> Any:
+        idx = self.cache.indices[rows].to(device, torch.long)
+        # The cached log-probs, renormalised over their k tokens.
+        log_pk = torch.log_softmax(self.cache.logprobs[rows].to(device, torch.float32), dim=-1)
         return idx, log_pk
 
     def finish(self, state: Any, log_q: torch.Tensor, need_grad: bool):
@@ -335,8 +376,8 @@ class _Labels(_Target):
     def __init__(self, targets: torch.Tensor) -> None:
         self.targets = targets
 
-    def prepare(self, rows: slice) -> Any:
-        return self.targets[rows].unsqueeze(1)
+    def prepare(self, rows: slice, device: torch.device) -> Any:
+        return self.targets[rows].to(device).unsqueeze(1)
 
     def finish(self, state: Any, log_q: torch.Tensor, need_grad: bool):
         loss = -log_q.gather(1, state).squeeze(1)
@@ -385,33 +426,38 @@ def _chunk_from_logits(make_logits: Callable[[], torch.Tensor], cap: float | Non
 
 
 class _FusedLinearLoss(torch.autograd.Function):
-    """Chunked loss through a plain linear head; gradients computed in the forward pass, scaled in backward."""
+    """Chunked loss through a plain linear head; gradients computed in the forward pass, scaled in backward.
+
+    The products run in `dtype` (`KDSpec.head_precision`) on the weight's device; the loss and the
+    hidden states' gradient are returned on the hidden states' device."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, cap, tau, chunk, grads):
+    def forward(ctx, hidden, weight, bias, target, cap, tau, chunk, grads, dtype):
         need_h, need_w, need_b = grads
         n, width = hidden.shape
-        vocab = weight.shape[0]
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        vocab, device = weight.shape[0], weight.device
+        w = weight.to(dtype)  # once for all chunks (module docstring); the weight itself when dtypes agree
+        b = None if bias is None else bias.to(dtype)
+        total = torch.zeros((), dtype=torch.float32, device=device)
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(vocab, width, dtype=torch.float32, device=weight.device) if need_w else None
-        grad_b = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if need_b else None
+        grad_w = torch.zeros(vocab, width, dtype=torch.float32, device=device) if need_w else None
+        grad_b = torch.zeros(vocab, dtype=torch.float32, device=device) if need_b else None
         need = need_h or need_w or need_b
         step = chunk or max(n, 1)
         for start in range(0, n, step):
             rows = slice(start, min(n, start + step))
-            state = target.prepare(rows)
-            h = hidden[rows].to(weight.dtype)
-            loss, g = _chunk_from_logits(lambda: F.linear(h, weight, bias), cap, tau, target, state, need)
+            state = target.prepare(rows, device)
+            h = hidden[rows].to(device, dtype)
+            loss, g = _chunk_from_logits(lambda: F.linear(h, w, b), cap, tau, target, state, need)
             del state
             total += loss
             if g is None:
                 continue
-            g = g.to(weight.dtype)
+            g = g.to(dtype)
             if need_h:
-                grad_h[rows] = g @ weight
+                grad_h[rows] = g @ w  # a copy into hidden's dtype and device
             if need_w:
-                if weight.dtype == torch.float32:
+                if dtype == torch.float32:
                     grad_w.addmm_(g.t(), h)
                 else:  # bf16/fp16: sum the chunks' products in fp32 (costs one [V, H] product per chunk)
                     grad_w += g.t() @ h
@@ -423,7 +469,7 @@ class _FusedLinearLoss(torch.autograd.Function):
         if grad_b is not None:
             grad_b = grad_b.to(bias.dtype)
         ctx.grads = (grad_h, grad_w, grad_b)
-        return total
+        return total.to(hidden.device)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -437,8 +483,8 @@ class _FusedLinearLoss(torch.autograd.Function):
         if not torch.equal(grad_out, torch.ones_like(grad_out)):
             for g in grads:
                 if g is not None:
-                    g.mul_(grad_out.to(g.dtype))
-        return (*grads, None, None, None, None, None)
+                    g.mul_(grad_out.to(g.device, g.dtype))
+        return (*grads, None, None, None, None, None, None)
 
 
 class _LogitsLoss(torch.autograd.Function):
@@ -449,7 +495,7 @@ class _LogitsLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, target, tau, rows, need_grad):
-        state = target.prepare(rows)
+        state = target.prepare(rows, logits.device)
         loss, g = _chunk_from_logits(lambda: logits.detach().clone(), None, tau, target, state, need_grad)
         if g is not None:
             ctx.save_for_backward(g)
@@ -461,7 +507,10 @@ class _LogitsLoss(torch.autograd.Function):
         return g * grad_out, None, None, None, None
 
 
-def _chunked_loss(hidden: torch.Tensor, head: nn.Module, target: _Target, tau: float, chunk: int) -> torch.Tensor:
+def _chunked_loss(hidden: torch.Tensor, head: nn.Module, target: _Target, tau: float, chunk: int,
+                  precision: str) -> torch.Tensor:
+    """The loss of `target` over rows `hidden` [N, H] through `head`, `chunk` rows at a time; the head's
+    products in bf16 or not by `precision` (`KDSpec.head_precision`)."""
     n = hidden.shape[0]
     parts = _linear_parts(head)
     if parts is not None:
@@ -469,16 +518,20 @@ def _chunked_loss(hidden: torch.Tensor, head: nn.Module, target: _Target, tau: f
         grad_on = torch.is_grad_enabled()
         grads = (grad_on and hidden.requires_grad, grad_on and weight.requires_grad,
                  grad_on and bias is not None and bias.requires_grad)
-        return _FusedLinearLoss.apply(hidden, weight, bias, target, cap, tau, chunk, grads)
+        dtype = torch.bfloat16 if _bf16_products(precision, weight.device) else weight.dtype
+        return _FusedLinearLoss.apply(hidden, weight, bias, target, cap, tau, chunk, grads, dtype)
     # Any other head: per chunk, a checkpointed head call; its logits are recomputed in backward.
     total = hidden.new_zeros((), dtype=torch.float32) + hidden[:0].sum()  # stays in the graph when N == 0
     step = chunk or max(n, 1)
+    bf16 = _bf16_products(precision, hidden.device)
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
 
         def piece(h: torch.Tensor, rows: slice = rows) -> torch.Tensor:
-            logits = head(h)
-            return _LogitsLoss.apply(logits, target, tau, rows, torch.is_grad_enabled() and logits.requires_grad)
+            with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = head(h)
+            loss = _LogitsLoss.apply(logits, target, tau, rows, torch.is_grad_enabled() and logits.requires_grad)
+            return loss.to(h.device)
 
         if torch.is_grad_enabled():
             total = total + checkpoint(piece, hidden[rows], use_reentrant=False)
@@ -532,12 +585,14 @@ def kd_loss_sum(student_hidden: torch.Tensor, student_head: nn.Module,
                                       teacher_head)
         _check_vocab(_vocab_size(teacher_head, teacher_rows), vocab)
         target = _FullTeacher(teacher_rows, teacher_head, vocab, spec)
-    return _chunked_loss(student_rows, student_head, target, spec.temperature, spec.chunk_tokens)
+    return _chunked_loss(student_rows, student_head, target, spec.temperature, spec.chunk_tokens,
+                         spec.head_precision)
 
 
 def ce_loss_sum(student_hidden: torch.Tensor, student_head: nn.Module, input_ids: torch.Tensor,
-                target_mask: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
-    """Sum of the cross-entropy of trained tokens (the `sft` variant); fp32 scalar, chunked like `kd_loss_sum`.
+                target_mask: torch.Tensor, chunk_tokens: int, head_precision: str = "auto") -> torch.Tensor:
+    """Sum of the cross-entropy of trained tokens (the `sft` variant); fp32 scalar, chunked like `kd_loss_sum`,
+    the head's products in the dtype `head_precision` chooses (`KDSpec.head_precision`).
 
     Shapes: `student_hidden` [B, T, H], `input_ids` [B, T], `target_mask` [B, T-1]; `hidden[:, t]`
     predicts `input_ids[:, t + 1]`. Equals `F.cross_entropy(logits[:, :-1][mask], ids[:, 1:][mask],
@@ -545,12 +600,13 @@ def ce_loss_sum(student_hidden: torch.Tensor, student_head: nn.Module, input_ids
     """
     if chunk_tokens < 0:
         raise ValueError(f"chunk_tokens must be >= 0, got {chunk_tokens}")
+    _check_head_precision(head_precision)
     rows = _trained_rows(student_hidden, target_mask, "student_hidden")
     if input_ids.shape != student_hidden.shape[:2]:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and student_hidden "
                          f"{tuple(student_hidden.shape)} differ in [B, T]")
     targets = input_ids[:, 1:][target_mask.bool()].long()
-    return _chunked_loss(rows, student_head, _Labels(targets), 1.0, chunk_tokens)
+    return _chunked_loss(rows, student_head, _Labels(targets), 1.0, chunk_tokens, head_precision)
 
 
 def teacher_topk(teacher_hidden: torch.Tensor, teacher_head: nn.Module, target_mask: torch.Tensor, k: int,

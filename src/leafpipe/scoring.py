@@ -12,13 +12,17 @@ by the loss of every step after k, a different loss per step. Either way a token
 scope index, and the last one is never scored.
 
 Why it is fast: parameters are frozen and only the input embeddings require grad, so no parameter
-gradient is ever allocated; samples are batched by a token budget over length-sorted buckets, right-padded so that causal
-attention keeps them apart (a sample's scores do not depend on its batch mates); a batch
-that runs out of GPU memory is split in two and retried. Logits are computed only at positions
-where a response token is predicted, so the vocabulary projection skips the instruction. On GPU the
-model runs in bf16 with its default attention (SDPA where the architecture has it), and losses and
-norms are taken in fp32. Inference mode has no place here: every activation of the forward pass is
-needed for the input gradient.
+gradient is ever allocated; samples are batched by a token budget over length-sorted buckets,
+right-padded so that causal attention keeps them apart (a sample's scores do not depend on its
+batch mates). On a GPU the first budget is what the model's activations leave room for in the free
+memory (`token_budget`); a batch that runs out of memory is retried at half its size only once its
+memory is free, and every later batch is planned within that smaller budget (`_scored`). Logits are
+computed only at positions where a response token is predicted, so the vocabulary projection skips
+the instruction, and the backward pass through the loss and the head is shared by all response
+scopes of a batch: only the one through the decoder is per scope (`embedding_grad_norms`). On GPU
+the model runs in bf16 with its default attention (SDPA where the architecture has it), and losses
+and norms are taken in fp32. Inference mode has no place here: every activation of the forward pass
+is needed for the input gradient.
 
 Mean or sum loss: for the instruction they differ by a constant factor per sample (the number of
 target tokens), which scales all its instruction gradients alike, so the min-max normalised
@@ -35,8 +39,10 @@ sample's gradient is the one it gets in a batch without the bad sample.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +53,9 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from leafpipe import memory
 from leafpipe.batching import collate
+from leafpipe.kd_loss import output_head
 from leafpipe.steps import step_of, step_starts
 from leafpipe.templates import INSTRUCTION, RESPONSE, EncodedSample, encode_sample
 
@@ -76,13 +84,25 @@ class ScoreSpec:
             raise ValueError(f"unknown response scopes {self.response_scopes!r}; choose one of {RESPONSE_SCOPES}")
 
 
-# Budgets when none is set. A GPU is fastest with large batches; on a CPU, batches beyond about a
-# thousand tokens only add padding and cache misses (bench/score.py, docs/performance.md).
-DEVICE_TOKEN_BUDGET = {"cuda": 8192, "cpu": 1024}
+# The CPU's budget when none is set: on a CPU, batches beyond about a thousand tokens only add
+# padding and cache misses (bench/score.py, docs/performance.md).
+CPU_TOKEN_BUDGET = 1024
 
 
-def token_budget(spec: ScoreSpec, device: torch.device) -> int:
-    return spec.max_tokens or DEVICE_TOKEN_BUDGET.get(device.type, DEVICE_TOKEN_BUDGET["cpu"])
+def token_budget(spec: ScoreSpec, model: PreTrainedModel, *, backward: bool = True) -> int:
+    """Tokens (samples × longest sample) of the first batch: `spec.max_tokens` when set; on a GPU,
+    as many as the model's activations leave room for in the memory free after its weights were
+    loaded (`leafpipe.memory`; `backward`: with the input-gradient backward pass of scoring); on
+    a CPU, `CPU_TOKEN_BUDGET`. With a model spread over GPUs, the free memory is its first GPU's,
+    and all of the activations are counted there (an upper bound)."""
+    if spec.max_tokens:
+        return spec.max_tokens
+    param = next(model.parameters())
+    if param.device.type != "cuda":
+        return CPU_TOKEN_BUDGET
+    free, _ = torch.cuda.mem_get_info(param.device)
+    shape = memory.model_shape(model.config)
+    return memory.token_budget(shape, free, param.element_size(), backward=backward)
 
 
 @dataclass(frozen=True)
@@ -136,20 +156,21 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int
     return batches
 
 
-def _per_sample_loss(nll: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
-    total = (nll * mask).sum(-1)
-    return total / mask.sum(-1).clamp_min(1.0) if reduction == "mean" else total
+def _loss_weights(mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The weight of each target's NLL in its sample's loss, fp32, from target masks [..., K]:
+    the mask, divided by the number of targets for "mean"."""
+    mask = mask.float()
+    return mask / mask.sum(-1, keepdim=True).clamp_min(1.0) if reduction == "mean" else mask
 
 
 # Why a sample is left unscored (`embedding_grad_norms`); 0: it is scored.
 SCORED, NON_FINITE_LOSS, NON_FINITE_GRADIENT = 0, 1, 2
 UNSCORED_REASONS = {NON_FINITE_LOSS: "non_finite_loss", NON_FINITE_GRADIENT: "non_finite_gradient"}
 
-
-def _finite_sum(losses: torch.Tensor) -> torch.Tensor:
-    """Sum of the finite entries of `losses` [B]: a NaN or inf loss gets gradient 0, not 1, so
-    the backward pass never starts from it (its own rows still come out NaN and are discarded)."""
-    return torch.where(torch.isfinite(losses), losses, torch.zeros_like(losses)).sum()
+# Scopes whose input gradients share one backward pass through the decoder (`_input_grads`).
+# Each one more adds a pass's activation gradients ([B, T, H] and [B, T, intermediate] of the
+# layer being differentiated) to the peak, so a group is capped.
+SCOPES_PER_BACKWARD = 8
 
 
 def _attributions(grad: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
@@ -158,12 +179,83 @@ def _attributions(grad: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
     return torch.stack((g.norm(dim=-1), (g * embeds.detach().float()).sum(-1).abs()))
 
 
+def _response_nll(
+    model: PreTrainedModel, embeds: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final hidden states at the positions `keep` [K] ([B, K, H], attached to `embeds`
+    [B, T, H]) and the NLL of the token each predicts ([B, K] fp32, on the head's device).
+
+    The decoder and the head are called one after the other so that `keep` and the targets meet
+    the hidden states on their device: with a model spread over GPUs, that is the last one. No
+    attention mask: the batch is right-padded, so causal attention alone keeps every real token
+    from seeing padding, and SDPA can take its causal path, which skips the masked half of the
+    attention matrix (an explicit mask makes it compute all of it)."""
+    hidden = model.get_decoder()(inputs_embeds=embeds, use_cache=False).last_hidden_state
+    kept = hidden[:, keep.to(hidden.device)]
+    logits = output_head(model)(kept)
+    targets = input_ids[:, 1:][:, keep].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return kept, nll.view_as(targets)
+
+
+def _scopes(
+    target_mask: torch.Tensor, target_steps: torch.Tensor, is_instr: torch.Tensor, steps: torch.Tensor, n_later: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What each scope's loss sums and what it scores: target masks [S, B, K] (from `target_mask`
+    and `target_steps` [B, K]) and input positions [S, B, T] (from `is_instr`, `steps` [B, T]).
+    Scope 0 is the whole response's loss at the instruction; then, for each step k < `n_later`
+    that some sample continues after, the loss of the later steps at the tokens of step k."""
+    masks, scored = [target_mask], [is_instr]
+    for k in range(n_later):
+        later = target_mask & (target_steps > k)
+        has_later = later.any(-1)
+        if bool(has_later.any()):
+            masks.append(later)
+            scored.append((steps == k) & has_later.to(steps.device)[:, None])
+    return torch.stack(masks), torch.stack(scored)
+
+
+def _input_grads(kept: torch.Tensor, embeds: torch.Tensor, seeds: torch.Tensor, retain: bool) -> torch.Tensor:
+    """∂⟨seeds[s], kept⟩/∂embeds for each s: [S, B, T, H] from seeds [S, B, K, H], in one backward
+    pass through the decoder, batched over s (`is_grads_batched`: autograd under vmap)."""
+    if len(seeds) == 1:
+        return torch.autograd.grad(kept, embeds, seeds[0], retain_graph=retain)[0][None]
+    return torch.autograd.grad(kept, embeds, seeds, retain_graph=retain, is_grads_batched=True)[0]
+
+
+def _scope_scores(
+    kept: torch.Tensor, nll: torch.Tensor, embeds: torch.Tensor, weights: torch.Tensor, scored: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each scope's attributions where it scores: [2, B, T] fp32 (NaN where no scope scores), and
+    whether all of a sample's were finite [B]. A scope's loss is `weights` [S, B, K] times `nll`
+    [B, K] (summed over B and K), its scores at `scored` [S, B, T]; `kept` [B, K, H] and `embeds`
+    [B, T, H] are `_response_nll`'s."""
+    # [B, K, H]; this pass frees the loss's and the head's part of the graph (the [B, K, V] logits).
+    (per_target,) = torch.autograd.grad(nll.sum(), kept)
+    scores = torch.full((2, *scored.shape[1:]), float("nan"), device=embeds.device)
+    finite = torch.ones(scored.shape[1], dtype=torch.bool, device=embeds.device)
+    for lo in range(0, len(weights), SCOPES_PER_BACKWARD):
+        hi = min(lo + SCOPES_PER_BACKWARD, len(weights))
+        seeds = weights[lo:hi, :, :, None].to(per_target.device, per_target.dtype) * per_target
+        for at, grad in zip(scored[lo:hi], _input_grads(kept, embeds, seeds, retain=hi < len(weights))):
+            attributions = _attributions(grad, embeds)
+            scores[:, at] = attributions[:, at]
+            finite &= (torch.isfinite(attributions[0]) | ~at).all(-1)
+    return scores, finite
+
+
 def embedding_grad_norms(
     model: PreTrainedModel, items: Sequence[_Item], pad_id: int, spec: ScoreSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-token scores [2, B, T] (`grad_norm` and `grad_x_input`; fp32, NaN where unscored),
     per-sample response losses [B] and per-sample status [B] (int8: `SCORED`, `NON_FINITE_LOSS`
-    or `NON_FINITE_GRADIENT`; the scores of an unscored sample are NaN throughout)."""
+    or `NON_FINITE_GRADIENT`; the scores of an unscored sample are NaN throughout).
+
+    One backward pass per scope would repeat the head's, the largest of the step; the head and
+    the loss act on each position alone, so the NLL's gradient at the final hidden states,
+    position by position, is computed once, and each scope's is that gradient weighted by the
+    scope's loss weights. Only the pass through the decoder is per scope, in groups of
+    `SCOPES_PER_BACKWARD`."""
     batch = collate([it.enc for it in items], pad_id)
     device = next(model.parameters()).device
     batch = batch.to(device)
@@ -180,40 +272,23 @@ def embedding_grad_norms(
     # instruction positions would be the largest tensor of the step, and is never used.
     keep = batch.target_mask.any(0).nonzero().squeeze(-1)
     embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
-    # No attention mask: the batch is right-padded, so causal attention alone keeps every real
-    # token from seeing padding, and SDPA can take its causal path, which skips the masked half
-    # of the attention matrix (an explicit mask makes it compute all of it).
-    logits = model(inputs_embeds=embeds, logits_to_keep=keep).logits
-    targets = batch.input_ids[:, 1:][:, keep]
-    nll = torch.nn.functional.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), reduction="none"
-    ).view_as(targets)
-    target_mask = batch.target_mask[:, keep].float()
-    scores = torch.full((2, len(items), width), float("nan"), device=device)
-
+    kept, nll = _response_nll(model, embeds, batch.input_ids, keep)
     n_later = max(it.last_step for it in items) if spec.response_level else 0
-    losses = _per_sample_loss(nll, target_mask, spec.loss)
-    (grad,) = torch.autograd.grad(_finite_sum(losses), embeds, retain_graph=n_later > 0)
-    attributions = _attributions(grad, embeds)
-    scores[:, is_instr] = attributions[:, is_instr]
-    finite_grad = (torch.isfinite(attributions[0]) | ~is_instr).all(-1)
-    target_steps = steps[:, 1:][:, keep]
-    for k in range(n_later):
-        later = target_mask * (target_steps > k).float()
-        has_later = later.sum(-1) > 0
-        if not bool(has_later.any()):
-            continue
-        loss_k = _per_sample_loss(nll, later, spec.loss)
-        # Samples without later steps have loss_k = 0 and contribute no gradient.
-        (grad,) = torch.autograd.grad(_finite_sum(loss_k), embeds, retain_graph=k + 1 < n_later)
-        at_k = (steps == k) & has_later[:, None]
-        attributions = _attributions(grad, embeds)
-        scores[:, at_k] = attributions[:, at_k]
-        finite_grad &= (torch.isfinite(attributions[0]) | ~at_k).all(-1) & (torch.isfinite(loss_k) | ~has_later)
-    finite_loss = torch.isfinite(losses)
+    masks, scored = _scopes(batch.target_mask[:, keep].to(nll.device), steps[:, 1:][:, keep].to(nll.device),
+                            is_instr, steps, n_later)
+    weights = _loss_weights(masks, spec.loss)  # [S, B, K]
+    losses = (nll * weights).sum(-1)  # [S, B]
+    finite = torch.isfinite(losses)
+    # A non-finite loss gets gradient 0, not 1, so the backward pass never starts from it (its own
+    # rows still come out NaN and are discarded).
+    weights = torch.where(finite[..., None], weights, 0.0)
+    loss_ok = (finite | ~masks.any(-1)).to(device)  # [S, B]: a scope without targets has no loss
+    scores, finite_grad = _scope_scores(kept, nll, embeds, weights, scored)
+    finite_grad &= loss_ok.all(0)
+    finite_loss = finite[0].to(device)
     status = torch.where(finite_loss, torch.where(finite_grad, SCORED, NON_FINITE_GRADIENT), NON_FINITE_LOSS)
     scores[:, status != SCORED] = float("nan")
-    return (scores.cpu().numpy(), losses.detach().float().cpu().numpy(),
+    return (scores.cpu().numpy(), losses[0].detach().float().cpu().numpy(),
             status.to(torch.int8).cpu().numpy())
 
 
@@ -221,24 +296,52 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def _score_batch(
-    model: PreTrainedModel, items: Sequence[_Item], idx: list[int], pad_id: int, spec: ScoreSpec
-) -> Iterator[tuple[int, np.ndarray, float, int]]:
-    """Yield (index, scores [2, n], loss, status) per sample; on out-of-memory, halve the batch and retry."""
+def _attempt(
+    model: PreTrainedModel, items: Sequence[_Item], pad_id: int, spec: ScoreSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`embedding_grad_norms` of a batch, or None if it ran out of memory and can be split (more
+    than one sample); by then the failed attempt's memory is free."""
     try:
-        scores, losses, status = embedding_grad_norms(model, [items[i] for i in idx], pad_id, spec)
+        return embedding_grad_norms(model, items, pad_id, spec)
     except (torch.OutOfMemoryError, RuntimeError) as err:
-        if not _is_oom(err) or len(idx) == 1:
+        if not _is_oom(err) or len(items) == 1:
             raise
-        log.warning("out of memory on a batch of %d samples; retrying as two halves", len(idx))
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(idx) // 2
-        yield from _score_batch(model, items, idx[:half], pad_id, spec)
-        yield from _score_batch(model, items, idx[half:], pad_id, spec)
-        return
-    for b, i in enumerate(idx):
-        yield i, scores[:, b, : len(items[i].enc)], float(losses[b]), int(status[b])
+    # Only out of the except block are the exception and its traceback gone, and with them the
+    # frames that hold the failed attempt's activations.
+    gc.collect()
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.empty_cache()
+    return None
+
+
+def _plan(indices: Sequence[int], lengths: Sequence[int], max_tokens: int, max_batch: int) -> deque[list[int]]:
+    """`token_budget_batches` of the samples `indices` (lengths indexed by sample)."""
+    batches = token_budget_batches([lengths[i] for i in indices], max_tokens, max_batch)
+    return deque([indices[j] for j in b] for b in batches)
+
+
+def _scored(
+    model: PreTrainedModel, items: Sequence[_Item], pad_id: int, spec: ScoreSpec, budget: int
+) -> Iterator[tuple[int, np.ndarray, float, int]]:
+    """Yield (index, scores [2, n], loss, status) per sample, batch by batch within a token
+    `budget`. A batch that runs out of memory is not retried until its memory is free; then the
+    budget becomes half that batch's tokens, and it and every later batch are planned anew within
+    it, so no later batch runs out of memory first to find that out."""
+    lengths = [len(it.enc) for it in items]
+    plan = _plan(range(len(items)), lengths, budget, spec.max_batch)
+    while plan:
+        idx = plan.popleft()
+        result = _attempt(model, [items[i] for i in idx], pad_id, spec)
+        if result is None:
+            longest = max(lengths[i] for i in idx)
+            budget = len(idx) // 2 * longest
+            log.warning("out of memory on a batch of %d samples (%d tokens); token budget now %d",
+                        len(idx), len(idx) * longest, budget)
+            plan = _plan([i for b in (idx, *plan) for i in b], lengths, budget, spec.max_batch)
+            continue
+        scores, losses, status = result
+        for b, i in enumerate(idx):
+            yield i, scores[:, b, : len(items[i].enc)], float(losses[b]), int(status[b])
 
 
 def _normalized(scores: np.ndarray, parts: np.ndarray, steps: np.ndarray, last_step: int) -> np.ndarray:
@@ -290,15 +393,12 @@ def score_samples(
     pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
     per_sample: dict[int, tuple[np.ndarray, float]] = {}
     unscored: dict[int, list[str]] = {code: [] for code in UNSCORED_REASONS}
-    budget = token_budget(spec, next(model.parameters()).device)
-    batches = token_budget_batches([len(it.enc) for it in items], budget, spec.max_batch)
     with tqdm(total=len(rows), desc="score", unit="sample", file=sys.stderr) as bar:
-        for idx in batches:
-            for i, scores, loss, status in _score_batch(model, items, idx, pad_id, spec):
-                per_sample[i] = (scores, loss)
-                if status != SCORED:
-                    unscored[status].append(str(rows[i]["id"]))
-            bar.update(len(idx))
+        for i, scores, loss, status in _scored(model, items, pad_id, spec, token_budget(spec, model)):
+            per_sample[i] = (scores, loss)
+            if status != SCORED:
+                unscored[status].append(str(rows[i]["id"]))
+            bar.update()
     n_unscored = sum(len(ids) for ids in unscored.values())
     if n_unscored:
         log.warning(

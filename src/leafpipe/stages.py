@@ -56,14 +56,27 @@ def load_model(
 
 
 def load_placed_model(path: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """A frozen model where the job's GPUs are: in bf16 on one, split layer by layer over several
-    (a 70B teacher needs about four 80 GB GPUs), in float32 on the CPU without any."""
+    """A model in eval mode on the job's GPUs, which are all the GPUs it sees (`leafpipe.devices`
+    claimed them): in bf16, whole on one, split layer by layer over several (a 70B teacher needs
+    about four 80 GB GPUs); in float32 on the CPU without any.
+
+    Weights load straight onto the GPUs. Over several, `device_map="balanced"` gives each GPU an
+    equal share of the layers, so each keeps the same room for activations, and the memory budget
+    names the GPUs alone: a model too large for them is refused (ValueError) instead of having
+    layers offloaded to host RAM or disk and read again on every forward pass, as "auto" would.
+    """
     gpus = torch.cuda.device_count()
+    if not gpus:
+        model, tok = load_model(path, torch.float32, trust_remote_code=trust_remote_code)
+        return model.eval(), tok
+    placement: dict[str, Any] = {"device_map": {"": 0}}
     if gpus > 1:
-        model, tok = load_model(path, torch.bfloat16, trust_remote_code=trust_remote_code, device_map="auto")
-    else:
-        model, tok = load_model(path, torch.bfloat16 if gpus else torch.float32, trust_remote_code=trust_remote_code)
-        model.to("cuda" if gpus else "cpu")
+        placement = {"device_map": "balanced", "max_memory": {i: torch.cuda.mem_get_info(i)[0] for i in range(gpus)}}
+    model, tok = load_model(path, torch.bfloat16, trust_remote_code=trust_remote_code, **placement)
+    offloaded = sorted({str(d) for d in getattr(model, "hf_device_map", {}).values()} & {"cpu", "disk"})
+    if offloaded:
+        raise ValueError(f"{path} does not fit in the free memory of the job's {gpus} GPU(s): parts of it "
+                         f"would run from {' and '.join(offloaded)}; give its rule more GPUs (resources: gpu)")
     return model.eval(), tok
 
 
@@ -449,7 +462,8 @@ def attention(
                                        [tuple(p) for p in planted] if planted is not None else None,
                                        protected_spans(row["instruction"], config["detection"]["protect"])))
     loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
-    table = attention_shares(loaded, tok, samples, batch_size=settings["batch_size"])
+    table = attention_shares(loaded, tok, samples, batch_size=settings["batch_size"],
+                             max_tokens=settings["max_tokens"])
     table.insert(0, "model", model)
     table["samples_from"] = origin
     with atomic_path(out_path) as tmp:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -51,6 +52,25 @@ def every_sample(encoded: Sequence[EncodedGroup]) -> list[EncodedSample]:
     return list(seen.values())
 
 
+def _offsets(samples: Sequence[EncodedSample]) -> torch.Tensor:
+    """[S + 1] int64: sample i's rows are offsets[i]:offsets[i + 1], one per trained token."""
+    offsets = torch.zeros(len(samples) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor([n_trained(s) for s in samples], dtype=torch.int64).cumsum(0)
+    return offsets
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the keys', offsets', indices' and log-probabilities' bytes, in that order.
+
+    The hash reads each tensor's memory where it lies (a NumPy view, no copy: the cache can be tens
+    of GB); the bytes are those of `.numpy().tobytes()`, so caches built before keep their digest.
+    """
+    digest = hashlib.sha256()
+    for name in ("keys", "offsets", "indices", "logprobs"):
+        digest.update(tensors[name].numpy())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
 def build_teacher_cache(
     teacher: torch.nn.Module, samples: Sequence[EncodedSample], path: str | os.PathLike[str], *,
@@ -61,10 +81,17 @@ def build_teacher_cache(
     Samples are batched `batch_size` at a time, longest first, so batches pad little; each
     sample's rows are its trained tokens in position order, as `Batch.target_mask` marks them.
     `vocab_size` is the student's: a larger teacher head is truncated to it (`kd_loss`).
+
+    Host memory: the cache itself, indices int32 and log-probabilities fp32 [N, k] (N trained tokens,
+    known from the samples before the teacher runs), preallocated and filled batch by batch at each
+    sample's rows, plus one batch's top-k on its way in (int64 and fp32 [n, k]); the digest reads the
+    arrays in place and `save_file` writes from them, so nothing is copied whole.
     """
     device = next(teacher.parameters()).device
+    offsets = _offsets(samples)
+    indices = torch.empty(int(offsets[-1]), k, dtype=torch.int32)  # token ids fit int32: half of int64
+    logprobs = torch.empty(int(offsets[-1]), k, dtype=torch.float32)
     order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
-    per_sample: dict[int, TopK] = {}
     head = output_head(teacher)
     with tqdm(total=len(samples), desc="teacher top-k", file=sys.stderr, dynamic_ncols=True) as progress:
         for start in range(0, len(order), batch_size):
@@ -74,31 +101,21 @@ def build_teacher_cache(
                 hidden = response_hidden(teacher, batch.input_ids, batch.attention_mask)
             top = teacher_topk(hidden, head, batch.target_mask, k, temperature, chunk_tokens,
                                vocab_size=vocab_size)
-            counts = batch.target_mask.sum(1).tolist()
-            offset = 0
-            for i, n in zip(idx, counts):
-                per_sample[i] = TopK(top.indices[offset : offset + n].cpu(), top.logprobs[offset : offset + n].cpu())
-                offset += n
+            top_indices, top_logprobs = top.indices.cpu(), top.logprobs.cpu()  # [n, k]: the batch's rows
+            row = 0
+            for i in idx:
+                rows = slice(int(offsets[i]), int(offsets[i + 1]))
+                n = rows.stop - rows.start
+                indices[rows], logprobs[rows] = top_indices[row : row + n], top_logprobs[row : row + n]
+                row += n
             progress.update(len(idx))
-    keys = [sample_key(s) for s in samples]
-    lengths = [per_sample[i].indices.shape[0] for i in range(len(samples))]
-    offsets = torch.zeros(len(samples) + 1, dtype=torch.int64)
-    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
-    empty = torch.empty(0, k)
-    tensors = {
-        "keys": torch.tensor([list(key) for key in keys], dtype=torch.uint8).reshape(len(keys), 32),
-        "offsets": offsets,
-        # Token ids fit int32 for any real vocabulary; half the size of int64.
-        "indices": torch.cat([per_sample[i].indices for i in range(len(samples))] or [empty]).to(torch.int32),
-        "logprobs": torch.cat([per_sample[i].logprobs for i in range(len(samples))] or [empty]).float(),
-    }
-    digest = hashlib.sha256()
-    for name in ("keys", "offsets", "indices", "logprobs"):
-        digest.update(tensors[name].contiguous().numpy().tobytes())
+    keys = np.frombuffer(bytearray(b"".join(sample_key(s) for s in samples)), dtype=np.uint8)
+    tensors = {"keys": torch.from_numpy(keys).reshape(len(samples), 32), "offsets": offsets,
+               "indices": indices, "logprobs": logprobs}
     metadata = {"format": CACHE_FORMAT, "k": str(k), "temperature": repr(float(temperature)),
-                "vocab_size": str(vocab_size), "digest": digest.hexdigest()}
+                "vocab_size": str(vocab_size), "digest": _digest(tensors)}
     with atomic_path(path) as tmp:
-        save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=metadata)  # safetensors 0.8 writes from the tensors' memory
     log.info("teacher top-k cache: %d samples, %d tokens, k %d, temperature %g -> %s",
              len(samples), int(offsets[-1]), k, temperature, path)
 

@@ -37,6 +37,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.batching import collate
+from leafpipe.kd_loss import output_head, response_hidden
 from leafpipe.scoring import ScoreSpec, token_budget, token_budget_batches
 from leafpipe.templates import INSTRUCTION, EncodedSample, encode_sample
 from leafpipe.token_kinds import overlaps
@@ -86,15 +87,18 @@ def token_nlls(
     batching = ScoreSpec(max_tokens=max_tokens)
     out: list[np.ndarray] = [np.empty(0, np.float32)] * len(samples)
     lengths = [len(s) for s in samples]
-    for idx in token_budget_batches(lengths, token_budget(batching, device), batching.max_batch):
+    for idx in token_budget_batches(lengths, token_budget(batching, model, backward=False), batching.max_batch):
         batch = collate([samples[i] for i in idx], pad_id).to(device)
         keep = batch.target_mask.any(0).nonzero().squeeze(-1)
         with torch.inference_mode():
-            logits = model(input_ids=batch.input_ids, logits_to_keep=keep).logits  # [B, K, V]
-            targets = batch.input_ids[:, 1:][:, keep]
+            # The decoder, then the head: a model spread over GPUs returns its hidden states on
+            # its last GPU, where `keep` must meet them (`logits_to_keep` would not move it there).
+            hidden = response_hidden(model, batch.input_ids, None)
+            logits = output_head(model)(hidden[:, keep.to(hidden.device)])  # [B, K, V]
+            targets = batch.input_ids[:, 1:][:, keep].to(logits.device)
             nll = torch.nn.functional.cross_entropy(
                 logits.float().flatten(0, 1), targets.flatten(), reduction="none"
-            ).view_as(targets)
+            ).view_as(targets).to(device)
             full = torch.full(batch.input_ids.shape, float("nan"), device=device)
             full[:, keep + 1] = torch.where(batch.target_mask[:, keep], nll, float("nan"))
         for b, i in enumerate(idx):

@@ -3,8 +3,10 @@ import json
 import os
 from pathlib import Path
 
-from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, given_sources
+from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, ConfigError, given_sources
 from leafpipe.detection_rules import resolved_rules
+from leafpipe.plan import WORLD_RESOURCES, failure_report, resources_for, retry_figure
+from leafpipe.plan import plan as plan_jobs
 from leafpipe.variants import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
 
 R = config["results"]
@@ -187,41 +189,38 @@ def seed_major(pattern, **values):
     return [path for seed in SEEDS for path in expand(pattern, seed=seed, **values)]
 
 
-# Per-rule resources sized for the default world (mem_mb in MB, runtime in minutes, gpu count,
-# threads); a config's `resources: {rule: {...}}` replaces any of them for real models, and the
-# GPU counts of distill, teacher_logits and generate follow distill.gpus and evaluation.gpus.
-RESOURCE_DEFAULTS = {
-    "pretrain": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "import_gguf": {"mem_mb": 8000, "runtime": 30, "gpu": 0, "threads": 1},
-    "derive_model": {"mem_mb": 8000, "runtime": 30, "gpu": 0, "threads": 1},
-    "score": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "attention": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "teacher_logits": {"mem_mb": 4000, "runtime": 60, "gpu": min(config["distill"]["gpus"], 1), "threads": 1},
-    "distill": {"mem_mb": 4000, "runtime": 60, "gpu": config["distill"]["gpus"], "threads": 1},
-    "benchmark_data": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
-    "generate": {"mem_mb": 4000, "runtime": 30, "gpu": config["evaluation"]["gpus"], "threads": 1},
-    "grade": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 2},  # math-verify workers or sandboxed programs side by side
-    "inspect": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
-    "validate_counterfactuals": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-}
+# Per-rule resources (mem_mb in MB, runtime in minutes, gpu count, threads): the default world's
+# (leafpipe.plan.WORLD_RESOURCES), raised to the planner's figures for the config's models; a
+# config's `resources: {rule: {...}}` wins, and the GPU counts of distill, teacher_logits and
+# generate follow distill.gpus and evaluation.gpus (validate_counterfactuals the teacher's score).
+RESOURCE_DEFAULTS = WORLD_RESOURCES
+PLAN = plan_jobs(config)
+if config["hardware"]["check_fit"] and failure_report(PLAN):
+    raise ConfigError(
+        "config: jobs that cannot fit the resources they are given (hardware.check_fit):\n"
+        + failure_report(PLAN)
+        + "\n`leafpipe plan CONFIG` prints every job's figures; give the jobs more (resources:, "
+        "hardware:) or set hardware.check_fit: false to run anyway"
+    )
+# The wildcard that tells a rule's jobs apart, as the planner's rows name them.
+JOB_KEYS = ("model", "variant", "source", "level", "role")
 
 
 def _resource_spec(rule, wildcards=None):
-    """A rule's resources; a rule that runs every model (score, attention, generate) may size its
-    teacher jobs apart (`teacher:` inside the rule's entry), since a 70B teacher is not a 1B student."""
-    given = dict(config["resources"].get(rule, {}))
-    teacher = given.pop("teacher", {})
-    spec = {**RESOURCE_DEFAULTS[rule], **given}
-    is_teacher = wildcards is not None and getattr(wildcards, "model", None) == "teacher"
-    return {**spec, **teacher} if is_teacher else spec
+    """A job's resources: its planner row's (a 70B teacher's score job is not a 1B student's), or
+    the rule's for rules the planner has no row for."""
+    key = next((getattr(wildcards, name) for name in JOB_KEYS if hasattr(wildcards, name)), None)
+    return resources_for(PLAN, config, rule, key)
 
 
 def job_resources(rule):
     """A rule's `resources:`; memory and runtime grow with each retry (attempt 1, 2, ...), so a
-    job killed for running out of either gets more the next time."""
+    job killed for running out of either gets more the next time, memory never past the largest
+    node's (`hardware.max_mem_mb`)."""
+    ceiling = config["hardware"]["max_mem_mb"]
     return {
-        "mem_mb": lambda wildcards, attempt: _resource_spec(rule, wildcards)["mem_mb"] * attempt,
-        "runtime": lambda wildcards, attempt: _resource_spec(rule, wildcards)["runtime"] * attempt,
+        "mem_mb": lambda wildcards, attempt: retry_figure(_resource_spec(rule, wildcards)["mem_mb"], attempt, ceiling),
+        "runtime": lambda wildcards, attempt: retry_figure(_resource_spec(rule, wildcards)["runtime"], attempt),
         "gpu": lambda wildcards: _resource_spec(rule, wildcards)["gpu"],
     }
 

@@ -3,7 +3,7 @@
 # deletes a failed job's outputs, and the model folder only appears once training has finished.
 
 # Settings that change no weights: editing them must not retrain anything.
-DISTILL_UNTRACKED = ("variants", "checkpoint_every", "log_every", "gpus")
+DISTILL_UNTRACKED = ("variants", "checkpoint_every", "log_every", "gpus", "collective_timeout_min")
 
 
 rule teacher_logits:
