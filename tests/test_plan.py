@@ -112,6 +112,17 @@ def test_a_job_estimated_past_its_runtime_is_flagged_slow_not_refused():
     assert row.hours * 60 > 60 and row.status == "ok, slow" and not row.failures
 
 
+def test_a_gpu_job_without_a_runtime_gets_its_planned_hours_with_headroom():
+    """The paper configs leave teacher_logits' runtime to the planner: each data file's job gets
+    its own hours × RUNTIME_HEADROOM, so none is planned past its limit."""
+    config = load_config(PAPER_3B)
+    assert "runtime" not in config["resources"]["teacher_logits"]
+    rows = [row for row in plan.plan(config) if row.rule == "teacher_logits"]
+    assert len({row.runtime for row in rows}) == len(rows) > 1  # corpus, instr, instr_resp differ
+    for row in rows:
+        assert row.runtime == math.ceil(row.hours * 60 * plan.RUNTIME_HEADROOM) and row.status == "ok", row.job
+
+
 def test_the_default_world_fits_and_keeps_the_world_defaults():
     config = load_config(REPO / "config" / "config.yaml")
     rows = plan.plan(config)

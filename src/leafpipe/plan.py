@@ -562,16 +562,23 @@ def _failures(run: Run, row_gpus: int, runtime: int, mem_mb: int, need: Need, ho
     return tuple(out)
 
 
+# A GPU job's default time limit is its planned hours times this: the estimate assumes a
+# utilisation the job may not reach, and a job stopped at its limit loses the work since its last
+# checkpoint and waits in the queue again.
+RUNTIME_HEADROOM = 1.5
+
+
 def planned_resources(given: Mapping[str, int], explicit: Mapping[str, Any], need: Need | None,
                       hours: float | None) -> dict[str, int]:
     """A job's resources with the planner's figures as defaults: mem_mb the planned host memory,
-    runtime (GPU jobs) the planned wall time, each never below the default world's and never over
-    a value the config gives (`explicit`: the config's own entries for this job)."""
+    runtime (GPU jobs) the planned wall time with `RUNTIME_HEADROOM`, each never below the default
+    world's and never over a value the config gives (`explicit`: the config's own entries for this
+    job)."""
     spec = dict(given)
     if need is not None and "mem_mb" not in explicit:
         spec["mem_mb"] = max(spec["mem_mb"], math.ceil(need.host_bytes / MB))
     if hours is not None and spec["gpu"] and "runtime" not in explicit:
-        spec["runtime"] = max(spec["runtime"], math.ceil(hours * 60))
+        spec["runtime"] = max(spec["runtime"], math.ceil(hours * 60 * RUNTIME_HEADROOM))
     return spec
 
 
