@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from leafpipe.attention import MARGIN, AttentionSample, analysis_token_budget, attention_shares, layer_masses
+from leafpipe.attention import AttentionSample, analysis_token_budget, attention_shares, layer_masses
 from leafpipe.attention_report import attention_plot, attention_section
-from leafpipe.memory import attention_analysis_bytes, model_shape
+from leafpipe.memory import BUDGET_MARGIN, attention_analysis_bytes, model_shape
 from leafpipe.templates import INSTRUCTION, RESPONSE, encode_sample
 
 CONFOUNDERS = ("Mia owns 9 red cars.", "The sky was blue on day 8.")
@@ -364,6 +364,6 @@ def test_the_token_budget_admits_the_batches_the_planner_counts_as_fitting():
                              vocab_size=128256, tie_word_embeddings=True))
     free, longest = 40 * 2**30, 4096
     batch = analysis_token_budget(shape, free, 2, longest) // longest
-    fits = [n for n in range(1, 64) if attention_analysis_bytes(shape, n, longest, 2) <= MARGIN * free]
+    fits = [n for n in range(1, 64) if attention_analysis_bytes(shape, n, longest, 2) <= BUDGET_MARGIN * free]
     assert batch == max(fits) >= 1
     assert analysis_token_budget(shape, free, 2, longest // 2) > batch * longest  # shorter: cheaper per token

@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.batching import collate
-from leafpipe.memory import ModelShape, attention_analysis_bytes, model_shape
+from leafpipe.memory import ModelShape, attention_analysis_bytes, model_shape, tokens_within
 from leafpipe.scoring import CPU_TOKEN_BUDGET, token_budget_batches
 from leafpipe.templates import INSTRUCTION, RESPONSE, EncodedSample, encode_sample
 from leafpipe.token_kinds import CORPUS_KINDS, PLANTED_KINDS, token_kinds
@@ -85,11 +85,9 @@ def _eager_eval(model: PreTrainedModel) -> Iterator[None]:
         model.train(training)
 
 
-MARGIN = 0.8  # share of the free GPU memory a batch may plan to use, as in memory.token_budget
-
-
 def analysis_token_budget(shape: ModelShape, free_bytes: int, dtype_bytes: int, longest: int) -> int:
-    """Tokens (samples × longest sample) per batch whose analysis fits `MARGIN` × `free_bytes`.
+    """Tokens (samples × longest sample) per batch whose analysis fits in the free memory
+    (`memory.tokens_within`).
 
     The cost of a token grows with the length of its sample (each query attends to T keys), so the
     budget is priced at `longest`, the longest sample analysed, by the planner's own figure
@@ -98,7 +96,7 @@ def analysis_token_budget(shape: ModelShape, free_bytes: int, dtype_bytes: int, 
     and fails loudly if even that does not fit.
     """
     per_token = -(-attention_analysis_bytes(shape, 1, longest, dtype_bytes) // longest)
-    return max(1, int(MARGIN * free_bytes) // per_token)
+    return tokens_within(free_bytes, per_token)
 
 
 def _device_budget(model: PreTrainedModel, longest: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,12 @@ def check_distill(config: dict[str, Any], source: str = "config") -> None:
 
 MODEL_SOURCES = ("path", "gguf", "derive")
 CORPUS_SOURCES = ("path", "benchmark", "hub")
+
+
+def model_source(config: Mapping[str, Any], role: str) -> str:
+    """Where a role's weights come from: the user's `path`, a `gguf` file, `derive`d from another
+    role, or `trained` from scratch on the world."""
+    return next(iter(given_sources(config["models"][role], MODEL_SOURCES)), "trained")
 
 
 def given_sources(section: dict[str, Any], keys: Sequence[str]) -> list[str]:

@@ -176,14 +176,24 @@ def kv_cache_bytes_per_token(shape: ModelShape, dtype_bytes: int) -> int:
     return 2 * shape.layers * shape.kv_dim * dtype_bytes
 
 
+# The share of the free GPU memory a batch may plan to use: the rest covers what the per-token
+# figures leave out (the allocator's fragmentation, kernels' workspaces).
+BUDGET_MARGIN = 0.8
+
+
+def tokens_within(free_bytes: int, per_token: int, margin: float = BUDGET_MARGIN) -> int:
+    """Tokens of `per_token` bytes each that fit in `margin` × `free_bytes`. At least 1: a single
+    sample is always tried (and fails loudly when even that cannot fit)."""
+    return max(1, int(margin * free_bytes) // per_token)
+
+
 def token_budget(
-    shape: ModelShape, free_bytes: int, dtype_bytes: int, *, backward: bool, margin: float = 0.8
+    shape: ModelShape, free_bytes: int, dtype_bytes: int, *, backward: bool, margin: float = BUDGET_MARGIN
 ) -> int:
     """Tokens (batch × longest sample) whose activations fit in `margin` × `free_bytes`, the memory
-    free once the weights are loaded; `backward` picks a scoring pass over inference. At least 1:
-    a single sample is always tried (and fails loudly when even that cannot fit)."""
+    free once the weights are loaded; `backward` picks a scoring pass over inference."""
     per_token = (scoring_bytes_per_token if backward else inference_bytes_per_token)(shape, dtype_bytes)
-    return max(1, int(margin * free_bytes) // per_token)
+    return tokens_within(free_bytes, per_token, margin)
 
 
 def attention_analysis_bytes(shape: ModelShape, batch: int, tokens: int, dtype_bytes: int) -> int:

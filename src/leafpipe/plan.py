@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from leafpipe import memory
-from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, given_sources
+from leafpipe.config import CORPUS_SOURCES, given_sources, model_source
 from leafpipe.memory import ModelShape
 from leafpipe.variants import VARIANT_LEVEL, VARIANT_OBJECTIVE
 
@@ -145,10 +145,6 @@ class Run:
     def shape(self, model: str) -> ModelShape | None:
         """A role's shape; a distilled variant has its student's."""
         return self.shapes["teacher" if model == "teacher" else "student"]
-
-
-def model_source(config: Mapping[str, Any], role: str) -> str:
-    return next(iter(given_sources(config["models"][role], MODEL_SOURCES)), "trained")
 
 
 @cache
@@ -290,8 +286,7 @@ def _split(shape: ModelShape, gpus: int) -> ModelShape:
 def _frozen_weights(shape: ModelShape, gpus: int) -> tuple[int, int]:
     """(bytes per GPU, host bytes) of a frozen model: bf16 split over the GPUs, fp32 on the CPU;
     loaded through host memory either way."""
-    dtype = BF16 if gpus else FP32
-    total = memory.weight_bytes(shape, dtype)
+    total = memory.weight_bytes(shape, _dtype(gpus))
     return (total // gpus if gpus else 0), total
 
 
@@ -306,6 +301,11 @@ def _frozen_need(shape: ModelShape, gpus: int, activations: int, flops: float | 
 
 def _dtype(gpus: int) -> int:
     return BF16 if gpus else FP32
+
+
+def _chunk(distill: Mapping[str, Any], tokens: int) -> int:
+    """Tokens whose logits exist at once in a loss over `tokens`: `kd.chunk_tokens` (0: all)."""
+    return min(distill["kd"]["chunk_tokens"] or tokens, tokens)
 
 
 def score_need(run: Run, model: str, gpus: int) -> Need | None:
@@ -356,7 +356,7 @@ def teacher_logits_need(run: Run, source: str, gpus: int) -> Need | None:
     distill = run.config["distill"]
     k, rows, batch_rows = distill["teacher_topk"], cache_rows(run, source), distill["micro_batch"] * run.tokens
     part, dtype = _split(shape, gpus), _dtype(gpus)
-    chunk = min(distill["kd"]["chunk_tokens"] or batch_rows, batch_rows)
+    chunk = _chunk(distill, batch_rows)
     activations = (batch_rows * memory.inference_bytes_per_token(part, dtype, logits=False)
                    + chunk * memory.logits_bytes_per_token(part, dtype, backward=False))
     cache_bytes = memory.topk_cache_host_bytes(rows, k, batch_rows=batch_rows)
@@ -373,7 +373,7 @@ def _trainable_bytes(shape: ModelShape, lora: bool) -> int:
 def _training_activations(student: ModelShape, distill: Mapping[str, Any], dtype: int, micro: int) -> int:
     """One micro-batch of `micro` tokens through the student's decoder, and the loss's logits
     `kd.chunk_tokens` at a time."""
-    chunk = min(distill["kd"]["chunk_tokens"] or micro, micro)
+    chunk = _chunk(distill, micro)
     decoder = micro * memory.training_bytes_per_token(student, dtype, checkpointing=distill["gradient_checkpointing"])
     return decoder + chunk * memory.logits_bytes_per_token(student, dtype, backward=True)
 
@@ -381,7 +381,7 @@ def _training_activations(student: ModelShape, distill: Mapping[str, Any], dtype
 def _teacher_alongside(teacher: ModelShape, distill: Mapping[str, Any], dtype: int, micro: int) -> int:
     """A teacher run next to the student (`teacher_topk: null`): its weights, its hidden states of a
     micro-batch (no logits: its head runs a chunk at a time) and a chunk's logits."""
-    chunk = min(distill["kd"]["chunk_tokens"] or micro, micro)
+    chunk = _chunk(distill, micro)
     return (memory.weight_bytes(teacher, dtype) + micro * memory.inference_bytes_per_token(teacher, dtype, logits=False)
             + chunk * memory.logits_bytes_per_token(teacher, dtype, backward=False))
 

@@ -3,7 +3,8 @@ import json
 import os
 from pathlib import Path
 
-from leafpipe.config import CORPUS_SOURCES, MODEL_SOURCES, ConfigError, given_sources
+from leafpipe.config import CORPUS_SOURCES, ConfigError, given_sources
+from leafpipe.config import model_source as config_model_source
 from leafpipe.detection_rules import resolved_rules
 from leafpipe.plan import WORLD_RESOURCES, failure_report, resources_for, retry_figure
 from leafpipe.plan import plan as plan_jobs
@@ -40,9 +41,8 @@ def in_replicate(wildcards, path):
 
 
 def model_source(name):
-    """Where a role's weights come from: the user's `path`, a `gguf` file, `derive`d from another
-    role, or `trained` from scratch on the world."""
-    return next(iter(given_sources(config["models"][name], MODEL_SOURCES)), "trained")
+    """Where a role's weights come from (leafpipe.config.model_source)."""
+    return config_model_source(config, name)
 
 
 def roles_from(source):
@@ -193,12 +193,12 @@ def seed_major(pattern, **values):
 # (leafpipe.plan.WORLD_RESOURCES), raised to the planner's figures for the config's models; a
 # config's `resources: {rule: {...}}` wins, and the GPU counts of distill, teacher_logits and
 # generate follow distill.gpus and evaluation.gpus (validate_counterfactuals the teacher's score).
-RESOURCE_DEFAULTS = WORLD_RESOURCES
 PLAN = plan_jobs(config)
-if config["hardware"]["check_fit"] and failure_report(PLAN):
+UNFIT = failure_report(PLAN)
+if config["hardware"]["check_fit"] and UNFIT:
     raise ConfigError(
         "config: jobs that cannot fit the resources they are given (hardware.check_fit):\n"
-        + failure_report(PLAN)
+        + UNFIT
         + "\n`leafpipe plan CONFIG` prints every job's figures; give the jobs more (resources:, "
         "hardware:) or set hardware.check_fit: false to run anyway"
     )

@@ -53,7 +53,7 @@ rule report:
         # everything after it just to time it; the report marks the job untimed instead. Every
         # benchmarked job is upstream of the report, so its file is written before the report runs.
         timed_jobs=lambda wc: benchmark_jobs(
-            workflow.rules, every_product(), lambda rule: job_resources(rule) if rule in RESOURCE_DEFAULTS else {}
+            workflow.rules, every_product(), lambda rule: job_resources(rule) if rule in WORLD_RESOURCES else {}
         ),
         repo=workflow.basedir,
         # Inside the variants' model folders, which are the tracked outputs (and upstream of the scores).
