@@ -189,8 +189,8 @@ def seed_major(pattern, **values):
     return [path for seed in SEEDS for path in expand(pattern, seed=seed, **values)]
 
 
-# Per-rule resources (mem_mb in MB, runtime in minutes, gpu count, threads): the default world's
-# (leafpipe.plan.WORLD_RESOURCES), raised to the planner's figures for the config's models; a
+# Each rule's resources (mem_mb in MB, runtime in minutes, gpu count, threads) are the default
+# world's (leafpipe.plan.WORLD_RESOURCES), raised to the planner's figures for the config's models; a
 # config's `resources: {rule: {...}}` wins, and the GPU counts of distill, teacher_logits and
 # generate follow distill.gpus and evaluation.gpus (validate_counterfactuals the teacher's score).
 PLAN = plan_jobs(config)
