@@ -26,7 +26,9 @@ go_offline_unless_hub_needed(config)
 onstart:
     # Only once the executor is known (it is not while the Snakefile is read); local runs take any path.
     if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
-        check_sbatch_safe_paths(config, [str(f) for f in workflow.overwrite_configfiles], os.getcwd())
+        check_sbatch_safe_paths(
+            config, [str(f) for f in workflow.overwrite_configfiles], os.getcwd()
+        )
 
 
 include: "workflow/rules/common.smk"
@@ -41,7 +43,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.report.output,
         every_product(),
-    default_target: True

@@ -2,7 +2,7 @@
 
 What is compared (same random-init model, same token ids and key masks, same batches):
 
-- new: `leafpipe.attention.layer_masses`, what `attention_shares` runs: a forward hook on each
+- new: `leafpipe.evaluation.attention.layer_masses`, what `attention_shares` runs: a forward hook on each
   layer's attention module reduces its weights [B, H, T, T] to per-category masses and drops them
   before the rest of the layer runs; the decoder runs without its head.
 - old: what `attention_shares` did before (written out below in `old_masses`): the whole model with
@@ -44,13 +44,15 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/common.py, however this is loaded
+sys.path.insert(
+    0, os.path.dirname(os.path.abspath(__file__))
+)  # bench/common.py, however this is loaded
 from common import REAL_SHAPES, parse_or_probe, peak_mib_since, reset_peak, run_probe  # noqa: E402
 
-from leafpipe.attention import layer_masses
-from leafpipe.batching import collate
-from leafpipe.memory import attention_analysis_bytes, model_shape
-from leafpipe.templates import INSTRUCTION, RESPONSE, EncodedSample
+from leafpipe.evaluation.attention import layer_masses
+from leafpipe.execution.memory import attention_analysis_bytes, model_shape
+from leafpipe.text.batching import collate
+from leafpipe.text.templates import INSTRUCTION, RESPONSE, EncodedSample
 
 WAYS = ("old", "new")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -59,35 +61,55 @@ ATTENTION_3B = dict(num_attention_heads=24, num_key_value_heads=8, head_dim=128)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--tokens", type=int, default=2048, help="T: tokens of every sample")
     p.add_argument("--batch", type=int, default=1, help="B: samples in the one batch")
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=768,
-                   help="hidden size, a multiple of the 24 heads (each keeps its real width)")
+    p.add_argument(
+        "--hidden",
+        type=int,
+        default=768,
+        help="hidden size, a multiple of the 24 heads (each keeps its real width)",
+    )
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--vocab", type=int, default=REAL_SHAPES["llama-3.2-1b"]["vocab_size"])
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--instruction-frac", type=float, default=0.5)
-    p.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS),
-                   help="leave out old where keeping every layer does not fit")
+    p.add_argument(
+        "--ways",
+        nargs="+",
+        choices=WAYS,
+        default=list(WAYS),
+        help="leave out old where keeping every layer does not fit",
+    )
     p.add_argument("--rtol", type=float, default=1e-6, help="equality tolerance of the masses")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default")
+    p.add_argument(
+        "--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default"
+    )
     p.add_argument("--probe", choices=WAYS, help=argparse.SUPPRESS)  # internal: the subprocess
     p.add_argument("--fingerprint", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> tuple[LlamaForCausalLM, list[EncodedSample], list[dict[str, np.ndarray]], str]:
+def build(
+    args: argparse.Namespace,
+) -> tuple[LlamaForCausalLM, list[EncodedSample], list[dict[str, np.ndarray]], str]:
     """The model, `--batch` samples of `--tokens` random ids, two random key categories per sample
     ("a": 10 % of the instruction, "b": the rest of it), and a fingerprint of all three."""
     torch.manual_seed(args.seed)
-    config = LlamaConfig(hidden_size=args.hidden, intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-                         vocab_size=args.vocab, max_position_embeddings=args.tokens, tie_word_embeddings=True,
-                         **ATTENTION_3B)
+    config = LlamaConfig(
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        vocab_size=args.vocab,
+        max_position_embeddings=args.tokens,
+        tie_word_embeddings=True,
+        **ATTENTION_3B,
+    )
     default = torch.get_default_dtype()
     torch.set_default_dtype(DTYPES[args.dtype])
     try:
@@ -99,8 +121,11 @@ def build(args: argparse.Namespace) -> tuple[LlamaForCausalLM, list[EncodedSampl
     fields = [INSTRUCTION] * cut + [RESPONSE] * (args.tokens - cut)
     encoded, masks = [], []
     for _ in range(args.batch):
-        encoded.append(EncodedSample(rng.integers(0, args.vocab, args.tokens).tolist(), fields,
-                                     [(0, 0)] * args.tokens))
+        encoded.append(
+            EncodedSample(
+                rng.integers(0, args.vocab, args.tokens).tolist(), fields, [(0, 0)] * args.tokens
+            )
+        )
         instruction = np.arange(args.tokens) < cut
         a = instruction & (rng.random(args.tokens) < 0.1)
         masks.append({"a": a, "b": instruction & ~a})
@@ -111,15 +136,24 @@ def build(args: argparse.Namespace) -> tuple[LlamaForCausalLM, list[EncodedSampl
     return model, encoded, masks, digest.hexdigest()[:16]
 
 
-def old_masses(model: LlamaForCausalLM, encoded: Sequence[EncodedSample],
-               masks: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def old_masses(
+    model: LlamaForCausalLM,
+    encoded: Sequence[EncodedSample],
+    masks: Sequence[dict[str, np.ndarray]],
+) -> list[dict[str, np.ndarray]]:
     """The old way, one batch: every layer's weights kept, their float64 head mean stacked."""
     model.set_attn_implementation("eager")
     batch = collate(encoded, 0)
     with torch.inference_mode():
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_attentions=True,
-                    use_cache=False)
-        weights = torch.stack([a.double().mean(dim=1) for a in out.attentions]).cpu().numpy()  # [L, B, T, T]
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_attentions=True,
+            use_cache=False,
+        )
+        weights = (
+            torch.stack([a.double().mean(dim=1) for a in out.attentions]).cpu().numpy()
+        )  # [L, B, T, T]
     mass = []
     for row, (enc, cats) in enumerate(zip(encoded, masks)):
         per_query = weights[:, row, : len(enc), : len(enc)][:, [f == RESPONSE for f in enc.fields]]
@@ -127,23 +161,35 @@ def old_masses(model: LlamaForCausalLM, encoded: Sequence[EncodedSample],
     return mass
 
 
-def run(way: str, model: LlamaForCausalLM, encoded: Sequence[EncodedSample],
-        masks: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def run(
+    way: str,
+    model: LlamaForCausalLM,
+    encoded: Sequence[EncodedSample],
+    masks: Sequence[dict[str, np.ndarray]],
+) -> list[dict[str, np.ndarray]]:
     if way == "old":
         return old_masses(model, encoded, masks)
-    return layer_masses(model, encoded, masks, 0, batch_size=len(encoded), max_tokens=len(encoded) * len(encoded[0]))
+    return layer_masses(
+        model, encoded, masks, 0, batch_size=len(encoded), max_tokens=len(encoded) * len(encoded[0])
+    )
 
 
 def probe(args: argparse.Namespace) -> None:
     """Subprocess side: one pass of one way, its peak RSS above the setup's, and its masses."""
     model, encoded, masks, fingerprint = build(args)
     if fingerprint != args.fingerprint:
-        raise SystemExit(f"probe built a different model or batch ({fingerprint} != {args.fingerprint})")
+        raise SystemExit(
+            f"probe built a different model or batch ({fingerprint} != {args.fingerprint})"
+        )
     gc.collect()
     before = reset_peak()
     mass = run(args.probe, model, encoded, masks)
     peak = peak_mib_since(before)
-    print(json.dumps({"peak_mib": peak, "mass": [{c: v.tolist() for c, v in m.items()} for m in mass]}))
+    print(
+        json.dumps(
+            {"peak_mib": peak, "mass": [{c: v.tolist() for c, v in m.items()} for m in mass]}
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
@@ -152,19 +198,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
     if args is None:
         return {}
     model, encoded, masks, fingerprint = build(args)
-    results = {way: run_probe(__file__, argv, way, "--fingerprint", fingerprint, mmap_threshold=args.mmap_threshold)
-               for way in args.ways}
+    results = {
+        way: run_probe(
+            __file__, argv, way, "--fingerprint", fingerprint, mmap_threshold=args.mmap_threshold
+        )
+        for way in args.ways
+    }
     if len(results) == 2:
         for old, new in zip(results["old"]["mass"], results["new"]["mass"]):
             for cat in old:
                 if not np.allclose(new[cat], old[cat], rtol=args.rtol, atol=0):
                     raise SystemExit(f"UNEQUAL RESULTS: category {cat}: {new[cat]} != {old[cat]}")
-    estimate = attention_analysis_bytes(model_shape(model.config), args.batch, args.tokens,
-                                        DTYPES[args.dtype].itemsize) / 2**20
-    print(f"leafpipe attention analysis memory: torch {torch.__version__}, dtype {args.dtype}, "
-          f"threads {torch.get_num_threads()}, seed {args.seed}, mmap threshold {args.mmap_threshold or 'dynamic'}")
-    print(f"model: random-init Llama, {args.layers} layers, hidden {args.hidden}, heads {ATTENTION_3B}, "
-          f"vocab {args.vocab}; batch {args.batch} × {args.tokens} tokens")
+    estimate = (
+        attention_analysis_bytes(
+            model_shape(model.config), args.batch, args.tokens, DTYPES[args.dtype].itemsize
+        )
+        / 2**20
+    )
+    print(
+        f"leafpipe attention analysis memory: torch {torch.__version__}, dtype {args.dtype}, "
+        f"threads {torch.get_num_threads()}, seed {args.seed}, mmap threshold {args.mmap_threshold or 'dynamic'}"
+    )
+    print(
+        f"model: random-init Llama, {args.layers} layers, hidden {args.hidden}, heads {ATTENTION_3B}, "
+        f"vocab {args.vocab}; batch {args.batch} × {args.tokens} tokens"
+    )
     print("| way | peak MiB (RSS) | planner's estimate MiB | peak / estimate |")
     print("|-----|----------------|------------------------|-----------------|")
     peaks = {}

@@ -18,12 +18,28 @@ import torch
 
 # Real Llama shapes (random weights in the benchmarks).
 REAL_SHAPES: dict[str, dict[str, Any]] = {
-    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True,
-                         rope_theta=500000.0, rms_norm_eps=1e-5),
-    "llama-3.1-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                         intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False,
-                         rope_theta=500000.0, rms_norm_eps=1e-5),
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    ),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    ),
 }
 
 
@@ -57,8 +73,9 @@ def peak_mib_since(before: int | None) -> float | None:
     return None if before is None else (_status_kib("VmHWM") - before) / 1024
 
 
-def parse_or_probe(argv: Sequence[str] | None, parse_args: Callable[[list[str]], Any],
-                   probe: Callable[[Any], None]) -> tuple[list[str], Any]:
+def parse_or_probe(
+    argv: Sequence[str] | None, parse_args: Callable[[list[str]], Any], probe: Callable[[Any], None]
+) -> tuple[list[str], Any]:
     """A memory benchmark's arguments and its parsed options, or None for the options once this
     process was a probe (`--probe WAY`: one way measured in a fresh process) and has run it."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -70,12 +87,17 @@ def parse_or_probe(argv: Sequence[str] | None, parse_args: Callable[[list[str]],
     return argv, args
 
 
-def run_probe(script: str, argv: Sequence[str], way: str, *extra: str, mmap_threshold: int = 0) -> dict[str, Any]:
+def run_probe(
+    script: str, argv: Sequence[str], way: str, *extra: str, mmap_threshold: int = 0
+) -> dict[str, Any]:
     """Run the benchmark `script` again as the probe of one way, in a fresh process, and return
     the JSON of its last line. `mmap_threshold` > 0 fixes glibc's MALLOC_MMAP_THRESHOLD_ there,
     so that freed blocks leave the resident set and the peak is the live set."""
     cmd = [sys.executable, os.path.abspath(script), *argv, "--probe", way, *extra]
-    env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)} if mmap_threshold else {})}
+    env = {
+        **os.environ,
+        **({"MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)} if mmap_threshold else {}),
+    }
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"probe of the {way} way failed:\n{done.stderr[-2000:]}")

@@ -1,13 +1,13 @@
-"""Benchmark: the chunked distillation loss (leafpipe.kd_loss) against the full-logit path.
+"""Benchmark: the chunked distillation loss (leafpipe.distill.kd_loss) against the full-logit path.
 
 What is compared, for each vocabulary size (`--vocab`, default 32000, 128256 and 152064), on the
 same random hidden states and LM heads, the same dtype and the same torch threads, in one run:
 
 - naive: what the trainer did before `kd_loss`: the student's full logits [B, T, V] with grad, the
-  teacher's full logits [B, T, V] under no_grad, `leafpipe.losses.token_kl` on `logits[:, :-1]`
+  teacher's full logits [B, T, V] under no_grad, `leafpipe.distill.reference_loss.token_kl` on `logits[:, :-1]`
   (forward KL at temperature tau), turned into the mean over the batch's trained tokens (the
   per-row means times the rows' token counts, over the total count), then `backward()`.
-- chunked: `leafpipe.kd_loss.kd_loss_sum` with `KDSpec(chunk_tokens=--chunk-tokens)` on the same
+- chunked: `leafpipe.distill.kd_loss.kd_loss_sum` with `KDSpec(chunk_tokens=--chunk-tokens)` on the same
   hidden states and heads, divided by the trained-token count as the trainer does, then `backward()`.
 
 Both produce the gradient of the same loss w.r.t. the student's final hidden states and its head
@@ -68,11 +68,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/common.py, however this is loaded
+sys.path.insert(
+    0, os.path.dirname(os.path.abspath(__file__))
+)  # bench/common.py, however this is loaded
 from common import REAL_SHAPES, peak_mib_since, reset_peak, sync  # noqa: E402
 
-from leafpipe.kd_loss import KDSpec, kd_loss_sum, output_head, response_hidden
-from leafpipe.losses import token_kl
+from leafpipe.distill.kd_loss import KDSpec, kd_loss_sum, output_head, response_hidden
+from leafpipe.distill.reference_loss import token_kl
 
 VOCABS = (32000, 128256, 152064)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -83,11 +85,25 @@ TARGET_VOCAB, TARGET_MEMORY, TARGET_TIME = 128256, 4.0, 1.2
 # Real shapes for --gpu-step (random weights).
 STEP_SHAPES = {
     **REAL_SHAPES,
-    # CPU-sized stand-ins, so the step code can be exercised without a GPU (tests/test_bench_distill.py).
-    "tiny-student": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=128, vocab_size=512, tie_word_embeddings=True),
-    "tiny-teacher": dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=192, vocab_size=512, tie_word_embeddings=False),
+    # CPU-sized stand-ins, so the step code can be exercised without a GPU (tests/bench/test_distill_bench.py).
+    "tiny-student": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
+    "tiny-teacher": dict(
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=192,
+        vocab_size=512,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -103,20 +119,49 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="rows")
     p.add_argument("--hidden", type=int, default=2048, help="student hidden size")
     p.add_argument("--teacher-hidden", type=int, help="teacher hidden size (default: --hidden)")
-    p.add_argument("--trained-frac", type=float, default=1.0, help="share of each row's positions trained")
-    p.add_argument("--chunk-tokens", type=int, default=KDSpec().chunk_tokens, help="chunked: KDSpec.chunk_tokens")
+    p.add_argument(
+        "--trained-frac", type=float, default=1.0, help="share of each row's positions trained"
+    )
+    p.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=KDSpec().chunk_tokens,
+        help="chunked: KDSpec.chunk_tokens",
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
-    p.add_argument("--repeats", type=int, default=1, help="timed passes per method; the median counts")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="timed passes per method; the median counts"
+    )
+    p.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gpu-step", action="store_true", help="time whole 1B-student/8B-teacher training steps")
-    p.add_argument("--student-shape", default="llama-3.2-1b", choices=sorted(STEP_SHAPES), help="--gpu-step student")
-    p.add_argument("--teacher-shape", default="llama-3.1-8b", choices=sorted(STEP_SHAPES), help="--gpu-step teacher")
-    p.add_argument("--steps", type=int, default=5, help="--gpu-step: timed steps (after 2 warm-up steps)")
-    p.add_argument("--peak-flops", type=float, default=989e12, help="--gpu-step: peak FLOP/s for MFU")
-    p.add_argument("--probe", choices=METHODS, help=argparse.SUPPRESS)  # internal: the CPU subprocess
+    p.add_argument(
+        "--gpu-step", action="store_true", help="time whole 1B-student/8B-teacher training steps"
+    )
+    p.add_argument(
+        "--student-shape",
+        default="llama-3.2-1b",
+        choices=sorted(STEP_SHAPES),
+        help="--gpu-step student",
+    )
+    p.add_argument(
+        "--teacher-shape",
+        default="llama-3.1-8b",
+        choices=sorted(STEP_SHAPES),
+        help="--gpu-step teacher",
+    )
+    p.add_argument(
+        "--steps", type=int, default=5, help="--gpu-step: timed steps (after 2 warm-up steps)"
+    )
+    p.add_argument(
+        "--peak-flops", type=float, default=989e12, help="--gpu-step: peak FLOP/s for MFU"
+    )
+    p.add_argument(
+        "--probe", choices=METHODS, help=argparse.SUPPRESS
+    )  # internal: the CPU subprocess
     args = p.parse_args(argv)
     args.teacher_hidden = args.teacher_hidden or args.hidden
     args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
@@ -126,6 +171,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 # --- setup and the two methods ----------------------------------------------------------------------
+
 
 @dataclass
 class Setup:
@@ -151,7 +197,7 @@ def setup(args: argparse.Namespace, vocab: int) -> Setup:
         heads.append(head)
     heads[1].requires_grad_(False)
     mask = torch.zeros(b, t - 1, dtype=torch.bool, device=device)
-    mask[:, t - 1 - max(1, round(args.trained_frac * (t - 1))):] = True
+    mask[:, t - 1 - max(1, round(args.trained_frac * (t - 1))) :] = True
     return Setup(sh, th, heads[0], heads[1], mask)
 
 
@@ -159,22 +205,31 @@ def naive(s: Setup, args: argparse.Namespace) -> torch.Tensor:
     student_logits = s.student_head(s.student_hidden)  # [B, T, V], with grad
     with torch.no_grad():
         teacher_logits = s.teacher_head(s.teacher_hidden)
-    per_row = token_kl(teacher_logits[:, :-1], student_logits[:, :-1], s.target_mask, args.temperature)  # [B] means
+    per_row = token_kl(
+        teacher_logits[:, :-1], student_logits[:, :-1], s.target_mask, args.temperature
+    )  # [B] means
     counts = s.target_mask.sum(-1)
-    loss = (per_row * counts).sum() / counts.sum()  # the per-token mean over the batch, as the trainer takes it
+    loss = (
+        per_row * counts
+    ).sum() / counts.sum()  # the per-token mean over the batch, as the trainer takes it
     loss.backward()
     return loss.detach()
 
 
 def chunked(s: Setup, args: argparse.Namespace) -> torch.Tensor:
     spec = KDSpec(temperature=args.temperature, chunk_tokens=args.chunk_tokens)
-    loss = kd_loss_sum(s.student_hidden, s.student_head, s.teacher_hidden, s.teacher_head, s.target_mask, spec)
+    loss = kd_loss_sum(
+        s.student_hidden, s.student_head, s.teacher_hidden, s.teacher_head, s.target_mask, spec
+    )
     loss = loss / s.target_mask.sum()  # the trainer divides the sum by its trained tokens
     loss.backward()
     return loss.detach()
 
 
-RUN: dict[str, Callable[[Setup, argparse.Namespace], torch.Tensor]] = {"naive": naive, "chunked": chunked}
+RUN: dict[str, Callable[[Setup, argparse.Namespace], torch.Tensor]] = {
+    "naive": naive,
+    "chunked": chunked,
+}
 
 
 def _reset(s: Setup) -> None:
@@ -183,12 +238,15 @@ def _reset(s: Setup) -> None:
 
 
 def _checks(loss: torch.Tensor, s: Setup) -> dict[str, float]:
-    return {"loss": loss.double().item(),
-            "grad_hidden_norm": s.student_hidden.grad.double().norm().item(),
-            "grad_weight_norm": s.student_head.weight.grad.double().norm().item()}
+    return {
+        "loss": loss.double().item(),
+        "grad_hidden_norm": s.student_hidden.grad.double().norm().item(),
+        "grad_weight_norm": s.student_head.weight.grad.double().norm().item(),
+    }
 
 
 # --- measurement ----------------------------------------------------------------------------------------
+
 
 def probe(args: argparse.Namespace) -> dict:
     """Subprocess side on CPU: peak RSS of the first pass above the setup's RSS, and pass times."""
@@ -216,7 +274,15 @@ def probe(args: argparse.Namespace) -> dict:
 
 
 def cpu_measure(argv: Sequence[str], method: str, vocab: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--probe", method, "--vocab", str(vocab)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        *argv,
+        "--probe",
+        method,
+        "--vocab",
+        str(vocab),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{method} (vocab {vocab}) failed:\n{done.stderr[-3000:]}")
@@ -241,7 +307,9 @@ def cuda_measure(args: argparse.Namespace, vocab: int) -> dict[str, dict]:
             loss = RUN[m](s, args)
             sync(args.device)
             out[m]["seconds"].append(time.perf_counter() - t0)
-            out[m]["peak_mib"] = max(out[m]["peak_mib"], (torch.cuda.max_memory_allocated() - base) / 2**20)
+            out[m]["peak_mib"] = max(
+                out[m]["peak_mib"], (torch.cuda.max_memory_allocated() - base) / 2**20
+            )
             out[m].update(_checks(loss, s))
     del s
     torch.cuda.empty_cache()
@@ -265,41 +333,68 @@ def main(argv: Sequence[str] | None = None) -> dict[int, tuple[float | None, flo
     cuda = args.device.startswith("cuda")
     results = {}
     for vocab in args.vocab:
-        res = cuda_measure(args, vocab) if cuda else {m: cpu_measure(argv, m, vocab) for m in METHODS}
-        diff = max(_rel(res["naive"][k], res["chunked"][k]) for k in ("loss", "grad_hidden_norm", "grad_weight_norm"))
+        res = (
+            cuda_measure(args, vocab) if cuda else {m: cpu_measure(argv, m, vocab) for m in METHODS}
+        )
+        diff = max(
+            _rel(res["naive"][k], res["chunked"][k])
+            for k in ("loss", "grad_hidden_norm", "grad_weight_norm")
+        )
         if not diff <= TOLERANCE[args.dtype]:
-            raise SystemExit(f"UNEQUAL RESULTS at vocab {vocab}: loss or gradient norms differ by {diff:.3g} "
-                             f"(relative) > {TOLERANCE[args.dtype]:g}; nothing is reported")
+            raise SystemExit(
+                f"UNEQUAL RESULTS at vocab {vocab}: loss or gradient norms differ by {diff:.3g} "
+                f"(relative) > {TOLERANCE[args.dtype]:g}; nothing is reported"
+            )
         results[vocab] = (res, diff)
 
     n_trained = int(setup_mask_count(args))
-    print(f"leafpipe distillation-loss benchmark: torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
-          f"threads {args.threads}, seed {args.seed}")
-    print(f"shape: batch {args.batch} x seq {args.seq} ({n_trained} trained tokens), student hidden {args.hidden}, "
-          f"teacher hidden {args.teacher_hidden}; forward KL at tau {args.temperature}; "
-          f"chunked: KDSpec(chunk_tokens={args.chunk_tokens}); passes per method: {args.repeats} (median time)")
+    print(
+        f"leafpipe distillation-loss benchmark: torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
+        f"threads {args.threads}, seed {args.seed}"
+    )
+    print(
+        f"shape: batch {args.batch} x seq {args.seq} ({n_trained} trained tokens), student hidden {args.hidden}, "
+        f"teacher hidden {args.teacher_hidden}; forward KL at tau {args.temperature}; "
+        f"chunked: KDSpec(chunk_tokens={args.chunk_tokens}); passes per method: {args.repeats} (median time)"
+    )
     mem = "GPU alloc" if cuda else "RSS"
-    head = (f"| vocab  | naive s | chunked s | naive peak MiB ({mem}) | chunked peak MiB ({mem}) "
-            f"| max rel diff (loss, grad norms) |{'' if cuda else ' CPU s naive / chunked |'}")
+    head = (
+        f"| vocab  | naive s | chunked s | naive peak MiB ({mem}) | chunked peak MiB ({mem}) "
+        f"| max rel diff (loss, grad norms) |{'' if cuda else ' CPU s naive / chunked |'}"
+    )
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     ratios: dict[int, tuple[float | None, float]] = {}
     for vocab, (res, diff) in results.items():
         n, c = res["naive"], res["chunked"]
         tn, tc = statistics.median(n["seconds"]), statistics.median(c["seconds"])
-        saving = None if n["peak_mib"] is None or c["peak_mib"] is None else n["peak_mib"] / c["peak_mib"]
+        saving = (
+            None
+            if n["peak_mib"] is None or c["peak_mib"] is None
+            else n["peak_mib"] / c["peak_mib"]
+        )
         ratios[vocab] = (saving, tn / tc)
         pn, pc = ("n/a" if x["peak_mib"] is None else f"{x['peak_mib']:.0f}" for x in (n, c))
-        cpu = "" if cuda else (f" {statistics.median(n['cpu_seconds']):11.2f} / "
-                               f"{statistics.median(c['cpu_seconds']):7.2f} |")
-        print(f"| {vocab:<6} | {tn:7.2f} | {tc:9.2f} | {pn:>{len(mem) + 17}} | {pc:>{len(mem) + 19}} "
-              f"| {diff:31.1e} |{cpu}")
+        cpu = (
+            ""
+            if cuda
+            else (
+                f" {statistics.median(n['cpu_seconds']):11.2f} / "
+                f"{statistics.median(c['cpu_seconds']):7.2f} |"
+            )
+        )
+        print(
+            f"| {vocab:<6} | {tn:7.2f} | {tc:9.2f} | {pn:>{len(mem) + 17}} | {pc:>{len(mem) + 19}} "
+            f"| {diff:31.1e} |{cpu}"
+        )
     if TARGET_VOCAB in ratios and args.seq == 2048:
         saving, ratio = ratios[TARGET_VOCAB]
         mem_ok = "n/a" if saving is None else ("met" if saving >= TARGET_MEMORY else "NOT met")
         time_ok = "met" if ratio >= 1 / TARGET_TIME else "NOT met"
-        print(f"target at vocab {TARGET_VOCAB}: chunked peak <= 1/{TARGET_MEMORY:g} of naive: {mem_ok}; "
-              f"chunked time <= {TARGET_TIME:g}x naive: {time_ok}")
+        print(
+            f"target at vocab {TARGET_VOCAB}: chunked peak <= 1/{TARGET_MEMORY:g} of naive: {mem_ok}; "
+            f"chunked time <= {TARGET_TIME:g}x naive: {time_ok}"
+        )
     for vocab, (saving, ratio) in ratios.items():
         shown = "n/a" if saving is None else f"{saving:.1f}x"
         print(f"vocab {vocab}: memory saving {shown}, time ratio {ratio:.1f}x")
@@ -313,12 +408,15 @@ def setup_mask_count(args: argparse.Namespace) -> int:
 
 # --- --gpu-step: whole training steps with real shapes ---------------------------------------------------
 
+
 def build_llama(shape: str, dtype: torch.dtype, device: str, max_len: int, seed: int) -> nn.Module:
     """A random-init LlamaForCausalLM created directly on the device in `dtype` (an 8B model is never
     materialised in fp32)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**STEP_SHAPES[shape], max_position_embeddings=max(2048, max_len), attn_implementation="sdpa")
+    config = LlamaConfig(
+        **STEP_SHAPES[shape], max_position_embeddings=max(2048, max_len), attn_implementation="sdpa"
+    )
     torch.manual_seed(seed)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -340,17 +438,24 @@ def matmul_params(model: nn.Module) -> int:
 def gpu_step(args: argparse.Namespace) -> dict[str, float]:
     """Time whole distillation steps; prints and returns tokens/s, MFU and peak memory."""
     if not args.device.startswith("cuda"):
-        print("note: --gpu-step is meant for --device cuda; on this device the figures mean little", file=sys.stderr)
+        print(
+            "note: --gpu-step is meant for --device cuda; on this device the figures mean little",
+            file=sys.stderr,
+        )
     torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     student = build_llama(args.student_shape, dtype, args.device, args.seq, args.seed).train()
-    teacher = build_llama(args.teacher_shape, dtype, args.device, args.seq, args.seed + 1).eval().requires_grad_(False)
+    teacher = (
+        build_llama(args.teacher_shape, dtype, args.device, args.seq, args.seed + 1)
+        .eval()
+        .requires_grad_(False)
+    )
     vocab = student.config.vocab_size
     g = torch.Generator(device=args.device).manual_seed(args.seed)
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g, device=args.device)
     attention = torch.ones_like(ids)
     mask = torch.zeros(args.batch, args.seq - 1, dtype=torch.bool, device=args.device)
-    mask[:, args.seq - 1 - max(1, round(args.trained_frac * (args.seq - 1))):] = True
+    mask[:, args.seq - 1 - max(1, round(args.trained_frac * (args.seq - 1))) :] = True
     n_trained = int(mask.sum())
     spec = KDSpec(temperature=args.temperature, chunk_tokens=args.chunk_tokens)
     s_head, t_head = output_head(student), output_head(teacher)
@@ -385,15 +490,24 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
     n_s, n_t = matmul_params(student), matmul_params(teacher)
     flops = 6 * n_s * tokens + 2 * n_t * tokens
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    result = {"seconds": t, "tokens_per_s": tokens / t, "mfu": flops / t / args.peak_flops, "peak_gib": peak,
-              "loss": loss}
-    print(f"gpu step: student {args.student_shape} ({n_s / 1e9:.3f}B matmul params), "
-          f"teacher {args.teacher_shape} ({n_t / 1e9:.3f}B), {args.dtype}, batch {args.batch} x seq {args.seq}, "
-          f"{n_trained} trained tokens, "
-          f"KDSpec(chunk_tokens={args.chunk_tokens}), device {args.device}, torch {torch.__version__}")
-    print(f"step {t:.3f} s (median of {args.steps}), {tokens / t:,.0f} tokens/s, "
-          f"MFU {100 * result['mfu']:.1f}% of {args.peak_flops:.3g} FLOP/s (6*N_s*T + 2*N_t*T), "
-          f"peak allocated {peak:.1f} GiB, loss {loss:.4f}")
+    result = {
+        "seconds": t,
+        "tokens_per_s": tokens / t,
+        "mfu": flops / t / args.peak_flops,
+        "peak_gib": peak,
+        "loss": loss,
+    }
+    print(
+        f"gpu step: student {args.student_shape} ({n_s / 1e9:.3f}B matmul params), "
+        f"teacher {args.teacher_shape} ({n_t / 1e9:.3f}B), {args.dtype}, batch {args.batch} x seq {args.seq}, "
+        f"{n_trained} trained tokens, "
+        f"KDSpec(chunk_tokens={args.chunk_tokens}), device {args.device}, torch {torch.__version__}"
+    )
+    print(
+        f"step {t:.3f} s (median of {args.steps}), {tokens / t:,.0f} tokens/s, "
+        f"MFU {100 * result['mfu']:.1f}% of {args.peak_flops:.3g} FLOP/s (6*N_s*T + 2*N_t*T), "
+        f"peak allocated {peak:.1f} GiB, loss {loss:.4f}"
+    )
     return result
 
 

@@ -1,11 +1,11 @@
 """Benchmark: leafpipe's batched greedy generation against one prompt at a time.
 
-Both run `leafpipe.generation.generate` on the same model, prompts and torch threads, in one
+Both run `leafpipe.evaluation.generation.generate` on the same model, prompts and torch threads, in one
 process: "batched" with `--batch-size` prompts per `generate` call (left-padded, longest first,
 what the `generate` rule does), "single" with batch size 1 (what the paper's evaluation scripts
 do with plain `model.generate`). Greedy decoding must give the same completions both ways: the
 script checks every completion before it reports any speed and stops with UNEQUAL RESULTS
-otherwise. Prompts are confounder-world test problems (`leafpipe.world`); the tokenizer is
+otherwise. Prompts are confounder-world test problems (`leafpipe.data.world`); the tokenizer is
 leafpipe's offline BPE tokenizer trained on the world; the model is a random-init Llama of the
 chosen shape. Tokens are those of the completions (equal for both), so a batch that keeps
 decoding for its longest row pays for the padding of the rows that stopped earlier.
@@ -30,25 +30,35 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from common import sync  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from common import sync  # noqa: E402
-
-from leafpipe.generation import generate  # noqa: E402
-from leafpipe.tokenizer import train_tokenizer  # noqa: E402
-from leafpipe.world import WorldConfig, make_world  # noqa: E402
+from leafpipe.data.world import WorldConfig, make_world  # noqa: E402
+from leafpipe.evaluation.generation import generate  # noqa: E402
+from leafpipe.text.tokenizer import train_tokenizer  # noqa: E402
 
 SHAPES = {
-    "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8,
-                 intermediate_size=1024),
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         intermediate_size=1536),
+    "tiny": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        intermediate_size=1024,
+    ),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=1536,
+    ),
 }
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--prompts", type=int, default=32)
@@ -61,23 +71,43 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def setup(args: argparse.Namespace):
-    world = make_world(WorldConfig(seed=args.seed, n_teacher_train=200, n_student_train=0, n_distill_train=0,
-                                   n_test=args.prompts))
+    world = make_world(
+        WorldConfig(
+            seed=args.seed,
+            n_teacher_train=200,
+            n_student_train=0,
+            n_distill_train=0,
+            n_test=args.prompts,
+        )
+    )
     texts = [t for r in world["teacher_train"] for t in (r["instruction"], r["response"])]
     tokenizer = train_tokenizer(texts, vocab_size=512)
     torch.manual_seed(args.seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         **SHAPES[args.shape])
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **SHAPES[args.shape],
+    )
     model = LlamaForCausalLM(config).eval().to(args.device)
     return model, tokenizer, world["test"][: args.prompts]
 
 
-def timed(model, tokenizer, rows, batch_size: int, args: argparse.Namespace) -> tuple[float, list[dict]]:
+def timed(
+    model, tokenizer, rows, batch_size: int, args: argparse.Namespace
+) -> tuple[float, list[dict]]:
     sync(args.device)
     start = time.perf_counter()
-    out = generate(model, tokenizer, rows, max_new_tokens=args.max_new_tokens, batch_size=batch_size,
-                   threads=args.threads)
+    out = generate(
+        model,
+        tokenizer,
+        rows,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=batch_size,
+        threads=args.threads,
+    )
     sync(args.device)
     return time.perf_counter() - start, out
 
@@ -91,16 +121,22 @@ def main(argv: Sequence[str] | None = None) -> float:
     seconds: dict[str, list[float]] = {name: [] for name in sizes}
     outputs: dict[str, list[dict]] = {}
     for r in range(args.repeats):
-        for name in (list(sizes) if r % 2 == 0 else list(sizes)[::-1]):
+        for name in list(sizes) if r % 2 == 0 else list(sizes)[::-1]:
             elapsed, outputs[name] = timed(model, tokenizer, rows, sizes[name], args)
             seconds[name].append(elapsed)
-    differ = sum(a["completion"] != b["completion"] for a, b in zip(outputs["batched"], outputs["single"]))
+    differ = sum(
+        a["completion"] != b["completion"] for a, b in zip(outputs["batched"], outputs["single"])
+    )
     if differ:
-        raise SystemExit(f"UNEQUAL RESULTS: {differ} of {len(rows)} completions differ between batched and single")
+        raise SystemExit(
+            f"UNEQUAL RESULTS: {differ} of {len(rows)} completions differ between batched and single"
+        )
     tokens = sum(o["completion_tokens"] for o in outputs["batched"])
-    print(f"device {args.device}, shape {args.shape}, torch {torch.__version__}, {args.threads} threads, "
-          f"{len(rows)} prompts, {tokens} generated tokens per pass, batch size {args.batch_size}, "
-          f"median of {args.repeats}")
+    print(
+        f"device {args.device}, shape {args.shape}, torch {torch.__version__}, {args.threads} threads, "
+        f"{len(rows)} prompts, {tokens} generated tokens per pass, batch size {args.batch_size}, "
+        f"median of {args.repeats}"
+    )
     rate = {}
     for name, times in seconds.items():
         median = statistics.median(times)

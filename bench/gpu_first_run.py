@@ -2,18 +2,18 @@
 
 Four phases run through the library functions the pipeline's jobs call, on random-init models of
 a shape from `src/leafpipe/schema/model_shapes.yaml` (`--shape llama-3.2-1b`, read by
-`leafpipe.plan.hub_shape`; no download) or a tiny Llama (`--shape tiny`, for a CPU smoke run),
+`leafpipe.execution.plan.hub_shape`; no download) or a tiny Llama (`--shape tiny`, for a CPU smoke run),
 created directly on `--device`:
 
-1. scoring: `leafpipe.scoring.score_samples` (the paper's response-level scoring, ScoreSpec's
+1. scoring: `leafpipe.detect.scoring.score_samples` (the paper's response-level scoring, ScoreSpec's
    defaults) with the model in bf16, its batch budget the scorer's own (`scoring.token_budget`:
    80 % of the free GPU memory, 1024 tokens on a CPU);
-2. teacher top-k cache: `leafpipe.teacher_cache.build_teacher_cache` with the same model as the
+2. teacher top-k cache: `leafpipe.distill.teacher_cache.build_teacher_cache` with the same model as the
    teacher, k = 64, batches of the config's `distill.micro_batch` samples and `kd.chunk_tokens`;
-3. attention: `leafpipe.attention.attention_shares` on samples of about `attention_tokens` tokens
+3. attention: `leafpipe.evaluation.attention.attention_shares` on samples of about `attention_tokens` tokens
    (2048 for the real shape), its budget the analysis's own (`attention.analysis_token_budget`),
    batches of at most `attention.batch_size` (as many samples as that);
-4. distillation: `leafpipe.distill.distill`, variant kd from the cache of phase 2, one epoch over
+4. distillation: `leafpipe.distill.trainer.distill`, variant kd from the cache of phase 2, one epoch over
    the scored rows: fp32 master weights, bf16 autocast on a GPU, AdamW, then its end-of-epoch
    checkpoint (the `last/` model and the resumable state), as the distill job does.
 The bf16 model is freed before phase 4, whose student is a fresh fp32 model.
@@ -23,7 +23,7 @@ instruction, one reasoning step a line as the response) of a few hundred to 2000
 for the tiny shape), tokenised by leafpipe's offline BPE tokenizer; the real shape's vocabulary
 (128256) is larger than the tokenizer's, which changes no cost (every logit is computed).
 
-Estimates are the planner's rows for one GPU (`leafpipe.plan`: `score_need`, `teacher_logits_need`,
+Estimates are the planner's rows for one GPU (`leafpipe.execution.plan`: `score_need`, `teacher_logits_need`,
 `attention_need`, `distill_need`, GPU bytes), computed for the default config (config/config.yaml)
 with this run's sizes: samples as long as the longest row, the budgets above, k = 64 and one
 epoch. They include the weights (bf16; fp32 master weights, gradients and AdamW states for
@@ -71,16 +71,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, howeve
 from common import peak_mib_since, reset_peak, sync  # noqa: E402
 from score import build_rows, world_pieces  # noqa: E402
 
-from leafpipe import memory, plan  # noqa: E402
-from leafpipe.attention import AttentionSample, analysis_token_budget, attention_shares  # noqa: E402
 from leafpipe.config import validate_config  # noqa: E402
-from leafpipe.distill import DistillSpec, distill  # noqa: E402
-from leafpipe.distill_data import DistillGroup, encode_groups, n_trained  # noqa: E402
-from leafpipe.memory import ModelShape  # noqa: E402
-from leafpipe.scoring import CPU_TOKEN_BUDGET, ScoreSpec, score_samples, token_budget  # noqa: E402
-from leafpipe.teacher_cache import TeacherCache, build_teacher_cache, every_sample  # noqa: E402
-from leafpipe.templates import EncodedSample, encode_sample  # noqa: E402
-from leafpipe.tokenizer import train_tokenizer  # noqa: E402
+from leafpipe.detect.scoring import CPU_TOKEN_BUDGET, ScoreSpec, score_samples, token_budget  # noqa: E402
+from leafpipe.distill.data import DistillGroup, encode_groups, n_trained  # noqa: E402
+from leafpipe.distill.teacher_cache import TeacherCache, build_teacher_cache, every_sample  # noqa: E402
+from leafpipe.distill.trainer import DistillSpec, distill  # noqa: E402
+from leafpipe.evaluation.attention import AttentionSample, analysis_token_budget, attention_shares  # noqa: E402
+from leafpipe.execution import (
+    memory,  # noqa: E402
+    plan,
+)
+from leafpipe.execution.memory import ModelShape  # noqa: E402
+from leafpipe.text.templates import EncodedSample, encode_sample  # noqa: E402
+from leafpipe.text.tokenizer import train_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -91,15 +94,29 @@ MMAP_THRESHOLD = 65536  # bytes; glibc's M_MMAP_THRESHOLD is mallopt parameter -
 
 @dataclass(frozen=True)
 class Preset:
-    model: str | ModelShape  # a name in model_shapes.yaml, or a shape (its vocabulary: the tokenizer's)
+    model: (
+        str | ModelShape
+    )  # a name in model_shapes.yaml, or a shape (its vocabulary: the tokenizer's)
     lengths: tuple[int, int]  # chat tokens of the scored and distilled rows, least and most
     attention_tokens: int  # chat tokens of the attention analysis' samples
 
 
 PRESETS = {
     "llama-3.2-1b": Preset("meta-llama/Llama-3.2-1B-Instruct", (300, 2000), 2048),
-    "tiny": Preset(ModelShape(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, head_dim=16, vocab=0,
-                              tied_embeddings=False), (32, 128), 128),
+    "tiny": Preset(
+        ModelShape(
+            layers=2,
+            hidden=64,
+            intermediate=128,
+            heads=4,
+            kv_heads=2,
+            head_dim=16,
+            vocab=0,
+            tied_embeddings=False,
+        ),
+        (32, 128),
+        128,
+    ),
 }
 
 
@@ -126,9 +143,12 @@ class Result:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", default="cuda", help="cuda or cpu (cpu hides every GPU from this process)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--device", default="cuda", help="cuda or cpu (cpu hides every GPU from this process)"
+    )
     p.add_argument("--shape", choices=sorted(PRESETS), default="llama-3.2-1b")
     p.add_argument("--samples", type=int, default=64, help="rows scored, cached and distilled")
     p.add_argument("--out", type=Path, help="write the table as JSON here")
@@ -136,6 +156,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # --- setup -----------------------------------------------------------------------------------------
+
 
 def release_freed_blocks() -> None:
     """Have glibc serve blocks over `MMAP_THRESHOLD` by mmap, so that freeing them leaves the resident
@@ -149,11 +170,19 @@ def release_freed_blocks() -> None:
 def model_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     """A Llama config of `shape` (rotary, gated MLP, grouped key/value heads: what `memory` counts)."""
     return LlamaConfig(
-        hidden_size=shape.hidden, num_hidden_layers=shape.layers, intermediate_size=shape.intermediate,
-        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
-        vocab_size=shape.vocab, tie_word_embeddings=shape.tied_embeddings, max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, attn_implementation="sdpa",
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        intermediate_size=shape.intermediate,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        vocab_size=shape.vocab,
+        tie_word_embeddings=shape.tied_embeddings,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        attn_implementation="sdpa",
     )
 
 
@@ -170,8 +199,14 @@ def run_config(samples: int) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     distill_settings = config.setdefault("distill", {})
     micro = min(distill_settings.get("micro_batch", 16), samples)
-    distill_settings.update(teacher_topk=TOP_K, epochs=1, micro_batch=micro, global_batch=micro,
-                            val_fraction=0.0, checkpoint_every=10**6)
+    distill_settings.update(
+        teacher_topk=TOP_K,
+        epochs=1,
+        micro_batch=micro,
+        global_batch=micro,
+        val_fraction=0.0,
+        checkpoint_every=10**6,
+    )
     return validate_config(config)
 
 
@@ -184,6 +219,7 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 # --- measurement -------------------------------------------------------------------------------------
+
 
 def settle(device: str) -> None:
     """Free what earlier phases left: unreachable objects, and on a GPU the allocator's cached
@@ -206,36 +242,72 @@ def measure(device: str, run: Callable[[], object]) -> Measured:
     sync(device)
     seconds = time.perf_counter() - start
     host = peak_mib_since(before)
-    return Measured(seconds, None if host is None else host * MIB,
-                    torch.cuda.max_memory_allocated() if cuda else None,
-                    torch.cuda.max_memory_reserved() if cuda else None)
+    return Measured(
+        seconds,
+        None if host is None else host * MIB,
+        torch.cuda.max_memory_allocated() if cuda else None,
+        torch.cuda.max_memory_reserved() if cuda else None,
+    )
 
 
-def planned_gpu_bytes(need: Callable[[plan.Run, str, int], plan.Need | None], key: str, config: Mapping[str, Any],
-                      shape: ModelShape, tokens: int, **sections: Any) -> int:
+def planned_gpu_bytes(
+    need: Callable[[plan.Run, str, int], plan.Need | None],
+    key: str,
+    config: Mapping[str, Any],
+    shape: ModelShape,
+    tokens: int,
+    **sections: Any,
+) -> int:
     """A planner row's GPU bytes for one GPU, every sample `tokens` long, `sections` replacing the
     config's (the run's budgets)."""
-    run = plan.Run({**config, **sections}, {"teacher": shape, "student": shape}, samples=1, tokens=tokens)
+    run = plan.Run(
+        {**config, **sections}, {"teacher": shape, "student": shape}, samples=1, tokens=tokens
+    )
     return need(run, key, 1).gpu_bytes
 
 
 def device_row(phase: str, got: Measured, estimate: int, note: str = "") -> Result:
     """The phase's GPU row, or on a CPU its host row."""
     if got.gpu_bytes is not None:
-        return Result(phase, "GPU allocated", estimate / GIB, got.gpu_bytes / GIB, got.seconds,
-                      f"{note}; reserved {got.gpu_reserved_bytes / GIB:.1f} GiB".lstrip("; "))
-    return Result(phase, "host RSS", estimate / GIB, None if got.host_bytes is None else got.host_bytes / GIB,
-                  got.seconds, note)
+        return Result(
+            phase,
+            "GPU allocated",
+            estimate / GIB,
+            got.gpu_bytes / GIB,
+            got.seconds,
+            f"{note}; reserved {got.gpu_reserved_bytes / GIB:.1f} GiB".lstrip("; "),
+        )
+    return Result(
+        phase,
+        "host RSS",
+        estimate / GIB,
+        None if got.host_bytes is None else got.host_bytes / GIB,
+        got.seconds,
+        note,
+    )
 
 
 # --- the phases ----------------------------------------------------------------------------------------
 
-def scoring_phase(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict],
-                  config: Mapping[str, Any], shape: ModelShape, device: str) -> Result:
+
+def scoring_phase(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    config: Mapping[str, Any],
+    shape: ModelShape,
+    device: str,
+) -> Result:
     spec = ScoreSpec(max_tokens=token_budget(ScoreSpec(), model))
     got = measure(device, lambda: score_samples(model, tokenizer, rows, spec))
-    estimate = planned_gpu_bytes(plan.score_need, "student", config, shape, longest(tokenizer, rows),
-                                 scoring={**config["scoring"], "max_tokens": spec.max_tokens})
+    estimate = planned_gpu_bytes(
+        plan.score_need,
+        "student",
+        config,
+        shape,
+        longest(tokenizer, rows),
+        scoring={**config["scoring"], "max_tokens": spec.max_tokens},
+    )
     return device_row("scoring", got, estimate, f"budget {spec.max_tokens} tokens")
 
 
@@ -245,97 +317,197 @@ def largest_batch_rows(samples: Sequence[EncodedSample], batch_size: int) -> int
     return max(sum(counts[i : i + batch_size]) for i in range(0, len(counts), batch_size))
 
 
-def cache_phase(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, groups: Sequence[DistillGroup],
-                config: Mapping[str, Any], shape: ModelShape, device: str, path: Path) -> list[Result]:
+def cache_phase(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: Sequence[DistillGroup],
+    config: Mapping[str, Any],
+    shape: ModelShape,
+    device: str,
+    path: Path,
+) -> list[Result]:
     settings = config["distill"]
     samples = every_sample(encode_groups(tokenizer, groups))
-    got = measure(device, lambda: build_teacher_cache(
-        model, samples, path, k=TOP_K, temperature=settings["kd"]["temperature"], vocab_size=shape.vocab,
-        pad_id=pad_id(tokenizer), batch_size=settings["micro_batch"], chunk_tokens=settings["kd"]["chunk_tokens"]))
+    got = measure(
+        device,
+        lambda: build_teacher_cache(
+            model,
+            samples,
+            path,
+            k=TOP_K,
+            temperature=settings["kd"]["temperature"],
+            vocab_size=shape.vocab,
+            pad_id=pad_id(tokenizer),
+            batch_size=settings["micro_batch"],
+            chunk_tokens=settings["kd"]["chunk_tokens"],
+        ),
+    )
     tokens = max(len(s) for s in samples)
     estimate = planned_gpu_bytes(plan.teacher_logits_need, "corpus", config, shape, tokens)
     trained = sum(n_trained(s) for s in samples)  # the cache's rows
     batch_rows = largest_batch_rows(samples, settings["micro_batch"])
     host = memory.topk_cache_host_bytes(trained, TOP_K, batch_rows=batch_rows)
-    out = [device_row("teacher top-k cache", got, estimate, f"batches of {settings['micro_batch']} samples")]
+    out = [
+        device_row(
+            "teacher top-k cache", got, estimate, f"batches of {settings['micro_batch']} samples"
+        )
+    ]
     if got.gpu_bytes is not None:  # on a CPU the device row is the host row already
-        out.append(Result("teacher top-k cache", "host RSS", host / GIB,
-                          None if got.host_bytes is None else got.host_bytes / GIB, got.seconds,
-                          f"{trained} trained tokens, largest batch {batch_rows}"))
+        out.append(
+            Result(
+                "teacher top-k cache",
+                "host RSS",
+                host / GIB,
+                None if got.host_bytes is None else got.host_bytes / GIB,
+                got.seconds,
+                f"{trained} trained tokens, largest batch {batch_rows}",
+            )
+        )
     return out
 
 
-def attention_phase(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict],
-                    config: Mapping[str, Any], shape: ModelShape, device: str) -> Result:
+def attention_phase(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    config: Mapping[str, Any],
+    shape: ModelShape,
+    device: str,
+) -> Result:
     tokens = longest(tokenizer, rows)
     settle(device)
     if device.startswith("cuda"):
-        budget = analysis_token_budget(shape, torch.cuda.mem_get_info()[0], model.dtype.itemsize, tokens)
+        budget = analysis_token_budget(
+            shape, torch.cuda.mem_get_info()[0], model.dtype.itemsize, tokens
+        )
     else:
         budget = CPU_TOKEN_BUDGET
     # Any instruction span will do as the "confounder": the cost does not depend on which tokens it marks.
     samples = [AttentionSample(r["instruction"], r["response"], [(0, 8)]) for r in rows]
     settings = {**config["attention"], "max_tokens": budget}
-    got = measure(device, lambda: attention_shares(model, tokenizer, samples, batch_size=settings["batch_size"],
-                                                   max_tokens=budget))
-    estimate = planned_gpu_bytes(plan.attention_need, "student", config, shape, tokens, attention=settings)
-    return device_row("attention", got, estimate, f"{len(rows)} samples of <= {tokens} tokens, budget {budget}")
+    got = measure(
+        device,
+        lambda: attention_shares(
+            model, tokenizer, samples, batch_size=settings["batch_size"], max_tokens=budget
+        ),
+    )
+    estimate = planned_gpu_bytes(
+        plan.attention_need, "student", config, shape, tokens, attention=settings
+    )
+    return device_row(
+        "attention", got, estimate, f"{len(rows)} samples of <= {tokens} tokens, budget {budget}"
+    )
 
 
-def distill_phase(config_hf: LlamaConfig, tokenizer: PreTrainedTokenizerBase, groups: Sequence[DistillGroup],
-                  config: Mapping[str, Any], shape: ModelShape, device: str, cache: Path, work: Path) -> Result:
+def distill_phase(
+    config_hf: LlamaConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: Sequence[DistillGroup],
+    config: Mapping[str, Any],
+    shape: ModelShape,
+    device: str,
+    cache: Path,
+    work: Path,
+) -> Result:
     student = build_model(config_hf, torch.float32, device)
     spec = DistillSpec.from_config(config["distill"], objective="kd", seed=0)
     steps: list[float] = []
-    got = measure(device, lambda: distill(None, student, tokenizer, groups, spec, work_dir=work,
-                                          teacher_cache=TeacherCache(cache),
-                                          on_step=lambda step, row: steps.append(row["elapsed_s"])))
-    tokens = max(len(s) for g in encode_groups(tokenizer, groups) for s in (g.original, *g.counterfactuals))
+    got = measure(
+        device,
+        lambda: distill(
+            None,
+            student,
+            tokenizer,
+            groups,
+            spec,
+            work_dir=work,
+            teacher_cache=TeacherCache(cache),
+            on_step=lambda step, row: steps.append(row["elapsed_s"]),
+        ),
+    )
+    tokens = max(
+        len(s) for g in encode_groups(tokenizer, groups) for s in (g.original, *g.counterfactuals)
+    )
     estimate = planned_gpu_bytes(plan.distill_need, "kd", config, shape, tokens)
-    return device_row("distillation (kd, top-k cache)", got, estimate,
-                      f"optimiser steps: {len(steps)} of {spec.micro_batch} samples, {steps[-1]:.1f} s; "
-                      "then the end-of-epoch checkpoint")
+    return device_row(
+        "distillation (kd, top-k cache)",
+        got,
+        estimate,
+        f"optimiser steps: {len(steps)} of {spec.micro_batch} samples, {steps[-1]:.1f} s; "
+        "then the end-of-epoch checkpoint",
+    )
 
 
 # --- the run ----------------------------------------------------------------------------------------------
+
 
 def run_phases(args: argparse.Namespace, work: Path) -> list[Result]:
     preset = PRESETS[args.shape]
     pieces = world_pieces(0)
     tokenizer = train_tokenizer([t for p in pieces.values() for t in p], 1024)
-    rows = build_rows(tokenizer, pieces, args.samples, *preset.lengths, instruction_frac=0.5, seed=0)
+    rows = build_rows(
+        tokenizer, pieces, args.samples, *preset.lengths, instruction_frac=0.5, seed=0
+    )
     config = run_config(args.samples)
-    attention_rows = build_rows(tokenizer, pieces, config["attention"]["batch_size"], preset.attention_tokens,
-                                preset.attention_tokens, instruction_frac=0.5, seed=1)
-    shape = (plan.hub_shape(preset.model) if isinstance(preset.model, str)
-             else replace(preset.model, vocab=len(tokenizer)))
+    attention_rows = build_rows(
+        tokenizer,
+        pieces,
+        config["attention"]["batch_size"],
+        preset.attention_tokens,
+        preset.attention_tokens,
+        instruction_frac=0.5,
+        seed=1,
+    )
+    shape = (
+        plan.hub_shape(preset.model)
+        if isinstance(preset.model, str)
+        else replace(preset.model, vocab=len(tokenizer))
+    )
     config_hf = model_config(shape, tokenizer)
     groups = [DistillGroup((r["instruction"], r["response"]), source_id=r["id"]) for r in rows]
     model = build_model(config_hf, torch.bfloat16, args.device).eval()
     if memory.model_shape(model.config) != shape:  # the estimates are about this model
         raise SystemExit(f"built {memory.model_shape(model.config)}, planned {shape}")
     cache = work / "teacher_topk.safetensors"
-    out = [scoring_phase(model, tokenizer, rows, config, shape, args.device),
-           *cache_phase(model, tokenizer, groups, config, shape, args.device, cache),
-           attention_phase(model, tokenizer, attention_rows, config, shape, args.device)]
+    out = [
+        scoring_phase(model, tokenizer, rows, config, shape, args.device),
+        *cache_phase(model, tokenizer, groups, config, shape, args.device, cache),
+        attention_phase(model, tokenizer, attention_rows, config, shape, args.device),
+    ]
     del model  # distillation's student is a fresh fp32 model: the bf16 one must not count there
-    out.append(distill_phase(config_hf, tokenizer, groups, config, shape, args.device, cache, work / "distill"))
+    out.append(
+        distill_phase(
+            config_hf, tokenizer, groups, config, shape, args.device, cache, work / "distill"
+        )
+    )
     return out
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "device": args.device,
-            "gpu": gpu, "shape": args.shape, "samples": args.samples, "k": TOP_K}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": args.device,
+        "gpu": gpu,
+        "shape": args.shape,
+        "samples": args.samples,
+        "k": TOP_K,
+    }
 
 
 def table(results: Sequence[Result]) -> str:
-    lines = ["| phase | memory | estimate GiB | measured GiB | ratio | seconds | note |", "|---" * 7 + "|"]
+    lines = [
+        "| phase | memory | estimate GiB | measured GiB | ratio | seconds | note |",
+        "|---" * 7 + "|",
+    ]
     for r in results:
         measured = "n/a" if r.measured_gib is None else f"{r.measured_gib:.3f}"
         ratio = "n/a" if r.ratio is None else f"{r.ratio:.2f}"
-        lines.append(f"| {r.phase} | {r.memory} | {r.estimate_gib:.3f} | {measured} | {ratio} | "
-                     f"{r.seconds:.1f} | {r.note} |")
+        lines.append(
+            f"| {r.phase} | {r.memory} | {r.estimate_gib:.3f} | {measured} | {ratio} | "
+            f"{r.seconds:.1f} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -350,8 +522,12 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     print("leafpipe first GPU run: " + ", ".join(f"{k} {v}" for k, v in env.items()))
     print(table(results))
     if args.out:
-        args.out.write_text(json.dumps({"environment": env,
-                                        "results": [{**asdict(r), "ratio": r.ratio} for r in results]}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {"environment": env, "results": [{**asdict(r), "ratio": r.ratio} for r in results]},
+                indent=1,
+            )
+        )
     return results
 
 

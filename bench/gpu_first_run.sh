@@ -6,7 +6,7 @@
 #      planner's estimate (gpu_first_run.log, gpu_first_run.json);
 #   3. the default DAG with every GPU job given the GPU (distill, teacher_logits, generate, score,
 #      validate_counterfactuals, attention) and `--resources gpu=1`, so they run one at a time, each
-#      on the device leafpipe.devices claims for it (dag.log; the run's logs, benchmarks, metrics and
+#      on the device leafpipe.execution.devices claims for it (dag.log; the run's logs, benchmarks, metrics and
 #      report in dag-results.tar.gz). One seed instead of the default two, to fit the time: the
 #      second replicate runs the same code paths.
 # Everything goes to $OUT (default ./gpu-run). Each step has a time limit ($GPU_RUN_BENCH_S,
@@ -24,7 +24,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 
-# leafpipe.devices finds a job's GPUs by CUDA_VISIBLE_DEVICES, else by the files /dev/nvidia<k>:
+# leafpipe.execution.devices finds a job's GPUs by CUDA_VISIBLE_DEVICES, else by the files /dev/nvidia<k>:
 # without either, the DAG's GPU jobs would find none.
 if [ -z "${CUDA_VISIBLE_DEVICES+x}" ] && ! compgen -G "/dev/nvidia[0-9]*" >/dev/null; then
   export CUDA_VISIBLE_DEVICES=0

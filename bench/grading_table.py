@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from leafpipe.grading import extract_answer, reference_answer
-from leafpipe.math_grading import extract_final_answer, grade_math
+from leafpipe.evaluation.grading.math_answers import extract_final_answer, grade_math
+from leafpipe.evaluation.grading.numeric import extract_answer, reference_answer
 
 # A gold answer to a completion, or None where the rewriting does not apply to that gold.
 Rewrite = Callable[[str], str | None]
@@ -98,9 +98,14 @@ EQUIVALENT: list[tuple[str, Rewrite]] = [
     ("`\\boxed{X}`, the gold as is", lambda gold: _boxed(gold)),
     ('"The answer is X."', lambda gold: f"So the total is found.\nThe answer is {gold}."),
     ("GSM8K `#### X`", lambda gold: f"So the total is found.\n#### {gold}"),
-    ('"The final answer is $X$. I hope it is correct."',
-     lambda gold: f"The final answer is ${gold}$. I hope it is correct."),
-    ("spaces inside the box, after a sign", _on_integer(lambda v: _boxed(f" {'- ' if v < 0 else ''}{abs(v)} "))),
+    (
+        '"The final answer is $X$. I hope it is correct."',
+        lambda gold: f"The final answer is ${gold}$. I hope it is correct.",
+    ),
+    (
+        "spaces inside the box, after a sign",
+        _on_integer(lambda v: _boxed(f" {'- ' if v < 0 else ''}{abs(v)} ")),
+    ),
     ("decimal `X.0`", _on_integer(lambda v: _boxed(f"{v}.0"))),
     ("thousands `1,234` (X >= 1000)", _grouped(",")),
     ("thousands `1{,}234` (X >= 1000)", _grouped("{,}")),
@@ -128,11 +133,16 @@ PERTURBED: list[tuple[str, Rewrite]] = [
     ("sign flipped (X != 0)", _on_integer(lambda v: _boxed(str(-v)) if v else None)),
     ("digit appended `X0` (X != 0)", _on_integer(lambda v: _boxed(f"{v}0") if v else None)),
     ("comma misread as a point `1.234` (X >= 1000)", _grouped(".")),
-    ("halved `\\frac{X}{2}` (X != 0)", _on_integer(lambda v: _boxed(f"\\frac{{{v}}}{{2}}") if v else None)),
+    (
+        "halved `\\frac{X}{2}` (X != 0)",
+        _on_integer(lambda v: _boxed(f"\\frac{{{v}}}{{2}}") if v else None),
+    ),
     ("off by 1e-6 `X.000001`", _on_integer(lambda v: _boxed(f"{v}.000001") if v >= 0 else None)),
     ("a list `X, X+1`", _on_integer(lambda v: _boxed(f"{v}, {v + 1}"))),
-    ("a list with units `X \\text{ cm}, X+1 \\text{ cm}`",
-     _on_integer(lambda v: _boxed(f"{v} \\text{{ cm}}, {v + 1} \\text{{ cm}}"))),
+    (
+        "a list with units `X \\text{ cm}, X+1 \\text{ cm}`",
+        _on_integer(lambda v: _boxed(f"{v} \\text{{ cm}}, {v + 1} \\text{{ cm}}")),
+    ),
     ("X revised to a wrong box", _on_integer(lambda v: _revised(v, _last_digit_changed(v)))),
 ]
 
@@ -146,7 +156,9 @@ def build_table(golds: Sequence[str], *, workers: int, timeout_s: float) -> tupl
     rows: list[tuple[str, str, list[tuple[str, str]]]] = []
     for kind, rewrites in (("equivalent", EQUIVALENT), ("policy", POLICY), ("wrong", PERTURBED)):
         for name, rewrite in rewrites:
-            pairs = [(completion, gold) for gold in golds if (completion := rewrite(gold)) is not None]
+            pairs = [
+                (completion, gold) for gold in golds if (completion := rewrite(gold)) is not None
+            ]
             rows.append((kind, name, pairs))
     all_pairs = [pair for _, _, pairs in rows for pair in pairs]
     verdicts = iter(grade_math(all_pairs, workers=workers, timeout_s=timeout_s))
@@ -155,7 +167,9 @@ def build_table(golds: Sequence[str], *, workers: int, timeout_s: float) -> tupl
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for kind, name, pairs in rows:
-        exact = sum(extract_final_answer(completion).answer == gold.strip() for completion, gold in pairs)
+        exact = sum(
+            extract_final_answer(completion).answer == gold.strip() for completion, gold in pairs
+        )
         world = sum(
             (found := extract_answer(completion)) is not None and found == reference_answer(gold)
             for completion, gold in pairs
@@ -171,9 +185,13 @@ def build_table(golds: Sequence[str], *, workers: int, timeout_s: float) -> tupl
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Exact match against grade_math on MATH-500 golds, rewritten.")
+    parser = argparse.ArgumentParser(
+        description="Exact match against grade_math on MATH-500 golds, rewritten."
+    )
     parser.add_argument("--workers", type=int, default=2, help="grade_math worker processes")
-    parser.add_argument("--timeout-s", type=float, default=5.0, help="grade_math time limit per pair")
+    parser.add_argument(
+        "--timeout-s", type=float, default=5.0, help="grade_math time limit per pair"
+    )
     args = parser.parse_args(argv)
     golds = load_math500_golds()
     start = time.monotonic()
@@ -181,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     elapsed = time.monotonic() - start
     print(table)
     integers = sum(_integer(gold) is not None for gold in golds)
-    print(f"\n{len(golds)} MATH500 golds ({integers} integers), {n_pairs} pairs graded in {elapsed:.1f} s "
-          f"with {args.workers} workers")
+    print(
+        f"\n{len(golds)} MATH500 golds ({integers} integers), {n_pairs} pairs graded in {elapsed:.1f} s "
+        f"with {args.workers} workers"
+    )
 
 
 if __name__ == "__main__":  # grade_math's spawned workers re-import this file as a module

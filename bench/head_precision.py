@@ -10,7 +10,7 @@ the distill job uses for `head_precision: fp32` (`distill._allow_tf32`).
 
 Each precision runs once to warm up, then `--repeats` times; the median wall-clock time counts
 (on CUDA after a synchronisation). The loss of each precision is printed next to its time: bf16
-must agree with fp32 to about 2^-8 relative (tests/test_head_precision.py derives the bound).
+must agree with fp32 to about 2^-8 relative (tests/distill/test_head_precision.py derives the bound).
 
 Output: a table, then exactly one line `fp32/bf16 time ratio: N.NNx` (> 1: bf16 is faster), and on
 CUDA one more, `fp32/tf32 time ratio: N.NNx`. On a CPU the ratio says little about a GPU: CPUs
@@ -30,28 +30,43 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/common.py, however this is loaded
+sys.path.insert(
+    0, os.path.dirname(os.path.abspath(__file__))
+)  # bench/common.py, however this is loaded
 from common import sync  # noqa: E402
 
-from leafpipe.kd_loss import KDSpec, ce_loss_sum  # noqa: E402
+from leafpipe.distill.kd_loss import KDSpec, ce_loss_sum  # noqa: E402
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--tokens", type=int, default=512, help="trained tokens (one row)")
     p.add_argument("--hidden", type=int, default=2048, help="head width (Llama-3.2-1B: 2048)")
     p.add_argument("--vocab", type=int, default=32000, help="head rows (Llama-3: 128256)")
-    p.add_argument("--chunk-tokens", type=int, default=KDSpec().chunk_tokens, help="KDSpec.chunk_tokens")
+    p.add_argument(
+        "--chunk-tokens", type=int, default=KDSpec().chunk_tokens, help="KDSpec.chunk_tokens"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per precision; the median counts")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed passes per precision; the median counts"
+    )
+    p.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-def _pass(hidden: torch.Tensor, head: nn.Linear, ids: torch.Tensor, mask: torch.Tensor, chunk: int,
-          precision: str) -> float:
+def _pass(
+    hidden: torch.Tensor,
+    head: nn.Linear,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    chunk: int,
+    precision: str,
+) -> float:
     """One forward and backward pass; returns the loss."""
     head.weight.grad = hidden.grad = None
     loss = ce_loss_sum(hidden, head, ids, mask, chunk, precision)
@@ -59,7 +74,9 @@ def _pass(hidden: torch.Tensor, head: nn.Linear, ids: torch.Tensor, mask: torch.
     return loss.item()
 
 
-def _timed(args: argparse.Namespace, hidden, head, ids, mask, precision: str) -> tuple[float, float]:
+def _timed(
+    args: argparse.Namespace, hidden, head, ids, mask, precision: str
+) -> tuple[float, float]:
     """(median seconds, loss) of `args.repeats` passes after a warm-up pass."""
     _pass(hidden, head, ids, mask, args.chunk_tokens, precision)
     times = []
@@ -77,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(args.seed)
-    hidden = torch.randn(1, args.tokens + 1, args.hidden, generator=g).to(args.device).requires_grad_()
+    hidden = (
+        torch.randn(1, args.tokens + 1, args.hidden, generator=g).to(args.device).requires_grad_()
+    )
     head = nn.Linear(args.hidden, args.vocab, bias=False)
     with torch.no_grad():
         head.weight.copy_(torch.randn(args.vocab, args.hidden, generator=g) * 0.02)
@@ -91,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     matmul = torch.backends.cuda.matmul
     before = matmul.fp32_precision
     results: dict[str, float] = {}
-    print(f"head {args.vocab} x {args.hidden}, {args.tokens} tokens in chunks of {args.chunk_tokens}, "
-          f"{args.device}, {args.threads} threads; median of {args.repeats}")
+    print(
+        f"head {args.vocab} x {args.hidden}, {args.tokens} tokens in chunks of {args.chunk_tokens}, "
+        f"{args.device}, {args.threads} threads; median of {args.repeats}"
+    )
     print(f"{'products':>9} {'time (s)':>10} {'loss':>14}")
     try:
         for name, precision, tf32 in rows:

@@ -1,4 +1,4 @@
-"""Benchmark: the planner's host-memory figures (leafpipe.plan) against measured peak memory.
+"""Benchmark: the planner's host-memory figures (leafpipe.execution.plan) against measured peak memory.
 
 What is compared: a scoring job and a distillation job (variant sft: the student's training step,
 no teacher) run on the CPU through the stage functions the rules call (`leafpipe.stages.score`,
@@ -13,9 +13,9 @@ Each job runs in a fresh subprocess. There, after the imports, the resident memo
 process's baseline and the kernel's resident high-water mark is reset (bench/common.py:
 `resource.getrusage`'s ru_maxrss cannot be reset, and an import's transient peak would hide part
 of the job's); after the stage the high-water mark is the job's peak. Compared with the
-planner's row for the same config (`leafpipe.plan.plan`):
+planner's row for the same config (`leafpipe.execution.plan.plan`):
 - process: the peak of the imports (ru_maxrss then) and the resident memory after them, against
-  `leafpipe.plan.PROCESS_BYTES`;
+  `leafpipe.execution.plan.PROCESS_BYTES`;
 - job: peak − baseline against the row's host bytes − PROCESS_BYTES (weights, training state,
   activations).
 The ratio estimate / measured is ≥ 1 when the planner's figure bounds the job from above.
@@ -48,9 +48,15 @@ def model_config(args: argparse.Namespace) -> dict:
     """Llama-3.2-1B's config with `args.layers` layers of width `args.hidden` (head size 64 and
     the 4:1 grouping of query to key/value heads kept; MLP 4 × hidden as in the 1B)."""
     heads = args.hidden // 64
-    return {**REAL_SHAPES["llama-3.2-1b"], "hidden_size": args.hidden, "num_hidden_layers": args.layers,
-            "intermediate_size": 4 * args.hidden, "num_attention_heads": heads,
-            "num_key_value_heads": max(1, heads // 4), "head_dim": 64}
+    return {
+        **REAL_SHAPES["llama-3.2-1b"],
+        "hidden_size": args.hidden,
+        "num_hidden_layers": args.layers,
+        "intermediate_size": 4 * args.hidden,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 4),
+        "head_dim": 64,
+    }
 
 
 def sentence(rng: random.Random, words: int) -> str:
@@ -63,30 +69,61 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from leafpipe.config import validate_config
-    from leafpipe.atomic_io import write_jsonl
-    from leafpipe.templates import encode_sample
-    from leafpipe.tokenizer import save_tokenizer, train_tokenizer
+    from leafpipe.files.atomic import write_jsonl
+    from leafpipe.text.templates import encode_sample
+    from leafpipe.text.tokenizer import save_tokenizer, train_tokenizer
 
     rng = random.Random(0)
-    rows = [{"id": f"r{i}", "instruction": sentence(rng, args.tokens // 8), "response": sentence(rng, args.tokens // 8)}
-            for i in range(args.samples)]
-    tokenizer = train_tokenizer([r[f] for r in rows for f in ("instruction", "response")], vocab_size=400)
+    rows = [
+        {
+            "id": f"r{i}",
+            "instruction": sentence(rng, args.tokens // 8),
+            "response": sentence(rng, args.tokens // 8),
+        }
+        for i in range(args.samples)
+    ]
+    tokenizer = train_tokenizer(
+        [r[f] for r in rows for f in ("instruction", "response")], vocab_size=400
+    )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**model_config(args), pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            **model_config(args),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    )
     save_tokenizer(tokenizer, work / "model")  # first: it writes the folder anew
     model.save_pretrained(work / "model")
     write_jsonl(rows, work / "corpus.jsonl")
-    longest = max(len(encode_sample(tokenizer, r["instruction"], r["response"]).input_ids) for r in rows)
-    config = validate_config({
-        "results": str(work / "results"),
-        "models": {"teacher": {"path": str(work / "model")}, "student": {"path": str(work / "model")}},
-        "corpus": {"path": str(work / "corpus.jsonl"), "limit": args.samples, "max_tokens": longest},
-        "scoring": {"max_tokens": args.batch * longest, "max_batch": args.batch},
-        "distill": {"variants": ["sft"], "epochs": 1, "micro_batch": args.batch, "global_batch": args.batch,
-                    "val_fraction": 0.0001, "checkpoint_every": 1000},
-        "resources": {"score": {"threads": args.threads}, "distill": {"threads": args.threads}},
-    })
+    longest = max(
+        len(encode_sample(tokenizer, r["instruction"], r["response"]).input_ids) for r in rows
+    )
+    config = validate_config(
+        {
+            "results": str(work / "results"),
+            "models": {
+                "teacher": {"path": str(work / "model")},
+                "student": {"path": str(work / "model")},
+            },
+            "corpus": {
+                "path": str(work / "corpus.jsonl"),
+                "limit": args.samples,
+                "max_tokens": longest,
+            },
+            "scoring": {"max_tokens": args.batch * longest, "max_batch": args.batch},
+            "distill": {
+                "variants": ["sft"],
+                "epochs": 1,
+                "micro_batch": args.batch,
+                "global_batch": args.batch,
+                "val_fraction": 0.0001,
+                "checkpoint_every": 1000,
+            },
+            "resources": {"score": {"threads": args.threads}, "distill": {"threads": args.threads}},
+        }
+    )
     (work / "config.json").write_text(json.dumps(config))
     return config
 
@@ -103,17 +140,41 @@ def run_job(job: str, work: Path, threads: int) -> None:
     baseline = reset_peak()
     model = str(work / "model")
     if job == "score":
-        stages.score(config, "student", model, work / "corpus.jsonl", work / "scores.parquet", threads=threads)
+        stages.score(
+            config,
+            "student",
+            model,
+            work / "corpus.jsonl",
+            work / "scores.parquet",
+            threads=threads,
+        )
     else:
-        stages.distill(config, "sft", model, model, work / "corpus.jsonl", work / "distilled",
-                       checkpoint_dir=work / "checkpoints", threads=threads)
-    print(json.dumps({"imports": imports, "baseline": baseline * 1024, "job": peak_mib_since(baseline) * MIB}))
+        stages.distill(
+            config,
+            "sft",
+            model,
+            model,
+            work / "corpus.jsonl",
+            work / "distilled",
+            checkpoint_dir=work / "checkpoints",
+            threads=threads,
+        )
+    print(
+        json.dumps(
+            {"imports": imports, "baseline": baseline * 1024, "job": peak_mib_since(baseline) * MIB}
+        )
+    )
 
 
 def measure(job: str, work: Path, threads: int) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, __file__, "--job", job, "--work", str(work), "--threads", str(threads)],
-                          capture_output=True, text=True, env=env, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--job", job, "--work", str(work), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{job} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -133,21 +194,25 @@ def main() -> None:
     if args.job:
         run_job(args.job, args.work, args.threads)
         return
-    from leafpipe import plan
+    from leafpipe.execution import plan
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config = prepare(args, work)
         rows = {row.job: row for row in plan.plan(config)}
-        print(f"shape: {model_config(args)}; tokens a sample <= {config['corpus']['max_tokens']}, batch {args.batch}")
+        print(
+            f"shape: {model_config(args)}; tokens a sample <= {config['corpus']['max_tokens']}, batch {args.batch}"
+        )
         for job, name in JOBS.items():
             got = measure(job, work, args.threads)
             estimate = rows[name].need.host_bytes - plan.PROCESS_BYTES
             measured = got["job"]
-            print(f"{name}: process estimate {plan.PROCESS_BYTES / MIB:.0f} MiB, measured import peak "
-                  f"{got['imports'] / MIB:.0f} MiB, resident after imports {got['baseline'] / MIB:.0f} MiB; job "
-                  f"estimate {estimate / MIB:.0f} MiB, measured {measured / MIB:.0f} MiB, "
-                  f"ratio {estimate / measured:.2f}")
+            print(
+                f"{name}: process estimate {plan.PROCESS_BYTES / MIB:.0f} MiB, measured import peak "
+                f"{got['imports'] / MIB:.0f} MiB, resident after imports {got['baseline'] / MIB:.0f} MiB; job "
+                f"estimate {estimate / MIB:.0f} MiB, measured {measured / MIB:.0f} MiB, "
+                f"ratio {estimate / measured:.2f}"
+            )
 
 
 if __name__ == "__main__":

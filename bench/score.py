@@ -2,7 +2,7 @@
 
 What is compared (same process, same model object, same rows, same dtype, same torch threads):
 
-- ours: `leafpipe.scoring.score_samples` with `ScoreSpec(response_level=False)`, so it computes
+- ours: `leafpipe.detect.scoring.score_samples` with `ScoreSpec(response_level=False)`, so it computes
   instruction-level scores only and does exactly the work of the reference: one response loss per
   sample, its gradient at every input embedding. Its parameters are frozen and only the input
   embeddings require grad; samples are batched by a token budget.
@@ -11,7 +11,7 @@ What is compared (same process, same model object, same rows, same dtype, same t
   position, the mean cross-entropy of the response tokens, `loss.backward()` (which computes every
   parameter's gradient too), the gradient norm of each instruction token's input embedding, then
   the parameter gradients are zeroed. Instruction and target tokens come from
-  `leafpipe.templates.encode_sample` for both, so both score exactly the same spans.
+  `leafpipe.text.templates.encode_sample` for both, so both score exactly the same spans.
 
 Both start from text: tokenisation is inside the timed region of both.
 
@@ -45,7 +45,7 @@ Shapes: `--shape tiny` (default: hidden 256, 4 layers, 8 heads) for a CPU run in
 and `world-teacher` (the default pipeline's teacher); `smollm2-135m`, `llama-3.2-1b` and
 `llama-3.1-8b` are real Llama shapes with random weights, built directly on the device in the run's
 dtype (an 8B model is never materialised in fp32 on the CPU).
-Rows are synthetic chats made of confounder-world sentences (`leafpipe.world`) of about
+Rows are synthetic chats made of confounder-world sentences (`leafpipe.data.world`) of about
 `--min-tokens`..`--max-tokens` chat tokens (64..256 for the small shapes, 512..2048 for the real ones),
 `--instruction-frac` of them in the instruction; the tokenizer is leafpipe's offline BPE tokenizer
 trained on the same world. With a real shape the model's vocabulary (49152 or 128256) is larger
@@ -72,7 +72,9 @@ from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # score_samples' progress bar would interleave with the table
+os.environ.setdefault(
+    "TQDM_DISABLE", "1"
+)  # score_samples' progress bar would interleave with the table
 
 import numpy as np
 import torch
@@ -80,22 +82,44 @@ import torch.nn.functional as F
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/common.py, however this is loaded
+sys.path.insert(
+    0, os.path.dirname(os.path.abspath(__file__))
+)  # bench/common.py, however this is loaded
 from common import REAL_SHAPES, peak_mib_since, reset_peak, sync  # noqa: E402
 
-from leafpipe.scoring import ScoreSpec, score_samples, token_budget
-from leafpipe.templates import INSTRUCTION, encode_sample
-from leafpipe.tokenizer import train_tokenizer
-from leafpipe.world import WorldConfig, make_world
+from leafpipe.data.world import WorldConfig, make_world
+from leafpipe.detect.scoring import ScoreSpec, score_samples, token_budget
+from leafpipe.text.templates import INSTRUCTION, encode_sample
+from leafpipe.text.tokenizer import train_tokenizer
 
 SHAPES: dict[str, dict[str, Any]] = {
-    "world-teacher": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                          intermediate_size=384, tie_word_embeddings=False),
-    "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8,
-                 intermediate_size=1024, tie_word_embeddings=False),
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True,
-                         rope_theta=100000.0, rms_norm_eps=1e-5),
+    "world-teacher": dict(
+        hidden_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=384,
+        tie_word_embeddings=False,
+    ),
+    "tiny": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        intermediate_size=1024,
+        tie_word_embeddings=False,
+    ),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+    ),
     **REAL_SHAPES,
 }
 SMALL_SHAPES = ("world-teacher", "tiny")  # CPU-sized: short rows by default
@@ -112,31 +136,75 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="model shape (random weights)")
+    p.add_argument(
+        "--shape", choices=sorted(SHAPES), default="tiny", help="model shape (random weights)"
+    )
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
     p.add_argument("--samples", type=int, default=64, help="rows scored per timed pass")
-    p.add_argument("--min-tokens", type=int, help="shortest chat, in tokens (default: 64 small shapes, 512 real ones)")
-    p.add_argument("--max-tokens", type=int, help="longest chat, in tokens (default: 256 small shapes, 2048 real ones)")
-    p.add_argument("--instruction-frac", type=float, default=0.5, help="share of a chat's tokens in the instruction")
-    p.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary of the offline tokenizer "
-                   "(at most; the world's text runs out of merges at 485)")
-    p.add_argument("--batch-tokens", type=int, help="ours: ScoreSpec.max_tokens (default: leafpipe's budget for the device)")
-    p.add_argument("--max-batch", type=int, default=ScoreSpec().max_batch, help="ours: ScoreSpec.max_batch")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads, both methods")
+    p.add_argument(
+        "--min-tokens",
+        type=int,
+        help="shortest chat, in tokens (default: 64 small shapes, 512 real ones)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="longest chat, in tokens (default: 256 small shapes, 2048 real ones)",
+    )
+    p.add_argument(
+        "--instruction-frac",
+        type=float,
+        default=0.5,
+        help="share of a chat's tokens in the instruction",
+    )
+    p.add_argument(
+        "--vocab",
+        type=int,
+        default=1024,
+        help="BPE vocabulary of the offline tokenizer "
+        "(at most; the world's text runs out of merges at 485)",
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="ours: ScoreSpec.max_tokens (default: leafpipe's budget for the device)",
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=ScoreSpec().max_batch, help="ours: ScoreSpec.max_batch"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch intra-op threads, both methods",
+    )
     p.add_argument("--warmup", type=int, default=4, help="rows of the untimed warm-up pass")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per method; the median counts")
-    p.add_argument("--atol", type=float, help="equality tolerance on normalised scores (default by dtype)")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="for the MFU column on cuda (H100 bf16 dense)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed passes per method; the median counts"
+    )
+    p.add_argument(
+        "--atol", type=float, help="equality tolerance on normalised scores (default by dtype)"
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.0,
+        help="for the MFU column on cuda (H100 bf16 dense)",
+    )
     p.add_argument("--memory", choices=("on", "off"), default="on", help="measure peak memory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--memory-probe", choices=METHODS, help=argparse.SUPPRESS)  # internal: the CPU subprocess
+    p.add_argument(
+        "--memory-probe", choices=METHODS, help=argparse.SUPPRESS
+    )  # internal: the CPU subprocess
     p.add_argument("--fingerprint", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     args.atol = DEFAULT_ATOL[args.dtype] if args.atol is None else args.atol
     lengths = (64, 256) if args.shape in SMALL_SHAPES else (512, 2048)
     args.min_tokens = lengths[0] if args.min_tokens is None else args.min_tokens
-    args.max_tokens = max(lengths[1], args.min_tokens) if args.max_tokens is None else args.max_tokens
+    args.max_tokens = (
+        max(lengths[1], args.min_tokens) if args.max_tokens is None else args.max_tokens
+    )
     if not 0 < args.instruction_frac < 1 or not 16 <= args.min_tokens <= args.max_tokens:
         p.error("need 0 < --instruction-frac < 1 and 16 <= --min-tokens <= --max-tokens")
     return args
@@ -144,21 +212,42 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 # --- setup: tokenizer, rows, model -----------------------------------------------------------------
 
+
 def world_pieces(seed: int) -> dict[str, list[str]]:
     """Confounder-world text cut into short pieces: instruction sentences and response lines."""
-    world = make_world(WorldConfig(seed=seed, n_teacher_train=400, n_student_train=0, n_distill_train=400, n_test=0))
+    world = make_world(
+        WorldConfig(
+            seed=seed, n_teacher_train=400, n_student_train=0, n_distill_train=400, n_test=0
+        )
+    )
     rows = world["teacher_train"] + world["distill_train"]
-    sentences = [t if t.endswith(("?", ".")) else t + "." for r in rows for t in r["instruction"].split(". ")]
-    return {"instruction": sentences, "response": [line for r in rows for line in r["response"].split("\n")]}
+    sentences = [
+        t if t.endswith(("?", ".")) else t + "." for r in rows for t in r["instruction"].split(". ")
+    ]
+    return {
+        "instruction": sentences,
+        "response": [line for r in rows for line in r["response"].split("\n")],
+    }
 
 
-def build_rows(tokenizer: PreTrainedTokenizerBase, pieces: dict[str, list[str]], n: int, min_tokens: int,
-               max_tokens: int, instruction_frac: float, seed: int) -> list[dict]:
+def build_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    pieces: dict[str, list[str]],
+    n: int,
+    min_tokens: int,
+    max_tokens: int,
+    instruction_frac: float,
+    seed: int,
+) -> list[dict]:
     """`n` chats of about U(min_tokens, max_tokens) tokens, template included: random world sentences
     joined by spaces as the instruction, random solution lines joined by newlines (one reasoning step
     each) as the response. A chat overshoots its drawn length by at most one piece (about 12 tokens)."""
     rng = random.Random(seed)
-    cost = {text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for p in pieces.values() for text in p}
+    cost = {
+        text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        for p in pieces.values()
+        for text in p
+    }
     template = len(encode_sample(tokenizer, "a", "b")) - 2
     rows = []
     for i in range(n):
@@ -172,18 +261,30 @@ def build_rows(tokenizer: PreTrainedTokenizerBase, pieces: dict[str, list[str]],
                 text = rng.choice(pieces[field])
                 parts[field].append(text)
                 used += cost[text]
-        rows.append({"id": f"bench-{i:05d}", "instruction": " ".join(parts["instruction"]),
-                     "response": "\n".join(parts["response"])})
+        rows.append(
+            {
+                "id": f"bench-{i:05d}",
+                "instruction": " ".join(parts["instruction"]),
+                "response": "\n".join(parts["response"]),
+            }
+        )
     return rows
 
 
-def build_model(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, max_len: int) -> PreTrainedModel:
+def build_model(
+    args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase, max_len: int
+) -> PreTrainedModel:
     """Random init directly on the device, in the run's dtype."""
     shape = dict(SHAPES[args.shape])
     shape.setdefault("vocab_size", len(tokenizer))
-    config = LlamaConfig(**shape, max_position_embeddings=max(2048, max_len), pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        **shape,
+        max_position_embeddings=max(2048, max_len),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(args.seed)
     default = torch.get_default_dtype()
     torch.set_default_dtype(DTYPES[args.dtype])
@@ -214,7 +315,15 @@ def setup(args: argparse.Namespace) -> Setup:
     torch.set_num_threads(args.threads)
     pieces = world_pieces(args.seed)
     tokenizer = train_tokenizer([t for p in pieces.values() for t in p], args.vocab)
-    rows = build_rows(tokenizer, pieces, args.samples, args.min_tokens, args.max_tokens, args.instruction_frac, args.seed)
+    rows = build_rows(
+        tokenizer,
+        pieces,
+        args.samples,
+        args.min_tokens,
+        args.max_tokens,
+        args.instruction_frac,
+        args.seed,
+    )
     lengths = [len(encode_sample(tokenizer, r["instruction"], r["response"])) for r in rows]
     model = build_model(args, tokenizer, max(lengths))
     digest = hashlib.sha256(json.dumps(rows).encode())
@@ -227,13 +336,16 @@ def setup(args: argparse.Namespace) -> Setup:
 
 # --- the two methods ---------------------------------------------------------------------------------
 
+
 def _minmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     span = x.max() - x.min() if x.size else 0.0
     return (x - x.min()) / span if span > 0 else np.full(x.shape, np.nan)
 
 
-def baseline_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict]) -> list[np.ndarray]:
+def baseline_scores(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict]
+) -> list[np.ndarray]:
     """The reference: the paper's per-sample procedure. Returns min-max normalised instruction scores
     per row, [n_instruction_tokens] each."""
     model.eval()  # train mode would change nothing here (no dropout in Llama); eval keeps both alike
@@ -254,36 +366,51 @@ def baseline_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         loss.backward()  # input-embedding gradients, and every parameter's gradient
         instruction = torch.tensor([f == INSTRUCTION for f in enc.fields], device=device)
         out.append(_minmax(embeds.grad[0].float().norm(dim=-1)[instruction].cpu().numpy()))
-        model.zero_grad(set_to_none=False)  # keep the buffers: reallocating them per sample would only slow it
+        model.zero_grad(
+            set_to_none=False
+        )  # keep the buffers: reallocating them per sample would only slow it
     model.zero_grad(set_to_none=True)
     model.requires_grad_(False)
     return out
 
 
-def ours_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict],
-                spec: ScoreSpec) -> list[np.ndarray]:
-    """leafpipe.scoring.score_samples, instruction level; the same output as `baseline_scores`."""
+def ours_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    spec: ScoreSpec,
+) -> list[np.ndarray]:
+    """leafpipe.detect.scoring.score_samples, instruction level; the same output as `baseline_scores`."""
     frame = score_samples(model, tokenizer, rows, spec)
     instr = frame[frame["part"] == INSTRUCTION]
     values = instr["grad_norm_normalized"].to_numpy(np.float64)
     ids = instr["sample_id"].to_numpy()
-    bounds = np.flatnonzero(ids[1:] != ids[:-1]) + 1  # rows come back in input order, tokens in sequence order
+    bounds = (
+        np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    )  # rows come back in input order, tokens in sequence order
     return np.split(values, bounds)
 
 
-def methods(args: argparse.Namespace, s: Setup) -> dict[str, Callable[[Sequence[dict]], list[np.ndarray]]]:
+def methods(
+    args: argparse.Namespace, s: Setup
+) -> dict[str, Callable[[Sequence[dict]], list[np.ndarray]]]:
     spec = ScoreSpec(max_tokens=args.batch_tokens, max_batch=args.max_batch, response_level=False)
-    return {"baseline": lambda rows: baseline_scores(s.model, s.tokenizer, rows),
-            "ours": lambda rows: ours_scores(s.model, s.tokenizer, rows, spec)}
+    return {
+        "baseline": lambda rows: baseline_scores(s.model, s.tokenizer, rows),
+        "ours": lambda rows: ours_scores(s.model, s.tokenizer, rows, spec),
+    }
 
 
 # --- measurement --------------------------------------------------------------------------------------
+
 
 def memory_probe(args: argparse.Namespace) -> None:
     """Subprocess side of the CPU memory measurement: one pass, peak RSS above the setup's RSS."""
     s = setup(args)
     if s.fingerprint != args.fingerprint:
-        raise SystemExit(f"memory probe built different model or rows ({s.fingerprint} != {args.fingerprint})")
+        raise SystemExit(
+            f"memory probe built different model or rows ({s.fingerprint} != {args.fingerprint})"
+        )
     run = methods(args, s)[args.memory_probe]
     gc.collect()
     before = reset_peak()
@@ -292,8 +419,18 @@ def memory_probe(args: argparse.Namespace) -> None:
 
 
 def cpu_peak_mib(argv: Sequence[str], method: str, fingerprint: str) -> float | None:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--memory-probe", method, "--fingerprint", fingerprint]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        *argv,
+        "--memory-probe",
+        method,
+        "--fingerprint",
+        fingerprint,
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}
+    )
     if done.returncode != 0:
         raise SystemExit(f"memory probe for {method} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
@@ -309,8 +446,12 @@ class Timing:
         return statistics.median(self.seconds)
 
 
-def timed(run: Callable[[Sequence[dict]], list[np.ndarray]], rows: Sequence[dict], device: str,
-          cuda_memory: bool) -> tuple[list[np.ndarray], float, float | None]:
+def timed(
+    run: Callable[[Sequence[dict]], list[np.ndarray]],
+    rows: Sequence[dict],
+    device: str,
+    cuda_memory: bool,
+) -> tuple[list[np.ndarray], float, float | None]:
     gc.collect()
     peak = None
     if cuda_memory:
@@ -357,27 +498,37 @@ def main(argv: Sequence[str] | None = None) -> float:
     results: dict[str, list[np.ndarray]] = {}
     for r in range(args.repeats):
         for name in METHODS if r % 2 == 0 else METHODS[::-1]:
-            results[name], seconds, peak = timed(run[name], s.rows, args.device, cuda and args.memory == "on")
+            results[name], seconds, peak = timed(
+                run[name], s.rows, args.device, cuda and args.memory == "on"
+            )
             timings[name].seconds.append(seconds)
             if peak is not None:
                 timings[name].peak_mib = max(peak, timings[name].peak_mib or 0.0)
     diff = max_abs_diff(results["baseline"], results["ours"])
     if not diff <= args.atol:
-        raise SystemExit(f"UNEQUAL RESULTS: normalised instruction scores differ by {diff:.3g} > {args.atol:g} "
-                         f"({args.dtype}); no speed-up is reported")
+        raise SystemExit(
+            f"UNEQUAL RESULTS: normalised instruction scores differ by {diff:.3g} > {args.atol:g} "
+            f"({args.dtype}); no speed-up is reported"
+        )
     if args.memory == "on" and not cuda:
         for name in METHODS:
             timings[name].peak_mib = cpu_peak_mib(argv, name, s.fingerprint)
 
     lengths = [len(encode_sample(s.tokenizer, r["instruction"], r["response"])) for r in s.rows]
-    print(f"leafpipe scoring benchmark: torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, seed {args.seed}")
-    print(f"model: {args.shape} random-init Llama, {n_params / 1e6:.1f}M non-embedding params, "
-          f"vocab {s.model.config.vocab_size}; rows: {len(s.rows)}, {s.n_tokens} tokens "
-          f"(min {min(lengths)}, mean {s.n_tokens / len(lengths):.0f}, max {max(lengths)})")
+    print(
+        f"leafpipe scoring benchmark: torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, seed {args.seed}"
+    )
+    print(
+        f"model: {args.shape} random-init Llama, {n_params / 1e6:.1f}M non-embedding params, "
+        f"vocab {s.model.config.vocab_size}; rows: {len(s.rows)}, {s.n_tokens} tokens "
+        f"(min {min(lengths)}, mean {s.n_tokens / len(lengths):.0f}, max {max(lengths)})"
+    )
     budget = token_budget(ScoreSpec(max_tokens=args.batch_tokens), s.model)
-    print(f"ours: ScoreSpec(max_tokens={budget}, max_batch={args.max_batch}, response_level=False); "
-          f"timed passes: {args.repeats} (median), warm-up rows: {args.warmup}")
+    print(
+        f"ours: ScoreSpec(max_tokens={budget}, max_batch={args.max_batch}, response_level=False); "
+        f"timed passes: {args.repeats} (median), warm-up rows: {args.warmup}"
+    )
     mem_head = "peak MiB (GPU alloc)" if cuda else "peak MiB (RSS)"
     head = f"| method   | seconds | rows/s  | tokens/s  | TFLOP/s (4NT) | {'MFU   | ' if cuda else ''}{mem_head} |"
     print(head)
@@ -387,9 +538,13 @@ def main(argv: Sequence[str] | None = None) -> float:
         tflops = 4 * n_params * s.n_tokens / t.median / 1e12
         mfu = f" {100 * tflops / args.peak_tflops:4.1f}% |" if cuda else ""
         mem = "n/a" if t.peak_mib is None else f"{t.peak_mib:.0f}"
-        print(f"| {name:<8} | {t.median:7.2f} | {len(s.rows) / t.median:7.1f} | {s.n_tokens / t.median:9.0f} | "
-              f"{tflops:13.4f} |{mfu} {mem:>{len(mem_head)}} |")
-    print(f"max |ours - baseline| of normalised instruction scores: {diff:.2e} (tolerance {args.atol:g}, {args.dtype})")
+        print(
+            f"| {name:<8} | {t.median:7.2f} | {len(s.rows) / t.median:7.1f} | {s.n_tokens / t.median:9.0f} | "
+            f"{tflops:13.4f} |{mfu} {mem:>{len(mem_head)}} |"
+        )
+    print(
+        f"max |ours - baseline| of normalised instruction scores: {diff:.2e} (tolerance {args.atol:g}, {args.dtype})"
+    )
     speedup = timings["baseline"].median / timings["ours"].median
     print(f"speed-up: {speedup:.1f}x")
     return speedup

@@ -2,7 +2,7 @@
 backward pass per scope.
 
 What is compared (same process, same model object, same rows, same batches, same dtype and threads):
-`leafpipe.scoring.score_samples` with `ScoreSpec(response_scopes="steps")`, so a row of S reasoning
+`leafpipe.detect.scoring.score_samples` with `ScoreSpec(response_scopes="steps")`, so a row of S reasoning
 steps has S scopes (its instruction and its first S - 1 steps, each scored by the loss of what
 follows), run three ways by swapping the batch function it calls (`embedding_grad_norms`):
 
@@ -20,7 +20,7 @@ otherwise the script stops with a message and prints no ratio.
 
 Timing: one untimed warm-up pass of each method on `--warmup` rows, then `--repeats` timed passes
 over all rows, rotating which method goes first; the median pass counts. Rows are built from
-confounder-world text (`leafpipe.world`, as in bench/score.py): an instruction of `--instruction`
+confounder-world text (`leafpipe.data.world`, as in bench/score.py): an instruction of `--instruction`
 world sentences and a response of `--steps` solution lines, one reasoning step each. The model is a
 random-init Llama of one of bench/score.py's shapes (`--shape tiny` by default: hidden 256, 4 layers).
 
@@ -39,7 +39,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # score_samples' progress bar would interleave with the table
+os.environ.setdefault(
+    "TQDM_DISABLE", "1"
+)  # score_samples' progress bar would interleave with the table
 
 import numpy as np
 import pandas as pd
@@ -51,44 +53,66 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/*.py, ho
 from common import sync  # noqa: E402
 from score import SHAPES, build_model, world_pieces  # noqa: E402
 
-import leafpipe.scoring as scoring
-from leafpipe.batching import collate
-from leafpipe.scoring import ScoreSpec, score_samples
-from leafpipe.templates import INSTRUCTION, encode_sample
-from leafpipe.tokenizer import train_tokenizer
+import leafpipe.detect.scoring as scoring
+from leafpipe.detect.scoring import ScoreSpec, score_samples
+from leafpipe.text.batching import collate
+from leafpipe.text.templates import INSTRUCTION, encode_sample
+from leafpipe.text.tokenizer import train_tokenizer
 
 METHODS = ("per-step", "one-per-pass", "batched")
 COLUMNS = ("grad_norm", "grad_x_input")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="model shape (random weights)")
+    p.add_argument(
+        "--shape", choices=sorted(SHAPES), default="tiny", help="model shape (random weights)"
+    )
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--samples", type=int, default=16, help="rows scored per timed pass")
     p.add_argument("--steps", type=int, default=8, help="reasoning steps (lines) per response")
     p.add_argument("--instruction", type=int, default=6, help="world sentences per instruction")
-    p.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary of the offline tokenizer (at most)")
-    p.add_argument("--batch-tokens", type=int, default=scoring.CPU_TOKEN_BUDGET, help="ScoreSpec.max_tokens")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    p.add_argument(
+        "--vocab", type=int, default=1024, help="BPE vocabulary of the offline tokenizer (at most)"
+    )
+    p.add_argument(
+        "--batch-tokens", type=int, default=scoring.CPU_TOKEN_BUDGET, help="ScoreSpec.max_tokens"
+    )
+    p.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads"
+    )
     p.add_argument("--warmup", type=int, default=2, help="rows of the untimed warm-up pass")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per method; the median counts")
-    p.add_argument("--rtol", type=float, default=1e-4, help="equality tolerance against the reference")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed passes per method; the median counts"
+    )
+    p.add_argument(
+        "--rtol", type=float, default=1e-4, help="equality tolerance against the reference"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-def build_rows(pieces: dict[str, list[str]], n: int, n_instruction: int, n_steps: int, seed: int) -> list[dict]:
+def build_rows(
+    pieces: dict[str, list[str]], n: int, n_instruction: int, n_steps: int, seed: int
+) -> list[dict]:
     """`n` chats: `n_instruction` random world sentences, and `n_steps` random solution lines."""
     rng = random.Random(seed)
-    return [{"id": f"bench-{i:05d}", "instruction": " ".join(rng.choices(pieces["instruction"], k=n_instruction)),
-             "response": "\n".join(rng.choices(pieces["response"], k=n_steps))} for i in range(n)]
+    return [
+        {
+            "id": f"bench-{i:05d}",
+            "instruction": " ".join(rng.choices(pieces["instruction"], k=n_instruction)),
+            "response": "\n".join(rng.choices(pieces["response"], k=n_steps)),
+        }
+        for i in range(n)
+    ]
 
 
-def per_step_grad_norms(model: PreTrainedModel, items: Sequence[Any], pad_id: int,
-                        spec: ScoreSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_step_grad_norms(
+    model: PreTrainedModel, items: Sequence[Any], pad_id: int, spec: ScoreSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference: `embedding_grad_norms`' contract (scores [2, B, T], losses [B], status [B])
     the way leafpipe computed it before: logits where a target is predicted, the mean loss of each
     scope, and one full backward pass per scope. The rows here are finite: all are scored."""
@@ -96,15 +120,24 @@ def per_step_grad_norms(model: PreTrainedModel, items: Sequence[Any], pad_id: in
     batch = collate([it.enc for it in items], pad_id).to(device)
     width = batch.input_ids.shape[1]
     steps = torch.tensor([it.steps + [-1] * (width - len(it.steps)) for it in items], device=device)
-    is_instr = torch.tensor([[f == INSTRUCTION for f in it.enc.fields] + [False] * (width - len(it.enc))
-                             for it in items], device=device)
+    is_instr = torch.tensor(
+        [
+            [f == INSTRUCTION for f in it.enc.fields] + [False] * (width - len(it.enc))
+            for it in items
+        ],
+        device=device,
+    )
     keep = batch.target_mask.any(0).nonzero().squeeze(-1)
     embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
     logits = model(inputs_embeds=embeds, logits_to_keep=keep).logits.float()  # [B, K, V]
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch.input_ids[:, 1:][:, keep], reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), batch.input_ids[:, 1:][:, keep], reduction="none"
+    )
     targets, target_steps = batch.target_mask[:, keep], steps[:, 1:][:, keep]
-    scopes = [(targets, is_instr)] + [(targets & (target_steps > k), steps == k)
-                                      for k in range(max(it.last_step for it in items))]
+    scopes = [(targets, is_instr)] + [
+        (targets & (target_steps > k), steps == k)
+        for k in range(max(it.last_reasoning_step for it in items))
+    ]
     scores = torch.full((2, len(items), width), float("nan"), device=device)
     losses = []
     for n, (mask, at) in enumerate(scopes):
@@ -120,8 +153,9 @@ def per_step_grad_norms(model: PreTrainedModel, items: Sequence[Any], pad_id: in
     return scores.cpu().numpy(), losses[0].cpu().numpy(), np.zeros(len(items), np.int8)
 
 
-def methods(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-            spec: ScoreSpec) -> dict[str, Callable[[Sequence[dict]], pd.DataFrame]]:
+def methods(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ScoreSpec
+) -> dict[str, Callable[[Sequence[dict]], pd.DataFrame]]:
     """Each method: rows -> score_samples' frame, with scoring's batch function or group size swapped."""
     ours, per_backward = scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD
 
@@ -132,10 +166,14 @@ def methods(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 return score_samples(model, tokenizer, rows, spec)
             finally:
                 scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD = ours, per_backward
+
         return score
 
-    return {"per-step": run(per_step_grad_norms, per_backward), "one-per-pass": run(ours, 1),
-            "batched": run(ours, per_backward)}
+    return {
+        "per-step": run(per_step_grad_norms, per_backward),
+        "one-per-pass": run(ours, 1),
+        "batched": run(ours, per_backward),
+    }
 
 
 def check_equal(frames: dict[str, pd.DataFrame], rtol: float) -> float:
@@ -148,17 +186,24 @@ def check_equal(frames: dict[str, pd.DataFrame], rtol: float) -> float:
         for column in COLUMNS:
             a, b = frame[column].to_numpy(np.float64), reference[column].to_numpy(np.float64)
             if not np.array_equal(np.isnan(a), np.isnan(b)):
-                raise SystemExit(f"UNEQUAL RESULTS: {name} scores other tokens than per-step; no ratio is reported")
+                raise SystemExit(
+                    f"UNEQUAL RESULTS: {name} scores other tokens than per-step; no ratio is reported"
+                )
             finite = np.isfinite(b)
-            worst = max(worst, float(np.max(np.abs(a[finite] - b[finite])) / np.max(np.abs(b[finite]))))
+            worst = max(
+                worst, float(np.max(np.abs(a[finite] - b[finite])) / np.max(np.abs(b[finite])))
+            )
     if not worst <= rtol:
-        raise SystemExit(f"UNEQUAL RESULTS: scores differ from per-step by {worst:.3g} > {rtol:g} (relative to "
-                         "the largest score); no ratio is reported")
+        raise SystemExit(
+            f"UNEQUAL RESULTS: scores differ from per-step by {worst:.3g} > {rtol:g} (relative to "
+            "the largest score); no ratio is reported"
+        )
     return worst
 
 
-def timed(run: Callable[[Sequence[dict]], pd.DataFrame], rows: Sequence[dict],
-          device: str) -> tuple[pd.DataFrame, float]:
+def timed(
+    run: Callable[[Sequence[dict]], pd.DataFrame], rows: Sequence[dict], device: str
+) -> tuple[pd.DataFrame, float]:
     sync(device)
     t0 = time.perf_counter()
     frame = run(rows)
@@ -175,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> float:
     rows = build_rows(pieces, args.samples, args.instruction, args.steps, args.seed)
     lengths = [len(encode_sample(tokenizer, r["instruction"], r["response"])) for r in rows]
     model = build_model(args, tokenizer, max(lengths))
-    spec = ScoreSpec(max_tokens=args.batch_tokens, response_scopes="steps")  # mean loss, as the reference
+    spec = ScoreSpec(
+        max_tokens=args.batch_tokens, response_scopes="steps"
+    )  # mean loss, as the reference
     run = methods(model, tokenizer, spec)
 
     for name in METHODS:  # warm-up: kernels, allocator pools, lazy imports
@@ -183,26 +230,32 @@ def main(argv: Sequence[str] | None = None) -> float:
     seconds: dict[str, list[float]] = {name: [] for name in METHODS}
     frames: dict[str, pd.DataFrame] = {}
     for r in range(args.repeats):
-        for name in METHODS[r % len(METHODS):] + METHODS[: r % len(METHODS)]:
+        for name in METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]:
             frames[name], t = timed(run[name], rows, args.device)
             seconds[name].append(t)
     worst = check_equal(frames, args.rtol)
 
     median = {name: statistics.median(s) for name, s in seconds.items()}
-    print(f"leafpipe response-scope scoring benchmark: torch {torch.__version__}, transformers "
-          f"{transformers.__version__}, device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
-          f"seed {args.seed}")
-    print(f"model: {args.shape} random-init Llama; rows: {len(rows)} of {args.steps} steps, {sum(lengths)} tokens "
-          f"(min {min(lengths)}, max {max(lengths)}); ScoreSpec(max_tokens={args.batch_tokens}, "
-          f"response_scopes='steps'); SCOPES_PER_BACKWARD = {scoring.SCOPES_PER_BACKWARD}; "
-          f"timed passes: {args.repeats} (median)")
+    print(
+        f"leafpipe response-scope scoring benchmark: torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
+        f"seed {args.seed}"
+    )
+    print(
+        f"model: {args.shape} random-init Llama; rows: {len(rows)} of {args.steps} steps, {sum(lengths)} tokens "
+        f"(min {min(lengths)}, max {max(lengths)}); ScoreSpec(max_tokens={args.batch_tokens}, "
+        f"response_scopes='steps'); SCOPES_PER_BACKWARD = {scoring.SCOPES_PER_BACKWARD}; "
+        f"timed passes: {args.repeats} (median)"
+    )
     head = "| method       | seconds | / per-step |"
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for name in METHODS:
         print(f"| {name:<12} | {median[name]:7.2f} | {median[name] / median['per-step']:9.2f}x |")
-    print(f"max |difference| from per-step / largest score (grad_norm, grad_x_input): {worst:.2e} "
-          f"(tolerance {args.rtol:g})")
+    print(
+        f"max |difference| from per-step / largest score (grad_norm, grad_x_input): {worst:.2e} "
+        f"(tolerance {args.rtol:g})"
+    )
     ratio = median["batched"] / median["per-step"]
     print(f"batched / per-step: {ratio:.2f}x")
     return ratio

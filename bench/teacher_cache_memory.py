@@ -2,11 +2,11 @@
 
 What is compared (same tiny random-init teacher, same samples, same batches, same file):
 
-- new: `leafpipe.teacher_cache.build_teacher_cache`: int32 indices and fp32 log-probabilities
+- new: `leafpipe.distill.teacher_cache.build_teacher_cache`: int32 indices and fp32 log-probabilities
   [N, k] preallocated from the samples' trained-token counts and filled batch by batch, the digest
   read from them in place, `save_file` writing from them.
 - old: what it did before (written out below in `plain_cache`, also the reference of
-  tests/test_teacher_cache.py): each sample's rows kept apart, concatenated at the end, the digest
+  tests/distill/test_teacher_cache.py): each sample's rows kept apart, concatenated at the end, the digest
   computed over byte copies of the whole tensors, then saved.
 
 Both files must hold the same header and tensor bytes, or the script stops without a table.
@@ -45,21 +45,33 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/common.py, however this is loaded
+sys.path.insert(
+    0, os.path.dirname(os.path.abspath(__file__))
+)  # bench/common.py, however this is loaded
 from common import parse_or_probe, peak_mib_since, reset_peak, run_probe  # noqa: E402
 
-from leafpipe.batching import collate
-from leafpipe.distill_data import n_trained
-from leafpipe.kd_loss import output_head, response_hidden, teacher_topk
-from leafpipe.memory import inference_bytes_per_token, model_shape, topk_cache_host_bytes
-from leafpipe.teacher_cache import CACHE_FORMAT, build_teacher_cache, sample_key
-from leafpipe.templates import INSTRUCTION, RESPONSE, TEMPLATE, EncodedSample
+from leafpipe.distill.data import n_trained
+from leafpipe.distill.kd_loss import output_head, response_hidden, teacher_topk
+from leafpipe.distill.teacher_cache import CACHE_FORMAT, build_teacher_cache, sample_key
+from leafpipe.execution.memory import inference_bytes_per_token, model_shape, topk_cache_host_bytes
+from leafpipe.text.batching import collate
+from leafpipe.text.templates import INSTRUCTION, RESPONSE, TEMPLATE, EncodedSample
 
 WAYS = ("old", "new")
 
 
-def plain_cache(teacher: torch.nn.Module, samples: Sequence[EncodedSample], path: str | os.PathLike[str], *,
-                k: int, temperature: float, vocab_size: int, pad_id: int, batch_size: int, chunk_tokens: int) -> None:
+def plain_cache(
+    teacher: torch.nn.Module,
+    samples: Sequence[EncodedSample],
+    path: str | os.PathLike[str],
+    *,
+    k: int,
+    temperature: float,
+    vocab_size: int,
+    pad_id: int,
+    batch_size: int,
+    chunk_tokens: int,
+) -> None:
     """The plain way, arguments as `build_teacher_cache`'s (CPU only): each sample's rows kept apart,
     concatenated at the end, hashed from byte copies of the whole tensors, saved."""
     order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
@@ -69,39 +81,69 @@ def plain_cache(teacher: torch.nn.Module, samples: Sequence[EncodedSample], path
             idx = order[start : start + batch_size]
             batch = collate([samples[i] for i in idx], pad_id)
             hidden = response_hidden(teacher, batch.input_ids, batch.attention_mask)
-            top = teacher_topk(hidden, output_head(teacher), batch.target_mask, k, temperature, chunk_tokens,
-                               vocab_size=vocab_size)
+            top = teacher_topk(
+                hidden,
+                output_head(teacher),
+                batch.target_mask,
+                k,
+                temperature,
+                chunk_tokens,
+                vocab_size=vocab_size,
+            )
             counts = batch.target_mask.sum(1).tolist()
             parts.update(zip(idx, zip(top.indices.split(counts), top.logprobs.split(counts))))
     lengths = torch.tensor([0] + [len(parts[i][0]) for i in range(len(samples))])
     tensors = {
-        "keys": torch.tensor([list(sample_key(s)) for s in samples], dtype=torch.uint8).reshape(len(samples), 32),
+        "keys": torch.tensor([list(sample_key(s)) for s in samples], dtype=torch.uint8).reshape(
+            len(samples), 32
+        ),
         "offsets": lengths.cumsum(0),
-        "indices": torch.cat([parts[i][0] for i in range(len(samples))] or [torch.empty(0, k)]).to(torch.int32),
-        "logprobs": torch.cat([parts[i][1] for i in range(len(samples))] or [torch.empty(0, k)]).float(),
+        "indices": torch.cat([parts[i][0] for i in range(len(samples))] or [torch.empty(0, k)]).to(
+            torch.int32
+        ),
+        "logprobs": torch.cat(
+            [parts[i][1] for i in range(len(samples))] or [torch.empty(0, k)]
+        ).float(),
     }
     digest = hashlib.sha256()
     for name in ("keys", "offsets", "indices", "logprobs"):
         digest.update(tensors[name].numpy().tobytes())
-    metadata = {"format": CACHE_FORMAT, "k": str(k), "temperature": repr(float(temperature)),
-                "vocab_size": str(vocab_size), "digest": digest.hexdigest()}
+    metadata = {
+        "format": CACHE_FORMAT,
+        "k": str(k),
+        "temperature": repr(float(temperature)),
+        "vocab_size": str(vocab_size),
+        "digest": digest.hexdigest(),
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--tokens", type=int, default=1000, help="tokens of every sample, half of them trained")
+    p.add_argument(
+        "--tokens", type=int, default=1000, help="tokens of every sample, half of them trained"
+    )
     p.add_argument("--k", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk-tokens", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=512, help="the tiny teacher's vocabulary (at least k)")
-    p.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS),
-                   help="leave out old where the plain way does not fit")
+    p.add_argument(
+        "--vocab", type=int, default=512, help="the tiny teacher's vocabulary (at least k)"
+    )
+    p.add_argument(
+        "--ways",
+        nargs="+",
+        choices=WAYS,
+        default=list(WAYS),
+        help="leave out old where the plain way does not fit",
+    )
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default")
+    p.add_argument(
+        "--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default"
+    )
     p.add_argument("--probe", choices=WAYS, help=argparse.SUPPRESS)  # internal: the subprocess
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--fingerprint", help=argparse.SUPPRESS)
@@ -111,15 +153,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> tuple[LlamaForCausalLM, list[EncodedSample], str]:
     """The tiny teacher, the samples, and a fingerprint of both."""
     torch.manual_seed(args.seed)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, vocab_size=args.vocab, max_position_embeddings=args.tokens)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=args.vocab,
+        max_position_embeddings=args.tokens,
+    )
     teacher = LlamaForCausalLM(config).eval().requires_grad_(False)
     rng = np.random.default_rng(args.seed)
     half = (args.tokens - 1) // 2
     fields = [INSTRUCTION] * half + [RESPONSE] * (args.tokens - 1 - half) + [TEMPLATE]
     offsets = [(i, i + 1) for i in range(args.tokens - 1)] + [(-1, -1)]
-    samples = [EncodedSample(rng.integers(1, args.vocab, args.tokens).tolist(), fields, offsets)
-               for _ in range(args.samples)]
+    samples = [
+        EncodedSample(rng.integers(1, args.vocab, args.tokens).tolist(), fields, offsets)
+        for _ in range(args.samples)
+    ]
     digest = hashlib.sha256(json.dumps([s.input_ids for s in samples]).encode())
     for p in teacher.parameters():
         digest.update(f"{p.sum(dtype=torch.float64).item():.10e}".encode())
@@ -130,11 +181,21 @@ def probe(args: argparse.Namespace) -> None:
     """Subprocess side: one cache built one way into `--out`, its peak RSS above the setup's."""
     teacher, samples, fingerprint = build(args)
     if fingerprint != args.fingerprint:
-        raise SystemExit(f"probe built a different teacher or samples ({fingerprint} != {args.fingerprint})")
+        raise SystemExit(
+            f"probe built a different teacher or samples ({fingerprint} != {args.fingerprint})"
+        )
     build_cache = plain_cache if args.probe == "old" else build_teacher_cache
-    settings = dict(k=args.k, temperature=1.0, vocab_size=args.vocab, pad_id=0, batch_size=args.batch_size,
-                    chunk_tokens=args.chunk_tokens)
-    build_cache(teacher, samples[: args.batch_size], args.out, **settings)  # warm-up: one-off buffers
+    settings = dict(
+        k=args.k,
+        temperature=1.0,
+        vocab_size=args.vocab,
+        pad_id=0,
+        batch_size=args.batch_size,
+        chunk_tokens=args.chunk_tokens,
+    )
+    build_cache(
+        teacher, samples[: args.batch_size], args.out, **settings
+    )  # warm-up: one-off buffers
     gc.collect()
     before = reset_peak()
     build_cache(teacher, samples, args.out, **settings)
@@ -155,27 +216,54 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
         return {}
     teacher, samples, fingerprint = build(args)
     rows = sum(n_trained(s) for s in samples)
-    batch_rows = max(sum(n_trained(s) for s in samples[i : i + args.batch_size])
-                     for i in range(0, len(samples), args.batch_size))
+    batch_rows = max(
+        sum(n_trained(s) for s in samples[i : i + args.batch_size])
+        for i in range(0, len(samples), args.batch_size)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         files = {way: Path(tmp) / f"{way}.safetensors" for way in args.ways}
-        peaks = {way: run_probe(__file__, argv, way, "--fingerprint", fingerprint, "--out", str(files[way]),
-                                  mmap_threshold=args.mmap_threshold)["peak_mib"]
-                 for way in args.ways}
+        peaks = {
+            way: run_probe(
+                __file__,
+                argv,
+                way,
+                "--fingerprint",
+                fingerprint,
+                "--out",
+                str(files[way]),
+                mmap_threshold=args.mmap_threshold,
+            )["peak_mib"]
+            for way in args.ways
+        }
         if len(files) == 2 and header_and_data(files["old"]) != header_and_data(files["new"]):
             raise SystemExit("UNEQUAL RESULTS: the two ways wrote different caches")
         file_mib = next(iter(files.values())).stat().st_size / 2**20
     cache = topk_cache_host_bytes(rows, args.k, batch_rows=batch_rows) / 2**20
-    forward = inference_bytes_per_token(model_shape(teacher.config), 4) * args.batch_size * args.tokens / 2**20
-    print(f"leafpipe teacher top-k cache memory: torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"seed {args.seed}, mmap threshold {args.mmap_threshold or 'dynamic'}")
-    print(f"cache: {len(samples)} samples × {args.tokens} tokens, {rows} trained tokens, k {args.k}, "
-          f"file {file_mib:.0f} MiB; batches of {args.batch_size} ({batch_rows} rows)")
-    print(f"planner: cache {cache:.0f} MiB; cache + teacher forward of a batch on the CPU {cache + forward:.0f} MiB")
+    forward = (
+        inference_bytes_per_token(model_shape(teacher.config), 4)
+        * args.batch_size
+        * args.tokens
+        / 2**20
+    )
+    print(
+        f"leafpipe teacher top-k cache memory: torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"seed {args.seed}, mmap threshold {args.mmap_threshold or 'dynamic'}"
+    )
+    print(
+        f"cache: {len(samples)} samples × {args.tokens} tokens, {rows} trained tokens, k {args.k}, "
+        f"file {file_mib:.0f} MiB; batches of {args.batch_size} ({batch_rows} rows)"
+    )
+    print(
+        f"planner: cache {cache:.0f} MiB; cache + teacher forward of a batch on the CPU {cache + forward:.0f} MiB"
+    )
     print("| way | peak MiB (RSS) | peak / cache estimate | peak / (cache + forward) estimate |")
     print("|-----|----------------|-----------------------|-----------------------------------|")
     for way, peak in peaks.items():
-        ratios = ("n/a", "n/a") if peak is None else (f"{peak / cache:.2f}", f"{peak / (cache + forward):.2f}")
+        ratios = (
+            ("n/a", "n/a")
+            if peak is None
+            else (f"{peak / cache:.2f}", f"{peak / (cache + forward):.2f}")
+        )
         print(f"| {way} | {'n/a' if peak is None else f'{peak:.0f}'} | {ratios[0]} | {ratios[1]} |")
     if len(files) == 2:
         print("files equal: same header and tensor bytes")

@@ -6,8 +6,12 @@ MODELS = {"teacher": {}, "student": {}}
 
 
 def test_defaults_fill_settings_but_not_domain_overrides():
-    config = validate_config({"models": MODELS, "detection": {"domains": {"math": {"percentile": 5}}}}, "cfg")
-    assert config["detection"]["percentile"] == 10 and config["detection"]["strategy"] == "percentile"
+    config = validate_config(
+        {"models": MODELS, "detection": {"domains": {"math": {"percentile": 5}}}}, "cfg"
+    )
+    assert (
+        config["detection"]["percentile"] == 10 and config["detection"]["strategy"] == "percentile"
+    )
     assert config["detection"]["domains"] == {"math": {"percentile": 5}}
     assert config["scoring"]["shards"] == 1 and config["scoring"]["loss"] == "mean"
     assert config["distill"]["teacher_topk"] is None  # the teacher runs inside each kd job
@@ -33,8 +37,9 @@ def _with_benchmarks(benchmarks):
 
 
 def test_benchmark_entries_get_defaults_and_shipped_kinds_need_no_path():
-    config = validate_config(_with_benchmarks({"gsm8k": {"kind": "gsm8k", "limit": 5},
-                                               "w": {"split": "test"}}), "cfg")
+    config = validate_config(
+        _with_benchmarks({"gsm8k": {"kind": "gsm8k", "limit": 5}, "w": {"split": "test"}}), "cfg"
+    )
     gsm8k = config["evaluation"]["benchmarks"]["gsm8k"]
     assert (gsm8k["n"], gsm8k["temperature"], gsm8k["k"], gsm8k["stop"]) == (1, 0.0, [1], [])
 

@@ -23,15 +23,40 @@ def test_there_is_a_config_per_paper_student_and_domain():
 def test_a_paper_config_has_the_papers_settings_and_plans_every_stage(path, tmp_path):
     config = load_config(path)
     distill = config["distill"]
-    assert (distill["lr"], distill["epochs"], distill["global_batch"], distill["kd"]["kind"]) == (1e-5, 5, 32, "forward_kl")
+    assert (distill["lr"], distill["epochs"], distill["global_batch"], distill["kd"]["kind"]) == (
+        1e-5,
+        5,
+        32,
+        "forward_kl",
+    )
     assert config["detection"]["cap"] == 0.5 and config["detection"]["percentile"] in (5, 10)
     assert config["models"]["teacher"]["path"].endswith(("70B-Instruct", "72B-Instruct"))
     raw = yaml.safe_load(path.read_text())
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1", "--configfile", str(path),
-           "--config", f"results={tmp_path}"]
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(path),
+        "--config",
+        f"results={tmp_path}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for rule in ("corpus", "score", "teacher_logits", "distill", "attention", "generate", "grade", "report"):
+    for rule in (
+        "corpus",
+        "score",
+        "teacher_logits",
+        "distill",
+        "attention",
+        "generate",
+        "grade",
+        "report",
+    ):
         assert f"rule {rule}:" in proc.stdout
     teacher_gpus = raw["resources"]["score"]["teacher"]["gpu"]
-    assert f"gpu={teacher_gpus}, mem_mb={raw['resources']['score']['teacher']['mem_mb']}" in proc.stdout
+    assert (
+        f"gpu={teacher_gpus}, mem_mb={raw['resources']['score']['teacher']['mem_mb']}"
+        in proc.stdout
+    )

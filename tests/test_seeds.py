@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from leafpipe.config import ConfigError, for_seed, validate_config
-from leafpipe.snakemake_adapter import job_config
+from leafpipe.execution.adapter import job_config
 
 MODELS = {"models": {"teacher": {}, "student": {}}}
 
@@ -37,8 +37,15 @@ def test_a_replicate_must_be_one_of_the_seeds_and_named_when_there_are_several()
     assert for_seed(valid(seeds=[5]))["seed"] == 5
 
 
-@pytest.mark.parametrize("old", [{"seed": 42}, {"world": {"seed": 1}}, {"seed": 0, "world": {"seed": 1}},
-                                 {"seeds": [0, 1], "seed": 0}])
+@pytest.mark.parametrize(
+    "old",
+    [
+        {"seed": 42},
+        {"world": {"seed": 1}},
+        {"seed": 0, "world": {"seed": 1}},
+        {"seeds": [0, 1], "seed": 0},
+    ],
+)
 def test_old_seed_keys_are_refused_with_the_new_spelling(old):
     with pytest.raises(ConfigError, match=r"one setting now, `seeds`.*write `seeds: \["):
         valid(**old)
@@ -48,7 +55,9 @@ def test_each_job_gets_its_replicates_config_and_the_report_the_whole_run():
     config = valid(seeds=[0, 1])
 
     def job(**wildcards):
-        return SimpleNamespace(wildcards=SimpleNamespace(items=lambda: wildcards.items()), config=config)
+        return SimpleNamespace(
+            wildcards=SimpleNamespace(items=lambda: wildcards.items()), config=config
+        )
 
     assert job_config(job(seed="1", model="kd"))["world"]["seed"] == 1
     assert job_config(job(seed="0"))["seed"] == 0

@@ -14,24 +14,52 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from leafpipe import stages
-from leafpipe.config import ConfigError, for_seed, go_offline_unless_hub_needed, load_config
+from leafpipe.config import (
+    ConfigError,
+    for_seed,
+    go_offline_unless_hub_needed,
+    load_config,
+)
 
 STAGES: dict[str, Callable[..., None]] = {
     name: getattr(stages, name)
-    for name in ("world", "tokenizer", "pretrain", "import_gguf", "derive_model", "corpus", "score",
-                 "gather_scores", "detect", "inspect",
-                 "counterfactuals", "validate_counterfactuals", "teacher_logits", "distill", "attention",
-                 "benchmark_data", "generate", "grade", "report")
+    for name in (
+        "world",
+        "tokenizer",
+        "pretrain",
+        "import_gguf",
+        "derive_model",
+        "corpus",
+        "score",
+        "gather_scores",
+        "detect",
+        "inspect",
+        "counterfactuals",
+        "validate_counterfactuals",
+        "teacher_logits",
+        "distill",
+        "attention",
+        "benchmark_data",
+        "generate",
+        "grade",
+        "report",
+    )
 }
 
 
 def _add_stage(sub: Any, name: str, func: Callable[..., None]) -> None:
     doc = (inspect.getdoc(func) or f"Run the {name} stage.").splitlines()[0]
     parser = sub.add_parser(name, help=doc, description=doc)
-    parser.add_argument("--configfile", default="config/config.yaml", help="validated like the Snakefile's")
+    parser.add_argument(
+        "--configfile", default="config/config.yaml", help="validated like the Snakefile's"
+    )
     if name != "report":  # the report pools every replicate
-        parser.add_argument("--seed", type=int, default=None,
-                            help="the replicate to run, one of the config's seeds (needed when it has several)")
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="the replicate to run, one of the config's seeds (needed when it has several)",
+        )
     for pname, param in inspect.signature(func).parameters.items():
         if pname == "config":
             continue
@@ -41,18 +69,27 @@ def _add_stage(sub: Any, name: str, func: Callable[..., None]) -> None:
         elif "Sequence" in str(param.annotation):
             parser.add_argument(flag, dest=pname, nargs="+", required=True)
         else:
-            optional = param.default is not param.empty  # e.g. `score --shard`: the stage's own default
-            parser.add_argument(flag, dest=pname, required=not optional, default=param.default if optional else None)
+            optional = (
+                param.default is not param.empty
+            )  # e.g. `score --shard`: the stage's own default
+            parser.add_argument(
+                flag, dest=pname, required=not optional, default=param.default if optional else None
+            )
     parser.set_defaults(stage=name)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leafpipe", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("validate", help="validate a config file and print it with defaults filled in")
+    check = sub.add_parser(
+        "validate", help="validate a config file and print it with defaults filled in"
+    )
     check.add_argument("configfile")
-    planner = sub.add_parser("plan", help="print each job's GPU memory, host memory, disk and GPU-hours against "
-                                          "its resources; exit 1 when a job cannot fit")
+    planner = sub.add_parser(
+        "plan",
+        help="print each job's GPU memory, host memory, disk and GPU-hours against "
+        "its resources; exit 1 when a job cannot fit",
+    )
     planner.add_argument("configfile")
     for name, func in STAGES.items():
         _add_stage(sub, name, func)
@@ -61,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plan(config: dict[str, Any]) -> int:
     """Print the planner's table; 1, with the failing jobs' numbers on stderr, when any cannot fit."""
-    from leafpipe.plan import failure_report, plan, table
+    from leafpipe.execution.plan import failure_report, plan, table
 
     rows = plan(config)
     print(table(rows))
@@ -73,7 +110,9 @@ def _plan(config: dict[str, Any]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
     try:
         config = load_config(args.pop("configfile"))
     except (ConfigError, OSError) as err:

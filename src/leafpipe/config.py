@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from leafpipe.distill.variants import VARIANTS
+
 SCHEMA = Path(__file__).parent / "schema" / "config.schema.yaml"
 # owner/name, as on the Hugging Face hub; anything else must be a local path that exists.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -20,7 +22,7 @@ class ConfigError(ValueError):
     pass
 
 
-def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+def validate_config(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
     """Validate against the schema, fill defaults, and check that named files exist; with a
     single seed, also set `seed` and `world.seed` to it (`for_seed`)."""
     from snakemake.exceptions import WorkflowError
@@ -30,15 +32,15 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     try:
         validate(config, str(SCHEMA), set_default=True)
     except WorkflowError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    check_seeds(config, source)
-    check_paths(config, source)
-    check_distill(config, source)
+        raise ConfigError(f"{where}: {err}") from None
+    check_seeds(config, where)
+    check_paths(config, where)
+    check_distill(config, where)
     # A config of one seed is its replicate's config: stages called with it read its seed.
     return for_seed(config) if len(config["seeds"]) == 1 else config
 
 
-def check_seeds(config: dict[str, Any], source: str = "config") -> None:
+def check_seeds(config: dict[str, Any], where: str = "config") -> None:
     """`seeds` replaced `seed` and `world.seed`: those two are what one replicate's jobs read
     (`for_seed` sets them), so a config may carry them only as that replicate's own, equal to
     its single seed. An older config's `seed: 0` with `world.seed: 1` is refused, not guessed at."""
@@ -48,7 +50,7 @@ def check_seeds(config: dict[str, Any], source: str = "config") -> None:
     if given and (len(seeds) != 1 or set(given.values()) != set(seeds)):
         written = ", ".join(f"{key}: {value}" for key, value in given.items())
         raise ConfigError(
-            f"{source}: {written}: `seed` and `world.seed` are one setting now, `seeds` (a list: one "
+            f"{where}: {written}: `seed` and `world.seed` are one setting now, `seeds` (a list: one "
             f"replicate of the whole run per seed, its world generated with that seed); write "
             f"`seeds: [{next(iter(given.values()))}]` and remove them (seeds here: {seeds})"
         )
@@ -70,38 +72,45 @@ def for_seed(config: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     return replicate
 
 
-def check_distill(config: dict[str, Any], source: str = "config") -> None:
+def check_distill(config: dict[str, Any], where: str = "config") -> None:
     """Distillation settings that only make sense together, and LoRA's optional dependency."""
     import importlib.util
 
     d = config["distill"]
+    unknown = sorted(set(d["variants"]) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: distill.variants: unknown {unknown}; choose from {sorted(VARIANTS)}"
+        )
     if d["global_batch"] % d["micro_batch"]:
         raise ConfigError(
-            f"{source}: distill.global_batch ({d['global_batch']}) must be a multiple of "
+            f"{where}: distill.global_batch ({d['global_batch']}) must be a multiple of "
             f"distill.micro_batch ({d['micro_batch']}): an optimiser step accumulates "
             "global_batch / micro_batch micro-batches"
         )
     if d["keep"] == "best" and d["val_fraction"] == 0:
-        raise ConfigError(f"{source}: distill.keep: best needs a validation set; set distill.val_fraction > 0")
+        raise ConfigError(
+            f"{where}: distill.keep: best needs a validation set; set distill.val_fraction > 0"
+        )
     if d["lora"] and importlib.util.find_spec("peft") is None:
         raise ConfigError(
-            f"{source}: distill.lora is set but peft is not installed; "
+            f"{where}: distill.lora is set but peft is not installed; "
             "pip install 'leafpipe[lora]' or set distill.lora: null"
         )
 
 
-MODEL_SOURCES = ("path", "gguf", "derive")
-CORPUS_SOURCES = ("path", "benchmark", "hub")
+MODEL_ORIGINS = ("path", "gguf", "derive")
+CORPUS_ORIGINS = ("path", "benchmark", "hub")
 
 
-def model_source(config: Mapping[str, Any], role: str) -> str:
+def weights_origin(config: Mapping[str, Any], role: str) -> str:
     """Where a role's weights come from: the user's `path`, a `gguf` file, `derive`d from another
     role, or `trained` from scratch on the world."""
-    return next(iter(given_sources(config["models"][role], MODEL_SOURCES)), "trained")
+    return next(iter(given_origins(config["models"][role], MODEL_ORIGINS)), "trained")
 
 
-def given_sources(section: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    """Which of a section's alternative sources are set (a valid config has at most one)."""
+def given_origins(section: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """Which of a section's alternative origins are set (a valid config has at most one)."""
     return [key for key in keys if section.get(key)]
 
 
@@ -109,7 +118,9 @@ def given_sources(section: dict[str, Any], keys: Sequence[str]) -> list[str]:
 _SHELL_ACTIVE = re.compile(r"[$`\\\"'\n]")
 
 
-def check_sbatch_safe_paths(config: dict[str, Any], configfiles: Sequence[str], workdir: str) -> None:
+def check_sbatch_safe_paths(
+    config: dict[str, Any], configfiles: Sequence[str], workdir: str
+) -> None:
     """Refuse paths that would run as shell code when jobs go to SLURM.
 
     snakemake-executor-plugin-slurm 2.8.0 pastes each job's command line (its input paths, the
@@ -118,7 +129,11 @@ def check_sbatch_safe_paths(config: dict[str, Any], configfiles: Sequence[str], 
     """
     import sys
 
-    named: dict[str, Any] = {"results": config["results"], "working directory": workdir, "python": sys.executable}
+    named: dict[str, Any] = {
+        "results": config["results"],
+        "working directory": workdir,
+        "python": sys.executable,
+    }
     for role, model in config["models"].items():
         named[f"models.{role}.path"] = model.get("path")
         named[f"models.{role}.gguf.file"] = (model.get("gguf") or {}).get("file")
@@ -126,7 +141,11 @@ def check_sbatch_safe_paths(config: dict[str, Any], configfiles: Sequence[str], 
     for name, bench in config["evaluation"]["benchmarks"].items():
         named[f"evaluation.benchmarks.{name}.path"] = bench.get("path")
     named.update({f"--configfile {i + 1}": path for i, path in enumerate(configfiles)})
-    bad = [f"{key} {str(value)!r}" for key, value in named.items() if value and _SHELL_ACTIVE.search(str(value))]
+    bad = [
+        f"{key} {str(value)!r}"
+        for key, value in named.items()
+        if value and _SHELL_ACTIVE.search(str(value))
+    ]
     if bad:
         raise ConfigError(
             "SLURM jobs cannot use paths with $, `, \\, quotes or newlines (the slurm executor would run "
@@ -134,48 +153,60 @@ def check_sbatch_safe_paths(config: dict[str, Any], configfiles: Sequence[str], 
         )
 
 
-def check_paths(config: dict[str, Any], source: str = "config") -> None:
+def check_paths(config: dict[str, Any], where: str = "config") -> None:
     """A missing corpus, benchmark or local model is an error before any job runs."""
-    from leafpipe.evaluate import entry_kind
+    from leafpipe.evaluation.registry import entry_kind
 
     for role, model in config["models"].items():
-        sources = given_sources(model, MODEL_SOURCES)
-        if len(sources) > 1:
-            raise ConfigError(f"{source}: models.{role}: give one of path, gguf, derive, not {' and '.join(sources)}")
+        origins = given_origins(model, MODEL_ORIGINS)
+        if len(origins) > 1:
+            raise ConfigError(
+                f"{where}: models.{role}: give one of path, gguf, derive, not {' and '.join(origins)}"
+            )
         derive = model.get("derive")
         if derive and (derive["from"] == role or config["models"][derive["from"]].get("derive")):
-            raise ConfigError(f"{source}: models.{role}.derive.from: must name a model that is not itself derived")
+            raise ConfigError(
+                f"{where}: models.{role}.derive.from: must name a model that is not itself derived"
+            )
         path = model.get("path")
         if path and not Path(path).exists() and not _HUB_ID.match(path):
-            raise ConfigError(f"{source}: models.{role}.path: no such folder {path!r} (and not a hub id)")
+            raise ConfigError(
+                f"{where}: models.{role}.path: no such folder {path!r} (and not a hub id)"
+            )
     corpus = config["corpus"].get("path")
     if corpus and not Path(corpus).is_file():
-        raise ConfigError(f"{source}: corpus.path: no such file {corpus!r}")
-    check_corpus_disjoint(config, source)
+        raise ConfigError(f"{where}: corpus.path: no such file {corpus!r}")
+    check_corpus_disjoint(config, where)
     for name, bench in config["evaluation"]["benchmarks"].items():
-        where = f"{source}: evaluation.benchmarks.{name}"
+        entry = f"{where}: evaluation.benchmarks.{name}"
         if "path" in bench and not Path(bench["path"]).is_file():
-            raise ConfigError(f"{where}.path: no such file {bench['path']!r}")
+            raise ConfigError(f"{entry}.path: no such file {bench['path']!r}")
         kind = entry_kind(bench)
         if (kind == "world") != ("split" in bench):
-            raise ConfigError(f"{where}: a `split` belongs to kind world, and kind world needs one")
+            raise ConfigError(f"{entry}: a `split` belongs to kind world, and kind world needs one")
         if kind == "jsonl" and "path" not in bench:
-            raise ConfigError(f"{where}: kind jsonl needs a `path`")
+            raise ConfigError(f"{entry}: kind jsonl needs a `path`")
         if bench["n"] > 1 and bench["temperature"] == 0:
-            raise ConfigError(f"{where}: n > 1 completions per problem need sampling: set temperature > 0")
+            raise ConfigError(
+                f"{entry}: n > 1 completions per problem need sampling: set temperature > 0"
+            )
         if max(bench["k"]) > bench["n"]:
-            raise ConfigError(f"{where}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} completions per problem")
+            raise ConfigError(
+                f"{entry}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} completions per problem"
+            )
 
 
-def check_corpus_disjoint(config: dict[str, Any], source: str = "config") -> None:
+def check_corpus_disjoint(config: dict[str, Any], where: str = "config") -> None:
     """A corpus cut from a benchmark must start after the rows that benchmark is evaluated on
     (rule corpus checks the ids too; this fails before any job runs)."""
-    from leafpipe.evaluate import entry_kind
+    from leafpipe.evaluation.registry import entry_kind
 
     corpus = config["corpus"]
-    given = given_sources(corpus, CORPUS_SOURCES)
+    given = given_origins(corpus, CORPUS_ORIGINS)
     if len(given) > 1:
-        raise ConfigError(f"{source}: corpus: give one of path, benchmark, hub, not {' and '.join(given)}")
+        raise ConfigError(
+            f"{where}: corpus: give one of path, benchmark, hub, not {' and '.join(given)}"
+        )
     kind = corpus.get("benchmark")
     if not kind:
         return
@@ -184,7 +215,7 @@ def check_corpus_disjoint(config: dict[str, Any], source: str = "config") -> Non
             continue
         if bench.get("limit", float("inf")) > corpus["skip"]:
             raise ConfigError(
-                f"{source}: evaluation.benchmarks.{name}: evaluates {kind} rows the corpus trains on; "
+                f"{where}: evaluation.benchmarks.{name}: evaluates {kind} rows the corpus trains on; "
                 f"set its limit to at most corpus.skip ({corpus['skip']})"
             )
 
@@ -195,9 +226,7 @@ def go_offline_unless_hub_needed(config: dict[str, Any]) -> None:
     Offline, a stray hub lookup fails at once instead of after ~50 s of network time-outs;
     a user who names a hub model keeps network access.
     """
-    hub = any(
-        m.get("path") and not Path(m["path"]).exists() for m in config["models"].values()
-    )
+    hub = any(m.get("path") and not Path(m["path"]).exists() for m in config["models"].values())
     if not hub:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

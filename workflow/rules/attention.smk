@@ -9,6 +9,15 @@ rule attention:
         tokens_path=f"{RS}/detection/tokens.parquet",
     output:
         out_path=f"{RS}/attention/{{model}}.csv",
+    log:
+        f"{RS}/logs/attention/{{model}}.log",
+    benchmark:
+        f"{RS}/benchmarks/attention/{{model}}.tsv"
+    conda:
+        ENV
+    threads: job_threads("attention")
+    resources:
+        **job_resources("attention"),
     params:
         settings=lambda wc: tracked(
             {
@@ -18,14 +27,5 @@ rule attention:
             }
         ),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
-    log:
-        f"{RS}/logs/attention/{{model}}.log",
-    benchmark:
-        f"{RS}/benchmarks/attention/{{model}}.tsv"
-    threads: job_threads("attention")
-    resources:
-        **job_resources("attention"),
-    conda:
-        ENV
     script:
         STAGE

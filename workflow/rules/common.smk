@@ -3,12 +3,13 @@ import json
 import os
 from pathlib import Path
 
-from leafpipe.config import CORPUS_SOURCES, ConfigError, given_sources
-from leafpipe.config import model_source as config_model_source
-from leafpipe.detection_rules import resolved_rules
-from leafpipe.plan import WORLD_RESOURCES, failure_report, resources_for, retry_figure
-from leafpipe.plan import plan as plan_jobs
-from leafpipe.variants import MODEL_LABELS, VARIANT_LEVEL, VARIANT_OBJECTIVE
+from leafpipe.config import CORPUS_ORIGINS, ConfigError, given_origins
+from leafpipe.config import weights_origin as config_weights_origin
+from leafpipe.detect.rules import resolved_rules
+from leafpipe.execution.plan import WORLD_RESOURCES, failure_report, resources_for, retry_figure
+from leafpipe.execution.plan import plan as plan_jobs
+from leafpipe.distill.variants import MODEL_LABELS, dataset_of, variant
+from leafpipe.distill.variants import VARIANTS as KNOWN_VARIANTS
 
 R = config["results"]
 SEEDS = config["seeds"]
@@ -25,13 +26,15 @@ PRETRAINED = ["teacher", "student"]
 VARIANTS = config["distill"]["variants"]
 MODELS = PRETRAINED + VARIANTS
 # The counterfactual levels the variants train on.
-LEVELS = sorted({VARIANT_LEVEL[v] for v in VARIANTS} - {None})
+LEVELS = sorted({variant(v).level for v in VARIANTS} - {None})
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
 # Every later rule reads what rule `corpus` writes from the user's corpus.path or the world's split, checked
 # row by row (CORPUS_FILE), or a corpus it builds from a shipped benchmark or a hub dataset.
-BUILT_CORPUS = given_sources(config["corpus"], CORPUS_SOURCES) in (["benchmark"], ["hub"])
-CORPUS_FILE = None if BUILT_CORPUS else config["corpus"]["path"] or f"{RS}/world/distill_train.jsonl"
+BUILT_CORPUS = given_origins(config["corpus"], CORPUS_ORIGINS) in (["benchmark"], ["hub"])
+CORPUS_FILE = (
+    None if BUILT_CORPUS else config["corpus"]["path"] or f"{RS}/world/distill_train.jsonl"
+)
 CORPUS = f"{RS}/corpus/train.jsonl"
 
 
@@ -40,14 +43,14 @@ def in_replicate(wildcards, path):
     return path.replace("{seed}", str(wildcards.seed))
 
 
-def model_source(name):
-    """Where a role's weights come from (leafpipe.config.model_source)."""
-    return config_model_source(config, name)
+def weights_origin(name):
+    """Where a role's weights come from (leafpipe.config.weights_origin)."""
+    return config_weights_origin(config, name)
 
 
-def roles_from(source):
-    """The roles whose weights come from `source`, as a wildcard pattern (never matching when none)."""
-    return "|".join(name for name in PRETRAINED if model_source(name) == source) or "(?!)"
+def roles_from(origin):
+    """The roles whose weights come from `origin`, as a wildcard pattern (never matching when none)."""
+    return "|".join(name for name in PRETRAINED if weights_origin(name) == origin) or "(?!)"
 
 
 # The four behaviours `detection.rules` (paper or leafpipe) selects, each overridable on its own.
@@ -58,9 +61,9 @@ TEACHER_TOPK = config["distill"].get("teacher_topk")
 
 wildcard_constraints:
     role="|".join(PRETRAINED),
-    variant="|".join(VARIANT_LEVEL),
+    variant="|".join(KNOWN_VARIANTS),
     level="instr|instr_resp",
-    source="corpus|instr|instr_resp",
+    dataset="corpus|instr|instr_resp",
     model="|".join(MODEL_LABELS),
     benchmark="[A-Za-z0-9_]+",
     shard=r"\d+",
@@ -107,8 +110,10 @@ def generation_shards(benchmark):
 def generations(wildcards):
     """A (model, benchmark)'s generation shards, in order: grading reads them all."""
     folder = in_replicate(wildcards, f"{RS}/eval/{wildcards.model}")
-    return [f"{folder}/{wildcards.benchmark}.generations-{k}.jsonl"
-            for k in range(generation_shards(wildcards.benchmark))]
+    return [
+        f"{folder}/{wildcards.benchmark}.generations-{k}.jsonl"
+        for k in range(generation_shards(wildcards.benchmark))
+    ]
 
 
 def evaluation_settings(wildcards):
@@ -118,40 +123,41 @@ def evaluation_settings(wildcards):
     return tracked({**shared, "benchmark": bench, "seed": int(wildcards.seed)})
 
 
-def data_source(variant):
-    """The data file a variant trains on, by name: "corpus" or its counterfactual level."""
-    return VARIANT_LEVEL[variant] or "corpus"
-
-
-def source_data(wildcards, source):
+def dataset_path(wildcards, dataset):
     """The corpus, or a level's counterfactuals as the validity check left them (all of them with
     validity.check off)."""
-    return in_replicate(wildcards, CORPUS if source == "corpus" else f"{RS}/counterfactuals/{source}.valid.jsonl")
+    return in_replicate(
+        wildcards, CORPUS if dataset == "corpus" else f"{RS}/counterfactuals/{dataset}.valid.jsonl"
+    )
 
 
 def distill_data(wildcards):
-    return source_data(wildcards, data_source(wildcards.variant))
+    return dataset_path(wildcards, dataset_of(wildcards.variant))
 
 
-def uses_teacher_cache(variant):
-    return bool(TEACHER_TOPK) and VARIANT_OBJECTIVE[variant] == "kd"
+def uses_teacher_cache(name):
+    return bool(TEACHER_TOPK) and variant(name).objective == "kd"
 
 
 def teacher_cache(wildcards):
     """The teacher top-k cache a variant reads instead of the teacher (none for sft or without teacher_topk)."""
     if not uses_teacher_cache(wildcards.variant):
         return []
-    return in_replicate(wildcards, f"{RS}/teacher_logits/{data_source(wildcards.variant)}.safetensors")
+    return in_replicate(
+        wildcards, f"{RS}/teacher_logits/{dataset_of(wildcards.variant)}.safetensors"
+    )
 
 
 def replicate_products():
     """Every file and folder one replicate makes, as patterns with {seed}."""
-    made = [name for name in PRETRAINED if model_source(name) != "path"]
-    trained = [name for name in PRETRAINED if model_source(name) == "trained"]
-    uses_world = bool(trained) or (CORPUS_FILE or "").startswith(f"{RS}/world/") or any(
-        "split" in bench for bench in config["evaluation"]["benchmarks"].values()
+    made = [name for name in PRETRAINED if weights_origin(name) != "path"]
+    trained = [name for name in PRETRAINED if weights_origin(name) == "trained"]
+    uses_world = (
+        bool(trained)
+        or (CORPUS_FILE or "").startswith(f"{RS}/world/")
+        or any("split" in bench for bench in config["evaluation"]["benchmarks"].values())
     )
-    caches = sorted({data_source(v) for v in VARIANTS if uses_teacher_cache(v)})
+    caches = sorted({dataset_of(v) for v in VARIANTS if uses_teacher_cache(v)})
     return (
         (expand("{RS}/world/{split}.jsonl", RS=RS, split=WORLD_SPLITS) if uses_world else [])
         + ([f"{RS}/tokenizer"] if trained else [])
@@ -160,17 +166,45 @@ def replicate_products():
         + expand("{RS}/scores/{model}.parquet", RS=RS, model=PRETRAINED)
         + expand("{RS}/scores/{model}/shard-{shard}.parquet", RS=RS, model=PRETRAINED, shard=SHARDS)
         + [f"{RS}/detection/tokens.parquet", f"{RS}/detection/metrics.json"]
-        + expand("{RS}/detection/{name}", RS=RS,
-                 name=["inspect.html", "histograms.png", "sweep.csv", "sweep.png", "variants.csv", "by_kind.csv"])
-        + expand("{RS}/counterfactuals/{level}.{kind}", RS=RS, level=LEVELS,
-                 kind=["jsonl", "valid.jsonl", "validity.json"])
-        + expand("{RS}/teacher_logits/{source}.safetensors", RS=RS, source=caches)
+        + expand(
+            "{RS}/detection/{name}",
+            RS=RS,
+            name=[
+                "inspect.html",
+                "histograms.png",
+                "sweep.csv",
+                "sweep.png",
+                "variants.csv",
+                "by_kind.csv",
+            ],
+        )
+        + expand(
+            "{RS}/counterfactuals/{level}.{kind}",
+            RS=RS,
+            level=LEVELS,
+            kind=["jsonl", "valid.jsonl", "validity.json"],
+        )
+        + expand("{RS}/teacher_logits/{dataset}.safetensors", RS=RS, dataset=caches)
         + expand("{RS}/attention/{model}.csv", RS=RS, model=MODELS)
-        + expand("{RS}/eval_data/{benchmark}.{kind}", RS=RS, benchmark=BENCHMARKS, kind=["jsonl", "info.json"])
-        + expand("{RS}/eval/{model}/{benchmark}.{kind}", RS=RS, model=MODELS, benchmark=BENCHMARKS,
-                 kind=["scores.json", "graded.jsonl"])
-        + [f"{RS}/eval/{model}/{benchmark}.generations-{k}.jsonl" for model in MODELS for benchmark in BENCHMARKS
-           for k in range(generation_shards(benchmark))]
+        + expand(
+            "{RS}/eval_data/{benchmark}.{kind}",
+            RS=RS,
+            benchmark=BENCHMARKS,
+            kind=["jsonl", "info.json"],
+        )
+        + expand(
+            "{RS}/eval/{model}/{benchmark}.{kind}",
+            RS=RS,
+            model=MODELS,
+            benchmark=BENCHMARKS,
+            kind=["scores.json", "graded.jsonl"],
+        )
+        + [
+            f"{RS}/eval/{model}/{benchmark}.generations-{k}.jsonl"
+            for model in MODELS
+            for benchmark in BENCHMARKS
+            for k in range(generation_shards(benchmark))
+        ]
     )
 
 
@@ -190,7 +224,7 @@ def seed_major(pattern, **values):
 
 
 # Each rule's resources (mem_mb in MB, runtime in minutes, gpu count, threads) are the default
-# world's (leafpipe.plan.WORLD_RESOURCES), raised to the planner's figures for the config's models; a
+# world's (leafpipe.execution.plan.WORLD_RESOURCES), raised to the planner's figures for the config's models; a
 # config's `resources: {rule: {...}}` wins, and the GPU counts of distill, teacher_logits and
 # generate follow distill.gpus and evaluation.gpus (validate_counterfactuals the teacher's score).
 PLAN = plan_jobs(config)
@@ -203,7 +237,7 @@ if config["hardware"]["check_fit"] and UNFIT:
         "hardware:) or set hardware.check_fit: false to run anyway"
     )
 # The wildcard that tells a rule's jobs apart, as the planner's rows name them.
-JOB_KEYS = ("model", "variant", "source", "level", "role")
+JOB_KEYS = ("model", "variant", "dataset", "level", "role")
 
 
 def _resource_spec(rule, wildcards=None):
@@ -219,8 +253,12 @@ def job_resources(rule):
     node's (`hardware.max_mem_mb`)."""
     ceiling = config["hardware"]["max_mem_mb"]
     return {
-        "mem_mb": lambda wildcards, attempt: retry_figure(_resource_spec(rule, wildcards)["mem_mb"], attempt, ceiling),
-        "runtime": lambda wildcards, attempt: retry_figure(_resource_spec(rule, wildcards)["runtime"], attempt),
+        "mem_mb": lambda wildcards, attempt: retry_figure(
+            _resource_spec(rule, wildcards)["mem_mb"], attempt, ceiling
+        ),
+        "runtime": lambda wildcards, attempt: retry_figure(
+            _resource_spec(rule, wildcards)["runtime"], attempt
+        ),
         "gpu": lambda wildcards: _resource_spec(rule, wildcards)["gpu"],
     }
 
@@ -231,7 +269,7 @@ def job_threads(rule):
 
 def gguf_input(role):
     """The GGUF file as a tracked input when it can be found now; else the job's own error says why."""
-    from leafpipe.pretrained_models import ModelSourceError, gguf_path
+    from leafpipe.models.pretrained import ModelSourceError, gguf_path
 
     try:
         return str(gguf_path(config["models"][role]["gguf"]))
@@ -244,14 +282,17 @@ def corpus_tokenizer(wildcards):
     when the student is trained here, else the student's own folder (or hub id)."""
     if config["corpus"]["max_tokens"] is None:
         return None
-    if model_source("student") == "trained":
+    if weights_origin("student") == "trained":
         return in_replicate(wildcards, f"{RS}/tokenizer")
     return model_location("student", wildcards)
 
 
 def corpus_held_out(wildcards):
-    from leafpipe.evaluate import entry_kind
+    from leafpipe.evaluation.registry import entry_kind
 
     kind = config["corpus"].get("benchmark")
-    return [in_replicate(wildcards, f"{RS}/eval_data/{name}.jsonl")
-            for name, bench in config["evaluation"]["benchmarks"].items() if kind and entry_kind(bench) == kind]
+    return [
+        in_replicate(wildcards, f"{RS}/eval_data/{name}.jsonl")
+        for name, bench in config["evaluation"]["benchmarks"].items()
+        if kind and entry_kind(bench) == kind
+    ]

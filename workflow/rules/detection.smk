@@ -7,6 +7,15 @@ rule score:
         corpus_path=CORPUS,
     output:
         out_path=f"{RS}/scores/{{model}}/shard-{{shard}}.parquet",
+    log:
+        f"{RS}/logs/score/{{model}}/shard-{{shard}}.log",
+    benchmark:
+        f"{RS}/benchmarks/score/{{model}}/shard-{{shard}}.tsv"
+    conda:
+        ENV
+    threads: job_threads("score")
+    resources:
+        **job_resources("score"),
     params:
         # The detection rules decide how the response is cut into scored scopes (steps or segments).
         settings=tracked(
@@ -17,15 +26,6 @@ rule score:
             }
         ),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
-    log:
-        f"{RS}/logs/score/{{model}}/shard-{{shard}}.log",
-    benchmark:
-        f"{RS}/benchmarks/score/{{model}}/shard-{{shard}}.tsv"
-    threads: job_threads("score")
-    resources:
-        **job_resources("score"),
-    conda:
-        ENV
     script:
         STAGE
 
@@ -53,14 +53,14 @@ rule detect:
     output:
         out_tokens=f"{RS}/detection/tokens.parquet",
         out_metrics=f"{RS}/detection/metrics.json",
-    params:
-        settings=tracked(config["detection"]),
     log:
         f"{RS}/logs/detect.log",
     benchmark:
         f"{RS}/benchmarks/detect.tsv"
     conda:
         ENV
+    params:
+        settings=tracked(config["detection"]),
     script:
         STAGE
 
@@ -71,43 +71,49 @@ rule counterfactuals:
         tokens_path=f"{RS}/detection/tokens.parquet",
     output:
         out_path=f"{RS}/counterfactuals/{{level}}.jsonl",
-    params:
-        settings=tracked({"steps": config["scoring"]["steps"], "widen_words": DETECTION_RULES["widen_words"]}),
     log:
         f"{RS}/logs/counterfactuals/{{level}}.log",
     benchmark:
         f"{RS}/benchmarks/counterfactuals/{{level}}.tsv"
     conda:
         ENV
+    params:
+        settings=tracked(
+            {"steps": config["scoring"]["steps"], "widen_words": DETECTION_RULES["widen_words"]}
+        ),
     script:
         STAGE
 
 
 rule validate_counterfactuals:
     # Beyond the paper: keep a counterfactual only if the teacher (and, with validity.student, the
-    # student) does about as well on its response as on the original's (leafpipe.validity). With
+    # student) does about as well on its response as on the original's (leafpipe.prune.validity). With
     # validity.check off it copies the rows and loads no model.
     input:
         teacher=lambda wc: model_input(wc, "teacher") if config["validity"]["check"] else [],
-        student=lambda wc: model_input(wc, "student") if config["validity"]["check"] and config["validity"]["student"] else [],
+        student=lambda wc: (
+            model_input(wc, "student")
+            if config["validity"]["check"] and config["validity"]["student"]
+            else []
+        ),
         data_path=f"{RS}/counterfactuals/{{level}}.jsonl",
         corpus_path=CORPUS,
         tokens_path=f"{RS}/detection/tokens.parquet",
     output:
         out_path=f"{RS}/counterfactuals/{{level}}.valid.jsonl",
         out_summary=f"{RS}/counterfactuals/{{level}}.validity.json",
-    params:
-        settings=tracked(config["validity"]),
-        teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
-        student_dir=lambda wc, input: input.student or model_location("student", wc),
     log:
         f"{RS}/logs/validate_counterfactuals/{{level}}.log",
     benchmark:
         f"{RS}/benchmarks/validate_counterfactuals/{{level}}.tsv"
+    conda:
+        ENV
     threads: job_threads("validate_counterfactuals")
     resources:
         **job_resources("validate_counterfactuals"),
-    conda:
-        ENV
+    params:
+        settings=tracked(config["validity"]),
+        teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
+        student_dir=lambda wc, input: input.student or model_location("student", wc),
     script:
         STAGE

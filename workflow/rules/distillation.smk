@@ -1,4 +1,4 @@
-# Stage 2 of LeaF: train each variant (sft, kd, LeaF) with one trainer, leafpipe.distill.
+# Stage 2 of LeaF: train each variant (sft, kd, LeaF) with one trainer, leafpipe.distill.trainer.
 # Checkpoints live outside the declared output, so a killed job resumes when rerun: Snakemake
 # deletes a failed job's outputs, and the model folder only appears once training has finished.
 
@@ -12,9 +12,18 @@ rule teacher_logits:
     input:
         teacher=lambda wc: model_input(wc, "teacher"),
         student=lambda wc: model_input(wc, "student"),
-        data_path=lambda wc: source_data(wc, wc.source),
+        data_path=lambda wc: dataset_path(wc, wc.dataset),
     output:
-        out_path=f"{RS}/teacher_logits/{{source}}.safetensors",
+        out_path=f"{RS}/teacher_logits/{{dataset}}.safetensors",
+    log:
+        f"{RS}/logs/teacher_logits/{{dataset}}.log",
+    benchmark:
+        f"{RS}/benchmarks/teacher_logits/{{dataset}}.tsv"
+    conda:
+        ENV
+    threads: job_threads("teacher_logits")
+    resources:
+        **job_resources("teacher_logits"),
     params:
         settings=tracked(
             {
@@ -24,15 +33,6 @@ rule teacher_logits:
         ),
         teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
         student_dir=lambda wc, input: input.student or model_location("student", wc),
-    log:
-        f"{RS}/logs/teacher_logits/{{source}}.log",
-    benchmark:
-        f"{RS}/benchmarks/teacher_logits/{{source}}.tsv"
-    threads: job_threads("teacher_logits")
-    resources:
-        **job_resources("teacher_logits"),
-    conda:
-        ENV
     script:
         STAGE
 
@@ -42,7 +42,8 @@ rule distill:
         # sft learns from the responses alone, so it does not wait for (or read) the teacher;
         # with a top-k cache the kd variants read the cache instead.
         teacher=lambda wc: (
-            [] if VARIANT_OBJECTIVE[wc.variant] == "ce" or uses_teacher_cache(wc.variant)
+            []
+            if variant(wc.variant).objective == "ce" or uses_teacher_cache(wc.variant)
             else model_input(wc, "teacher")
         ),
         student=lambda wc: model_input(wc, "student"),
@@ -50,6 +51,15 @@ rule distill:
         teacher_cache=teacher_cache,
     output:
         out_dir=directory(f"{RS}/models/{{variant}}"),
+    log:
+        f"{RS}/logs/distill/{{variant}}.log",
+    benchmark:
+        f"{RS}/benchmarks/distill/{{variant}}.tsv"
+    conda:
+        ENV
+    threads: job_threads("distill")
+    resources:
+        **job_resources("distill"),
     params:
         settings=lambda wc: tracked(
             {
@@ -60,14 +70,5 @@ rule distill:
         teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
         student_dir=lambda wc, input: input.student or model_location("student", wc),
         checkpoint_dir=lambda wc: in_replicate(wc, f"{RS}/checkpoints/distill/{wc.variant}"),
-    log:
-        f"{RS}/logs/distill/{{variant}}.log",
-    benchmark:
-        f"{RS}/benchmarks/distill/{{variant}}.tsv"
-    threads: job_threads("distill")
-    resources:
-        **job_resources("distill"),
-    conda:
-        ENV
     script:
         STAGE

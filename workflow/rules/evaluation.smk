@@ -9,17 +9,17 @@ rule benchmark_data:
     output:
         out_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
         info_path=f"{RS}/eval_data/{{benchmark}}.info.json",
-    params:
-        settings=lambda wc: tracked(config["evaluation"]["benchmarks"][wc.benchmark]),
     log:
         f"{RS}/logs/benchmark_data/{{benchmark}}.log",
     benchmark:
         f"{RS}/benchmarks/benchmark_data/{{benchmark}}.tsv"
+    conda:
+        ENV
     threads: job_threads("benchmark_data")
     resources:
         **job_resources("benchmark_data"),
-    conda:
-        ENV
+    params:
+        settings=lambda wc: tracked(config["evaluation"]["benchmarks"][wc.benchmark]),
     script:
         STAGE
 
@@ -30,6 +30,15 @@ rule generate:
         bench_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
     output:
         out_path=f"{RS}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.jsonl",
+    log:
+        f"{RS}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
+    benchmark:
+        f"{RS}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
+    conda:
+        ENV
+    threads: job_threads("generate")
+    resources:
+        **job_resources("generate"),
     params:
         settings=evaluation_settings,
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
@@ -37,15 +46,6 @@ rule generate:
         partial_path=lambda wc: in_replicate(
             wc, f"{RS}/checkpoints/generate/{wc.model}/{wc.benchmark}-{wc.shard}.partial.jsonl"
         ),
-    log:
-        f"{RS}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
-    benchmark:
-        f"{RS}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
-    threads: job_threads("generate")
-    resources:
-        **job_resources("generate"),
-    conda:
-        ENV
     script:
         STAGE
 
@@ -58,16 +58,16 @@ rule grade:
     output:
         out_path=f"{RS}/eval/{{model}}/{{benchmark}}.scores.json",
         graded_path=f"{RS}/eval/{{model}}/{{benchmark}}.graded.jsonl",
-    params:
-        settings=evaluation_settings,
     log:
         f"{RS}/logs/grade/{{model}}/{{benchmark}}.log",
     benchmark:
         f"{RS}/benchmarks/grade/{{model}}/{{benchmark}}.tsv"
+    conda:
+        ENV
     threads: job_threads("grade")
     resources:
         **job_resources("grade"),
-    conda:
-        ENV
+    params:
+        settings=evaluation_settings,
     script:
         STAGE

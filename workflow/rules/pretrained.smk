@@ -8,19 +8,19 @@ rule import_gguf:
         gguf=lambda wc: gguf_input(wc.role),
     output:
         out_dir=directory(f"{RS}/models/{{role}}"),
-    wildcard_constraints:
-        role=roles_from("gguf"),
-    params:
-        settings=lambda wc: tracked(config["models"][wc.role]["gguf"]),
     log:
         f"{RS}/logs/import_gguf/{{role}}.log",
     benchmark:
         f"{RS}/benchmarks/import_gguf/{{role}}.tsv"
+    wildcard_constraints:
+        role=roles_from("gguf"),
+    conda:
+        ENV
     threads: job_threads("import_gguf")
     resources:
         **job_resources("import_gguf"),
-    conda:
-        ENV
+    params:
+        settings=lambda wc: tracked(config["models"][wc.role]["gguf"]),
     script:
         STAGE
 
@@ -30,19 +30,19 @@ rule derive_model:
         source_dir=lambda wc: model_input(wc, config["models"][wc.role]["derive"]["from"]),
     output:
         out_dir=directory(f"{RS}/models/{{role}}"),
-    wildcard_constraints:
-        role=roles_from("derive"),
-    params:
-        settings=lambda wc: tracked(config["models"][wc.role]["derive"]),
     log:
         f"{RS}/logs/derive_model/{{role}}.log",
     benchmark:
         f"{RS}/benchmarks/derive_model/{{role}}.tsv"
+    wildcard_constraints:
+        role=roles_from("derive"),
+    conda:
+        ENV
     threads: job_threads("derive_model")
     resources:
         **job_resources("derive_model"),
-    conda:
-        ENV
+    params:
+        settings=lambda wc: tracked(config["models"][wc.role]["derive"]),
     script:
         STAGE
 
@@ -57,14 +57,14 @@ rule corpus:
         out_path=f"{RS}/corpus/train.jsonl",
         info_path=f"{RS}/corpus/info.json",
         skipped_path=f"{RS}/corpus/skipped.parquet",
-    params:
-        settings=tracked(config["corpus"]),
-        tokenizer_dir=corpus_tokenizer,
     log:
         f"{RS}/logs/corpus.log",
     benchmark:
         f"{RS}/benchmarks/corpus.tsv"
     conda:
         ENV
+    params:
+        settings=tracked(config["corpus"]),
+        tokenizer_dir=corpus_tokenizer,
     script:
         STAGE

@@ -4,32 +4,36 @@
 rule world:
     output:
         splits=expand("{RS}/world/{split}.jsonl", RS=RS, split=WORLD_SPLITS),
-    params:
-        settings=lambda wc: tracked({**config["world"], "seed": int(wc.seed)}),
-        out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
     log:
         f"{RS}/logs/world.log",
     benchmark:
         f"{RS}/benchmarks/world.tsv"
     conda:
         ENV
+    params:
+        settings=lambda wc: tracked({**config["world"], "seed": int(wc.seed)}),
+        out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
     script:
         STAGE
 
 
 rule tokenizer:
     input:
-        corpora=expand("{RS}/world/{split}.jsonl", RS=RS, split=["teacher_train", "student_train", "distill_train"]),
+        corpora=expand(
+            "{RS}/world/{split}.jsonl",
+            RS=RS,
+            split=["teacher_train", "student_train", "distill_train"],
+        ),
     output:
         out_dir=directory(f"{RS}/tokenizer"),
-    params:
-        settings=tracked(config["tokenizer"]),
     log:
         f"{RS}/logs/tokenizer.log",
     benchmark:
         f"{RS}/benchmarks/tokenizer.tsv"
     conda:
         ENV
+    params:
+        settings=tracked(config["tokenizer"]),
     script:
         STAGE
 
@@ -40,18 +44,18 @@ rule pretrain:
         train_path=f"{RS}/world/{{role}}_train.jsonl",
     output:
         out_dir=directory(f"{RS}/models/{{role}}"),
-    wildcard_constraints:
-        role=roles_from("trained"),
-    params:
-        settings=lambda wc: tracked({**config["models"][wc.role], "seed": int(wc.seed)}),
     log:
         f"{RS}/logs/pretrain/{{role}}.log",
     benchmark:
         f"{RS}/benchmarks/pretrain/{{role}}.tsv"
+    wildcard_constraints:
+        role=roles_from("trained"),
+    conda:
+        ENV
     threads: job_threads("pretrain")
     resources:
         **job_resources("pretrain"),
-    conda:
-        ENV
+    params:
+        settings=lambda wc: tracked({**config["models"][wc.role], "seed": int(wc.seed)}),
     script:
         STAGE

@@ -1,5 +1,5 @@
 """Snakemake adapter: every rule runs its leafpipe stage through this one script."""
 
-from leafpipe.snakemake_adapter import run
+from leafpipe.execution.adapter import run
 
 run(snakemake)  # noqa: F821 (injected by Snakemake)

@@ -1,0 +1,268 @@
+"""Batched generation for evaluation: greedy, or sampled n times per prompt for pass@k.
+
+Prompts are encoded with the same chat template used for training and scoring
+(`templates.encode_prompt`), left-padded so every row's next token sits in the last column,
+and batched in order of prompt length so little compute goes to padding. Greedy decoding makes
+the result independent of batching, which the tests check. Sampling draws each batch from a
+generator seeded by (seed, batch index), over a batch plan that depends only on the prompts, so
+a run resumed from its partial file (`partial_path`) writes exactly what an uninterrupted run
+writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from leafpipe.text.templates import encode_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How completions are drawn: greedy when `temperature` is 0 (then `n` must be 1)."""
+
+    n: int = 1  # completions per prompt (pass@k needs n >= k)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # strings that end a completion (cut before them)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("n must be >= 1, temperature >= 0 and top_p in (0, 1]")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 completions per prompt need sampling: set temperature > 0")
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Use `threads` intra-op threads inside the block (a Snakemake rule's share), then restore."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad on the left by hand, so the caller's tokenizer (its padding side) is never touched."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def _fingerprint(
+    model: PreTrainedModel, prompts: Sequence[list[int]], settings: Mapping[str, Any]
+) -> str:
+    """What a partial file must have been written with to be resumed: model, prompts, settings."""
+    from leafpipe.distill.checkpoints import weights_digest
+
+    h = hashlib.sha256(json.dumps([dict(settings), list(prompts)], sort_keys=True).encode())
+    weights_digest(model, h)
+    return h.hexdigest()
+
+
+def _read_partial(path: Path, fingerprint: str) -> dict[int, list[dict[str, Any]]]:
+    """The batches a killed run finished; a torn last line (killed mid-write) is dropped."""
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    if header.get("fingerprint") != fingerprint:
+        log.warning(
+            "%s was written with another model, prompts or settings; generating afresh", path
+        )
+        return {}
+    done = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        done[entry["batch"]] = entry["records"]
+    return done
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    threads: int | None = None,
+    sampling: SamplingSpec = SamplingSpec(),
+    partial_path: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Complete each row's `instruction`; return `sampling.n` records per row, in input order.
+
+    Generation stops at the tokenizer's end-of-turn token (its eos, `<|im_end|>` for ChatML) or
+    at a stop string; `finish_reason` is `stop` then and `length` when `max_new_tokens` ran out
+    first, so truncated answers can be told apart from wrong ones. With `partial_path`, every
+    finished batch is appended there (JSON lines after a header that fingerprints the model,
+    prompts and settings); a rerun with the same fingerprint skips those batches. The caller
+    removes the file once the output is safely written.
+    """
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ValueError("the tokenizer has no eos token: generation would never stop")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    prompts = [encode_prompt(tokenizer, row["instruction"]) for row in rows]
+    # Longest first: a batch too big for memory fails in the first minute, not the last.
+    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]), reverse=True)
+    plan = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    settings = {**asdict(sampling), "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    done: dict[int, list[dict[str, Any]]] = {}
+    partial = Path(partial_path) if partial_path is not None else None
+    sink = None
+    if partial is not None:
+        fingerprint = _fingerprint(model, prompts, settings)
+        done = _read_partial(partial, fingerprint)
+        if done:
+            log.info(
+                "resuming generation: %d of %d batches done (%s)", len(done), len(plan), partial
+            )
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        sink = open(partial, "w", encoding="utf-8")
+        sink.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+        for k in sorted(done):
+            sink.write(json.dumps({"batch": k, "records": done[k]}) + "\n")
+        sink.flush()
+    sampled = sampling.temperature > 0
+    device = model.device
+    try:
+        with (
+            _torch_threads(threads),
+            torch.inference_mode(),
+            tqdm(
+                total=len(rows),
+                initial=sum(len(plan[k]) for k in done),
+                desc="generate",
+                unit="prompt",
+            ) as bar,
+        ):
+            for k, chunk in enumerate(plan):
+                if k in done:
+                    continue
+                ids, mask = _left_pad([prompts[i] for i in chunk], pad_id)
+                options: dict[str, Any] = dict(do_sample=False)
+                if sampled:
+                    torch.manual_seed(sampling.seed * 1_000_003 + k)
+                    options = dict(
+                        do_sample=True,
+                        temperature=sampling.temperature,
+                        top_p=sampling.top_p,
+                        num_return_sequences=sampling.n,
+                    )
+                if sampling.stop:
+                    options.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad_id,
+                    eos_token_id=eos_id,
+                    **options,
+                )
+                new_tokens = out[:, ids.shape[1] :].tolist()
+                records = [
+                    _record(
+                        rows[i],
+                        prompts[i],
+                        new_tokens[j * sampling.n + s],
+                        tokenizer,
+                        eos_id,
+                        pad_id,
+                        sampling.stop,
+                        s,
+                    )
+                    for j, i in enumerate(chunk)
+                    for s in range(sampling.n)
+                ]
+                done[k] = records
+                if sink is not None:
+                    sink.write(json.dumps({"batch": k, "records": records}) + "\n")
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                bar.update(len(chunk))
+    finally:
+        if sink is not None:
+            sink.close()
+    position = {i: (k, j) for k, chunk in enumerate(plan) for j, i in enumerate(chunk)}
+    return [
+        done[position[i][0]][position[i][1] * sampling.n + s]
+        for i in range(len(rows))
+        for s in range(sampling.n)
+    ]
+
+
+def _record(
+    row: Mapping[str, Any],
+    prompt: list[int],
+    tokens: list[int],
+    tokenizer: PreTrainedTokenizerBase,
+    eos_id: int,
+    pad_id: int,
+    stop: Sequence[str],
+    sample: int,
+) -> dict[str, Any]:
+    """Cut a completion at its first eos or stop string; what follows is padding."""
+    stopped = eos_id in tokens
+    kept = tokens[: tokens.index(eos_id) + 1] if stopped else tokens
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    if cut >= 0:
+        text, stopped = text[:cut], True
+        # generate() pads a row that met a stop string; those pads were never generated.
+        while kept and kept[-1] == pad_id and pad_id != eos_id:
+            kept = kept[:-1]
+    return completion_record(
+        row, sample, text, "stop" if stopped else "length", len(prompt), len(kept)
+    )
+
+
+def completion_record(
+    row: Mapping[str, Any],
+    sample: int,
+    completion: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    """One line of a generations file (docs/data-schemas.md), whichever backend wrote it."""
+    record = {
+        "id": row["id"],
+        "sample": sample,
+        "prompt": row["instruction"],
+        "completion": completion,
+        "finish_reason": finish_reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
+    if "answer" in row:
+        record["reference"] = row["answer"]
+    return record

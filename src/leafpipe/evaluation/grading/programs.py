@@ -1,0 +1,214 @@
+"""Check generated programs against code benchmarks' tests, each run in the sandbox.
+
+Three test styles: HumanEval (a `check(candidate)` function), a self-contained test script of
+asserts (LeetCode-style problems), and stdin/stdout cases (LiveCodeBench). Plus `pass_at_k`,
+the unbiased estimator of Chen et al. 2021.
+
+A program "passes" only if it exits 0 *and* reaches its end: the checker appends a line that
+prints a random marker, so a solution that calls `sys.exit(0)` or `os._exit(0)` before or during
+the tests does not pass by accident. (A program that reads its own source could print the
+marker; this guards against accidents, not adversaries.)
+
+The solution part runs with `__name__` set to "__solution__" (compiled on its own, so its
+`from __future__` imports still work), as in the reference harnesses, which exec the code: its
+`if __name__ == "__main__":` block, often a demo reading stdin, does not run. The test part runs
+as `__main__`. Stdio programs run as they are, main block included.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from leafpipe.evaluation.grading.sandbox import Limits, RunResult, run_python
+
+# Language tags of fenced blocks taken as Python.
+_PYTHON_TAGS = {"python", "py", "python3"}
+# Longest Verdict.detail and the stderr lines quoted in it (a traceback's last lines say why).
+_MAX_DETAIL = 500
+_STDERR_LINES = 5
+_EXCERPT = 80
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check. `status`: "passed", "wrong_answer" (stdio output differs), or the
+    sandbox's "failed" / "timeout" / "error"; `detail` (at most 500 characters) says why not."""
+
+    passed: bool
+    status: str
+    detail: str = ""
+
+
+def extract_code(completion: str) -> str:
+    """The program in a model completion.
+
+    Rules: among fenced blocks (``` lines, possibly indented), those tagged python/py/python3
+    are preferred, else untagged ones; blocks in other languages are ignored. Of the candidates
+    the longest wins (an answer usually has the solution as its biggest block and usage examples
+    as smaller ones), the last one on ties (the final revision). A final block left open (the
+    completion was cut off) counts up to the end. As in Markdown, a fence indented by N spaces
+    (inside a list item) has up to N spaces removed from each line of its block. Without any
+    candidate block the whole completion is the program.
+    """
+    blocks: list[tuple[str, str]] = []  # (language tag, code)
+    lang: str | None = None  # the open block's tag, None outside blocks
+    body: list[str] = []
+    indent = 0
+    for line in completion.splitlines():
+        fence = line.strip()
+        if not fence.startswith("```"):
+            if lang is not None:
+                body.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
+        elif lang is None:
+            words = fence[3:].split()
+            lang, body = (words[0].lower() if words else ""), []
+            indent = len(line) - len(line.lstrip(" "))
+        else:
+            blocks.append((lang, "\n".join(body)))
+            lang = None
+    if lang is not None:
+        blocks.append((lang, "\n".join(body)))
+    tagged = [code for tag, code in blocks if tag in _PYTHON_TAGS]
+    untagged = [code for tag, code in blocks if tag == ""]
+    candidates = tagged or untagged
+    if not candidates:
+        return completion
+    return max(reversed(candidates), key=len) + "\n"
+
+
+def check_humaneval(
+    prompt: str, completion: str, test: str, entry_point: str, limits: Limits = Limits()
+) -> Verdict:
+    """HumanEval: the completed function, then `test` (defining `check`), then `check(entry_point)`.
+
+    A completion normally continues the prompt's function body. One that defines
+    `entry_point` itself at top level replaces the prompt's stub: the prompt (signature plus
+    docstring, a valid function) still goes first, so its imports and helper functions, which
+    some problems' solutions call, stay defined. A completion holding a fenced code block (never
+    valid Python as a continuation) is reduced to that block with `extract_code` first.
+    """
+    if re.search(r"^[ \t]*```", completion, re.M):
+        completion = extract_code(completion)
+    if re.search(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", completion, re.M):
+        solution = prompt + "\n" + completion
+    else:
+        solution = prompt + completion
+    return _check_tests(solution, f"{test}\n\ncheck({entry_point})\n", limits)
+
+
+def check_script(solution: str, test: str, limits: Limits = Limits()) -> Verdict:
+    """`solution`, then `test`, a self-contained script of asserts; passes when it runs to its end.
+
+    The test script must not exit by itself (no `sys.exit`, no `unittest.main()`): that would
+    look like a solution exiting before the tests.
+    """
+    return _check_tests(solution, test, limits)
+
+
+def check_stdio(
+    program: str, cases: Sequence[tuple[str, str]], limits: Limits = Limits()
+) -> Verdict:
+    """Run `program` once per (stdin, expected stdout) case, in order, stopping at the first failure.
+
+    Outputs are compared line by line with trailing whitespace removed, and trailing empty lines
+    ignored, so a missing final newline or trailing spaces do not matter; anything else does.
+    """
+    if not cases:
+        raise ValueError("check_stdio needs at least one case")
+    for i, (given, expected) in enumerate(cases, 1):
+        result = run_python(program, stdin=given, limits=limits)
+        where = f"case {i}/{len(cases)}"
+        if not result.ok:
+            return _failure(result, where)
+        got, want = _normalise(result.stdout), _normalise(expected)
+        if got != want:
+            line = next(
+                (j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want))
+            )
+            seen = got[line] if line < len(got) else "<end of output>"
+            wanted = want[line] if line < len(want) else "<end of output>"
+            return Verdict(
+                False,
+                "wrong_answer",
+                _bounded(
+                    f"{where}, line {line + 1}: expected {wanted[:_EXCERPT]!r}, got {seen[:_EXCERPT]!r}"
+                ),
+            )
+    return Verdict(True, "passed")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from `n` samples of which `c` passed: 1 - C(n-c, k) / C(n, k).
+
+    Computed as 1 - prod_{i=n-c+1..n} (1 - k/i), which never forms the huge binomials.
+    """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"c must be in [0, n={n}], got {c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n={n}], got {k}")
+    if n - c < k:  # every choice of k samples holds a passing one
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
+
+
+def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
+    """pass@k averaged over problems, each given as (samples n, passing c)."""
+    values = [pass_at_k(n, c, k) for n, c in counts]
+    if not values:
+        raise ValueError("no problems to average over")
+    return sum(values) / len(values)
+
+
+def _check_tests(solution: str, test: str, limits: Limits) -> Verdict:
+    """Run `solution` (as "__solution__"), then `test` (as "__main__"), then the end marker."""
+    marker = f"leafpipe-tests-completed-{secrets.token_hex(8)}"
+    program = (
+        f"__name__ = '__solution__'\n"
+        f"exec(compile({solution!r}, 'solution.py', 'exec'))\n"
+        f"__name__ = '__main__'\n"
+        f"{test}\n"
+        # os.write: immune to the solution rebinding print or sys.stdout.
+        f"\n__import__('os').write(1, b'\\n{marker}\\n')\n"
+    )
+    result = run_python(program, limits=limits)
+    if not result.ok:
+        return _failure(result, "")
+    if marker not in result.stdout:
+        return Verdict(False, "failed", "the program exited with code 0 before the tests completed")
+    return Verdict(True, "passed")
+
+
+def _failure(result: RunResult, where: str) -> Verdict:
+    """A Verdict for a run that did not end well: the sandbox's reason and stderr's last lines."""
+    # Each line cut short, so a long source line quoted in a traceback cannot crowd out its error.
+    tail = "\n".join(
+        _excerpt(line) for line in result.stderr.rstrip().splitlines()[-_STDERR_LINES:]
+    )
+    parts = [p for p in (where, result.message, tail) if p]
+    return Verdict(False, result.status, _bounded(": ".join(parts)))
+
+
+def _normalise(text: str) -> list[str]:
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _excerpt(line: str) -> str:
+    return line if len(line) <= _EXCERPT else line[: _EXCERPT - 3] + "..."
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."

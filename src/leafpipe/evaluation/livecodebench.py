@@ -1,0 +1,133 @@
+"""Conversion of LiveCodeBench problems into code rows checked by their own test cases.
+
+LiveCodeBench stores its private tests compressed and pickled, and has two kinds of test: stdin
+programs and calls of a `Solution` method. Decoding them safely and turning functional tests into a
+self-contained script is enough code to keep apart from the loaders in `benchmark_data`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import re
+import zlib
+from typing import Any
+
+from leafpipe.evaluation.rows import (
+    CODE_FORMAT,
+    JUDGE_PRELUDE,
+    BenchmarkRow,
+    CodeSpec,
+    InputRow,
+    UnusableRow,
+    code_row,
+)
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """LiveCodeBench pickles plain JSON strings; refusing every global means loading runs no code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _lcb_cases(row: InputRow, field: str) -> list[dict[str, Any]]:
+    """LiveCodeBench test cases: a JSON list, or (private tests) base64 of zlib of a pickled JSON
+    string; each case needs input and output (testtype defaults to stdin)."""
+    value = row.get(field, (str, list), required=field != "private_test_cases")
+    if isinstance(value, str) and value.strip():
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            try:
+                raw = zlib.decompress(base64.b64decode(value.encode()))
+                value = json.loads(_NoGlobalsUnpickler(io.BytesIO(raw)).load())
+            except (
+                Exception
+            ) as err:  # undecodable bytes fail in many ways: all mean "not this form"
+                raise row.error(
+                    field, f"is neither JSON nor LiveCodeBench's compressed form: {err}"
+                ) from err
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise row.error(field, f"should be a list of test cases, not {type(value).__name__}")
+    for number, case in enumerate(value, 1):
+        if not isinstance(case, dict) or not {"input", "output"} <= case.keys():
+            raise row.error(field, f"case {number} should be an object with input and output")
+    return value
+
+
+_LCB_FUNCTIONAL_TEST = """\
+import json as _json
+
+_CASES = {cases}
+for _number, (_input, _output) in enumerate(_CASES, start=1):
+    _args = [_json.loads(_line) for _line in _input.split("\\n") if _line.strip()]
+    _result = {call}(*_args)
+    _expected = _json.loads(_output)
+    assert _json.loads(_json.dumps(_result)) == _expected, (
+        f"case {{_number}} of {{len(_CASES)}}: got {{_result!r}}, expected {{_expected!r}}"
+    )
+"""
+
+
+def livecodebench_row(row: InputRow) -> BenchmarkRow:
+    content = row.text("question_content")
+    if not content:
+        raise UnusableRow('no problem statement (field "question_content" is empty)')
+    cases = _lcb_cases(row, "public_test_cases") + _lcb_cases(row, "private_test_cases")
+    if not cases:
+        raise UnusableRow("no test cases (public_test_cases and private_test_cases are empty)")
+    types = {str(case.get("testtype", "stdin")) for case in cases}
+    if len(types) > 1:
+        raise UnusableRow(f"mixes test types {sorted(types)}")
+    pairs = [[str(case["input"]), str(case["output"])] for case in cases]
+    starter = row.text("starter_code", required=False)
+    row_id = row.row_id(["question_id", "id"], "livecodebench")
+    title = row.text("question_title", required=False)
+    heading = f"# {title}\n\n" if title else ""
+    if types == {"stdin"}:
+        instruction = (
+            f"{heading}{content}\n\nWrite a Python 3 program that reads the input from standard "
+            f"input and writes the answer to standard output. {CODE_FORMAT}"
+        )
+        stdio: CodeSpec = {
+            "kind": "stdio",
+            "prompt": "",
+            "entry_point": "",
+            "test": "",
+            "cases": pairs,
+        }
+        return code_row(row_id, instruction, stdio)
+    if types != {"functional"}:
+        raise UnusableRow(f"unknown test type {types.pop()!r} (expected stdin or functional)")
+    metadata = row.get("metadata", (str, dict), required=False) or {}
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata) if metadata.strip() else {}
+        except json.JSONDecodeError as err:
+            raise row.error("metadata", f"is not JSON: {err.msg}") from err
+    method = metadata.get("func_name") if isinstance(metadata, dict) else None
+    found = re.search(r"def (\w+)\(\s*self", starter)
+    method = method or (found.group(1) if found else None)
+    if not method:
+        raise UnusableRow(
+            "functional tests but no function name (metadata.func_name or starter code)"
+        )
+    call = f"Solution().{method}" if "class Solution" in starter or not starter else method
+    test = _LCB_FUNCTIONAL_TEST.format(cases=repr([tuple(p) for p in pairs]), call=call)
+    instruction = (
+        f"{heading}{content}\n\nComplete the following Python code, keeping its class and method "
+        f"names. {CODE_FORMAT}\n\n```python\n{starter}\n```"
+    )
+    spec: CodeSpec = {
+        "kind": "script",
+        "prompt": JUDGE_PRELUDE,
+        "entry_point": method,
+        "test": test,
+        "cases": pairs,
+    }
+    return code_row(row_id, instruction, spec)

@@ -1,0 +1,169 @@
+"""Evaluation: a benchmark's rows, generations per shard, and their grades."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
+from leafpipe.models.loading import load_placed_model, trusts_remote_code
+from leafpipe.stages.common import _threads, shard_rows
+
+log = logging.getLogger("leafpipe")
+
+
+def benchmark_data(
+    config: dict[str, Any],
+    benchmark: str,
+    out_path: str | Path,
+    info_path: str | Path,
+    input_path: str | Path | None = None,
+) -> None:
+    """A benchmark's normalised rows (docs/benchmarks.md) and its info: source, licence, skipped rows.
+
+    Absent data (no file, no data package, offline) is not an error: the rows are empty and the
+    info says why, so the report shows the benchmark as skipped with that reason.
+    """
+    from leafpipe.evaluation.registry import benchmark_rows
+
+    bench = config["evaluation"]["benchmarks"][benchmark]
+    rows, info = benchmark_rows(bench, str(input_path) if input_path else None)
+    write_jsonl(rows, out_path)
+    write_json({"benchmark": benchmark, **info}, info_path)
+    log.info(
+        "benchmark %s: %d rows (%s), %d skipped",
+        benchmark,
+        len(rows),
+        info.get("source") or info.get("reason"),
+        len(info["skipped"]),
+    )
+
+
+def _max_new_tokens(evaluation: dict[str, Any], bench: dict[str, Any]) -> int:
+    return bench.get("max_new_tokens", evaluation["max_new_tokens"])
+
+
+def _sampling(bench: dict[str, Any], seed: int) -> Any:
+    from leafpipe.evaluation.generation import SamplingSpec
+
+    return SamplingSpec(
+        n=bench["n"],
+        temperature=bench["temperature"],
+        top_p=bench["top_p"],
+        stop=tuple(bench["stop"]),
+        seed=seed,
+    )
+
+
+def generate(
+    config: dict[str, Any],
+    model: str,
+    benchmark: str,
+    model_dir: str | Path,
+    bench_path: str | Path,
+    out_path: str | Path,
+    shard: int | str = 0,
+    partial_path: str | Path | None = None,
+    threads: int | None = None,
+) -> None:
+    """Complete shard `shard` of a benchmark's prompts (a contiguous slice; the number of shards
+    is the entry's `shards` or evaluation.shards); a killed job resumes from `partial_path`."""
+    from leafpipe.evaluation.generation import generate as run_generate
+
+    _threads(threads)
+    evaluation = config["evaluation"]
+    bench = evaluation["benchmarks"][benchmark]
+    rows = shard_rows(read_jsonl(bench_path), int(shard), bench.get("shards", evaluation["shards"]))
+    if not rows:  # a skipped benchmark (benchmark_data says why): nothing to load a model for
+        write_jsonl([], out_path)
+        return
+    from leafpipe.evaluation.generation_vllm import generate_vllm, vllm_usable
+
+    max_new = _max_new_tokens(evaluation, bench)
+    sampling = _sampling(bench, config["seed"])
+    backend = evaluation["backend"]
+    if backend == "vllm" and not vllm_usable():
+        raise RuntimeError(
+            "evaluation.backend is vllm, but vLLM is not installed or no GPU is visible"
+        )
+    trust = trusts_remote_code(config, model)
+    if backend == "vllm" or (backend == "auto" and vllm_usable()):
+        from leafpipe.text.tokenizer import load_tokenizer
+
+        log.info("generating with vLLM")
+        out = generate_vllm(
+            model_dir,
+            load_tokenizer(model_dir, trust_remote_code=trust),
+            rows,
+            max_new_tokens=max_new,
+            sampling=sampling,
+            trust_remote_code=trust,
+        )
+        write_jsonl(out, out_path)
+        return
+    loaded, tok = load_placed_model(model_dir, trust_remote_code=trust)
+    partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
+    out = run_generate(
+        loaded,
+        tok,
+        rows,
+        max_new_tokens=max_new,
+        batch_size=evaluation["batch_size"],
+        sampling=sampling,
+        partial_path=partial,
+    )
+    write_jsonl(out, out_path)
+    partial.unlink(missing_ok=True)
+
+
+def grade(
+    config: dict[str, Any],
+    model: str,
+    benchmark: str,
+    generations: Sequence[str | Path],
+    bench_path: str | Path,
+    info_path: str | Path,
+    out_path: str | Path,
+    graded_path: str | Path,
+    threads: int | None = None,
+) -> None:
+    """Grade the generation shards (in order) by the benchmark's task; a skipped benchmark gets a
+    score file that says so."""
+    import json
+
+    from leafpipe.evaluation.registry import grade_generations
+
+    evaluation = config["evaluation"]
+    bench = evaluation["benchmarks"][benchmark]
+    info = json.loads(Path(info_path).read_text(encoding="utf-8"))
+    settings = dict(
+        model=model,
+        benchmark=benchmark,
+        batch_size=evaluation["batch_size"],
+        max_new_tokens=_max_new_tokens(evaluation, bench),
+        decoding="greedy"
+        if bench["temperature"] == 0
+        else f"sampled: n={bench['n']}, temperature={bench['temperature']}, top_p={bench['top_p']}",
+        seed=config["seed"],
+        source=info.get("source"),
+    )
+    if not info["available"]:
+        write_jsonl([], graded_path)
+        write_json({**settings, "available": False, "reason": info["reason"]}, out_path)
+        log.info("%s on %s: skipped (%s)", model, benchmark, info["reason"])
+        return
+    completions = [g for path in generations for g in read_jsonl(path)]
+    graded, summary = grade_generations(
+        read_jsonl(bench_path), completions, bench, workers=threads or 2
+    )
+    write_jsonl(graded, graded_path)
+    write_json({**settings, "available": True, **summary}, out_path)
+    log.info(
+        "%s on %s: pass@1 %.3f over %d problems",
+        model,
+        benchmark,
+        summary["accuracy"],
+        summary["n"],
+    )

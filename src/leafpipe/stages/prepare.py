@@ -1,0 +1,189 @@
+"""Stages that make the inputs: the confounder world, a tokenizer, pre-trained or imported models, the checked corpus."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
+from leafpipe.files.provenance import write_parquet
+from leafpipe.models.loading import trusts_remote_code
+from leafpipe.stages.common import _pick, _threads
+
+log = logging.getLogger("leafpipe")
+
+
+def world(config: dict[str, Any], out_dir: str | Path) -> None:
+    from leafpipe.data.world import WorldConfig, make_world
+
+    splits = make_world(_pick(WorldConfig, config["world"]))
+    for name, rows in splits.items():
+        n = write_jsonl(rows, Path(out_dir) / f"{name}.jsonl")
+        log.info("world split %s: %d rows", name, n)
+
+
+def tokenizer(config: dict[str, Any], corpora: Sequence[str | Path], out_dir: str | Path) -> None:
+    from leafpipe.text.tokenizer import save_tokenizer, train_tokenizer
+
+    texts = [
+        r[f] for path in corpora for r in read_jsonl(path) for f in ("instruction", "response")
+    ]
+    tok = train_tokenizer(texts, config["tokenizer"]["vocab_size"])
+    save_tokenizer(tok, out_dir)
+    log.info("tokenizer: %d tokens from %d texts", len(tok), len(texts))
+
+
+def pretrain(
+    config: dict[str, Any],
+    role: str,
+    tokenizer_dir: str | Path,
+    train_path: str | Path,
+    out_dir: str | Path,
+    threads: int | None = None,
+) -> None:
+    from leafpipe.models.pretrain import (
+        ModelSpec,
+        TrainSpec,
+        build_model,
+        save_model,
+        train_lm,
+    )
+    from leafpipe.text.tokenizer import load_tokenizer
+
+    _threads(threads)
+    spec = config["models"][role]
+    tok = load_tokenizer(tokenizer_dir)
+    model = build_model(_pick(ModelSpec, spec), tok, seed=config["seed"])
+    log.info("pre-training %s: %.2fM parameters", role, model.num_parameters() / 1e6)
+    train = _pick(TrainSpec, {**spec["train"], "seed": config["seed"]})
+    train_lm(model, tok, read_jsonl(train_path), train)
+    save_model(model, tok, out_dir)
+
+
+def import_gguf(config: dict[str, Any], role: str, out_dir: str | Path) -> None:
+    """A role's GGUF checkpoint (models.<role>.gguf) as a float32 safetensors folder."""
+    from leafpipe.models.pretrained import gguf_path
+    from leafpipe.models.pretrained import import_gguf as convert
+
+    convert(gguf_path(config["models"][role]["gguf"]), out_dir)
+
+
+def derive_model(
+    config: dict[str, Any], role: str, source_dir: str | Path, out_dir: str | Path
+) -> None:
+    """A role's model cut from another's decoder layers (models.<role>.derive)."""
+    from leafpipe.models.pretrained import derive_student
+
+    spec = config["models"][role]["derive"]
+    derive_student(
+        source_dir,
+        spec["layers"],
+        out_dir,
+        trust_remote_code=trusts_remote_code(config, spec["from"]),
+    )
+
+
+def _context_check(config: dict[str, Any], tokenizer_dir: str | Path | None) -> Any:
+    """A row -> its chat-rendered length in student tokens, when corpus.max_tokens asks for a
+    cutoff; None without one."""
+    if config["corpus"]["max_tokens"] is None:
+        return None
+    if not tokenizer_dir:
+        raise ValueError(
+            "corpus.max_tokens is set, but no student tokenizer was given to count tokens with"
+        )
+    from leafpipe.text.templates import encode_sample
+    from leafpipe.text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir, trust_remote_code=trusts_remote_code(config, "student"))
+    return lambda row: len(encode_sample(tok, row["instruction"], row["response"]).input_ids)
+
+
+def corpus(
+    config: dict[str, Any],
+    out_path: str | Path,
+    info_path: str | Path,
+    skipped_path: str | Path,
+    held_out: Sequence[str | Path] = (),
+    source_path: str | Path | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> None:
+    """The corpus every later rule reads, each row read either kept or listed with its reason.
+
+    A corpus file (`source_path`: the user's corpus.path or the world's split) is checked row by
+    row (corpus.on_invalid decides between an error and a skipped row); a corpus built from a
+    shipped benchmark (refusing any row that is also in a `held_out` evaluation file) or a hub file
+    skips unusable rows, as benchmarks do. With corpus.max_tokens, longer samples are invalid too.
+    """
+    from leafpipe.data.built_corpus import corpus_from_benchmark, corpus_from_hub
+    from leafpipe.data.corpus import SkippedCorpusRow, read_corpus, skipped_frame, too_long
+
+    spec = config["corpus"]
+    count_tokens = _context_check(config, tokenizer_dir)
+    passed_over = 0
+    held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
+    if source_path:
+        read = read_corpus(
+            source_path,
+            on_invalid=spec["on_invalid"],
+            count_tokens=count_tokens,
+            max_tokens=spec["max_tokens"],
+        )
+        rows, skipped, source = read.rows, read.skipped, str(source_path)
+    else:
+        check = (
+            None
+            if count_tokens is None
+            else lambda row: too_long(row, count_tokens, spec["max_tokens"])
+        )
+        if spec.get("benchmark"):
+            rows, dropped, source = corpus_from_benchmark(
+                spec["benchmark"],
+                skip=spec["skip"],
+                limit=spec["limit"],
+                held_out_ids=held_out_ids,
+                too_long=check,
+            )
+        else:
+            rows, dropped, source = corpus_from_hub(
+                spec["hub"],
+                spec["fields"],
+                domain=spec["domain"],
+                skip=spec["skip"],
+                limit=spec["limit"],
+                too_long=check,
+            )
+        skipped = [
+            SkippedCorpusRow(
+                file=source,
+                line=d["line"],
+                id=d["row"] if isinstance(d["row"], str) else None,
+                field=None,
+                reason=d["reason"],
+            )
+            for d in dropped
+        ]
+        passed_over = spec["skip"]
+    write_jsonl(rows, out_path)
+    write_parquet(skipped_frame(skipped), skipped_path, inputs=[source_path] if source_path else [])
+    write_json(
+        {
+            "source": source,
+            "rows_read": len(rows) + len(skipped) + passed_over,
+            "rows": len(rows),
+            "skipped": len(skipped),
+            "passed_over": passed_over,
+            "held_out_checked": len(held_out_ids),
+        },
+        info_path,
+    )
+    log.info(
+        "corpus: %d rows of %s kept, %d skipped (%s), %d passed over (corpus.skip)",
+        len(rows),
+        source,
+        len(skipped),
+        skipped_path,
+        passed_over,
+    )

@@ -1,0 +1,468 @@
+"""Chunked distillation losses (leafpipe.distill.kd_loss) against a direct full-logit reference."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from kd_tensors import HS, B, T, V, make_tensors, reference_divergence, token_mask
+from torch import nn
+
+from leafpipe.distill.kd_loss import (
+    KD_KINDS,
+    KDSpec,
+    SoftcappedHead,
+    ce_loss_sum,
+    kd_loss_sum,
+    output_head,
+    response_hidden,
+    teacher_topk,
+)
+from leafpipe.distill.reference_loss import token_kl
+from leafpipe.text.batching import collate
+from leafpipe.text.templates import encode_sample
+
+CHUNKS = (0, 1, 3, 7, 10_000)
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+LAYOUTS = ("full", "right_padding", "empty_row")
+
+
+def reference(sh, shead, th, thead, mask, kind="forward_kl", tau=1.0, beta=0.5):
+    """The direct full-logit computation: every logit, log-softmax at tau, divergences, masked sum."""
+    zs = shead(sh)[:, :-1]
+    with torch.no_grad():
+        zt = thead(th)[:, :-1, : zs.shape[-1]]
+    log_q = torch.log_softmax(zs[mask].float() / tau, -1)
+    log_p = torch.log_softmax(zt[mask].float() / tau, -1)
+    return reference_divergence(kind, log_p, log_q, beta).sum() * tau**2
+
+
+def _grads(loss, *tensors):
+    return torch.autograd.grad(loss, tensors)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_chunked_loss_and_gradients_match_full_logit_reference(kind, chunk, layout):
+    sh, shead, th, thead = make_tensors()
+    mask = token_mask(layout)
+    spec = KDSpec(kind=kind, chunk_tokens=chunk)
+    loss = kd_loss_sum(sh, shead, th, thead, mask, spec)
+    ref = reference(sh, shead, th, thead, mask, kind)
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+@pytest.mark.parametrize("tau", [0.5, 2.0])
+def test_temperature_matches_reference(kind, tau):
+    sh, shead, th, thead = make_tensors(1)
+    mask = token_mask("right_padding")
+    loss = kd_loss_sum(
+        sh, shead, th, thead, mask, KDSpec(kind=kind, temperature=tau, beta=0.3, chunk_tokens=4)
+    )
+    ref = reference(sh, shead, th, thead, mask, kind, tau=tau, beta=0.3)
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_temperature_squared_scaling():
+    # Logits scaled by tau at temperature tau give the unsoftened divergence, times tau².
+    sh, shead, th, thead = make_tensors(2)
+    mask, tau = token_mask("full"), 3.0
+    plain = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=5))
+    scaled = kd_loss_sum(
+        sh * tau, shead, th * tau, thead, mask, KDSpec(temperature=tau, chunk_tokens=5)
+    )
+    torch.testing.assert_close(scaled, tau**2 * plain, **TOL)
+
+
+def test_caller_normalisation_scales_the_gradients():
+    sh, shead, th, thead = make_tensors(3)
+    mask = token_mask("right_padding")
+    n = int(mask.sum())
+    loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=3)) / n
+    ref = reference(sh, shead, th, thead, mask) / n
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_teacher_receives_no_gradient(kind):
+    sh, shead, th, thead = make_tensors(4)
+    kd_loss_sum(
+        sh, shead, th, thead, token_mask("right_padding"), KDSpec(kind=kind, chunk_tokens=3)
+    ).backward()
+    assert th.grad is None and thead.weight.grad is None
+    assert sh.grad is not None and shead.weight.grad is not None
+
+
+def test_positions_outside_the_mask_do_not_matter():
+    sh, shead, th, thead = make_tensors(5)
+    mask = token_mask("right_padding")
+    loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=3))
+    noisy_s, noisy_t = sh.detach().clone(), th.detach().clone()
+    pad = torch.cat(
+        [~mask, torch.ones(B, 1, dtype=torch.bool)], 1
+    )  # untrained positions, last one included
+    noisy_s[pad] = 1e3
+    noisy_t[pad] = -1e3
+    torch.testing.assert_close(
+        kd_loss_sum(noisy_s, shead, noisy_t, thead, mask, KDSpec(chunk_tokens=3)), loss
+    )
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_no_trained_tokens_gives_zero_and_zero_gradients(kind):
+    sh, shead, th, thead = make_tensors(6)
+    loss = kd_loss_sum(sh, shead, th, thead, token_mask("nothing"), KDSpec(kind=kind))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert sh.grad is not None and not sh.grad.any()
+
+
+def test_jsd_at_half_is_symmetric_and_bounded_by_log_2():
+    sh, shead, th, thead = make_tensors(7)
+    # Give both sides the same width so they can swap roles.
+    th = torch.randn(B, T, HS, generator=torch.Generator().manual_seed(8))
+    thead = nn.Linear(HS, V, bias=False)
+    mask = token_mask("right_padding")
+    spec = KDSpec(kind="jsd", beta=0.5, chunk_tokens=3)
+    ab = kd_loss_sum(sh, shead, th, thead, mask, spec)
+    ba = kd_loss_sum(th, thead, sh, shead, mask, spec)
+    torch.testing.assert_close(ab, ba, **TOL)
+    assert 0 < ab.item() <= math.log(2) * int(mask.sum())
+    # Identical distributions: zero.
+    same = kd_loss_sum(sh, shead, sh.detach(), shead, mask, spec)
+    assert abs(same.item()) < 1e-5
+
+
+def test_jsd_limits_are_the_scaled_kls():
+    sh, shead, th, thead = make_tensors(9)
+    mask = token_mask("right_padding")
+    fkl = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="forward_kl"))
+    rkl = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="reverse_kl"))
+    eps = 1e-5  # the ratios converge slowly (first-order terms in beta * p / q); fp32 limits how far to go
+    near0 = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="jsd", beta=eps)) / eps
+    near1 = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="jsd", beta=1 - eps)) / eps
+    torch.testing.assert_close(near0, fkl, rtol=2e-2, atol=0)
+    torch.testing.assert_close(near1, rkl, rtol=2e-2, atol=0)
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_topk_with_k_equal_to_the_vocabulary_is_the_full_loss(kind):
+    sh, shead, th, thead = make_tensors(10)
+    mask = token_mask("empty_row")
+    spec = KDSpec(kind=kind, temperature=1.5, chunk_tokens=4)
+    cache = teacher_topk(th, thead, mask, k=V, temperature=1.5, chunk_tokens=5)
+    assert cache.indices.shape == cache.logprobs.shape == (int(mask.sum()), V)
+    assert cache.indices.dtype == torch.int64 and cache.logprobs.dtype == torch.float32
+    loss = kd_loss_sum(sh, shead, None, None, mask, spec, teacher_topk=cache)
+    ref = reference(sh, shead, th, thead, mask, kind, tau=1.5)
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_topk_uses_the_teacher_renormalised_over_its_k_tokens(kind):
+    sh, shead, th, thead = make_tensors(11)
+    mask, k, tau, beta = token_mask("right_padding"), 5, 2.0, 0.25
+    cache = teacher_topk(th, thead, mask, k=k, temperature=tau, chunk_tokens=0)
+    # The cache holds true log-probs (over the full vocabulary), so they sum to less than 1.
+    full = torch.log_softmax(thead(th)[:, :-1][mask] / tau, -1)
+    torch.testing.assert_close(cache.logprobs, full.topk(k, -1).values.detach(), **TOL)
+    assert (cache.logprobs.exp().sum(-1) < 1).all()
+
+    loss = kd_loss_sum(
+        sh,
+        shead,
+        None,
+        None,
+        mask,
+        KDSpec(kind=kind, temperature=tau, beta=beta, chunk_tokens=3),
+        teacher_topk=cache,
+    )
+    log_pk = torch.log_softmax(cache.logprobs, -1)
+    s = shead(sh)[:, :-1][mask] / tau
+    if kind == "forward_kl":  # the student's full-vocabulary log-probs at the k tokens
+        per_token = (
+            log_pk.exp() * (log_pk - torch.log_softmax(s, -1).gather(1, cache.indices))
+        ).sum(-1)
+    else:  # the student restricted to the k tokens and renormalised
+        per_token = reference_divergence(
+            kind, log_pk, torch.log_softmax(s.gather(1, cache.indices), -1), beta
+        )
+    ref = per_token.sum() * tau**2
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_topk_checks_rows_and_temperature():
+    sh, shead, th, thead = make_tensors(12)
+    mask = token_mask("right_padding")
+    cache = teacher_topk(th, thead, mask, k=4, temperature=1.0, chunk_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss_sum(sh, shead, None, None, mask, KDSpec(temperature=2.0), teacher_topk=cache)
+    with pytest.raises(ValueError, match="rows"):
+        kd_loss_sum(sh, shead, None, None, token_mask("full"), KDSpec(), teacher_topk=cache)
+    with pytest.raises(ValueError, match="not both"):
+        kd_loss_sum(sh, shead, th, thead, mask, KDSpec(), teacher_topk=cache)
+    cache.to("cpu")  # the cache moves as one
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_larger_teacher_vocabulary_is_truncated_to_the_students(kind):
+    sh, shead, th, thead = make_tensors(13, teacher_vocab=V + 9)
+    mask = token_mask("right_padding")
+    loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind=kind, chunk_tokens=2))
+    ref = reference(
+        sh, shead, th, thead, mask, kind
+    )  # the reference keeps the teacher's first V logits
+    torch.testing.assert_close(loss, ref, **TOL)
+    # The cached mode truncates the same way when told the student's vocabulary.
+    cache = teacher_topk(th, thead, mask, k=V, temperature=1.0, chunk_tokens=2, vocab_size=V)
+    torch.testing.assert_close(
+        kd_loss_sum(sh, shead, None, None, mask, KDSpec(kind=kind), teacher_topk=cache), ref, **TOL
+    )
+    with pytest.raises(ValueError, match="vocabulary"):
+        kd_loss_sum(
+            sh,
+            shead,
+            None,
+            None,
+            mask,
+            KDSpec(kind=kind),
+            teacher_topk=teacher_topk(th, thead, mask, k=V + 9, temperature=1.0, chunk_tokens=0),
+        )
+
+
+def test_smaller_teacher_vocabulary_raises_naming_both_sizes():
+    sh, shead, th, thead = make_tensors(14, teacher_vocab=V - 3)
+    with pytest.raises(ValueError, match=rf"\({V - 3}\).*\({V}\)"):
+        kd_loss_sum(sh, shead, th, thead, token_mask("full"), KDSpec())
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_ce_loss_sum_equals_cross_entropy_on_trained_tokens(chunk):
+    sh, shead, _, _ = make_tensors(15, bias=True)
+    mask = token_mask("empty_row")
+    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0))
+    loss = ce_loss_sum(sh, shead, ids, mask, chunk)
+    ref = F.cross_entropy(shead(sh)[:, :-1][mask], ids[:, 1:][mask], reduction="sum")
+    torch.testing.assert_close(loss, ref, **TOL)
+    params = (sh, shead.weight, shead.bias)
+    for got, want in zip(_grads(loss, *params), _grads(ref, *params)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_student_bias_gets_its_gradient(kind):
+    sh, shead, th, thead = make_tensors(16, bias=True)
+    mask = token_mask("right_padding")
+    loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind=kind, chunk_tokens=3))
+    ref = reference(sh, shead, th, thead, mask, kind)
+    params = (sh, shead.weight, shead.bias)
+    for got, want in zip(_grads(loss, *params), _grads(ref, *params)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_soft_capped_heads_match_reference(kind):
+    sh, shead, th, thead = make_tensors(17)
+    s_capped, t_capped = SoftcappedHead(shead, 2.0), SoftcappedHead(thead, 3.0)
+    mask = token_mask("right_padding")
+    loss = kd_loss_sum(
+        sh, s_capped, th, t_capped, mask, KDSpec(kind=kind, temperature=1.5, chunk_tokens=3)
+    )
+    ref = reference(sh, s_capped, th, t_capped, mask, kind, tau=1.5)
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
+    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(1))
+    ce = ce_loss_sum(sh, s_capped, ids, mask, 4)
+    torch.testing.assert_close(
+        ce, F.cross_entropy(s_capped(sh)[:, :-1][mask], ids[:, 1:][mask], reduction="sum")
+    )
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+@pytest.mark.parametrize("capped", [False, True])
+def test_other_head_modules_fall_back_to_checkpointing(kind, capped):
+    sh, shead, th, thead = make_tensors(18, bias=True)
+    head: nn.Module = nn.Sequential(shead)  # not a plain nn.Linear: the checkpointed path
+    if capped:
+        head = SoftcappedHead(head, 2.5)
+    mask = token_mask("empty_row")
+    loss = kd_loss_sum(sh, head, th, thead, mask, KDSpec(kind=kind, chunk_tokens=3))
+    ref = reference(sh, head, th, thead, mask, kind)
+    torch.testing.assert_close(loss, ref, **TOL)
+    params = (sh, shead.weight, shead.bias)
+    for got, want in zip(_grads(loss, *params), _grads(ref, *params)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_without_grad_mode_only_the_loss_is_computed():
+    sh, shead, th, thead = make_tensors(19)
+    mask = token_mask("right_padding")
+    with torch.no_grad():
+        loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=3))
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, reference(sh, shead, th, thead, mask).detach(), **TOL)
+
+
+def test_mismatched_shapes_raise():
+    sh, shead, th, thead = make_tensors(20)
+    with pytest.raises(ValueError, match="T-1"):
+        kd_loss_sum(sh, shead, th, thead, torch.ones(B, T, dtype=torch.bool), KDSpec())
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        kd_loss_sum(sh, shead, th[:, :-1], thead, token_mask("full"), KDSpec())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kind="kl"),
+        dict(temperature=0.0),
+        dict(temperature=float("inf")),
+        dict(beta=0.0),
+        dict(beta=1.0),
+        dict(chunk_tokens=-1),
+        dict(chunk_tokens=2.5),
+        dict(head_precision="fp16"),
+    ],
+)
+def test_spec_validation(kwargs):
+    with pytest.raises(ValueError):
+        KDSpec(**kwargs)
+
+
+# --- real (tiny) models ------------------------------------------------------------------------------
+
+
+def _batch(tokenizer, samples):
+    encoded = [encode_sample(tokenizer, q, a) for q, a in samples]
+    encoded[1] = encode_sample(
+        tokenizer, samples[1][0], samples[1][1][:20]
+    )  # a shorter row: right padding
+    return collate(encoded, tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])
+def test_response_hidden_is_what_the_lm_head_consumes(family, request, tokenizer, samples):
+    model = request.getfixturevalue(family)(seed=0)
+    batch = _batch(tokenizer, samples)
+    with torch.no_grad():
+        hidden = response_hidden(model, batch.input_ids, batch.attention_mask)
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            output_hidden_states=True,
+        )
+    assert hidden.shape == (*batch.input_ids.shape, model.config.hidden_size)
+    torch.testing.assert_close(hidden, out.hidden_states[-1])
+    torch.testing.assert_close(output_head(model)(hidden), out.logits)
+
+
+def test_output_head_applies_the_configs_final_logit_softcap():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(
+        Gemma2Config(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            final_logit_softcapping=0.5,
+        )
+    ).eval()
+    ids = torch.randint(0, 64, (2, 7))
+    mask = torch.ones_like(ids)
+    head = output_head(model)
+    assert isinstance(head, SoftcappedHead) and head.cap == 0.5
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(head(response_hidden(model, ids, mask)), logits)
+
+
+def test_tied_student_and_real_teacher_match_token_kl_end_to_end(
+    tiny_llama, tiny_qwen2, tokenizer, samples
+):
+    student = tiny_llama(seed=1, tie_word_embeddings=True)
+    teacher = tiny_qwen2(seed=2, hidden_size=48, num_attention_heads=4, num_key_value_heads=2)
+    assert student.lm_head.weight is student.get_input_embeddings().weight
+    batch = _batch(tokenizer, samples)
+    n_per_row = batch.target_mask.sum(-1)
+
+    loss = kd_loss_sum(
+        response_hidden(student, batch.input_ids, batch.attention_mask),
+        output_head(student),
+        response_hidden(teacher, batch.input_ids, batch.attention_mask),
+        output_head(teacher),
+        batch.target_mask,
+        KDSpec(temperature=2.0, chunk_tokens=16),
+    )
+    grads = torch.autograd.grad(loss, list(student.parameters()))
+    s_logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    t_logits = teacher(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+    ).logits.detach()
+    ref = (
+        token_kl(t_logits[:, :-1], s_logits[:, :-1], batch.target_mask, temperature=2.0) * n_per_row
+    ).sum()
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(grads, torch.autograd.grad(ref, list(student.parameters()))):
+        torch.testing.assert_close(got, want, **TOL)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_fused_loss_backpropagates_once():
+    sh, shead, th, thead = make_tensors(21)
+    loss = kd_loss_sum(sh, shead, th, thead, token_mask("full"), KDSpec(chunk_tokens=4))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_teacher_hidden_states_from_inference_mode_are_accepted(kind):
+    # The trainer runs the teacher under torch.inference_mode and passes its hidden states unchanged.
+    sh, shead, th, thead = make_tensors(22)
+    mask = token_mask("right_padding")
+    with torch.inference_mode():
+        th_inference = th.detach() * 1.0
+    assert th_inference.is_inference()
+    spec = KDSpec(kind=kind, chunk_tokens=3)
+    loss = kd_loss_sum(sh, shead, th_inference, thead, mask, spec)
+    loss.backward()
+    torch.testing.assert_close(
+        loss.detach(), reference(sh, shead, th, thead, mask, kind).detach(), **TOL
+    )
+    cache = teacher_topk(th_inference, thead, mask, k=5, temperature=1.0, chunk_tokens=3)
+    kd_loss_sum(sh, shead, None, None, mask, spec, teacher_topk=cache).backward()
+
+
+def test_hidden_states_in_another_dtype_than_the_heads():
+    # Under autocast the hidden states come out bf16 while the heads stay fp32.
+    sh, shead, th, thead = make_tensors(23)
+    mask = token_mask("right_padding")
+    sh16 = sh.detach().bfloat16().requires_grad_()
+    loss = kd_loss_sum(sh16, shead, th.bfloat16(), thead, mask, KDSpec(chunk_tokens=3))
+    sh32 = sh16.detach().float().requires_grad_()
+    ref = reference(sh32, shead, th.bfloat16().float(), thead, mask)
+    torch.testing.assert_close(loss, ref, **TOL)
+    (g16,) = _grads(loss, sh16)
+    (g32,) = _grads(ref, sh32)
+    assert g16.dtype == torch.bfloat16
+    torch.testing.assert_close(g16, g32.bfloat16())

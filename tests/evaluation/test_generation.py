@@ -1,0 +1,194 @@
+import pytest
+import torch
+
+from leafpipe.evaluation.generation import generate
+from leafpipe.text.templates import encode_prompt
+
+INSTRUCTIONS = [
+    "Hi",
+    "Tom has 3 apples. Mia owns 9 red cars. Tom buys 4 more apples. How many apples now?",
+    "What is 2 + 3?",
+    "A box holds 12 pens. Sam gives away 5 pens. The sky was blue on day 8. How many are left?",
+    "x",
+    "Tom has 3 apples",
+    "How many pens?",
+]
+MAX_NEW = 12
+
+
+@pytest.fixture
+def rows():
+    return [{"id": f"r{i}", "instruction": t, "answer": str(i)} for i, t in enumerate(INSTRUCTIONS)]
+
+
+def _eos_prone(model, eos_id: int):
+    """Scale the output layer's eos row so that, for seed 0, some prompts stop and some don't."""
+    with torch.no_grad():
+        model.lm_head.weight[eos_id] *= 3.0
+    return model
+
+
+def _greedy_by_hand(model, prompt: list[int], eos_id: int) -> list[int]:
+    """Reference decoding without `generate`, padding or cache: argmax of a full forward pass."""
+    ids, new = list(prompt), []
+    with torch.no_grad():
+        for _ in range(MAX_NEW):
+            token = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+            new.append(token)
+            ids.append(token)
+            if token == eos_id:
+                break
+    return new
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])
+def test_batched_equals_one_at_a_time(request, family, tokenizer, rows):
+    model = _eos_prone(request.getfixturevalue(family)(0), tokenizer.eos_token_id)
+    batched = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3)
+    single = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=1)
+    assert batched == single
+
+
+def test_order_fields_and_finish_reason(tiny_llama, tokenizer, rows):
+    model = _eos_prone(tiny_llama(0), tokenizer.eos_token_id)
+    side = tokenizer.padding_side
+    out = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=4, threads=1)
+    assert tokenizer.padding_side == side
+    assert [o["id"] for o in out] == [r["id"] for r in rows]
+    assert {o["finish_reason"] for o in out} == {"stop", "length"}, "test needs both kinds of rows"
+    for row, o in zip(rows, out):
+        prompt = encode_prompt(tokenizer, row["instruction"])
+        expected = _greedy_by_hand(model, prompt, tokenizer.eos_token_id)
+        assert o["prompt"] == row["instruction"]
+        assert o["reference"] == row["answer"]
+        assert o["prompt_tokens"] == len(prompt)
+        assert o["completion_tokens"] == len(expected)
+        assert o["completion"] == tokenizer.decode(expected, skip_special_tokens=True)
+        stopped = expected[-1] == tokenizer.eos_token_id
+        assert o["finish_reason"] == ("stop" if stopped else "length")
+        if not stopped:
+            assert o["completion_tokens"] == MAX_NEW
+        assert "<|im_end|>" not in o["completion"]
+
+
+def test_threads_are_restored(tiny_llama, tokenizer, rows):
+    before = torch.get_num_threads()
+    generate(tiny_llama(0), tokenizer, rows[:1], max_new_tokens=2, batch_size=1, threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_sampling_gives_n_records_per_row_reproducibly(tiny_llama, tokenizer, rows):
+    from leafpipe.evaluation.generation import SamplingSpec
+
+    model = tiny_llama(0)
+    spec = SamplingSpec(n=3, temperature=1.0, seed=1)
+    a = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3, sampling=spec)
+    b = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3, sampling=spec)
+    other = generate(
+        model,
+        tokenizer,
+        rows,
+        max_new_tokens=MAX_NEW,
+        batch_size=3,
+        sampling=SamplingSpec(n=3, temperature=1.0, seed=2),
+    )
+    assert a == b and a != other
+    assert [(o["id"], o["sample"]) for o in a] == [(r["id"], s) for r in rows for s in range(3)]
+    # A random-init model samples different completions for the same prompt.
+    assert any(len({o["completion"] for o in a if o["id"] == r["id"]}) > 1 for r in rows)
+
+
+def test_sampling_settings_are_checked():
+    from leafpipe.evaluation.generation import SamplingSpec
+
+    with pytest.raises(ValueError, match="need sampling"):
+        SamplingSpec(n=2, temperature=0.0)
+
+
+def test_stop_strings_cut_the_completion(tiny_llama, tokenizer, rows):
+    from leafpipe.evaluation.generation import SamplingSpec
+
+    model = tiny_llama(0)
+    greedy = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2)
+    long = next(o for o in greedy if len(o["completion"]) >= 6)
+    stop = long["completion"][3:6]
+    cut = generate(
+        model,
+        tokenizer,
+        rows,
+        max_new_tokens=MAX_NEW,
+        batch_size=2,
+        sampling=SamplingSpec(stop=(stop,)),
+    )
+    for g, c in zip(greedy, cut):
+        if stop in g["completion"]:
+            assert c["completion"] == g["completion"][: g["completion"].index(stop)]
+            assert c["finish_reason"] == "stop" and c["completion_tokens"] <= g["completion_tokens"]
+        else:
+            assert c == g
+    assert any(stop in g["completion"] for g in greedy)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_generation_resumes_from_its_partial_file(
+    tiny_llama, tokenizer, rows, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    from leafpipe.evaluation.generation import SamplingSpec
+
+    model = tiny_llama(0)
+    spec = SamplingSpec(n=2, temperature=1.0, seed=3)
+    reference = generate(
+        model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2, sampling=spec
+    )
+    partial = tmp_path / "gen.partial.jsonl"
+    real, calls = model.generate, []
+
+    def dies_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", dies_on_third_batch)
+    with pytest.raises(_Killed):
+        generate(
+            model,
+            tokenizer,
+            rows,
+            max_new_tokens=MAX_NEW,
+            batch_size=2,
+            sampling=spec,
+            partial_path=partial,
+        )
+    monkeypatch.setattr(model, "generate", real)
+    with open(partial, "a", encoding="utf-8") as fh:
+        fh.write('{"batch": 2, "recor')  # a line torn by the kill
+    with caplog.at_level(logging.INFO, logger="leafpipe.evaluation.generation"):
+        resumed = generate(
+            model,
+            tokenizer,
+            rows,
+            max_new_tokens=MAX_NEW,
+            batch_size=2,
+            sampling=spec,
+            partial_path=partial,
+        )
+    assert "2 of 4 batches done" in caplog.text
+    assert resumed == reference
+    # Another setting: the partial file is not resumed.
+    with caplog.at_level(logging.WARNING, logger="leafpipe.evaluation.generation"):
+        generate(
+            model,
+            tokenizer,
+            rows,
+            max_new_tokens=MAX_NEW - 1,
+            batch_size=2,
+            sampling=spec,
+            partial_path=partial,
+        )
+    assert "generating afresh" in caplog.text

@@ -1,0 +1,52 @@
+"""Distillation groups and helpers that several trainer tests share."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+
+from leafpipe.distill.data import (
+    DistillGroup,
+)
+
+DISTRACTORS = ["Mia owns 9 red cars. ", "The sky was blue on day 8. "]
+
+
+def many_groups(samples, n: int = 8) -> list[DistillGroup]:
+    """n groups of different lengths: the samples with a few words added to the instruction and
+    the response, half of them with a counterfactual (the distractor removed)."""
+    groups = []
+    for k in range(n):
+        (instruction, response), distractor = samples[k % 2], DISTRACTORS[k % 2]
+        instruction = "Think. " * (k // 2) + instruction
+        response = response + " Done." * (3 * k % 5)
+        cfs = [(instruction.replace(distractor, ""), response)] if k % 4 < 2 else []
+        groups.append(DistillGroup((instruction, response), cfs, source_id=f"g{k}"))
+    return groups
+
+
+def mixed_groups(samples) -> list[DistillGroup]:
+    """Four groups of `many_groups` and four much shorter ones: a micro-batch of them packs."""
+    short = [
+        DistillGroup(
+            (f"Add {k} and 4.", "The answer is 7."),
+            [(f"Add {k} and 4 now.", "The answer is 7.")],
+            source_id=f"short{k}",
+        )
+        for k in range(4)
+    ]
+    return many_groups(samples, 4) + short
+
+
+def weights(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def read_metrics(path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
