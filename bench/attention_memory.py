@@ -2,9 +2,9 @@
 
 What is compared (same random-init model, same token ids and key masks, same batches):
 
-- new: `leafpipe.evaluation.attention.layer_masses`, what `attention_shares` runs: a forward hook on each
-  layer's attention module reduces its weights [B, H, T, T] to per-category masses and drops them
-  before the rest of the layer runs; the decoder runs without its head.
+- new: `leafpipe.evaluation.attention.layer_masses`, what `attention_shares` runs: a forward hook
+  on each layer's attention module reduces its weights [B, H, T, T] to per-category masses and
+  drops them before the rest of the layer runs; the decoder runs without its head.
 - old: what `attention_shares` did before (written out below in `old_masses`): the whole model with
   `output_attentions=True`, every layer's weights kept, then their float64 mean over heads stacked
   [L, B, T, T] and copied to NumPy.
@@ -47,7 +47,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 sys.path.insert(
     0, os.path.dirname(os.path.abspath(__file__))
 )  # bench/common.py, however this is loaded
-from common import REAL_SHAPES, parse_or_probe, peak_mib_since, reset_peak, run_probe  # noqa: E402
+from common import (  # noqa: E402
+    REAL_SHAPES,
+    add_probe_arguments,
+    parse_or_probe,
+    peak_mib_since,
+    reset_peak,
+    run_probe,
+)
 
 from leafpipe.evaluation.attention import layer_masses
 from leafpipe.execution.memory import attention_analysis_bytes, model_shape
@@ -85,13 +92,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="leave out old where keeping every layer does not fit",
     )
     p.add_argument("--rtol", type=float, default=1e-6, help="equality tolerance of the masses")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default"
-    )
-    p.add_argument("--probe", choices=WAYS, help=argparse.SUPPRESS)  # internal: the subprocess
-    p.add_argument("--fingerprint", help=argparse.SUPPRESS)
+    add_probe_arguments(p, WAYS)
     return p.parse_args(argv)
 
 
@@ -217,11 +218,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
     )
     print(
         f"leafpipe attention analysis memory: torch {torch.__version__}, dtype {args.dtype}, "
-        f"threads {torch.get_num_threads()}, seed {args.seed}, mmap threshold {args.mmap_threshold or 'dynamic'}"
+        f"threads {torch.get_num_threads()}, seed {args.seed}, "
+        f"mmap threshold {args.mmap_threshold or 'dynamic'}"
     )
     print(
-        f"model: random-init Llama, {args.layers} layers, hidden {args.hidden}, heads {ATTENTION_3B}, "
-        f"vocab {args.vocab}; batch {args.batch} × {args.tokens} tokens"
+        f"model: random-init Llama, {args.layers} layers, hidden {args.hidden}, "
+        f"heads {ATTENTION_3B}, vocab {args.vocab}; batch {args.batch} × {args.tokens} tokens"
     )
     print("| way | peak MiB (RSS) | planner's estimate MiB | peak / estimate |")
     print("|-----|----------------|------------------------|-----------------|")

@@ -1,12 +1,14 @@
 """What the benchmarks share: the real model shapes, GPU sync, and peak resident memory.
 
-Peak memory on CPU: torch's CPU allocations are invisible to tracemalloc, and glibc keeps freed pages, so a peak is
-read from the kernel: the resident high-water mark (VmHWM) is reset just before the pass and read
-after it. Exact rather than sampled; Linux only (elsewhere the peak is unknown: None).
+Peak memory on CPU: torch's CPU allocations are invisible to tracemalloc, and glibc keeps freed
+pages, so a peak is read from the kernel: the resident high-water mark (VmHWM) is reset just
+before the pass and read after it. Exact rather than sampled; Linux only (elsewhere the peak is
+unknown: None).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -71,6 +73,18 @@ def reset_peak() -> int | None:
 def peak_mib_since(before: int | None) -> float | None:
     """Peak resident MiB above `before` (from `reset_peak`) since the reset."""
     return None if before is None else (_status_kib("VmHWM") - before) / 1024
+
+
+def add_probe_arguments(p: argparse.ArgumentParser, ways: Sequence[str]) -> None:
+    """The options `parse_or_probe` and `run_probe` rely on, for a memory benchmark measuring
+    `ways`: threads, seed, glibc's mmap threshold, and the internal ones of a probe process."""
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default"
+    )
+    p.add_argument("--probe", choices=ways, help=argparse.SUPPRESS)  # internal: the subprocess
+    p.add_argument("--fingerprint", help=argparse.SUPPRESS)
 
 
 def parse_or_probe(

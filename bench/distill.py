@@ -4,11 +4,12 @@ What is compared, for each vocabulary size (`--vocab`, default 32000, 128256 and
 same random hidden states and LM heads, the same dtype and the same torch threads, in one run:
 
 - naive: what the trainer did before `kd_loss`: the student's full logits [B, T, V] with grad, the
-  teacher's full logits [B, T, V] under no_grad, `leafpipe.distill.reference_loss.token_kl` on `logits[:, :-1]`
-  (forward KL at temperature tau), turned into the mean over the batch's trained tokens (the
-  per-row means times the rows' token counts, over the total count), then `backward()`.
-- chunked: `leafpipe.distill.kd_loss.kd_loss_sum` with `KDSpec(chunk_tokens=--chunk-tokens)` on the same
-  hidden states and heads, divided by the trained-token count as the trainer does, then `backward()`.
+  teacher's full logits [B, T, V] under no_grad, `leafpipe.distill.reference_loss.token_kl` on
+  `logits[:, :-1]` (forward KL at temperature tau), turned into the mean over the batch's trained
+  tokens (the per-row means times the rows' token counts, over the total count), then `backward()`.
+- chunked: `leafpipe.distill.kd_loss.kd_loss_sum` with `KDSpec(chunk_tokens=--chunk-tokens)` on the
+  same hidden states and heads, divided by the trained-token count as the trainer does, then
+  `backward()`.
 
 Both produce the gradient of the same loss w.r.t. the student's final hidden states and its head
 weight; the loss and both gradient norms must agree (relative 1e-4 in fp32, 2e-2 in bf16) or the
@@ -62,6 +63,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -73,8 +75,10 @@ sys.path.insert(
 )  # bench/common.py, however this is loaded
 from common import REAL_SHAPES, peak_mib_since, reset_peak, sync  # noqa: E402
 
-from leafpipe.distill.kd_loss import KDSpec, kd_loss_sum, output_head, response_hidden
+from leafpipe.distill.heads import output_head, response_hidden
+from leafpipe.distill.kd_loss import kd_loss_sum
 from leafpipe.distill.reference_loss import token_kl
+from leafpipe.distill.spec import KDSpec
 
 VOCABS = (32000, 128256, 152064)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -85,7 +89,8 @@ TARGET_VOCAB, TARGET_MEMORY, TARGET_TIME = 128256, 4.0, 1.2
 # Real shapes for --gpu-step (random weights).
 STEP_SHAPES = {
     **REAL_SHAPES,
-    # CPU-sized stand-ins, so the step code can be exercised without a GPU (tests/bench/test_distill_bench.py).
+    # CPU-sized stand-ins, so the step code can be exercised without a GPU
+    # (tests/bench/test_distill_bench.py).
     "tiny-student": dict(
         hidden_size=64,
         num_hidden_layers=2,
@@ -170,7 +175,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-# --- setup and the two methods ----------------------------------------------------------------------
+# --- setup and the two methods --------------------------------------------------------------------
 
 
 @dataclass
@@ -245,15 +250,16 @@ def _checks(loss: torch.Tensor, s: Setup) -> dict[str, float]:
     }
 
 
-# --- measurement ----------------------------------------------------------------------------------------
+# --- measurement ----------------------------------------------------------------------------------
 
 
 def probe(args: argparse.Namespace) -> dict:
     """Subprocess side on CPU: peak RSS of the first pass above the setup's RSS, and pass times."""
     (vocab,) = args.vocab
     run = RUN[args.probe]
-    # Warm up on a miniature problem (kernels' one-off initialisation, thread pools), not the real one:
-    # the real one's pages must be faulted in during the measured pass, as they are at every step.
+    # Warm up on a miniature problem (kernels' one-off initialisation, thread pools), not the real
+    # one: the real one's pages must be faulted in during the measured pass, as they are at every
+    # step.
     mini = argparse.Namespace(**{**vars(args), "seq": 16, "batch": 1})
     run(setup(mini, 64), mini)
     s = setup(args, vocab)
@@ -331,6 +337,17 @@ def main(argv: Sequence[str] | None = None) -> dict[int, tuple[float | None, flo
         gpu_step(args)
         return {}
     cuda = args.device.startswith("cuda")
+    results = _measure(args, argv, cuda)
+    _print_header(args, cuda)
+    ratios = _print_table(results, cuda)
+    _print_targets(args, ratios)
+    return ratios
+
+
+def _measure(
+    args: argparse.Namespace, argv: list[str], cuda: bool
+) -> dict[int, tuple[dict[str, Any], float]]:
+    """Both methods at each vocabulary, checked to agree: {vocab: (measurements, max rel diff)}."""
     results = {}
     for vocab in args.vocab:
         res = (
@@ -346,17 +363,29 @@ def main(argv: Sequence[str] | None = None) -> dict[int, tuple[float | None, flo
                 f"(relative) > {TOLERANCE[args.dtype]:g}; nothing is reported"
             )
         results[vocab] = (res, diff)
+    return results
 
+
+def _print_header(args: argparse.Namespace, cuda: bool) -> None:
     n_trained = int(setup_mask_count(args))
     print(
-        f"leafpipe distillation-loss benchmark: torch {torch.__version__}, device {args.device}, dtype {args.dtype}, "
+        f"leafpipe distillation-loss benchmark: torch {torch.__version__}, device {args.device}, "
+        f"dtype {args.dtype}, "
         f"threads {args.threads}, seed {args.seed}"
     )
     print(
-        f"shape: batch {args.batch} x seq {args.seq} ({n_trained} trained tokens), student hidden {args.hidden}, "
+        f"shape: batch {args.batch} x seq {args.seq} ({n_trained} trained tokens), student hidden "
+        f"{args.hidden}, "
         f"teacher hidden {args.teacher_hidden}; forward KL at tau {args.temperature}; "
-        f"chunked: KDSpec(chunk_tokens={args.chunk_tokens}); passes per method: {args.repeats} (median time)"
+        f"chunked: KDSpec(chunk_tokens={args.chunk_tokens}); passes per method: {args.repeats} "
+        "(median time)"
     )
+
+
+def _print_table(
+    results: dict[int, tuple[dict[str, Any], float]], cuda: bool
+) -> dict[int, tuple[float | None, float]]:
+    """The results table; returns {vocab: (memory saving or None, time ratio)}."""
     mem = "GPU alloc" if cuda else "RSS"
     head = (
         f"| vocab  | naive s | chunked s | naive peak MiB ({mem}) | chunked peak MiB ({mem}) "
@@ -387,18 +416,22 @@ def main(argv: Sequence[str] | None = None) -> dict[int, tuple[float | None, flo
             f"| {vocab:<6} | {tn:7.2f} | {tc:9.2f} | {pn:>{len(mem) + 17}} | {pc:>{len(mem) + 19}} "
             f"| {diff:31.1e} |{cpu}"
         )
+    return ratios
+
+
+def _print_targets(args: argparse.Namespace, ratios: dict[int, tuple[float | None, float]]) -> None:
     if TARGET_VOCAB in ratios and args.seq == 2048:
         saving, ratio = ratios[TARGET_VOCAB]
         mem_ok = "n/a" if saving is None else ("met" if saving >= TARGET_MEMORY else "NOT met")
         time_ok = "met" if ratio >= 1 / TARGET_TIME else "NOT met"
         print(
-            f"target at vocab {TARGET_VOCAB}: chunked peak <= 1/{TARGET_MEMORY:g} of naive: {mem_ok}; "
+            f"target at vocab {TARGET_VOCAB}: chunked peak <= 1/{TARGET_MEMORY:g} of naive: "
+            f"{mem_ok}; "
             f"chunked time <= {TARGET_TIME:g}x naive: {time_ok}"
         )
     for vocab, (saving, ratio) in ratios.items():
         shown = "n/a" if saving is None else f"{saving:.1f}x"
         print(f"vocab {vocab}: memory saving {shown}, time ratio {ratio:.1f}x")
-    return ratios
 
 
 def setup_mask_count(args: argparse.Namespace) -> int:
@@ -406,12 +439,42 @@ def setup_mask_count(args: argparse.Namespace) -> int:
     return args.batch * max(1, round(args.trained_frac * (t - 1)))
 
 
-# --- --gpu-step: whole training steps with real shapes ---------------------------------------------------
+# --- --gpu-step: whole training steps with real shapes --------------------------------------------
+
+
+def _gpu_batch(
+    args: argparse.Namespace, vocab: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random token ids, their attention mask and the target mask of the trained tail."""
+    g = torch.Generator(device=args.device).manual_seed(args.seed)
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g, device=args.device)
+    attention = torch.ones_like(ids)
+    mask = torch.zeros(args.batch, args.seq - 1, dtype=torch.bool, device=args.device)
+    mask[:, args.seq - 1 - max(1, round(args.trained_frac * (args.seq - 1))) :] = True
+    return ids, attention, mask
+
+
+def _time_steps(
+    step: Callable[[], float], args: argparse.Namespace, cuda: bool
+) -> tuple[float, float]:
+    """(median seconds of a step after two warm-up steps, the last step's loss)."""
+    for _ in range(2):  # warm-up
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    seconds = []
+    for _ in range(args.steps):
+        sync(args.device)
+        t0 = time.perf_counter()
+        loss = step()  # .item() synchronises
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds), loss
 
 
 def build_llama(shape: str, dtype: torch.dtype, device: str, max_len: int, seed: int) -> nn.Module:
-    """A random-init LlamaForCausalLM created directly on the device in `dtype` (an 8B model is never
-    materialised in fp32)."""
+    """A random-init LlamaForCausalLM created directly on the device in `dtype` (an 8B model is
+    never materialised in fp32)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -429,7 +492,8 @@ def build_llama(shape: str, dtype: torch.dtype, device: str, max_len: int, seed:
 
 
 def matmul_params(model: nn.Module) -> int:
-    """Parameters used in matmuls: all but the input embedding (a lookup); a tied head counts once, as the head."""
+    """Parameters used in matmuls: all but the input embedding (a lookup); a tied head counts once,
+    as the head."""
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     n = sum(p.numel() for p in model.parameters() if p is not emb)
     return n + (head.numel() if head is emb else 0)
@@ -450,12 +514,7 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
         .eval()
         .requires_grad_(False)
     )
-    vocab = student.config.vocab_size
-    g = torch.Generator(device=args.device).manual_seed(args.seed)
-    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g, device=args.device)
-    attention = torch.ones_like(ids)
-    mask = torch.zeros(args.batch, args.seq - 1, dtype=torch.bool, device=args.device)
-    mask[:, args.seq - 1 - max(1, round(args.trained_frac * (args.seq - 1))) :] = True
+    ids, attention, mask = _gpu_batch(args, student.config.vocab_size)
     n_trained = int(mask.sum())
     spec = KDSpec(temperature=args.temperature, chunk_tokens=args.chunk_tokens)
     s_head, t_head = output_head(student), output_head(teacher)
@@ -465,8 +524,8 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
         with torch.inference_mode():
             t_hidden = response_hidden(teacher, ids, attention)
         # An inference tensor may be read outside inference mode as long as autograd never saves it;
-        # kd_loss_sum only reads the teacher under no_grad. The clone (B x T x 4096, small) keeps that
-        # true whatever the loss does internally.
+        # kd_loss_sum only reads the teacher under no_grad. The clone (B x T x 4096, small) keeps
+        # that true whatever the loss does internally.
         t_hidden = t_hidden.clone()
         s_hidden = response_hidden(student, ids, attention)
         loss = kd_loss_sum(s_hidden, s_head, t_hidden, t_head, mask, spec) / n_trained
@@ -474,18 +533,7 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
         return loss.item()
 
     cuda = args.device.startswith("cuda")
-    for _ in range(2):  # warm-up
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    seconds = []
-    for _ in range(args.steps):
-        sync(args.device)
-        t0 = time.perf_counter()
-        loss = step()  # .item() synchronises
-        seconds.append(time.perf_counter() - t0)
-    t = statistics.median(seconds)
+    t, loss = _time_steps(step, args, cuda)
     tokens = args.batch * args.seq
     n_s, n_t = matmul_params(student), matmul_params(teacher)
     flops = 6 * n_s * tokens + 2 * n_t * tokens
@@ -499,7 +547,8 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
     }
     print(
         f"gpu step: student {args.student_shape} ({n_s / 1e9:.3f}B matmul params), "
-        f"teacher {args.teacher_shape} ({n_t / 1e9:.3f}B), {args.dtype}, batch {args.batch} x seq {args.seq}, "
+        f"teacher {args.teacher_shape} ({n_t / 1e9:.3f}B), {args.dtype}, batch {args.batch} x seq "
+        f"{args.seq}, "
         f"{n_trained} trained tokens, "
         f"KDSpec(chunk_tokens={args.chunk_tokens}), device {args.device}, torch {torch.__version__}"
     )

@@ -1,7 +1,7 @@
 """Benchmark: leafpipe's batched greedy generation against one prompt at a time.
 
-Both run `leafpipe.evaluation.generation.generate` on the same model, prompts and torch threads, in one
-process: "batched" with `--batch-size` prompts per `generate` call (left-padded, longest first,
+Both run `leafpipe.evaluation.generation.generate` on the same model, prompts and torch threads, in
+one process: "batched" with `--batch-size` prompts per `generate` call (left-padded, longest first,
 what the `generate` rule does), "single" with batch size 1 (what the paper's evaluation scripts
 do with plain `model.generate`). Greedy decoding must give the same completions both ways: the
 script checks every completion before it reports any speed and stops with UNEQUAL RESULTS
@@ -129,11 +129,13 @@ def main(argv: Sequence[str] | None = None) -> float:
     )
     if differ:
         raise SystemExit(
-            f"UNEQUAL RESULTS: {differ} of {len(rows)} completions differ between batched and single"
+            f"UNEQUAL RESULTS: {differ} of {len(rows)} completions differ "
+            "between batched and single"
         )
     tokens = sum(o["completion_tokens"] for o in outputs["batched"])
     print(
-        f"device {args.device}, shape {args.shape}, torch {torch.__version__}, {args.threads} threads, "
+        f"device {args.device}, shape {args.shape}, torch {torch.__version__}, "
+        f"{args.threads} threads, "
         f"{len(rows)} prompts, {tokens} generated tokens per pass, batch size {args.batch_size}, "
         f"median of {args.repeats}"
     )

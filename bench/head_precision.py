@@ -6,11 +6,12 @@ backward over `--tokens` trained tokens of width `--hidden` through a bias-free 
 the head's three products per chunk (logits, hidden-state gradient, weight gradient) and the fp32
 softmax between them; the cross-entropy stands in for every divergence (the head's work is the
 same) so that no teacher head is timed. On CUDA a third row times fp32 with TF32 products, which
-the distill job uses for `head_precision: fp32` (`distill._allow_tf32`).
+the distill job uses for `head_precision: fp32` (`leafpipe.distill.parts.allow_tf32`).
 
 Each precision runs once to warm up, then `--repeats` times; the median wall-clock time counts
 (on CUDA after a synchronisation). The loss of each precision is printed next to its time: bf16
-must agree with fp32 to about 2^-8 relative (tests/distill/test_head_precision.py derives the bound).
+must agree with fp32 to about 2^-8 relative (tests/distill/test_head_precision.py derives
+the bound).
 
 Output: a table, then exactly one line `fp32/bf16 time ratio: N.NNx` (> 1: bf16 is faster), and on
 CUDA one more, `fp32/tf32 time ratio: N.NNx`. On a CPU the ratio says little about a GPU: CPUs
@@ -35,7 +36,8 @@ sys.path.insert(
 )  # bench/common.py, however this is loaded
 from common import sync  # noqa: E402
 
-from leafpipe.distill.kd_loss import KDSpec, ce_loss_sum  # noqa: E402
+from leafpipe.distill.kd_loss import ce_loss_sum  # noqa: E402
+from leafpipe.distill.spec import KDSpec  # noqa: E402
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -111,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     before = matmul.fp32_precision
     results: dict[str, float] = {}
     print(
-        f"head {args.vocab} x {args.hidden}, {args.tokens} tokens in chunks of {args.chunk_tokens}, "
+        f"head {args.vocab} x {args.hidden}, {args.tokens} tokens in chunks of "
+        f"{args.chunk_tokens}, "
         f"{args.device}, {args.threads} threads; median of {args.repeats}"
     )
     print(f"{'products':>9} {'time (s)':>10} {'loss':>14}")

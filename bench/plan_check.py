@@ -1,4 +1,5 @@
-"""Benchmark: the planner's host-memory figures (leafpipe.execution.plan) against measured peak memory.
+"""Benchmark: the planner's host-memory figures (leafpipe.execution.plan) against measured peak
+memory.
 
 What is compared: a scoring job and a distillation job (variant sft: the student's training step,
 no teacher) run on the CPU through the stage functions the rules call (`leafpipe.stages.score`,
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -63,15 +65,32 @@ def sentence(rng: random.Random, words: int) -> str:
     return " ".join(f"{rng.choice(WORDS)} {rng.randint(10, 99)}" for _ in range(words // 2))
 
 
-def prepare(args: argparse.Namespace, work: Path) -> dict:
-    """The model folder, the corpus and the validated config of the run (what the rules pass)."""
+def save_model(args: argparse.Namespace, tokenizer: Any, folder: Path) -> None:
+    """A random-init Llama of the benchmark's shape (seed 0) with `tokenizer`, saved in `folder`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from leafpipe.text.tokenizer import save_tokenizer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            **model_config(args),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    )
+    save_tokenizer(tokenizer, folder)  # first: it writes the folder anew
+    model.save_pretrained(folder)
+
+
+def prepare(args: argparse.Namespace, work: Path) -> dict:
+    """The model folder, the corpus and the validated config of the run (what the rules pass)."""
     from leafpipe.config import validate_config
     from leafpipe.files.atomic import write_jsonl
     from leafpipe.text.templates import encode_sample
-    from leafpipe.text.tokenizer import save_tokenizer, train_tokenizer
+    from leafpipe.text.tokenizer import train_tokenizer
 
     rng = random.Random(0)
     rows = [
@@ -85,17 +104,7 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     tokenizer = train_tokenizer(
         [r[f] for r in rows for f in ("instruction", "response")], vocab_size=400
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            **model_config(args),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-        )
-    )
-    save_tokenizer(tokenizer, work / "model")  # first: it writes the folder anew
-    model.save_pretrained(work / "model")
+    save_model(args, tokenizer, work / "model")
     write_jsonl(rows, work / "corpus.jsonl")
     longest = max(
         len(encode_sample(tokenizer, r["instruction"], r["response"]).input_ids) for r in rows
@@ -129,7 +138,8 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
 
 
 def run_job(job: str, work: Path, threads: int) -> None:
-    """In a subprocess: the stage of `job`, printing the resident bytes before it and its peak above them."""
+    """In a subprocess: the stage of `job`, printing the resident bytes before it and its peak
+    above them."""
     import torch
 
     from leafpipe import stages
@@ -201,15 +211,17 @@ def main() -> None:
         config = prepare(args, work)
         rows = {row.job: row for row in plan.plan(config)}
         print(
-            f"shape: {model_config(args)}; tokens a sample <= {config['corpus']['max_tokens']}, batch {args.batch}"
+            f"shape: {model_config(args)}; tokens a sample <= {config['corpus']['max_tokens']}, "
+            f"batch {args.batch}"
         )
         for job, name in JOBS.items():
             got = measure(job, work, args.threads)
             estimate = rows[name].need.host_bytes - plan.PROCESS_BYTES
             measured = got["job"]
             print(
-                f"{name}: process estimate {plan.PROCESS_BYTES / MIB:.0f} MiB, measured import peak "
-                f"{got['imports'] / MIB:.0f} MiB, resident after imports {got['baseline'] / MIB:.0f} MiB; job "
+                f"{name}: process estimate {plan.PROCESS_BYTES / MIB:.0f} MiB, "
+                f"measured import peak {got['imports'] / MIB:.0f} MiB, "
+                f"resident after imports {got['baseline'] / MIB:.0f} MiB; job "
                 f"estimate {estimate / MIB:.0f} MiB, measured {measured / MIB:.0f} MiB, "
                 f"ratio {estimate / measured:.2f}"
             )

@@ -2,10 +2,10 @@
 
 What is compared (same process, same model object, same rows, same dtype, same torch threads):
 
-- ours: `leafpipe.detect.scoring.score_samples` with `ScoreSpec(response_level=False)`, so it computes
-  instruction-level scores only and does exactly the work of the reference: one response loss per
-  sample, its gradient at every input embedding. Its parameters are frozen and only the input
-  embeddings require grad; samples are batched by a token budget.
+- ours: `leafpipe.detect.scoring.score_samples` with `ScoreSpec(response_level=False)`, so it
+  computes instruction-level scores only and does exactly the work of the reference: one response
+  loss per sample, its gradient at every input embedding. Its parameters are frozen and only the
+  input embeddings require grad; samples are batched by a token budget.
 - baseline: what the paper's public detection script does (written out below in `baseline_scores`,
   the reference): one sample at a time, every parameter requires grad, the full logits at every
   position, the mean cross-entropy of the response tokens, `loss.backward()` (which computes every
@@ -46,11 +46,11 @@ and `world-teacher` (the default pipeline's teacher); `smollm2-135m`, `llama-3.2
 `llama-3.1-8b` are real Llama shapes with random weights, built directly on the device in the run's
 dtype (an 8B model is never materialised in fp32 on the CPU).
 Rows are synthetic chats made of confounder-world sentences (`leafpipe.data.world`) of about
-`--min-tokens`..`--max-tokens` chat tokens (64..256 for the small shapes, 512..2048 for the real ones),
-`--instruction-frac` of them in the instruction; the tokenizer is leafpipe's offline BPE tokenizer
-trained on the same world. With a real shape the model's vocabulary (49152 or 128256) is larger
-than the tokenizer's: only the first ids occur, which changes
-no cost (every logit is still computed).
+`--min-tokens`..`--max-tokens` chat tokens (64..256 for the small shapes, 512..2048 for the real
+ones), `--instruction-frac` of them in the instruction; the tokenizer is leafpipe's offline BPE
+tokenizer trained on the same world. With a real shape the model's vocabulary (49152 or 128256)
+is larger than the tokenizer's: only the first ids occur, which changes no cost (every logit is
+still computed).
 
 The last line of the output is exactly `speed-up: N.Nx` (ours over baseline, rows/s, this run).
 """
@@ -210,7 +210,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-# --- setup: tokenizer, rows, model -----------------------------------------------------------------
+# --- setup: tokenizer, rows, model ---------------------------------------------------------------
 
 
 def world_pieces(seed: int) -> dict[str, list[str]]:
@@ -239,9 +239,10 @@ def build_rows(
     instruction_frac: float,
     seed: int,
 ) -> list[dict]:
-    """`n` chats of about U(min_tokens, max_tokens) tokens, template included: random world sentences
-    joined by spaces as the instruction, random solution lines joined by newlines (one reasoning step
-    each) as the response. A chat overshoots its drawn length by at most one piece (about 12 tokens)."""
+    """`n` chats of about U(min_tokens, max_tokens) tokens, template included: random world
+    sentences joined by spaces as the instruction, random solution lines joined by newlines (one
+    reasoning step each) as the response. A chat overshoots its drawn length by at most one piece
+    (about 12 tokens)."""
     rng = random.Random(seed)
     cost = {
         text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -297,7 +298,8 @@ def build_model(
 
 
 def non_embedding_params(model: PreTrainedModel) -> int:
-    """Parameters of the transformer blocks and final norm: input embedding and output head excluded."""
+    """Parameters of the transformer blocks and final norm: input embedding and output head
+    excluded."""
     skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
@@ -334,7 +336,7 @@ def setup(args: argparse.Namespace) -> Setup:
     return Setup(tokenizer, rows, model, sum(lengths), digest.hexdigest()[:16])
 
 
-# --- the two methods ---------------------------------------------------------------------------------
+# --- the two methods -----------------------------------------------------------------------------
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -346,9 +348,10 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 def baseline_scores(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[dict]
 ) -> list[np.ndarray]:
-    """The reference: the paper's per-sample procedure. Returns min-max normalised instruction scores
-    per row, [n_instruction_tokens] each."""
-    model.eval()  # train mode would change nothing here (no dropout in Llama); eval keeps both alike
+    """The reference: the paper's per-sample procedure. Returns min-max normalised instruction
+    scores per row, [n_instruction_tokens] each."""
+    # Train mode would change nothing here (no dropout in Llama); eval keeps both alike.
+    model.eval()
     model.requires_grad_(True)  # as in the paper: every parameter is trainable
     device = next(model.parameters()).device
     out = []
@@ -360,8 +363,10 @@ def baseline_scores(
         # their gradient must be retained explicitly.
         embeds = model.get_input_embeddings()(ids)
         embeds.retain_grad()
-        logits = model(inputs_embeds=embeds).logits  # [1, T, V]: every position, full vocabulary
-        # Mean cross-entropy of the response tokens (and end of turn), as `labels=` would compute it.
+        # [1, T, V]: every position, full vocabulary.
+        logits = model(inputs_embeds=embeds).logits
+        # Mean cross-entropy of the response tokens (and end of turn), as `labels=` would compute
+        # it.
         loss = F.cross_entropy(logits[0, :-1].float(), labels[0, 1:], ignore_index=-100)
         loss.backward()  # input-embedding gradients, and every parameter's gradient
         instruction = torch.tensor([f == INSTRUCTION for f in enc.fields], device=device)
@@ -380,7 +385,8 @@ def ours_scores(
     rows: Sequence[dict],
     spec: ScoreSpec,
 ) -> list[np.ndarray]:
-    """leafpipe.detect.scoring.score_samples, instruction level; the same output as `baseline_scores`."""
+    """leafpipe.detect.scoring.score_samples, instruction level; the same output as
+    `baseline_scores`."""
     frame = score_samples(model, tokenizer, rows, spec)
     instr = frame[frame["part"] == INSTRUCTION]
     values = instr["grad_norm_normalized"].to_numpy(np.float64)
@@ -401,7 +407,7 @@ def methods(
     }
 
 
-# --- measurement --------------------------------------------------------------------------------------
+# --- measurement ---------------------------------------------------------------------------------
 
 
 def memory_probe(args: argparse.Namespace) -> None:
@@ -516,8 +522,9 @@ def main(argv: Sequence[str] | None = None) -> float:
 
     lengths = [len(encode_sample(s.tokenizer, r["instruction"], r["response"])) for r in s.rows]
     print(
-        f"leafpipe scoring benchmark: torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, seed {args.seed}"
+        f"leafpipe scoring benchmark: torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, device {args.device}, dtype {args.dtype}, "
+        f"threads {torch.get_num_threads()}, seed {args.seed}"
     )
     print(
         f"model: {args.shape} random-init Llama, {n_params / 1e6:.1f}M non-embedding params, "
@@ -530,7 +537,10 @@ def main(argv: Sequence[str] | None = None) -> float:
         f"timed passes: {args.repeats} (median), warm-up rows: {args.warmup}"
     )
     mem_head = "peak MiB (GPU alloc)" if cuda else "peak MiB (RSS)"
-    head = f"| method   | seconds | rows/s  | tokens/s  | TFLOP/s (4NT) | {'MFU   | ' if cuda else ''}{mem_head} |"
+    head = (
+        "| method   | seconds | rows/s  | tokens/s  | TFLOP/s (4NT) | "
+        f"{'MFU   | ' if cuda else ''}{mem_head} |"
+    )
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for name in METHODS:
@@ -539,11 +549,13 @@ def main(argv: Sequence[str] | None = None) -> float:
         mfu = f" {100 * tflops / args.peak_tflops:4.1f}% |" if cuda else ""
         mem = "n/a" if t.peak_mib is None else f"{t.peak_mib:.0f}"
         print(
-            f"| {name:<8} | {t.median:7.2f} | {len(s.rows) / t.median:7.1f} | {s.n_tokens / t.median:9.0f} | "
+            f"| {name:<8} | {t.median:7.2f} | {len(s.rows) / t.median:7.1f} | "
+            f"{s.n_tokens / t.median:9.0f} | "
             f"{tflops:13.4f} |{mfu} {mem:>{len(mem_head)}} |"
         )
     print(
-        f"max |ours - baseline| of normalised instruction scores: {diff:.2e} (tolerance {args.atol:g}, {args.dtype})"
+        f"max |ours - baseline| of normalised instruction scores: {diff:.2e} "
+        f"(tolerance {args.atol:g}, {args.dtype})"
     )
     speedup = timings["baseline"].median / timings["ours"].median
     print(f"speed-up: {speedup:.1f}x")

@@ -1,16 +1,18 @@
 """Benchmark: response-level scoring with its per-scope backward passes batched, against one full
 backward pass per scope.
 
-What is compared (same process, same model object, same rows, same batches, same dtype and threads):
-`leafpipe.detect.scoring.score_samples` with `ScoreSpec(response_scopes="steps")`, so a row of S reasoning
-steps has S scopes (its instruction and its first S - 1 steps, each scored by the loss of what
-follows), run three ways by swapping the batch function it calls (`embedding_grad_norms`):
+What is compared (same process, same model object, same rows, same batches, same dtype and
+threads): `leafpipe.detect.scoring.score_samples` with `ScoreSpec(response_scopes="steps")`, so a
+row of S reasoning steps has S scopes (its instruction and its first S - 1 reasoning steps, each
+scored by the loss of what follows), run three ways by swapping the batch function it calls
+(`embedding_grad_norms`):
 
 - per-step: the reference, what leafpipe did before (`per_step_grad_norms` below): one forward
   pass, then one `torch.autograd.grad` per scope, each a full backward pass through the loss, the
   LM head and the decoder;
-- one-per-pass: leafpipe's `embedding_grad_norms` with `SCOPES_PER_BACKWARD = 1`: the loss's and
-  the head's backward pass once for all scopes, then one backward pass through the decoder per scope;
+- one-per-pass: leafpipe's `embedding_grad_norms` with `SCOPES_PER_BACKWARD = 1`
+  (leafpipe.detect.input_gradients): the loss's and the head's backward pass once for all scopes,
+  then one backward pass through the decoder per scope;
 - batched: leafpipe's `embedding_grad_norms` as it is: the head once, then the decoder's backward
   passes of up to `SCOPES_PER_BACKWARD` scopes in one (`is_grads_batched`).
 
@@ -20,11 +22,13 @@ otherwise the script stops with a message and prints no ratio.
 
 Timing: one untimed warm-up pass of each method on `--warmup` rows, then `--repeats` timed passes
 over all rows, rotating which method goes first; the median pass counts. Rows are built from
-confounder-world text (`leafpipe.data.world`, as in bench/score.py): an instruction of `--instruction`
-world sentences and a response of `--steps` solution lines, one reasoning step each. The model is a
-random-init Llama of one of bench/score.py's shapes (`--shape tiny` by default: hidden 256, 4 layers).
+confounder-world text (`leafpipe.data.world`, as in bench/score.py): an instruction of
+`--instruction` world sentences and a response of `--steps` solution lines, one reasoning step
+each. The model is a random-init Llama of one of bench/score.py's shapes (`--shape tiny` by
+default: hidden 256, 4 layers).
 
-The last line of the output is exactly `batched / per-step: N.NNx` (the time ratio; below 1 is faster).
+The last line of the output is exactly `batched / per-step: N.NNx` (the time ratio; below 1 is
+faster).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/*.py, ho
 from common import sync  # noqa: E402
 from score import SHAPES, build_model, world_pieces  # noqa: E402
 
+import leafpipe.detect.input_gradients as input_gradients
 import leafpipe.detect.scoring as scoring
 from leafpipe.detect.scoring import ScoreSpec, score_samples
 from leafpipe.text.batching import collate
@@ -156,16 +161,22 @@ def per_step_grad_norms(
 def methods(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ScoreSpec
 ) -> dict[str, Callable[[Sequence[dict]], pd.DataFrame]]:
-    """Each method: rows -> score_samples' frame, with scoring's batch function or group size swapped."""
-    ours, per_backward = scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD
+    """Each method: rows -> score_samples' frame, with scoring's batch function
+    (`leafpipe.detect.scoring.embedding_grad_norms`) or group size
+    (`leafpipe.detect.input_gradients.SCOPES_PER_BACKWARD`) swapped."""
+    ours, per_backward = scoring.embedding_grad_norms, input_gradients.SCOPES_PER_BACKWARD
 
     def run(batch_function: Callable, group: int) -> Callable[[Sequence[dict]], pd.DataFrame]:
         def score(rows: Sequence[dict]) -> pd.DataFrame:
-            scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD = batch_function, group
+            scoring.embedding_grad_norms, input_gradients.SCOPES_PER_BACKWARD = (
+                batch_function,
+                group,
+            )
             try:
                 return score_samples(model, tokenizer, rows, spec)
             finally:
-                scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD = ours, per_backward
+                scoring.embedding_grad_norms = ours
+                input_gradients.SCOPES_PER_BACKWARD = per_backward
 
         return score
 
@@ -187,7 +198,8 @@ def check_equal(frames: dict[str, pd.DataFrame], rtol: float) -> float:
             a, b = frame[column].to_numpy(np.float64), reference[column].to_numpy(np.float64)
             if not np.array_equal(np.isnan(a), np.isnan(b)):
                 raise SystemExit(
-                    f"UNEQUAL RESULTS: {name} scores other tokens than per-step; no ratio is reported"
+                    f"UNEQUAL RESULTS: {name} scores other tokens than per-step; "
+                    "no ratio is reported"
                 )
             finite = np.isfinite(b)
             worst = max(
@@ -238,13 +250,14 @@ def main(argv: Sequence[str] | None = None) -> float:
     median = {name: statistics.median(s) for name, s in seconds.items()}
     print(
         f"leafpipe response-scope scoring benchmark: torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
-        f"seed {args.seed}"
+        f"{transformers.__version__}, device {args.device}, dtype {args.dtype}, "
+        f"threads {torch.get_num_threads()}, seed {args.seed}"
     )
     print(
-        f"model: {args.shape} random-init Llama; rows: {len(rows)} of {args.steps} steps, {sum(lengths)} tokens "
-        f"(min {min(lengths)}, max {max(lengths)}); ScoreSpec(max_tokens={args.batch_tokens}, "
-        f"response_scopes='steps'); SCOPES_PER_BACKWARD = {scoring.SCOPES_PER_BACKWARD}; "
+        f"model: {args.shape} random-init Llama; rows: {len(rows)} of {args.steps} steps, "
+        f"{sum(lengths)} tokens (min {min(lengths)}, max {max(lengths)}); "
+        f"ScoreSpec(max_tokens={args.batch_tokens}, response_scopes='steps'); "
+        f"SCOPES_PER_BACKWARD = {input_gradients.SCOPES_PER_BACKWARD}; "
         f"timed passes: {args.repeats} (median)"
     )
     head = "| method       | seconds | / per-step |"

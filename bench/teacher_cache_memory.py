@@ -2,12 +2,12 @@
 
 What is compared (same tiny random-init teacher, same samples, same batches, same file):
 
-- new: `leafpipe.distill.teacher_cache.build_teacher_cache`: int32 indices and fp32 log-probabilities
-  [N, k] preallocated from the samples' trained-token counts and filled batch by batch, the digest
-  read from them in place, `save_file` writing from them.
+- new: `leafpipe.distill.teacher_cache.build_teacher_cache`: int32 indices and fp32
+  log-probabilities [N, k] preallocated from the samples' trained-token counts and filled batch by
+  batch, the digest read from them in place, `save_file` writing from them.
 - old: what it did before (written out below in `plain_cache`, also the reference of
-  tests/distill/test_teacher_cache.py): each sample's rows kept apart, concatenated at the end, the digest
-  computed over byte copies of the whole tensors, then saved.
+  tests/distill/test_teacher_cache.py): each sample's rows kept apart, concatenated at the end, the
+  digest computed over byte copies of the whole tensors, then saved.
 
 Both files must hold the same header and tensor bytes, or the script stops without a table.
 
@@ -48,11 +48,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 sys.path.insert(
     0, os.path.dirname(os.path.abspath(__file__))
 )  # bench/common.py, however this is loaded
-from common import parse_or_probe, peak_mib_since, reset_peak, run_probe  # noqa: E402
+from common import add_probe_arguments, parse_or_probe, peak_mib_since, reset_peak, run_probe  # noqa: E402
 
 from leafpipe.distill.data import n_trained
-from leafpipe.distill.kd_loss import output_head, response_hidden, teacher_topk
+from leafpipe.distill.heads import output_head, response_hidden
 from leafpipe.distill.teacher_cache import CACHE_FORMAT, build_teacher_cache, sample_key
+from leafpipe.distill.topk import teacher_topk
 from leafpipe.execution.memory import inference_bytes_per_token, model_shape, topk_cache_host_bytes
 from leafpipe.text.batching import collate
 from leafpipe.text.templates import INSTRUCTION, RESPONSE, TEMPLATE, EncodedSample
@@ -72,8 +73,8 @@ def plain_cache(
     batch_size: int,
     chunk_tokens: int,
 ) -> None:
-    """The plain way, arguments as `build_teacher_cache`'s (CPU only): each sample's rows kept apart,
-    concatenated at the end, hashed from byte copies of the whole tensors, saved."""
+    """The plain way, arguments as `build_teacher_cache`'s (CPU only): each sample's rows kept
+    apart, concatenated at the end, hashed from byte copies of the whole tensors, saved."""
     order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
     parts = {}
     with torch.no_grad():
@@ -139,14 +140,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=list(WAYS),
         help="leave out old where the plain way does not fit",
     )
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--mmap-threshold", type=int, default=65536, help="bytes; 0: glibc's dynamic default"
-    )
-    p.add_argument("--probe", choices=WAYS, help=argparse.SUPPRESS)  # internal: the subprocess
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    p.add_argument("--fingerprint", help=argparse.SUPPRESS)
+    add_probe_arguments(p, WAYS)
+    p.add_argument("--out", help=argparse.SUPPRESS)  # internal: where a probe writes
     return p.parse_args(argv)
 
 
@@ -203,7 +198,8 @@ def probe(args: argparse.Namespace) -> None:
 
 
 def header_and_data(path: str | os.PathLike[str]) -> tuple[dict, bytes]:
-    """A safetensors file's JSON header, parsed (its metadata's order is random), and the bytes after it."""
+    """A safetensors file's JSON header, parsed (its metadata's order is random), and the bytes
+    after it."""
     raw = Path(path).read_bytes()
     size = int.from_bytes(raw[:8], "little")
     return json.loads(raw[8 : 8 + size]), raw[8 + size :]
@@ -246,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
         / 2**20
     )
     print(
-        f"leafpipe teacher top-k cache memory: torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"leafpipe teacher top-k cache memory: torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, "
         f"seed {args.seed}, mmap threshold {args.mmap_threshold or 'dynamic'}"
     )
     print(
@@ -254,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
         f"file {file_mib:.0f} MiB; batches of {args.batch_size} ({batch_rows} rows)"
     )
     print(
-        f"planner: cache {cache:.0f} MiB; cache + teacher forward of a batch on the CPU {cache + forward:.0f} MiB"
+        f"planner: cache {cache:.0f} MiB; cache + teacher forward of a batch on the CPU "
+        f"{cache + forward:.0f} MiB"
     )
     print("| way | peak MiB (RSS) | peak / cache estimate | peak / (cache + forward) estimate |")
     print("|-----|----------------|-----------------------|-----------------------------------|")

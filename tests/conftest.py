@@ -15,12 +15,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SAMPLES = [
     (
-        "Tom has 3 apples. Mia owns 9 red cars. Tom buys 4 more apples. How many apples does Tom have now?",
-        "Step 1: Tom starts with 3 apples.\nStep 2: He buys 4 more, so 3 + 4 = 7.\nThe answer is 7.",
+        "Tom has 3 apples. Mia owns 9 red cars. Tom buys 4 more apples. "
+        "How many apples does Tom have now?",
+        "Step 1: Tom starts with 3 apples.\nStep 2: He buys 4 more, so 3 + 4 = 7.\n"
+        "The answer is 7.",
     ),
     (
-        "A box holds 12 pens. Sam gives away 5 pens. The sky was blue on day 8. How many pens are left?",
-        "Step 1: The box starts with 12 pens.\nStep 2: Sam gives away 5, so 12 - 5 = 7.\nThe answer is 7.",
+        "A box holds 12 pens. Sam gives away 5 pens. The sky was blue on day 8. "
+        "How many pens are left?",
+        "Step 1: The box starts with 12 pens.\nStep 2: Sam gives away 5, so 12 - 5 = 7.\n"
+        "The answer is 7.",
     ),
 ]
 

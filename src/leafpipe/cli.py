@@ -20,6 +20,7 @@ from leafpipe.config import (
     go_offline_unless_hub_needed,
     load_config,
 )
+from leafpipe.stages.specs import stage_config
 
 STAGES: dict[str, Callable[..., None]] = {
     name: getattr(stages, name)
@@ -66,14 +67,17 @@ def _add_stage(sub: Any, name: str, func: Callable[..., None]) -> None:
         flag = "--" + pname.replace("_", "-")
         if pname == "threads":
             parser.add_argument(flag, type=int, default=None, help="torch CPU threads")
-        elif "Sequence" in str(param.annotation):
-            parser.add_argument(flag, dest=pname, nargs="+", required=True)
         else:
-            optional = (
-                param.default is not param.empty
-            )  # e.g. `score --shard`: the stage's own default
+            # A parameter with a default is optional here too (`score --shard`, `corpus
+            # --held-out`), with the stage's own default.
+            optional = param.default is not param.empty
+            many = {"nargs": "+"} if "Sequence" in str(param.annotation) else {}
             parser.add_argument(
-                flag, dest=pname, required=not optional, default=param.default if optional else None
+                flag,
+                dest=pname,
+                required=not optional,
+                default=param.default if optional else None,
+                **many,
             )
     parser.set_defaults(stage=name)
 
@@ -97,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plan(config: dict[str, Any]) -> int:
-    """Print the planner's table; 1, with the failing jobs' numbers on stderr, when any cannot fit."""
+    """Print the planner's table; 1, with the failing jobs' numbers on stderr, when any cannot
+    fit."""
     from leafpipe.execution.plan import failure_report, plan, table
 
     rows = plan(config)
@@ -133,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as err:
             print(f"leafpipe: {err} (--seed)", file=sys.stderr)
             return 2
-    func = STAGES[args.pop("stage")]
+    name = args.pop("stage")
+    func = STAGES[name]
     if "config" in inspect.signature(func).parameters:
-        args["config"] = config
+        # The stage's arguments name its job as the wildcards do (--role, --model, --benchmark).
+        args["config"] = stage_config(name, config, args)
     func(**args)
     return 0
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from leafpipe.distill.variants import VARIANTS
+from leafpipe.distill.spec import DistillSpec
+from leafpipe.distill.variants import variant
 
 SCHEMA = Path(__file__).parent / "schema" / "config.schema.yaml"
 # owner/name, as on the Hugging Face hub; anything else must be a local path that exists.
@@ -50,8 +51,9 @@ def check_seeds(config: dict[str, Any], where: str = "config") -> None:
     if given and (len(seeds) != 1 or set(given.values()) != set(seeds)):
         written = ", ".join(f"{key}: {value}" for key, value in given.items())
         raise ConfigError(
-            f"{where}: {written}: `seed` and `world.seed` are one setting now, `seeds` (a list: one "
-            f"replicate of the whole run per seed, its world generated with that seed); write "
+            f"{where}: {written}: `seed` and `world.seed` are one setting now, `seeds` "
+            "(a list: one replicate of the whole run per seed, its world generated with that "
+            "seed); write "
             f"`seeds: [{next(iter(given.values()))}]` and remove them (seeds here: {seeds})"
         )
 
@@ -77,21 +79,12 @@ def check_distill(config: dict[str, Any], where: str = "config") -> None:
     import importlib.util
 
     d = config["distill"]
-    unknown = sorted(set(d["variants"]) - set(VARIANTS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: distill.variants: unknown {unknown}; choose from {sorted(VARIANTS)}"
-        )
-    if d["global_batch"] % d["micro_batch"]:
-        raise ConfigError(
-            f"{where}: distill.global_batch ({d['global_batch']}) must be a multiple of "
-            f"distill.micro_batch ({d['micro_batch']}): an optimiser step accumulates "
-            "global_batch / micro_batch micro-batches"
-        )
-    if d["keep"] == "best" and d["val_fraction"] == 0:
-        raise ConfigError(
-            f"{where}: distill.keep: best needs a validation set; set distill.val_fraction > 0"
-        )
+    try:
+        for name in d["variants"]:
+            variant(name)
+        DistillSpec.from_config(d, objective="kd", seed=0)  # the spec's own checks, once
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: {err}") from None
     if d["lora"] and importlib.util.find_spec("peft") is None:
         raise ConfigError(
             f"{where}: distill.lora is set but peft is not installed; "
@@ -101,6 +94,12 @@ def check_distill(config: dict[str, Any], where: str = "config") -> None:
 
 MODEL_ORIGINS = ("path", "gguf", "derive")
 CORPUS_ORIGINS = ("path", "benchmark", "hub")
+
+
+def model_role(model: str) -> str:
+    """The role whose settings (`trust_remote_code`) a model follows: a distilled variant is a
+    student, and so is trusted exactly as far as the student."""
+    return "teacher" if model == "teacher" else "student"
 
 
 def weights_origin(config: Mapping[str, Any], role: str) -> str:
@@ -148,8 +147,9 @@ def check_sbatch_safe_paths(
     ]
     if bad:
         raise ConfigError(
-            "SLURM jobs cannot use paths with $, `, \\, quotes or newlines (the slurm executor would run "
-            f"them as shell code): {'; '.join(bad)}. Rename them or use a symlink."
+            "SLURM jobs cannot use paths with $, `, \\, quotes or newlines "
+            "(the slurm executor would run them as shell code)"
+            f": {'; '.join(bad)}. Rename them or use a symlink."
         )
 
 
@@ -161,7 +161,8 @@ def check_paths(config: dict[str, Any], where: str = "config") -> None:
         origins = given_origins(model, MODEL_ORIGINS)
         if len(origins) > 1:
             raise ConfigError(
-                f"{where}: models.{role}: give one of path, gguf, derive, not {' and '.join(origins)}"
+                f"{where}: models.{role}: give one of path, gguf, derive, "
+                f"not {' and '.join(origins)}"
             )
         derive = model.get("derive")
         if derive and (derive["from"] == role or config["models"][derive["from"]].get("derive")):
@@ -192,7 +193,8 @@ def check_paths(config: dict[str, Any], where: str = "config") -> None:
             )
         if max(bench["k"]) > bench["n"]:
             raise ConfigError(
-                f"{entry}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} completions per problem"
+                f"{entry}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} "
+                "completions per problem"
             )
 
 
@@ -215,7 +217,8 @@ def check_corpus_disjoint(config: dict[str, Any], where: str = "config") -> None
             continue
         if bench.get("limit", float("inf")) > corpus["skip"]:
             raise ConfigError(
-                f"{where}: evaluation.benchmarks.{name}: evaluates {kind} rows the corpus trains on; "
+                f"{where}: evaluation.benchmarks.{name}: "
+                f"evaluates {kind} rows the corpus trains on; "
                 f"set its limit to at most corpus.skip ({corpus['skip']})"
             )
 

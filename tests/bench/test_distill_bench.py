@@ -1,4 +1,5 @@
-"""Smoke test of the distillation-loss benchmark (bench/distill.py) at toy sizes: seconds on one core."""
+"""Smoke test of the distillation-loss benchmark (bench/distill.py) at toy sizes: seconds on one
+core."""
 
 import importlib.util
 import math

@@ -1,4 +1,5 @@
-"""The report's data accounting: rows read = kept + skipped + left out, checked against the files."""
+"""The report's data accounting: rows read = kept + skipped + left out, checked against the
+files."""
 
 from __future__ import annotations
 

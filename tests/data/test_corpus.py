@@ -1,4 +1,5 @@
-"""Corpus input validation: every non-blank line is a kept row or a skipped one with a true reason."""
+"""Corpus input validation: every non-blank line is a kept row or a skipped one with a true
+reason."""
 
 from __future__ import annotations
 
@@ -400,7 +401,8 @@ def _corrupt(data: st.DataObject, lines: list[bytes]) -> list[bytes]:
             row.pop(name, None)
         else:
             row[name] = data.draw(st.sampled_from(_NEW_VALUES))
-        # surrogatepass: a lone surrogate from an inserted \ud800 escape becomes invalid UTF-8 bytes.
+        # surrogatepass: a lone surrogate from an inserted \ud800 escape becomes invalid UTF-8
+        # bytes.
         line = (
             json.dumps(row, ensure_ascii=data.draw(st.booleans())).encode("utf-8", "surrogatepass")
             + b"\n"
@@ -502,7 +504,8 @@ def test_random_corruptions_lose_nothing_and_keep_nothing_wrong(
     try:
         read = read_corpus(path, on_invalid="skip", **tokens)
     except CorpusError as err:
-        # Only a file without a valid row may fail in skip mode; error mode then stops at its first line.
+        # Only a file without a valid row may fail in skip mode; error mode then stops at its first
+        # line.
         message = str(err)
         event(
             "no valid row"

@@ -1,4 +1,5 @@
-"""The corpus rule's stage: every row read is kept or listed with its reason, per corpus.on_invalid."""
+"""The corpus rule's stage: every row read is kept or listed with its reason, per
+corpus.on_invalid."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _run(
         tmp_path / "out" / "info.json",
         tmp_path / "out" / "skipped.parquet",
     )
-    stages.corpus(config, *out, source_path=source, tokenizer_dir=tokenizer_dir)
+    stages.corpus(config, *out, corpus_file=source, tokenizer_dir=tokenizer_dir)
     return out
 
 

@@ -8,13 +8,12 @@ from leafpipe.detect.confounders import (
     DetectSpec,
     detect,
     detect_sample,
-    detection_metrics,
-    limit_span_lengths,
-    merge_spans,
     threshold_flags,
 )
+from leafpipe.detect.metrics import detection_metrics
 from leafpipe.detect.score_variants import minmax
 from leafpipe.detect.scoring import ScoreSpec, score_samples
+from leafpipe.detect.spans import limit_span_lengths, merge_spans
 
 
 def _instr(n):

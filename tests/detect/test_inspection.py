@@ -8,12 +8,13 @@ import pytest
 from score_rows import score_rows
 
 from leafpipe.config import validate_config
-from leafpipe.detect.confounders import DetectSpec, detect, detection_metrics
+from leafpipe.detect.confounders import DetectSpec, detect
 from leafpipe.detect.inspection import (
     write_histograms,
     write_inspection_html,
     write_sweep_plot,
 )
+from leafpipe.detect.metrics import detection_metrics
 from leafpipe.detect.quality import percentile_sweep, write_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -45,7 +46,8 @@ def _planted_span(words):
 
 
 def _world(n_samples=12, labelled=True, seed=0):
-    """Detection tokens for synthetic samples whose planted tokens tend to a low teacher − student."""
+    """Detection tokens for synthetic samples whose planted tokens tend to a low
+    teacher − student."""
     rng = np.random.default_rng(seed)
     teacher, student, corpus = [], [], []
     n = len(WORDS) + len(RESPONSE)

@@ -18,16 +18,19 @@ from safetensors.torch import load_file, save_file
 
 from leafpipe import stages
 from leafpipe.config import validate_config
-from leafpipe.detect.confounders import DetectSpec, detect, detection_metrics
+from leafpipe.detect.confounders import DetectSpec, detect
+from leafpipe.detect.metrics import detection_metrics
 from leafpipe.detect.scoring import ScoreSpec, score_samples
-from leafpipe.distill.trainer import DistillSpec, _Trainer, distill
+from leafpipe.distill.spec import DistillSpec
+from leafpipe.distill.trainer import _Trainer, distill
 from leafpipe.files.atomic import write_jsonl
 from leafpipe.text.templates import encode_sample
 
 # The third sample is the longest (row 0 of its batch) and the only one with an "@" token.
 POISONED = (
     "Zoe @ has 6 eggs and a very long list of things to do in the garden and in the house today. "
-    "She eats 2 eggs for breakfast with her brother and her two old friends. How many eggs are left?",
+    "She eats 2 eggs for breakfast with her brother and her two old friends. "
+    "How many eggs are left?",
     "Step 1: Zoe starts with 6 eggs.\nStep 2: She eats 2, so 6 - 2 = 4.\nThe answer is 4.",
 )
 

@@ -10,14 +10,13 @@ import pytest
 from leafpipe.detect.confounders import (
     DetectSpec,
     detect,
-    merge_spans,
     percentile_threshold,
-    protected_spans,
-    resolved_rules,
     threshold_flags,
 )
+from leafpipe.detect.rules import resolved_rules
 from leafpipe.detect.score_variants import minmax
 from leafpipe.detect.scoring import ScoreSpec, score_samples, segment_starts
+from leafpipe.detect.spans import merge_spans, protected_spans
 from leafpipe.text.reasoning_steps import reasoning_step_starts
 
 PAPER = {

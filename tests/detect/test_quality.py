@@ -8,13 +8,13 @@ from score_rows import score_rows
 from leafpipe.detect.confounders import DetectSpec, detect, detection_metrics
 from leafpipe.detect.quality import (
     available_scores,
-    markdown_section,
     metrics_by_kind,
     rescore,
     variant_comparison,
     write_csv,
 )
 from leafpipe.detect.score_variants import SCORES
+from leafpipe.report.detection_variants import variants_section
 
 TOP1 = DetectSpec(strategy="top_k", top_k=1, response_level=False)
 
@@ -243,23 +243,23 @@ def test_variants_without_gradient_x_input_scores_are_left_out():
     assert available_scores(tokens) == ["paper", "rank", "ratio"]
 
 
-def test_markdown_section_shows_every_variant_and_kind_with_a_reading_guide(tmp_path):
+def test_variants_section_shows_every_variant_and_kind_with_a_reading_guide(tmp_path):
     comparison = variant_comparison(_frame([OUTLIER]), TOP1, [50])
     write_csv(comparison.variants, tmp_path / "variants.csv")
     write_csv(comparison.by_kind, tmp_path / "by_kind.csv")
-    text = markdown_section(tmp_path / "variants.csv", tmp_path / "by_kind.csv")
+    text = variants_section(tmp_path / "variants.csv", tmp_path / "by_kind.csv")
     assert "| paper (configured) | 0.0% | 0.0% | 0.0% | 0.00 | 1 |" in text
     assert "| rank | 100.0% | 100.0% | 100.0% | 4.00 | 1 |" in text
     assert "planted numbers must get a lower d than the problem's own numbers" in text.lower()
     assert "| rank | planted_number | 1 | 100.0% | 0.000 | 0.667 | 0.000 |" in text
 
 
-def test_markdown_section_without_labels_leaves_precision_undefined(tmp_path):
+def test_variants_section_without_labels_leaves_precision_undefined(tmp_path):
     unlabelled = list(OUTLIER)
     unlabelled[1], unlabelled[4] = ["word", "word", "number", "word"], [False] * 4
     comparison = variant_comparison(_frame([tuple(unlabelled)]), TOP1, [50])
     assert comparison.variants["precision"].isna().all()
     write_csv(comparison.variants, tmp_path / "v.csv")
     write_csv(comparison.by_kind, tmp_path / "k.csv")
-    text = markdown_section(tmp_path / "v.csv", tmp_path / "k.csv")
+    text = variants_section(tmp_path / "v.csv", tmp_path / "k.csv")
     assert "| rank | — | — | — | — | 1 |" in text and "without planted labels" in text.lower()

@@ -52,7 +52,7 @@ def test_ratio_is_the_min_max_log_ratio_with_epsilon():
     np.testing.assert_allclose(out.diff, [0.32321, 0, 0.32321, 1], atol=1e-5)
 
 
-def test_ratio_tells_apart_a_token_only_the_student_uses_from_one_both_use_which_the_difference_ties():
+def test_ratio_tells_apart_a_token_only_the_student_uses_from_one_both_use_the_difference_ties():
     # t̂ = [0, .8, 1, .5], ŝ = [.2, 1, 0, .5]: tokens 0 and 1 both have t̂ − ŝ = −.2.
     teacher, student = np.array([0.0, 8.0, 10.0, 5.0]), np.array([2.0, 10.0, 0.0, 5.0])
     paper = normalised_difference(teacher, student, "paper").diff

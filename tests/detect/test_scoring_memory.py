@@ -15,6 +15,7 @@ import torch
 from numerical import InfGradient
 from scoring_reference import LONG, reference_scores, scoring_rows
 
+import leafpipe.detect.input_gradients as input_gradients
 import leafpipe.detect.scoring as scoring
 from leafpipe.detect.scoring import (
     ScoreSpec,
@@ -137,13 +138,13 @@ def test_the_gpu_budget_follows_the_free_memory_and_the_models_size(tiny_llama, 
     assert token_budget(ScoreSpec(), tiny_llama(0)) == scoring.CPU_TOKEN_BUDGET
 
 
-# --- response scopes: batched backward passes -------------------------------------------------------
+# --- response scopes: batched backward passes ----------------------------------------------
 
 
-@pytest.fixture(params=[2, scoring.SCOPES_PER_BACKWARD], ids=lambda n: f"{n}_per_backward")
+@pytest.fixture(params=[2, input_gradients.SCOPES_PER_BACKWARD], ids=lambda n: f"{n}_per_backward")
 def per_backward(request, monkeypatch):
     """Groups of 2 (five scopes: two batched passes and a plain one) and the default (one pass)."""
-    monkeypatch.setattr(scoring, "SCOPES_PER_BACKWARD", request.param)
+    monkeypatch.setattr(input_gradients, "SCOPES_PER_BACKWARD", request.param)
     return request.param
 
 
@@ -205,7 +206,7 @@ def test_a_non_finite_sample_in_batched_scopes_leaves_its_batch_mates_bit_for_bi
     assert clean[~bad]["grad_norm"].notna().any()
 
 
-# --- bench/score_steps.py, at toy sizes -------------------------------------------------------------
+# --- bench/score_steps.py, at toy sizes ---------------------------------------------------
 
 TOY = [
     "--shape",
@@ -236,7 +237,7 @@ def bench():
 
 
 def test_the_steps_benchmark_checks_equal_scores_and_ends_with_the_ratio(bench, capsys):
-    ours, per_backward = scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD
+    ours, per_backward = scoring.embedding_grad_norms, input_gradients.SCOPES_PER_BACKWARD
     ratio = bench.main(TOY)
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"batched / per-step: \d+\.\d\dx", lines[-1])
@@ -245,9 +246,10 @@ def test_the_steps_benchmark_checks_equal_scores_and_ends_with_the_ratio(bench, 
         float(re.search(r"largest score \(grad_norm, grad_x_input\): (\S+)", lines[-2]).group(1))
         <= 1e-4
     )
-    assert (scoring.embedding_grad_norms, scoring.SCOPES_PER_BACKWARD) == (ours, per_backward), (
-        "restored"
-    )
+    assert (scoring.embedding_grad_norms, input_gradients.SCOPES_PER_BACKWARD) == (
+        ours,
+        per_backward,
+    ), "restored"
 
 
 def test_the_steps_benchmark_stops_on_unequal_scores(bench, monkeypatch, capsys):

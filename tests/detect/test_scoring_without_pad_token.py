@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from chat_families import family_tokenizer
+from tiny_models import save_tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from leafpipe import stages
@@ -22,7 +22,8 @@ from leafpipe.files.atomic import write_jsonl
 from leafpipe.text.tokenizer import load_tokenizer
 
 LONGER = (
-    "Ann has 2 cats and 3 dogs and a fish and a bird and a long story about her garden. How many pets?",
+    "Ann has 2 cats and 3 dogs and a fish and a bird and a long story about her garden. "
+    "How many pets?",
     "Step 1: 2 + 3 = 5.\nStep 2: a fish and a bird.\nThe answer is 7.",
 )
 
@@ -34,21 +35,8 @@ def no_pad(tmp_path_factory, samples):
     root = tmp_path_factory.mktemp("no_pad")
     tok = family_tokenizer("llama3", [t for pair in [*samples, LONGER] for t in pair] * 20, 300)
     tok.pad_token = None
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=None,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).eval().save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    assert tok.pad_token_id is None
+    save_tiny_model(LlamaConfig, LlamaForCausalLM, tok, root / "model", seed=0)
     rows = [
         {"id": f"s{i}", "instruction": a, "response": b}
         for i, (a, b) in enumerate([*samples, LONGER])
@@ -129,7 +117,8 @@ def test_the_score_stage_and_the_cli_score_without_a_pad_token(no_pad, tmp_path)
 
 
 def test_the_score_rule_scores_without_a_pad_token(no_pad):
-    """The Snakemake rule, as a Llama-config run's first GPU job would run it: corpus, then score."""
+    """The Snakemake rule, as a Llama-config run's first GPU job would run it: corpus, then
+    score."""
     root, rows = no_pad
     repo = Path(__file__).resolve().parents[2]
     target = root / "results" / "seed-0" / "scores" / "teacher" / "shard-0.parquet"

@@ -1,4 +1,4 @@
-from leafpipe.detect.confounders import protected_spans
+from leafpipe.detect.spans import protected_spans
 from leafpipe.detect.token_kinds import token_kinds
 
 TEXT = "Tom has 3 pens. Mia owns 9 red cars. Reason step by step."

@@ -25,7 +25,8 @@ from kd_tensors import B, T, V, make_tensors, reference_divergence, token_mask
 from torch import nn
 from torch.func import grad, hessian, vmap
 
-from leafpipe.distill.kd_loss import KD_KINDS, KDSpec, ce_loss_sum, kd_loss_sum
+from leafpipe.distill.kd_loss import ce_loss_sum, kd_loss_sum
+from leafpipe.distill.spec import KD_KINDS, KDSpec
 
 C = 3 * 2.0**-9  # a bf16 matrix product's error, relative to |A| |B| (module docstring)
 FP32_SLACK = 1e-5  # both paths' own fp32 rounding, on values of order 1
@@ -73,7 +74,8 @@ def _bounds(kind: str, sh, shead, th, thead, mask):
 @pytest.mark.parametrize("chunk", [0, 4])
 @pytest.mark.parametrize("kind", KINDS)
 def test_bf16_head_matches_fp32_within_bf16_rounding(kind, chunk, head_kind):
-    # "module": a head that is not a plain nn.Linear takes the checkpointed path, under bf16 autocast.
+    # "module": a head that is not a plain nn.Linear takes the checkpointed path, under bf16
+    # autocast.
     sh, shead, th, thead = make_tensors(40)
     head = shead if head_kind == "linear" else nn.Sequential(shead)
     mask = token_mask("right_padding")
@@ -130,7 +132,8 @@ def test_auto_is_fp32_on_the_cpu_bit_for_bit(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_auto_is_bf16_on_cuda(kind):
-    # A simulated GPU (tests/support/device_spread.py): the tensors report cuda:0 and compute on the CPU.
+    # A simulated GPU (tests/support/device_spread.py): the tensors report cuda:0 and compute on the
+    # CPU.
     sh, shead, th, thead = make_tensors(43)
     mask = token_mask("right_padding")
     bf16 = _loss(kind, "bf16", shead, sh, th, thead, mask, 3).detach()

@@ -8,17 +8,11 @@ import torch.nn.functional as F
 from kd_tensors import HS, B, T, V, make_tensors, reference_divergence, token_mask
 from torch import nn
 
-from leafpipe.distill.kd_loss import (
-    KD_KINDS,
-    KDSpec,
-    SoftcappedHead,
-    ce_loss_sum,
-    kd_loss_sum,
-    output_head,
-    response_hidden,
-    teacher_topk,
-)
+from leafpipe.distill.heads import SoftcappedHead, output_head, response_hidden
+from leafpipe.distill.kd_loss import ce_loss_sum, kd_loss_sum
 from leafpipe.distill.reference_loss import token_kl
+from leafpipe.distill.spec import KD_KINDS, KDSpec
+from leafpipe.distill.topk import teacher_topk
 from leafpipe.text.batching import collate
 from leafpipe.text.templates import encode_sample
 
@@ -30,7 +24,8 @@ LAYOUTS = ("full", "right_padding", "empty_row")
 
 
 def reference(sh, shead, th, thead, mask, kind="forward_kl", tau=1.0, beta=0.5):
-    """The direct full-logit computation: every logit, log-softmax at tau, divergences, masked sum."""
+    """The direct full-logit computation: every logit, log-softmax at tau, divergences, masked
+    sum."""
     zs = shead(sh)[:, :-1]
     with torch.no_grad():
         zt = thead(th)[:, :-1, : zs.shape[-1]]
@@ -148,7 +143,8 @@ def test_jsd_limits_are_the_scaled_kls():
     mask = token_mask("right_padding")
     fkl = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="forward_kl"))
     rkl = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="reverse_kl"))
-    eps = 1e-5  # the ratios converge slowly (first-order terms in beta * p / q); fp32 limits how far to go
+    # The ratios converge slowly (first-order terms in beta * p / q); fp32 limits how far to go.
+    eps = 1e-5
     near0 = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="jsd", beta=eps)) / eps
     near1 = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(kind="jsd", beta=1 - eps)) / eps
     torch.testing.assert_close(near0, fkl, rtol=2e-2, atol=0)
@@ -344,7 +340,8 @@ def test_spec_validation(kwargs):
         KDSpec(**kwargs)
 
 
-# --- real (tiny) models ------------------------------------------------------------------------------
+# --- real (tiny) models
+# ------------------------------------------------------------------------------
 
 
 def _batch(tokenizer, samples):
@@ -437,7 +434,8 @@ def test_fused_loss_backpropagates_once():
 
 @pytest.mark.parametrize("kind", KD_KINDS)
 def test_teacher_hidden_states_from_inference_mode_are_accepted(kind):
-    # The trainer runs the teacher under torch.inference_mode and passes its hidden states unchanged.
+    # The trainer runs the teacher under torch.inference_mode and passes its hidden states
+    # unchanged.
     sh, shead, th, thead = make_tensors(22)
     mask = token_mask("right_padding")
     with torch.inference_mode():

@@ -1,12 +1,10 @@
-"""Data-parallel distillation (leafpipe.distill.parallel): two processes train exactly what one does."""
+"""Data-parallel distillation (leafpipe.distill.parallel): two processes train exactly what one
+does."""
 
-import ast
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict
 from datetime import timedelta
@@ -15,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from distill_groups import many_groups
-from distill_runs import REPO, assert_bitwise_equal, stage_inputs
+from distill_runs import REPO, assert_bitwise_equal, distill_command, stage_inputs
 from safetensors.torch import load_file
 from torch.distributed import fsdp
 
@@ -24,7 +22,8 @@ from leafpipe.config import validate_config
 from leafpipe.distill import parallel
 from leafpipe.distill.checkpoints import run_fingerprint
 from leafpipe.distill.data import encode_groups, rank_share
-from leafpipe.distill.trainer import DistillSpec, distill
+from leafpipe.distill.spec import DistillSpec
+from leafpipe.distill.trainer import distill
 
 # 12 groups, about 2 held out: steps of 4 groups, the last one smaller, so some processes get
 # an uneven share or none; micro-batches of 1 make each process accumulate.
@@ -96,7 +95,8 @@ def test_two_processes_train_the_weights_of_one(
         for d in (one, two)
     ]
     assert len(rows[0]) == len(rows[1])
-    loss = 4  # the loss column: every step's and epoch's loss (and validation loss) is the whole step's
+    # The loss column: every step's and epoch's loss (and validation loss) is the whole step's.
+    loss = 4
     for r1, r2 in zip(*rows):
         assert r1[:3] == r2[:3] and float(r1[loss]) == pytest.approx(float(r2[loss]), rel=1e-5)
 
@@ -110,21 +110,7 @@ def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, 
         tiny_llama, tokenizer, samples, tmp_path, 12, {**DISTILL, "gpus": 2, "fsdp": fsdp}
     )
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "work"
-    cli = [
-        sys.executable,
-        "-m",
-        "leafpipe.cli",
-        "distill",
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--out-dir",
-        str(out),
-        "--checkpoint-dir",
-        str(work),
-        "--threads",
-        "2",
-        *(x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))),
-    ]
+    cli = distill_command(tmp_path, args, out, work, threads=2)
     proc = subprocess.Popen(
         cli,
         cwd=REPO,
@@ -153,7 +139,7 @@ def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, 
 
 
 def test_fsdp_with_lora_is_a_clear_error():
-    from leafpipe.distill.trainer import DistillSpec, LoraSpec
+    from leafpipe.distill.spec import DistillSpec, LoraSpec
 
     with pytest.raises(ValueError, match="fsdp shards a fully trained student"):
         DistillSpec(fsdp=True, lora=LoraSpec())
@@ -193,10 +179,11 @@ def test_the_trainer_joins_with_the_configured_timeout(tokenizer, samples, tiny_
 
 def test_the_collective_timeout_changes_no_tracked_setting(tokenizer, samples, tiny_llama):
     """Raising it after a timed-out job neither reruns the distill rule (its settings param
-    leaves DISTILL_UNTRACKED out) nor discards the job's resumable state (its fingerprint)."""
-    rules = (REPO / "workflow" / "rules" / "distillation.smk").read_text()
-    untracked = ast.literal_eval(re.search(r"^DISTILL_UNTRACKED = (\(.*\))$", rules, re.M).group(1))
-    assert "collective_timeout_min" in untracked
+    leaves the stage spec's DISTILL_EXECUTION out) nor discards the job's resumable state (its
+    fingerprint)."""
+    from leafpipe.stages.specs import DISTILL_EXECUTION
+
+    assert "distill.collective_timeout_min" in DISTILL_EXECUTION
     encoded, student = encode_groups(tokenizer, many_groups(samples, 2)), tiny_llama(1)
     prints = {
         run_fingerprint(asdict(DistillSpec(collective_timeout_min=m)), [], encoded, (student,))

@@ -7,21 +7,21 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from distill_groups import many_groups
-from distill_runs import REPO, assert_bitwise_equal, stage_inputs
+from distill_runs import REPO, assert_bitwise_equal, distill_command, stage_inputs
 from safetensors.torch import load_file
 
 from leafpipe import stages
 from leafpipe.config import validate_config
 from leafpipe.distill.checkpoints import TrainingState, load_state, save_state
 from leafpipe.distill.data import MODES
-from leafpipe.distill.trainer import DistillSpec, _Trainer, distill
+from leafpipe.distill.spec import DistillSpec
+from leafpipe.distill.trainer import _Trainer, distill
 
 
 class Killed(Exception):
@@ -135,7 +135,8 @@ def test_resume_needs_the_rng_state(
     tiny_llama, tokenizer, samples, tmp_path, reference, monkeypatch, spec
 ):
     """The control for the tests above: with the RNG state not restored, the student's dropout
-    draws other masks after the restart and the weights differ, so bitwise equality is a real check."""
+    draws other masks after the restart and the weights differ, so bitwise equality is a real
+    check."""
     work = tmp_path / "killed"
     with pytest.raises(Killed):
         run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec, kill_at=5)
@@ -207,21 +208,7 @@ def test_sigkilled_stage_leaves_no_output_and_resumes_bitwise(
     )
 
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "checkpoints" / "leaf_instr"
-    cli = [
-        sys.executable,
-        "-m",
-        "leafpipe.cli",
-        "distill",
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--out-dir",
-        str(out),
-        "--checkpoint-dir",
-        str(work),
-        "--threads",
-        "1",
-        *(x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))),
-    ]
+    cli = distill_command(tmp_path, args, out, work, threads=1)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         cli, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -251,7 +238,7 @@ def test_sigkilled_stage_leaves_no_output_and_resumes_bitwise(
 
 def test_lora_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
     pytest.importorskip("peft")
-    from leafpipe.distill.trainer import LoraSpec
+    from leafpipe.distill.spec import LoraSpec
 
     spec = DistillSpec(**{**SPEC.__dict__, "lr": 1e-2, "lora": LoraSpec(r=4, alpha=8, dropout=0.1)})
     reference = run(tiny_llama, tokenizer, many_groups(samples), tmp_path / "reference", spec=spec)

@@ -10,13 +10,14 @@ from distill_groups import many_groups, mixed_groups, same, weights
 from safetensors.torch import load_file
 
 from leafpipe.distill.data import MODES, DistillGroup, Text, encode_groups, n_trained
+from leafpipe.distill.spec import DistillSpec
 from leafpipe.distill.teacher_cache import (
     TeacherCache,
     build_teacher_cache,
     every_sample,
     sample_key,
 )
-from leafpipe.distill.trainer import DistillSpec, distill
+from leafpipe.distill.trainer import distill
 from leafpipe.text.templates import encode_sample
 
 # Two optimiser steps of two micro-batches, originals and counterfactuals both trained.
@@ -147,7 +148,8 @@ def test_another_cache_changes_the_run_fingerprint(tokenizer, samples, tiny_llam
 def test_stages_build_the_cache_and_train_without_the_teacher(
     tokenizer, samples, tiny_llama, tmp_path
 ):
-    """teacher_logits then distill, as the rules run them: the kd job trains from the cache alone."""
+    """teacher_logits then distill, as the rules run them: the kd job trains from the cache
+    alone."""
     from leafpipe import stages
     from leafpipe.config import validate_config
     from leafpipe.files.atomic import write_jsonl

@@ -24,17 +24,11 @@ from leafpipe.distill.data import (
     load_groups,
     validation_split,
 )
-from leafpipe.distill.kd_loss import KDSpec
+from leafpipe.distill.objective import lr_at
+from leafpipe.distill.parts import allow_tf32, check_tokenizers
 from leafpipe.distill.reference_loss import token_kl
-from leafpipe.distill.trainer import (
-    OBJECTIVES,
-    DistillSpec,
-    LoraSpec,
-    _allow_tf32,
-    check_tokenizers,
-    distill,
-    lr_at,
-)
+from leafpipe.distill.spec import OBJECTIVES, DistillSpec, KDSpec, LoraSpec
+from leafpipe.distill.trainer import distill
 from leafpipe.text.batching import collate, pack
 from leafpipe.text.templates import encode_sample
 from leafpipe.text.tokenizer import train_tokenizer
@@ -216,9 +210,9 @@ def test_fp32_products_use_tf32_on_cuda_only():
     matmul = torch.backends.cuda.matmul
     before = matmul.fp32_precision
     try:
-        _allow_tf32(torch.device("cpu"))
+        allow_tf32(torch.device("cpu"))
         assert matmul.fp32_precision == before
-        _allow_tf32(torch.device("cuda"))
+        allow_tf32(torch.device("cuda"))
         assert matmul.fp32_precision == "tf32"
     finally:
         matmul.fp32_precision = before
@@ -610,7 +604,7 @@ def test_packing_gives_the_same_training(
     tokenizer, samples, tiny_llama, objective, mode, monkeypatch
 ):
     """Packed micro-batches hold the same samples with the same losses: the same weights."""
-    import leafpipe.distill.trainer as trainer
+    import leafpipe.distill.steps as steps
 
     groups = mixed_groups(samples)
     rows_and_samples = []
@@ -620,7 +614,7 @@ def test_packing_gives_the_same_training(
         rows_and_samples.append((batch.input_ids.shape[0], len(encoded)))
         return batch, order
 
-    monkeypatch.setattr(trainer, "pack", spy)
+    monkeypatch.setattr(steps, "pack", spy)
     spec = dict(
         FAST, epochs=2, global_batch=8, micro_batch=8, objective=objective, counterfactuals=mode
     )

@@ -18,8 +18,10 @@ from leafpipe.distill.data import (
     validation_plan,
     validation_split,
 )
+from leafpipe.distill.objective import term_weights
 from leafpipe.distill.reference_loss import token_kl
-from leafpipe.distill.trainer import DistillSpec, _Trainer, distill, term_weights
+from leafpipe.distill.spec import DistillSpec
+from leafpipe.distill.trainer import _Trainer, distill
 from leafpipe.text.batching import collate
 from leafpipe.text.templates import RESPONSE, encode_sample
 

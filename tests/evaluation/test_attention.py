@@ -456,7 +456,8 @@ def test_hooked_reduction_matches_keeping_every_layers_weights(tiny_llama, token
 
 
 def test_no_layers_attention_weights_outlive_the_layer(tiny_llama, tokenizer, attention_samples):
-    """The weights [B, H, T, T] of a layer are freed before its MLP runs, and none is kept at the end."""
+    """The weights [B, H, T, T] of a layer are freed before its MLP runs, and none is kept at the
+    end."""
     model = tiny_llama(0)
     refs, alive_at_mlp = [], []
 

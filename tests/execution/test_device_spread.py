@@ -15,15 +15,11 @@ from device_spread import TwoDevices, device_map, spread_over_two_gpus
 from safetensors.torch import load_file
 
 from leafpipe.detect.scoring import ScoreSpec, score_samples
-from leafpipe.distill.kd_loss import (
-    KDSpec,
-    ce_loss_sum,
-    kd_loss_sum,
-    output_head,
-    response_hidden,
-    teacher_topk,
-)
+from leafpipe.distill.heads import output_head, response_hidden
+from leafpipe.distill.kd_loss import ce_loss_sum, kd_loss_sum
+from leafpipe.distill.spec import KDSpec
 from leafpipe.distill.teacher_cache import build_teacher_cache
+from leafpipe.distill.topk import teacher_topk
 from leafpipe.evaluation.attention import AttentionSample, attention_shares
 from leafpipe.evaluation.generation import SamplingSpec, generate
 from leafpipe.prune.validity import token_nlls
@@ -136,7 +132,8 @@ def test_the_harness_places_outputs_as_accelerates_own_hooks_do(llama):
             dispatched, placement, skip_keys=dispatched._skip_keys_device_placement
         )
         theirs = outputs(dispatched)
-    # Logits and attentions come back to the input's GPU; the decoder's own output stays on the last.
+    # Logits and attentions come back to the input's GPU; the decoder's own output stays on the
+    # last.
     assert ours[0] == theirs[0] == [CUDA0] * (1 + llama.config.num_hidden_layers) + [CUDA1]
     torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=0)
 

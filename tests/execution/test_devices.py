@@ -1,6 +1,6 @@
-"""The GPU placement policy (leafpipe.execution.devices, stages.load_placed_model): a job sees exactly the
-GPUs it was given, two jobs never share one, a `gpu: 0` job sees none, and a GPU job without
-CUDA fails at once unless the config allows the CPU. Devices are faked: a parent
+"""The GPU placement policy (leafpipe.execution.devices, stages.load_placed_model): a job sees
+exactly the GPUs it was given, two jobs never share one, a `gpu: 0` job sees none, and a GPU job
+without CUDA fails at once unless the config allows the CPU. Devices are faked: a parent
 CUDA_VISIBLE_DEVICES list stands for the machine's GPUs, and torch.cuda is told it works."""
 
 import logging
@@ -16,6 +16,7 @@ import torch
 from leafpipe import stages
 from leafpipe.execution import devices
 from leafpipe.execution.devices import VISIBLE, GpuError, claim_gpus
+from leafpipe.models import loading
 from leafpipe.text.tokenizer import save_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_a_dead_process_claim_is_free_again(tmp_path, cuda):
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from leafpipe import devices\n"
+            "import sys; from pathlib import Path; from leafpipe.execution import devices\n"
             "devices._cuda_usable = lambda: True  # as the fixture, without importing torch\n"
             "env = {'CUDA_VISIBLE_DEVICES': '0,1'}\n"
             "claim = devices.claim_gpus(1, rule='child', env=env, locks=Path(sys.argv[1]))\n"
@@ -210,7 +211,7 @@ def test_a_model_goes_whole_onto_one_gpu_and_balanced_over_several_without_cpu_o
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (80 << 30, 80 << 30))
-    monkeypatch.setattr(stages, "load_model", load_model)
+    monkeypatch.setattr(loading, "load_model", load_model)
     with pytest.raises(Placed):
         stages.load_placed_model(model_dir)
     ((dtype, options),) = calls

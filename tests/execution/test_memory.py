@@ -1,5 +1,5 @@
-"""The memory model (leafpipe.execution.memory) against tiny random-init models: parameter counts, the KV
-cache a forward fills, and the activations autograd keeps for the backward."""
+"""The memory model (leafpipe.execution.memory) against tiny random-init models: parameter counts,
+the KV cache a forward fills, and the activations autograd keeps for the backward."""
 
 from __future__ import annotations
 

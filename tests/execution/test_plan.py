@@ -1,4 +1,5 @@
-"""The run planner (leafpipe.execution.plan, `leafpipe plan`) and the resources the workflow takes from it."""
+"""The run planner (leafpipe.execution.plan, `leafpipe plan`) and the resources the workflow takes
+from it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 
 from leafpipe.cli import main
 from leafpipe.config import load_config, validate_config
-from leafpipe.execution import plan
+from leafpipe.execution import model_shapes, plan
 from leafpipe.execution.memory import ModelShape
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,9 @@ def _row(rows: list[plan.Row], job: str) -> plan.Row:
 
 def test_the_shipped_shapes_give_the_published_parameter_counts():
     """Llama's exact counts (no biases); Qwen2's to the model cards' precision (biases left out)."""
-    shapes = {name: ModelShape(**entry).params for name, entry in plan._shipped_shapes().items()}
+    shapes = {
+        name: ModelShape(**entry).params for name, entry in model_shapes.shipped_shapes().items()
+    }
     assert shapes["meta-llama/Llama-3.2-1B-Instruct"] == 1_235_814_400
     assert shapes["meta-llama/Llama-3.2-3B-Instruct"] == 3_212_749_824
     assert shapes["meta-llama/Llama-3.3-70B-Instruct"] == 70_553_706_496
@@ -52,7 +55,7 @@ def test_the_shipped_shapes_give_the_published_parameter_counts():
 
 
 def test_every_hub_model_of_the_paper_configs_has_a_shipped_shape():
-    shipped = plan._shipped_shapes()
+    shipped = model_shapes.shipped_shapes()
     for path in PAPER:
         models = yaml.safe_load(path.read_text())["models"]
         assert {models[role]["path"] for role in plan.ROLES} <= shipped.keys(), path.name
@@ -159,7 +162,7 @@ def test_a_gguf_models_shape_is_read_from_its_metadata_and_a_derived_one_keeps_i
     pytest.importorskip("gguf")
     config = load_config(REPO / "config" / "smollm2.yaml")
     try:
-        shapes = plan.role_shapes(config)
+        shapes = model_shapes.role_shapes(config)
     except Exception as err:  # pragma: no cover - the data package is optional
         pytest.skip(f"SmolLM2 GGUF not installed: {err}")
     if shapes["teacher"] is None:
@@ -250,7 +253,7 @@ def test_an_imported_models_shape_is_read_from_its_folder_once_made(tmp_path):
             }
         )
     )
-    shapes = plan.role_shapes(validate_config(raw))
+    shapes = model_shapes.role_shapes(validate_config(raw))
     assert shapes["teacher"] == ModelShape(3, 64, 128, 4, 2, 16, 500, True)
     assert shapes["student"] == ModelShape(
         24, 64, 128, 4, 2, 16, 500, True
@@ -263,4 +266,4 @@ def test_a_model_folder_without_llama_style_keys_is_unknown(tmp_path):
     (folder / "config.json").write_text(
         json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 64})
     )
-    assert plan.hub_shape(str(folder)) is None
+    assert model_shapes.hub_shape(str(folder)) is None

@@ -165,7 +165,8 @@ from leafpipe.files.atomic import DiskFullError
 from leafpipe.models.pretrain import save_model
 from leafpipe.text.tokenizer import load_tokenizer
 try:
-    save_model(AutoModelForCausalLM.from_pretrained(sys.argv[1]), load_tokenizer(sys.argv[1]), sys.argv[2])
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+    save_model(model, load_tokenizer(sys.argv[1]), sys.argv[2])
 except DiskFullError as err:
     print(f"{type(err.__cause__).__name__}: {err}")
     sys.exit(3)

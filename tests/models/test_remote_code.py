@@ -70,7 +70,8 @@ def test_trusted_model_code_runs(custom_model: tuple[Path, Path]) -> None:
 def test_trust_is_per_role_and_off_by_default(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(
-        "models:\n  teacher: {path: org/teacher, trust_remote_code: true}\n  student: {path: org/student}\n"
+        "models:\n  teacher: {path: org/teacher, trust_remote_code: true}\n"
+        "  student: {path: org/student}\n"
     )
     config = load_config(path)
     assert config["models"]["student"]["trust_remote_code"] is False

@@ -109,8 +109,9 @@ def test_a_span_in_the_last_step_gives_no_counterfactual():
 
 
 def test_steps_come_from_the_scoring_split_or_the_spans_step_end():
-    """A span's `step` indexes the steps of the split scoring used; a `reasoning_step_end` written by
-    detection (e.g. the end of the paper's earlier segment) takes precedence."""
+    """A span's `step` indexes the reasoning steps of the split scoring used; a
+    `reasoning_step_end` written by detection (e.g. the end of the paper's earlier segment) takes
+    precedence."""
     response = "A has 3.\nB has 4.\n\nSo 7."
     row = {"id": "p", "instruction": TEXT, "response": response}
     span = {

@@ -18,13 +18,16 @@ from leafpipe.prune.validity import (
     ValiditySpec,
     compared_start,
     loss_rises,
-    markdown_section,
     select,
     summarize,
 )
+from leafpipe.report.validity import validity_section
 from leafpipe.text.templates import encode_sample
 
-INSTRUCTION = "Tom has 3 apples. Mia owns 9 red cars. Tom buys 4 more apples. How many apples does Tom have now?"
+INSTRUCTION = (
+    "Tom has 3 apples. Mia owns 9 red cars. Tom buys 4 more apples. "
+    "How many apples does Tom have now?"
+)
 RESPONSE = (
     "Step 1: Tom starts with 3 apples.\nStep 2: He buys 4 more, so 3 + 4 = 7.\nThe answer is 7."
 )
@@ -253,7 +256,7 @@ def test_summary_counts_planted_spans_and_kept_span_precision_by_hand(tmp_path):
         "other": pytest.approx(0.05),
     }
     (tmp_path / "instr.validity.json").write_text(json.dumps(summary))
-    section = markdown_section([tmp_path / "instr.validity.json"])
+    section = validity_section([tmp_path / "instr.validity.json"])
     assert "| instr | on | 0.1 | 3 | 2 | 1 | 1 (50.0%) | 1 (100.0%) |" in section
     assert (
         "| instr | 0 (0 planted) | 2 (1 planted) | 2 (1 planted) | 2 (1 planted) | 3 (2 planted) |"
@@ -352,5 +355,5 @@ def test_check_off_keeps_every_row_and_loads_no_model(tmp_path):
     assert all(r["teacher_rise"] is None for r in rows)
     assert summary["check"] is False and summary["kept"] == 2 and summary["dropped"] == 0
     assert summary["kept_at_margin"] is None and summary["mean_teacher_rise"] is None
-    section = markdown_section([tmp_path / "validity.json"])
+    section = validity_section([tmp_path / "validity.json"])
     assert "| instr_resp | off | 0.1 | 2 | 2 | 0 | 1 (100.0%) | — |" in section

@@ -13,7 +13,8 @@ from leafpipe.report.paired_stats import (
 
 
 def _pairs(both: int, b: int, c: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
-    """Paired outcomes with the given cells: both right, only the candidate (b), only the baseline (c), neither."""
+    """Paired outcomes with the given cells: both right, only the candidate (b), only the baseline
+    (c), neither."""
     candidate = [True] * both + [True] * b + [False] * c + [False] * neither
     baseline = [True] * both + [False] * b + [True] * c + [False] * neither
     return np.array(candidate), np.array(baseline)
@@ -38,7 +39,8 @@ def test_mcnemar_keeps_tiny_tails_of_large_counts():
 
 
 def test_bootstrap_interval_holds_the_constructed_difference_and_excludes_zero():
-    # Two seeds, 400 problems each, the candidate 10 points ahead in both (60-20 and 50-10 discordant).
+    # Two seeds, 400 problems each, the candidate 10 points ahead in both (60-20 and 50-10
+    # discordant).
     replicates = [_pairs(200, 60, 20, 120), _pairs(210, 50, 10, 130)]
     low, high = paired_bootstrap_ci(replicates, seed=1)
     assert low < 0.10 < high and low > 0

@@ -3,8 +3,9 @@ import math
 import pandas as pd
 import pytest
 
-from leafpipe.evaluation.grading.numeric import wilson_interval
+from leafpipe.evaluation.grading.numeric_answers import wilson_interval
 from leafpipe.report.build import build_report
+from leafpipe.report.run_record import TIMING_COLUMNS
 
 MODELS = ["teacher", "student", "kd", "leaf_instr", "leaf_instr_resp"]
 LABELS = {
@@ -57,6 +58,19 @@ def _score(model, bench, correct, n=200, seed=0):
     }
 
 
+def _build(scores, detection, out_dir, **options):
+    """`build_report` with this file's models, labels and benchmarks; `options` are the rest."""
+    build_report(
+        scores,
+        detection,
+        out_dir,
+        model_order=MODELS,
+        model_labels=LABELS,
+        benchmark_labels=BENCHMARKS,
+        **options,
+    )
+
+
 @pytest.fixture
 def scores():
     return [_score(m, b, c) for (m, b), c in CORRECT.items()]
@@ -64,15 +78,7 @@ def scores():
 
 @pytest.fixture
 def report(tmp_path, scores):
-    build_report(
-        scores,
-        {0: DETECTION},
-        tmp_path / "report",
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-        notes="Interpretation goes here.",
-    )
+    _build(scores, {0: DETECTION}, tmp_path / "report", notes="Interpretation goes here.")
     return tmp_path / "report"
 
 
@@ -151,11 +157,10 @@ def test_png_is_valid(report):
 
 
 def test_unknown_or_duplicate_scores_are_errors(tmp_path, scores):
-    kwargs = dict(model_order=MODELS, model_labels=LABELS, benchmark_labels=BENCHMARKS)
     with pytest.raises(ValueError, match="two scores"):
-        build_report(scores + scores[:1], {0: {}}, tmp_path, **kwargs)
+        _build(scores + scores[:1], {0: {}}, tmp_path)
     with pytest.raises(ValueError, match="outside"):
-        build_report(scores + [_score("mystery", "test", 1)], {0: {}}, tmp_path, **kwargs)
+        _build(scores + [_score("mystery", "test", 1)], {0: {}}, tmp_path)
     assert not (tmp_path / "summary.md").exists()
 
 
@@ -169,15 +174,7 @@ def test_detection_section_shows_the_percentile_sweep(tmp_path, scores):
             "n_flagged": [40, 150, 233],
         }
     )
-    build_report(
-        scores,
-        {0: DETECTION},
-        tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-        sweep={0: sweep},
-    )
+    _build(scores, {0: DETECTION}, tmp_path, sweep={0: sweep})
     section = (tmp_path / "summary.md").read_text().split("## Confounder detection")[1]
     assert "| percentile | precision | recall | F1 | flagged |" in section
     assert "| 5 | 50.0% | 25.0% | 33.3% | 40 |" in section
@@ -195,15 +192,7 @@ def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
             "n_flagged": [12],
         }
     )
-    build_report(
-        scores,
-        {0: DETECTION},
-        tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-        sweep={0: sweep},
-    )
+    _build(scores, {0: DETECTION}, tmp_path, sweep={0: sweep})
     md = (tmp_path / "summary.md").read_text()
     assert "| 10 (configured) | — | — | — | 12 |" in md
     assert "no planted labels" in md
@@ -212,14 +201,7 @@ def test_sweep_without_planted_labels_shows_missing_not_zero(tmp_path, scores):
 def test_detection_without_planted_distractors_has_no_precision(tmp_path, scores):
     """A real corpus: 0 planted tokens must not read as 0% precision."""
     unlabelled = {**DETECTION, "precision": 0.0, "recall": 0.0, "f1": 0.0, "n_planted": 0}
-    build_report(
-        scores,
-        {0: unlabelled},
-        tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-    )
+    _build(scores, {0: unlabelled}, tmp_path)
     section = (tmp_path / "summary.md").read_text().split("## Confounder detection")[1]
     assert "precision and recall against them are undefined" in section
     assert "| precision | recall | F1 |" not in section and "0.0%" not in section
@@ -236,7 +218,8 @@ def _solved(model, bench, correct, n=200):
 
 
 def _two_seeds(seed1_teacher_test=180):
-    """Every score in seeds 0 and 1 (the teacher's test score in seed 1 given) and their outcomes."""
+    """Every score in seeds 0 and 1 (the teacher's test score in seed 1 given) and their
+    outcomes."""
     counts = {0: CORRECT, 1: {**CORRECT, ("teacher", "test"): seed1_teacher_test}}
     scores = [
         _score(m, b, c, seed=seed) for seed, table in counts.items() for (m, b), c in table.items()
@@ -251,14 +234,7 @@ def _two_seeds(seed1_teacher_test=180):
 
 def test_several_seeds_give_mean_and_sd_and_each_seeds_own_table(tmp_path):
     scores, _ = _two_seeds(seed1_teacher_test=170)
-    build_report(
-        scores,
-        {0: DETECTION, 1: DETECTION},
-        tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-    )
+    _build(scores, {0: DETECTION, 1: DETECTION}, tmp_path)
     md = (tmp_path / "summary.md").read_text()
     pooled = _table_rows(md)
     assert pooled["Model"] == [
@@ -290,15 +266,7 @@ def test_paired_table_pools_seeds_and_calls_a_difference_only_when_its_interval_
     from leafpipe.report.paired_stats import mcnemar_exact
 
     scores, outcomes = _two_seeds()
-    build_report(
-        scores,
-        {0: DETECTION, 1: DETECTION},
-        tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-        outcomes=outcomes,
-    )
+    _build(scores, {0: DETECTION, 1: DETECTION}, tmp_path, outcomes=outcomes)
     paired = pd.read_csv(tmp_path / "paired.csv").set_index(["model", "benchmark"])
     close = paired.loc[("leaf_instr", "test")]
     # per seed: LeaF solves p4..p107, KD p0..p99: 8 problems only LeaF solves, 4 only KD
@@ -333,13 +301,10 @@ def test_paired_table_pools_seeds_and_calls_a_difference_only_when_its_interval_
 
 def test_reliance_compares_each_model_with_and_without_distractors(tmp_path):
     scores, outcomes = _two_seeds()
-    build_report(
+    _build(
         scores,
         {0: DETECTION, 1: DETECTION},
         tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
         outcomes=outcomes,
         reliance=("test", "test_clean"),
     )
@@ -558,16 +523,7 @@ def test_record_writes_config_versions_and_timings(tmp_path, scores, record):
 
     import yaml
 
-    build_report(
-        scores,
-        {0: DETECTION},
-        tmp_path,
-        model_order=MODELS,
-        model_labels=LABELS,
-        benchmark_labels=BENCHMARKS,
-        notes="Interpretation goes here.",
-        record=record,
-    )
+    _build(scores, {0: DETECTION}, tmp_path, notes="Interpretation goes here.", record=record)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {
         "seeds": [0],
         "detection": {"percentile": 10},
@@ -584,17 +540,7 @@ def test_record_writes_config_versions_and_timings(tmp_path, scores, record):
     }
     assert {"platform", "gpu", "gpu_count"} <= set(versions["host"]) and versions["git"] is None
     written = pd.read_csv(tmp_path / "timings.csv")
-    assert list(written.columns) == [
-        "rule",
-        "jobs",
-        "timed",
-        "total_s",
-        "max_s",
-        "peak_rss_mb",
-        "min_gpus",
-        "max_gpus",
-        "gpu_hours",
-    ]
+    assert list(written.columns) == TIMING_COLUMNS
     md = (tmp_path / "summary.md").read_text()
     assert "`config.yaml`" in md.split("## Reproducibility")[1] and "`versions.json`" in md
     compute = md.split("## Compute")[1].split("## ")[0]
@@ -620,7 +566,7 @@ def test_versions_name_the_git_commit_only_inside_a_checkout(tmp_path):
 
 
 def test_pooled_detection_sums_the_seeds_token_counts():
-    from leafpipe.report.build import _pooled_detection_row
+    from leafpipe.report.detection import pooled_detection_row
 
     seeds = [
         {"n_planted": 10, "n_tokens": 40, "n_confounders": 4, "precision": 0.75},  # 3 hits
@@ -628,5 +574,5 @@ def test_pooled_detection_sums_the_seeds_token_counts():
     ]
     # 7 hits of 20 flagged, 7 of 40 planted, 40 of 100 tokens planted; a mean of the seeds'
     # precisions (50%) would be wrong.
-    assert _pooled_detection_row(seeds) == ["| pooled | 35.0% | 17.5% | 23.3% | 40.0% |"]
-    assert _pooled_detection_row([{"n_planted": 0}]) == []
+    assert pooled_detection_row(seeds) == ["| pooled | 35.0% | 17.5% | 23.3% | 40.0% |"]
+    assert pooled_detection_row([{"n_planted": 0}]) == []

@@ -1,4 +1,5 @@
-"""A model spread over two CUDA devices, simulated on the CPU: `with spread_over_two_gpus(model): ...`.
+"""A model spread over two CUDA devices, simulated on the CPU:
+`with spread_over_two_gpus(model): ...`.
 
 Why: `load_placed_model` spreads a model over every visible GPU with `device_map="auto"`, and code
 that leaves a tensor on the wrong GPU crashes only there. This harness makes the same code raise

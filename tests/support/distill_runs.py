@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -62,3 +63,23 @@ def stage_inputs(
         data_path=folder / "data.jsonl",
     )
     return raw, args
+
+
+def distill_command(folder: Path, args: dict, out: Path, work: Path, threads: int) -> list[str]:
+    """`leafpipe distill` as the workflow runs it, on `stage_inputs`' config.yaml in `folder` and
+    its stage arguments `args`: a command line for a process the tests can kill."""
+    return [
+        sys.executable,
+        "-m",
+        "leafpipe.cli",
+        "distill",
+        "--configfile",
+        str(folder / "config.yaml"),
+        "--out-dir",
+        str(out),
+        "--checkpoint-dir",
+        str(work),
+        "--threads",
+        str(threads),
+        *(x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))),
+    ]

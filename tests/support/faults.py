@@ -1,8 +1,8 @@
 """Fault injection for the tests: run `leafpipe` in a child process and SIGKILL it at a chosen
 progress point, or cap the size of the files it may write.
 
-Run as a script (`python tests/support/faults.py STAGE ...`) this is the `leafpipe` command line. With
-`LEAFPIPE_TEST_KILL_AT_PUBLISH=K:before` (or `K:after`) set, the process SIGKILLs itself just
+Run as a script (`python tests/support/faults.py STAGE ...`) this is the `leafpipe` command line.
+With `LEAFPIPE_TEST_KILL_AT_PUBLISH=K:before` (or `K:after`) set, the process SIGKILLs itself just
 before (after) its K-th publish: the rename of an atomic write's temporary onto its target; with
 `PATH:before`, just before it publishes PATH.
 

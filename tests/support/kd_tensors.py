@@ -44,7 +44,8 @@ def make_tensors(seed: int = 0, teacher_vocab: int = V, bias: bool = False):
 def reference_divergence(
     kind: str, log_p: torch.Tensor, log_q: torch.Tensor, beta: float
 ) -> torch.Tensor:
-    """Per-token divergence between teacher log-probs `log_p` and student log-probs `log_q` [N, V]."""
+    """Per-token divergence between teacher log-probs `log_p` and student log-probs `log_q`
+    [N, V]."""
     p, q = log_p.exp(), log_q.exp()
     if kind == "forward_kl":
         return (p * (log_p - log_q)).sum(-1)

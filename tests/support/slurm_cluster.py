@@ -61,7 +61,8 @@ MARK = "# One-node test cluster written by tests/support/slurm_cluster.py"
 TASK_PROLOG = """#!/bin/sh
 dir="{state}/fail-once"
 [ -d "$dir" ] || exit 0
-comment=$(scontrol -o show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/.* Comment=\\([^ ]*\\).*/\\1/p')
+comment=$(scontrol -o show job "$SLURM_JOB_ID" 2>/dev/null \\
+    | sed -n 's/.* Comment=\\([^ ]*\\).*/\\1/p')
 for marker in "$dir"/*; do
     rule=$(basename "$marker")
     case "$rule" in *.done) continue ;; esac
@@ -75,6 +76,67 @@ for marker in "$dir"/*; do
     esac
 done
 exit 0
+"""
+
+
+# The cluster's configuration files, formatted by `Cluster.configure`: {state} is its state folder.
+SLURM_CONF = """\
+{mark}
+ClusterName={cluster}
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ports[ctld]}
+SlurmdPort={ports[slurmd]}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation={state}/ctld
+SlurmdSpoolDir={state}/spool
+SlurmctldPidFile={state}/slurmctld.pid
+SlurmdPidFile={state}/slurmd.pid
+SlurmctldLogFile={state}/log/slurmctld.log
+SlurmdLogFile={state}/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+TaskProlog={state}/etc/task_prolog.sh
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+GresTypes=gpu
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort={ports[dbd]}
+AccountingStorageTRES=gres/gpu
+AccountingStorageEnforce=associations
+AccountingStoreFlags=job_comment
+JobCompType=jobcomp/none
+MinJobAge=300
+MailProg=/bin/true
+ReturnToService=2
+InactiveLimit=0
+KillWait=5
+SlurmdParameters=config_overrides
+{node}
+PartitionName={partition} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
+"""
+SLURMDBD_CONF = """\
+AuthType=auth/munge
+DbdHost=localhost
+DbdPort={ports[dbd]}
+SlurmUser=root
+LogFile={state}/log/slurmdbd.log
+PidFile={state}/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={ports[mysql]}
+StorageUser=slurm
+StoragePass=leafpipe
+StorageLoc=slurm_acct_db
 """
 
 
@@ -191,68 +253,19 @@ class Cluster:
             if not dev.exists():
                 os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
         memory = machine_memory_mb() - 1024
-        (s / "etc" / "slurm.conf").write_text(f"""\
-{MARK}
-ClusterName={CLUSTER}
-SlurmctldHost={self.host}(127.0.0.1)
-SlurmctldPort={ports["ctld"]}
-SlurmdPort={ports["slurmd"]}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-StateSaveLocation={s}/ctld
-SlurmdSpoolDir={s}/spool
-SlurmctldPidFile={s}/slurmctld.pid
-SlurmdPidFile={s}/slurmd.pid
-SlurmctldLogFile={s}/log/slurmctld.log
-SlurmdLogFile={s}/log/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-TaskProlog={s}/etc/task_prolog.sh
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-GresTypes=gpu
-SchedulerType=sched/backfill
-JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
-AccountingStoragePort={ports["dbd"]}
-AccountingStorageTRES=gres/gpu
-AccountingStorageEnforce=associations
-AccountingStoreFlags=job_comment
-JobCompType=jobcomp/none
-MinJobAge=300
-MailProg=/bin/true
-ReturnToService=2
-InactiveLimit=0
-KillWait=5
-SlurmdParameters=config_overrides
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory} Gres=gpu:{GPUS} State=UNKNOWN
-PartitionName={PARTITION} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
-""")
+        node = (
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory} "
+            f"Gres=gpu:{GPUS} State=UNKNOWN"
+        )
+        values = {"state": s, "ports": ports, "host": self.host, "node": node}
+        (s / "etc" / "slurm.conf").write_text(
+            SLURM_CONF.format(mark=MARK, cluster=CLUSTER, partition=PARTITION, **values)
+        )
         (s / "etc" / "gres.conf").write_text(
             f"AutoDetect=off\nNodeName={self.host} Name=gpu File={s}/dev/gpu[0-{GPUS - 1}]\n"
         )
         dbd = s / "etc" / "slurmdbd.conf"
-        dbd.write_text(f"""\
-AuthType=auth/munge
-DbdHost=localhost
-DbdPort={ports["dbd"]}
-SlurmUser=root
-LogFile={s}/log/slurmdbd.log
-PidFile={s}/slurmdbd.pid
-StorageType=accounting_storage/mysql
-StorageHost=127.0.0.1
-StoragePort={ports["mysql"]}
-StorageUser=slurm
-StoragePass=leafpipe
-StorageLoc=slurm_acct_db
-""")
+        dbd.write_text(SLURMDBD_CONF.format(**values))
         dbd.chmod(0o600)
         prolog = s / "etc" / "task_prolog.sh"
         prolog.write_text(TASK_PROLOG.format(state=s))
@@ -353,7 +366,8 @@ StorageLoc=slurm_acct_db
                 ours = ETC_CONF.is_symlink() and "leafpipe" in os.readlink(ETC_CONF)
             if not ours:
                 raise SetupError(
-                    f"{ETC_CONF} exists and is not this test's: not touching a real cluster's config"
+                    f"{ETC_CONF} exists and is not this test's: "
+                    "not touching a real cluster's config"
                 )
             other = Path(os.readlink(ETC_CONF)).parent.parent / "pids.json"
             if other != self.pids and other.exists():
@@ -429,9 +443,12 @@ StorageLoc=slurm_acct_db
     def sacct(
         self,
         name: str,
-        fields: str = "JobIDRaw,JobName,Comment,State,ExitCode,Partition,Account,AllocTRES,Start,End",
+        fields: str = (
+            "JobIDRaw,JobName,Comment,State,ExitCode,Partition,Account,AllocTRES,Start,End"
+        ),
     ) -> list[dict[str, str]]:
-        """One row per job (allocations only, no steps) whose job name is `name` (the plugin's run id)."""
+        """One row per job (allocations only, no steps) whose job name is `name` (the plugin's
+        run id)."""
         proc = run(
             [
                 "sacct",
@@ -462,7 +479,8 @@ def main(argv: list[str]) -> int:
         cluster.start()
         print(f"# slurm is up (apt-get: {took:.0f} s). To use it:")
         print(
-            f"export SLURM_CONF={cluster.conf} LEAFPIPE_SLURM_PARTITION={PARTITION} LEAFPIPE_SLURM_ACCOUNT={ACCOUNT}"
+            f"export SLURM_CONF={cluster.conf} LEAFPIPE_SLURM_PARTITION={PARTITION} "
+            f"LEAFPIPE_SLURM_ACCOUNT={ACCOUNT}"
         )
     else:
         cluster.stop()

@@ -88,7 +88,7 @@ def test_pack_places_every_sample_once_in_fewer_rows(tokenizer, samples):
 def test_packing_does_not_change_a_samples_hidden_states(
     tokenizer, samples, tiny_llama, tiny_qwen2
 ):
-    from leafpipe.distill.kd_loss import response_hidden
+    from leafpipe.distill.heads import response_hidden
 
     encs = _mixed_lengths(tokenizer, samples)
     for make in (tiny_llama, tiny_qwen2):

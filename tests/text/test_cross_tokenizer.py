@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from chat_families import family_tokenizer
+from tiny_models import save_tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from leafpipe.cli import main
@@ -17,24 +17,6 @@ from leafpipe.files.atomic import read_jsonl, write_jsonl
 from leafpipe.text.templates import INSTRUCTION, encode_sample
 
 DISTRACTORS = ["Mia owns 9 red cars.", "The sky was blue on day 8."]
-
-
-def _save_model(config_cls, model_cls, tok, out_dir, seed: int) -> None:
-    torch.manual_seed(seed)
-    config = config_cls(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    model_cls(config).eval().save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +27,8 @@ def run(tmp_path_factory, samples):
         family_tokenizer("qwen2", texts, 400),
         family_tokenizer("llama3", texts, 300),
     )
-    _save_model(Qwen2Config, Qwen2ForCausalLM, teacher_tok, root / "teacher", seed=1)
-    _save_model(LlamaConfig, LlamaForCausalLM, student_tok, root / "student", seed=2)
+    save_tiny_model(Qwen2Config, Qwen2ForCausalLM, teacher_tok, root / "teacher", seed=1)
+    save_tiny_model(LlamaConfig, LlamaForCausalLM, student_tok, root / "student", seed=2)
     corpus = []
     for k, (instruction, response) in enumerate(samples):
         at = next(instruction.find(d) for d in DISTRACTORS if d in instruction)

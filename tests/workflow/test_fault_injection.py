@@ -4,11 +4,11 @@ killed run never leaves its output in place. A stage that runs over the file-siz
 with a clear message and leaves nothing that looks complete.
 
 Each stage runs as the pipeline runs it, through the `leafpipe` command line in a child process
-(forked from a server that has done the imports, tests/support/faults.py; the file-size test starts a
-fresh interpreter). A kill point is drawn, with random.Random(f"{SEED}/{test id}"), among two
-kinds: the k-th update of the stage's progress bar (mid-work; the test kills the child), and just
-before or after the k-th publish of an atomic write (the child kills itself). Set
-LEAFPIPE_FAULT_SEED to draw other points.
+(forked from a server that has done the imports, tests/support/faults.py; the file-size test
+starts a fresh interpreter). A kill point is drawn, with random.Random(f"{SEED}/{test id}"),
+among two kinds: the k-th update of the stage's progress bar (mid-work; the test kills the
+child), and just before or after the k-th publish of an atomic write (the child kills itself).
+Set LEAFPIPE_FAULT_SEED to draw other points.
 """
 
 from __future__ import annotations
@@ -299,7 +299,8 @@ def test_killed_stage_rerun_gives_the_uninterrupted_output(
         ("killed again just before publishing", last),
         ("rerun", {}),
     ):
-        # A checkpoint counts once it holds a step; a partial generation file, once it holds a batch.
+        # A checkpoint counts once it holds a step; a partial generation file, once it holds a
+        # batch.
         resumable = (
             state is not None
             and state.is_file()

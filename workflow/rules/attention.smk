@@ -19,13 +19,7 @@ rule attention:
     resources:
         **job_resources("attention"),
     params:
-        settings=lambda wc: tracked(
-            {
-                **config["attention"],
-                "val_fraction": config["distill"]["val_fraction"],
-                "protect": config["detection"]["protect"],
-            }
-        ),
+        settings=settings_of("attention"),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
     script:
         STAGE

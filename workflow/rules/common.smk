@@ -1,15 +1,16 @@
 # Paths, input functions and wildcard constraints shared by every rule.
-import json
 import os
+from functools import cache
 from pathlib import Path
 
-from leafpipe.config import CORPUS_ORIGINS, ConfigError, given_origins
+from leafpipe.config import CORPUS_ORIGINS, ConfigError, for_seed, given_origins
 from leafpipe.config import weights_origin as config_weights_origin
 from leafpipe.detect.rules import resolved_rules
 from leafpipe.execution.plan import WORLD_RESOURCES, failure_report, resources_for, retry_figure
 from leafpipe.execution.plan import plan as plan_jobs
 from leafpipe.distill.variants import MODEL_LABELS, dataset_of, variant
 from leafpipe.distill.variants import VARIANTS as KNOWN_VARIANTS
+from leafpipe.stages.specs import tracked_settings
 
 R = config["results"]
 SEEDS = config["seeds"]
@@ -96,10 +97,23 @@ def benchmark_input(wildcards):
     return bench.get("path", [])
 
 
-def tracked(settings):
-    """Settings as a `settings` param, so that changing them reruns the rule (Snakemake's params
-    trigger). Canonical JSON: the same settings written in another key order are no change."""
-    return json.dumps(settings, sort_keys=True)
+@cache
+def replicate_config(seed):
+    """The config a replicate's jobs see (leafpipe.config.for_seed), made once per seed."""
+    return for_seed(config, int(seed))
+
+
+def settings_of(stage):
+    """A rule's `settings` param, derived from its stage's spec (leafpipe.stages.specs): what the
+    stage reads of its job's config, less what changes no output, as canonical JSON. Changing
+    one of them reruns the rule (Snakemake's params trigger); nothing else does."""
+
+    def settings(wildcards):
+        named = dict(wildcards.items())
+        seen = config if "seed" not in named else replicate_config(named["seed"])
+        return tracked_settings(stage, seen, named)
+
+    return settings
 
 
 def generation_shards(benchmark):
@@ -114,13 +128,6 @@ def generations(wildcards):
         f"{folder}/{wildcards.benchmark}.generations-{k}.jsonl"
         for k in range(generation_shards(wildcards.benchmark))
     ]
-
-
-def evaluation_settings(wildcards):
-    evaluation = config["evaluation"]
-    shared = {k: v for k, v in evaluation.items() if k != "benchmarks"}
-    bench = evaluation["benchmarks"][wildcards.benchmark]
-    return tracked({**shared, "benchmark": bench, "seed": int(wildcards.seed)})
 
 
 def dataset_path(wildcards, dataset):

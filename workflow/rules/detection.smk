@@ -17,14 +17,8 @@ rule score:
     resources:
         **job_resources("score"),
     params:
-        # The detection rules decide how the response is cut into scored scopes (steps or segments).
-        settings=tracked(
-            {
-                **config["scoring"],
-                "response_level": config["detection"]["response_level"],
-                "response_scopes": DETECTION_RULES["response_scopes"],
-            }
-        ),
+        # With the detection rules, which decide how the response is cut into scored scopes.
+        settings=settings_of("score"),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
     script:
         STAGE
@@ -41,6 +35,8 @@ rule gather_scores:
         f"{RS}/benchmarks/gather_scores/{{model}}.tsv"
     conda:
         ENV
+    params:
+        settings=settings_of("gather_scores"),
     script:
         STAGE
 
@@ -60,7 +56,7 @@ rule detect:
     conda:
         ENV
     params:
-        settings=tracked(config["detection"]),
+        settings=settings_of("detect"),
     script:
         STAGE
 
@@ -78,9 +74,7 @@ rule counterfactuals:
     conda:
         ENV
     params:
-        settings=tracked(
-            {"steps": config["scoring"]["steps"], "widen_words": DETECTION_RULES["widen_words"]}
-        ),
+        settings=settings_of("counterfactuals"),
     script:
         STAGE
 
@@ -112,7 +106,7 @@ rule validate_counterfactuals:
     resources:
         **job_resources("validate_counterfactuals"),
     params:
-        settings=tracked(config["validity"]),
+        settings=settings_of("validate_counterfactuals"),
         teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
         student_dir=lambda wc, input: input.student or model_location("student", wc),
     script:

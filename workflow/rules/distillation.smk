@@ -1,9 +1,8 @@
 # Stage 2 of LeaF: train each variant (sft, kd, LeaF) with one trainer, leafpipe.distill.trainer.
 # Checkpoints live outside the declared output, so a killed job resumes when rerun: Snakemake
 # deletes a failed job's outputs, and the model folder only appears once training has finished.
-
-# Settings that change no weights: editing them must not retrain anything.
-DISTILL_UNTRACKED = ("variants", "checkpoint_every", "log_every", "gpus", "collective_timeout_min")
+# Each rule's `settings` follow its stage's spec (leafpipe.stages.specs), which leaves out the
+# settings that change no weights (DISTILL_EXECUTION there): editing them retrains nothing.
 
 
 rule teacher_logits:
@@ -25,12 +24,7 @@ rule teacher_logits:
     resources:
         **job_resources("teacher_logits"),
     params:
-        settings=tracked(
-            {
-                "teacher_topk": TEACHER_TOPK,
-                "temperature": config["distill"]["kd"]["temperature"],
-            }
-        ),
+        settings=settings_of("teacher_logits"),
         teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
         student_dir=lambda wc, input: input.student or model_location("student", wc),
     script:
@@ -61,12 +55,7 @@ rule distill:
     resources:
         **job_resources("distill"),
     params:
-        settings=lambda wc: tracked(
-            {
-                **{k: v for k, v in config["distill"].items() if k not in DISTILL_UNTRACKED},
-                "seed": int(wc.seed),
-            }
-        ),
+        settings=settings_of("distill"),
         teacher_dir=lambda wc, input: input.teacher or model_location("teacher", wc),
         student_dir=lambda wc, input: input.student or model_location("student", wc),
         checkpoint_dir=lambda wc: in_replicate(wc, f"{RS}/checkpoints/distill/{wc.variant}"),

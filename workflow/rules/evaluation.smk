@@ -19,7 +19,7 @@ rule benchmark_data:
     resources:
         **job_resources("benchmark_data"),
     params:
-        settings=lambda wc: tracked(config["evaluation"]["benchmarks"][wc.benchmark]),
+        settings=settings_of("benchmark_data"),
     script:
         STAGE
 
@@ -40,7 +40,7 @@ rule generate:
     resources:
         **job_resources("generate"),
     params:
-        settings=evaluation_settings,
+        settings=settings_of("generate"),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),
         # Outside the declared output, so a killed job's finished batches survive for the rerun.
         partial_path=lambda wc: in_replicate(
@@ -68,6 +68,6 @@ rule grade:
     resources:
         **job_resources("grade"),
     params:
-        settings=evaluation_settings,
+        settings=settings_of("grade"),
     script:
         STAGE

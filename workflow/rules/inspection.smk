@@ -42,6 +42,6 @@ rule inspect:
     resources:
         **job_resources("inspect"),
     params:
-        settings=tracked({"inspection": config["inspection"], "detection": config["detection"]}),
+        settings=settings_of("inspect"),
     script:
         STAGE

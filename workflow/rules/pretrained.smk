@@ -20,14 +20,14 @@ rule import_gguf:
     resources:
         **job_resources("import_gguf"),
     params:
-        settings=lambda wc: tracked(config["models"][wc.role]["gguf"]),
+        settings=settings_of("import_gguf"),
     script:
         STAGE
 
 
 rule derive_model:
     input:
-        source_dir=lambda wc: model_input(wc, config["models"][wc.role]["derive"]["from"]),
+        parent_dir=lambda wc: model_input(wc, config["models"][wc.role]["derive"]["from"]),
     output:
         out_dir=directory(f"{RS}/models/{{role}}"),
     log:
@@ -42,14 +42,14 @@ rule derive_model:
     resources:
         **job_resources("derive_model"),
     params:
-        settings=lambda wc: tracked(config["models"][wc.role]["derive"]),
+        settings=settings_of("derive_model"),
     script:
         STAGE
 
 
 rule corpus:
     input:
-        source_path=CORPUS_FILE or [],
+        corpus_file=CORPUS_FILE or [],
         # The evaluation rows of the same benchmark: the corpus refuses any of their ids.
         held_out=corpus_held_out,
         tokenizer=lambda wc: tracked_path(corpus_tokenizer(wc)),
@@ -64,7 +64,7 @@ rule corpus:
     conda:
         ENV
     params:
-        settings=tracked(config["corpus"]),
+        settings=settings_of("corpus"),
         tokenizer_dir=corpus_tokenizer,
     script:
         STAGE

@@ -94,7 +94,7 @@ rule report:
     conda:
         ENV
     params:
-        settings=tracked(config),
+        settings=settings_of("report"),
         out_dir=lambda wc, output: os.path.dirname(output.summary),
         # The benchmark files (and GPU counts) of the jobs making every product, as a param, not an
         # input: Snakemake counts a benchmark file as its job's output, so a missing one (the job ran

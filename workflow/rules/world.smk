@@ -11,7 +11,7 @@ rule world:
     conda:
         ENV
     params:
-        settings=lambda wc: tracked({**config["world"], "seed": int(wc.seed)}),
+        settings=settings_of("world"),
         out_dir=lambda wc, output: os.path.dirname(output.splits[0]),
     script:
         STAGE
@@ -33,7 +33,7 @@ rule tokenizer:
     conda:
         ENV
     params:
-        settings=tracked(config["tokenizer"]),
+        settings=settings_of("tokenizer"),
     script:
         STAGE
 
@@ -56,6 +56,6 @@ rule pretrain:
     resources:
         **job_resources("pretrain"),
     params:
-        settings=lambda wc: tracked({**config["models"][wc.role], "seed": int(wc.seed)}),
+        settings=settings_of("pretrain"),
     script:
         STAGE

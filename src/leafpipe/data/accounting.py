@@ -93,8 +93,8 @@ def accounting_section(entries: Sequence[Accounted]) -> list[str]:
         "## Data accounting",
         "",
         "Every row read is kept, skipped with its reason (`corpus/skipped.parquet`; a benchmark's "
-        "`eval_data/<name>.info.json`), or left out by the config (`corpus.skip`: the rows evaluation "
-        "uses). A benchmark reads rows only up to its `limit`.",
+        "`eval_data/<name>.info.json`), or left out by the config (`corpus.skip`: the rows "
+        "evaluation uses). A benchmark reads rows only up to its `limit`.",
         "",
         "| input | source | rows read | kept | skipped | left out |",
         "|---|---|---:|---:|---:|---:|",
@@ -110,7 +110,8 @@ def fault_lines(
     unscored: Mapping[str, Mapping[str, int]], skipped_steps: Mapping[str, int]
 ) -> list[str]:
     """`unscored`: detection's per-scope counts of samples it could not judge (metrics.json);
-    `skipped_steps`: per distilled variant, optimiser steps skipped as non-finite (training.json)."""
+    `skipped_steps`: per distilled variant, optimiser steps skipped as non-finite
+    (training.json)."""
     lines = ["### Numerical faults", ""]
     judged = [
         f"{scope}: "

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from leafpipe.evaluation.benchmarks import (
-    CONVERTERS,
+    KINDS,
     MATH_FORMAT,
     BenchmarkFormatError,
     SkippedBenchmarkRow,
@@ -55,9 +55,11 @@ def _gsm8k_response(row: InputRow) -> str:
     """GSM8K's solution as the model should write it: calculator annotations removed, the
     '#### N' line turned into the boxed answer the evaluation prompt asks for."""
     reasoning, final = row.text("answer").rsplit("####", 1)
-    steps = [line.strip() for line in _CALCULATOR.sub("", reasoning).splitlines() if line.strip()]
+    reasoning_steps = [
+        line.strip() for line in _CALCULATOR.sub("", reasoning).splitlines() if line.strip()
+    ]
     return "\n".join(
-        [*steps, f"The final answer is $\\boxed{{{final.strip().replace(',', '')}}}$."]
+        [*reasoning_steps, f"The final answer is $\\boxed{{{final.strip().replace(',', '')}}}$."]
     )
 
 
@@ -85,7 +87,7 @@ def corpus_from_benchmark(
     held_out = set(held_out_ids)
 
     def convert(record: InputRow) -> CorpusRow:
-        row = CONVERTERS[kind](record)
+        row = KINDS[kind].convert(record)
         return {
             "id": row["id"],
             "instruction": row["instruction"],
@@ -98,12 +100,13 @@ def corpus_from_benchmark(
     both = [row["id"] for row in rows if row["id"] in held_out]
     if both:
         raise BenchmarkFormatError(
-            f"{source}: {', '.join(both[:5])} also evaluation problems; raise corpus.skip above every "
-            "evaluation entry's limit"
+            f"{source}: {', '.join(both[:5])} also evaluation problems; "
+            "raise corpus.skip above every evaluation entry's limit"
         )
     if len(rows) < limit:
         raise ValueError(
-            f"corpus.benchmark {kind}: {source} has fewer usable rows than skip + limit = {skip + limit}"
+            f"corpus.benchmark {kind}: {source} has fewer usable rows than "
+            f"skip + limit = {skip + limit}"
         )
     return rows, skipped, source
 

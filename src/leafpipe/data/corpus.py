@@ -27,13 +27,15 @@ if TYPE_CHECKING:
 
 # Only JSON's own whitespace makes a line blank: any other character is a row that is malformed.
 _JSON_BLANK = b" \t\r\n"
-# JSON escapes \ud800-\udfff decode to lone surrogates when unpaired; they cannot be written as UTF-8.
+# JSON escapes \ud800-\udfff decode to lone surrogates when unpaired; they cannot be written as
+# UTF-8.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _REQUIRED_TEXT = ("instruction", "response")
 
 
 class CorpusError(ValueError):
-    """A corpus that cannot be used as given; the message names the file and, for a row, its line."""
+    """A corpus that cannot be used as given; the message names the file and, for a row, its
+    line."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,16 @@ class SkippedCorpusRow:
     reason: str
 
     def message(self) -> str:
-        """`file:line: field 'f': reason`, the field part left out for a problem with the whole line."""
+        """`file:line: field 'f': reason`, the field part left out for a problem with the whole
+        line."""
         place = f" field '{self.field}':" if self.field is not None else ""
         return f"{self.file}:{self.line}:{place} {self.reason}"
 
 
 @dataclass(frozen=True)
 class CorpusRead:
-    """The kept rows in file order and the skipped ones; every non-blank input line is one of them."""
+    """The kept rows in file order and the skipped ones; every non-blank input line is one of
+    them."""
 
     rows: list[dict[str, Any]]
     skipped: list[SkippedCorpusRow]
@@ -72,7 +76,8 @@ class CorpusRead:
         # The issue's promise, checked where the result is made: nothing lost.
         if self.input_rows != len(self.rows) + len(self.skipped):
             raise ValueError(
-                f"input_rows {self.input_rows} != {len(self.rows)} kept + {len(self.skipped)} skipped"
+                f"input_rows {self.input_rows} != {len(self.rows)} kept + "
+                f"{len(self.skipped)} skipped"
             )
 
 
@@ -252,7 +257,8 @@ def _check(
 def too_long(
     row: dict[str, Any], count_tokens: Callable[[dict[str, Any]], int], max_tokens: int
 ) -> str | None:
-    """Why a row exceeds the context cutoff, or None: one wording for corpus files and built corpora."""
+    """Why a row exceeds the context cutoff, or None: one wording for corpus files and built
+    corpora."""
     tokens = count_tokens(row)
     return (
         f"too long: {tokens} tokens, more than max_tokens {max_tokens}"
@@ -269,7 +275,8 @@ def skipped_frame(skipped: Sequence[SkippedCorpusRow]) -> pd.DataFrame:
 
     The dtypes are set explicitly so that an empty table has the same schema as a full one.
     """
-    import pandas as pd  # here, not at the top: benchmark_data reads lines with this module, without pandas
+    # Here, not at the top: benchmark_data reads lines with this module, without pandas.
+    import pandas as pd
 
     columns = {
         name: pd.Series([getattr(row, name) for row in skipped], dtype=dtype)

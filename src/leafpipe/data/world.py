@@ -51,7 +51,7 @@ ITEMS = (
 OTHER_THINGS = ("birds", "cars", "boats", "trees", "clouds", "dogs", "kites", "stars")
 
 SETUPS = ("{a} has {x} {item}.", "{a} owns {x} {item}.", "{a} keeps {x} {item} in a box.")
-# (instruction sentence, the verb phrase repeated in the worked step)
+# (instruction sentence, the verb phrase repeated in the worked reasoning step)
 ADD_CHANGES = (
     ("{a} buys {y} more {item}.", "buys {y} more"),
     ("{a} finds {y} more {item}.", "finds {y} more"),
@@ -122,7 +122,7 @@ def _problem(rng: random.Random, worked_sum: bool, max_operand: int) -> _Problem
         x = rng.randint(2, 2 * max_operand)
         y = rng.randint(1, min(max_operand, x - 1))
         z, sign, changes, questions = x - y, "-", SUB_CHANGES, SUB_QUESTIONS
-    change, step = rng.choice(changes)
+    change, worked = rng.choice(changes)
     fill = dict(a=a, x=x, y=y, item=item)
     sentences = (
         rng.choice(SETUPS).format(**fill),
@@ -134,7 +134,7 @@ def _problem(rng: random.Random, worked_sum: bool, max_operand: int) -> _Problem
     equation = f", so {x} {sign} {y} = {z}" if worked_sum else ""
     response = (
         f"Step 1: {a} starts with {x} {item}.\n"
-        f"Step 2: {a} {step.format(y=y)}{equation}.\n"
+        f"Step 2: {a} {worked.format(y=y)}{equation}.\n"
         f"The answer is {z}."
     )
     return _Problem(sentences, response, z, a, item)

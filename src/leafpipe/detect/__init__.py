@@ -1,0 +1,3 @@
+"""Detection (the paper's stage 1): per-token gradient scores of teacher and student, and the
+confounders they reveal.
+"""

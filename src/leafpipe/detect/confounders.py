@@ -1,18 +1,20 @@
 """Stage 1b: confounding tokens are those the student leans on and the teacher does not.
 
 Per sample and per scope (the instruction; at response level also the earlier response: the
-earlier segment, or every step but the last), each model's gradient norms are min-max
+earlier segment, or every reasoning step but the last), each model's gradient norms are min-max
 normalised, d = teacher − student is min-max normalised again, and tokens at or below the p-th
 percentile of d (threshold capped) are confounders. Other combinations of the two models'
-scores are options (`score`, leafpipe.detect.score_variants). Scopes are normalised separately because
-response tokens carry systematically larger gradients (they sit next to the tokens being
+scores are options (`score`, leafpipe.detect.score_variants). Scopes are normalised separately
+because response tokens carry systematically larger gradients (they sit next to the tokens being
 predicted) and would otherwise crowd out the instruction.
 
 `rules` picks the authors' public code ("paper", the default) or leafpipe's own refinements
-("leafpipe") for four behaviours, each of which can also be set on its own (`detection_rules.resolved_rules`):
-the percentile (the code's index into the sorted d, or interpolation), whether whitespace
-tokens join two confounder runs into one span, whether counterfactuals widen spans to whole
-words (leafpipe.prune.counterfactuals), and how the response is cut into scopes (leafpipe.detect.scoring).
+("leafpipe") for four behaviours, each of which can also be set on its own
+(`leafpipe.detect.rules.resolved_rules`): the percentile (the code's index into the sorted d, or
+interpolation), whether whitespace tokens join two confounder runs into one span
+(leafpipe.detect.spans), whether counterfactuals widen spans to whole words
+(leafpipe.prune.counterfactuals), and how the response is cut into scopes
+(leafpipe.detect.scoring).
 
 Protected text (`protect`, e.g. a fixed "reason step by step" instruction) is never scored or
 pruned: its tokens leave the instruction scope before normalisation, so they never shift the
@@ -23,33 +25,45 @@ A scope is left undetected, with no confounders, when min-max is undefined there
 of its tokens have finite scores in both models (a sample the scorer left unscored, see
 leafpipe.detect.scoring), or one model's scores, or their difference, are all equal. Flagging the
 lowest percentile of a constant would flag every token. Each such scope is recorded with its
-reason (`UNDETECTABLE_REASONS`) and counted in the metrics.
+reason (`UNDETECTABLE_REASONS`) and counted in the metrics (leafpipe.detect.metrics).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from leafpipe.detect.metrics import (
+    ALL_EQUAL,
+    EQUAL_DIFFERENCE,
+    NON_FINITE,
+    SCOPES,
+    unscored_counts,
+)
+from leafpipe.detect.metrics import detection_metrics as detection_metrics
 from leafpipe.detect.rules import RULES, resolved_rules
 from leafpipe.detect.score_variants import RAW_INPUT, SCORES, normalised_difference
-from leafpipe.detect.token_kinds import overlaps, token_kinds
+from leafpipe.detect.spans import (
+    confounder_spans,
+    in_instruction_spans,
+    protected_spans,
+    spans_json,
+)
+from leafpipe.detect.token_kinds import token_kinds
 from leafpipe.text.templates import INSTRUCTION, RESPONSE
 
 log = logging.getLogger(__name__)
 
+# detection_metrics is re-exported (`as`): the detection stage, the validity check and the quality
+# sweep import it from here, with the spec it reports.
+
 STRATEGIES = ("percentile", "top_k", "absolute")
-# The scopes of a sample, by name, and why one can be left undetected.
-SCOPES = ("instruction", "steps")  # the instruction; the earlier reasoning steps
-NON_FINITE, ALL_EQUAL, EQUAL_DIFFERENCE = "non_finite", "all_equal", "equal_difference"
-UNDETECTABLE_REASONS = (NON_FINITE, ALL_EQUAL, EQUAL_DIFFERENCE)
 
 PERCENTILE_RULES = ("index", "interpolate")
 # The scorer columns detection carries into tokens.parquet, aligned onto the student's tokens:
@@ -101,7 +115,8 @@ class DetectSpec:
         object.__setattr__(self, "protect", tuple(self.protect))
         if self.percentile_rule not in PERCENTILE_RULES:
             raise ValueError(
-                f"unknown percentile rule {self.percentile_rule!r}; choose one of {PERCENTILE_RULES}"
+                f"unknown percentile rule {self.percentile_rule!r}; "
+                f"choose one of {PERCENTILE_RULES}"
             )
 
 
@@ -195,83 +210,6 @@ def threshold_flags(diff: np.ndarray, content: np.ndarray, spec: DetectSpec) -> 
     return flags
 
 
-def merge_spans(
-    flags: Sequence[bool],
-    fields: Sequence[str],
-    steps: Sequence[int],
-    starts: Sequence[int],
-    ends: Sequence[int],
-    texts: Sequence[str],
-    join_whitespace: bool = False,
-) -> list[dict[str, Any]]:
-    """Contiguous confounders (same field and step) as character spans, with their token indices.
-
-    With `join_whitespace` (leafpipe's rule), whitespace-only tokens between two confounders join
-    them: they can never be confounders themselves, and splitting "9 birds" at its space would
-    prune half a phrase. Without it (the authors' code), any unflagged token ends a span.
-    """
-    spans: list[dict[str, Any]] = []
-    current: dict[str, Any] | None = None
-    for i, flag in enumerate(flags):
-        key = (fields[i], steps[i])
-        if flag:
-            if current is not None and (current["field"], current["step"]) == key:
-                current["end"] = int(ends[i])
-                current["tokens"].append(i)
-            else:
-                current = {
-                    "field": fields[i],
-                    "step": int(steps[i]),
-                    "start": int(starts[i]),
-                    "end": int(ends[i]),
-                    "tokens": [i],
-                }
-                spans.append(current)
-        elif current is not None and not (
-            join_whitespace
-            and texts[i].strip() == ""
-            and key == (current["field"], current["step"])
-        ):
-            current = None
-    return spans
-
-
-def limit_span_lengths(
-    spans: list[dict[str, Any]], flags: np.ndarray, spec: DetectSpec
-) -> list[dict[str, Any]]:
-    """Drop spans outside [min_span_tokens, max_span_tokens] confounder tokens, unflagging them."""
-    kept = []
-    for span in spans:
-        n = len(span["tokens"])
-        if n < spec.min_span_tokens or (
-            spec.max_span_tokens is not None and n > spec.max_span_tokens
-        ):
-            flags[span["tokens"]] = False
-        else:
-            kept.append(span)
-    return kept
-
-
-def _in_instruction_spans(
-    spans: Sequence[Sequence[int]],
-    fields: Sequence[str],
-    starts: Sequence[int],
-    ends: Sequence[int],
-) -> list[bool]:
-    """Whether each token is an instruction token overlapping one of the [start, end) spans."""
-    return [f == INSTRUCTION and overlaps(s, e, spans) for f, s, e in zip(fields, starts, ends)]
-
-
-def protected_spans(instruction: str, protect: Sequence[str]) -> list[tuple[int, int]]:
-    """[start, end) of every occurrence of each protected text in the instruction."""
-    return [
-        (m.start(), m.end())
-        for text in protect
-        if text
-        for m in re.finditer(re.escape(text), instruction)
-    ]
-
-
 def _kinds(
     row: dict[str, Any],
     fields: Sequence[str],
@@ -336,40 +274,6 @@ def _aligned_teacher(
     return out
 
 
-def confounder_spans(
-    flags: np.ndarray,
-    fields: Sequence[str],
-    steps: Sequence[int],
-    starts: Sequence[int],
-    ends: Sequence[int],
-    texts: Sequence[str],
-    spec: DetectSpec,
-) -> list[dict[str, Any]]:
-    """A sample's spans as tokens.parquet stores them: flagged tokens merged by `spec`'s rules,
-    spans outside the length limits dropped (and unflagged in `flags` [n]), and each response
-    span given `reasoning_step_end`."""
-    spans = merge_spans(flags, fields, steps, starts, ends, texts, spec.join_whitespace)
-    spans = limit_span_lengths(spans, flags, spec)
-    for span in spans:
-        if span["field"] == RESPONSE:
-            span["reasoning_step_end"] = _next_scope_start(span["step"], fields, steps, starts)
-    return spans
-
-
-def spans_json(spans: Sequence[dict[str, Any]]) -> str:
-    """tokens.parquet's `spans` cell: the spans without their token indices."""
-    return json.dumps([{k: v for k, v in span.items() if k != "tokens"} for span in spans])
-
-
-def _next_scope_start(
-    step: int, fields: Sequence[str], steps: Sequence[int], starts: Sequence[int]
-) -> int:
-    """Where the response scope after `step` begins (its first token's offset): what a response
-    counterfactual keeps as its training target, whether scopes are steps or segments
-    (leafpipe.prune.counterfactuals.reasoning_step_end). A flagged scope is never the last, so one follows."""
-    return next(int(a) for f, k, a in zip(fields, steps, starts) if f == RESPONSE and k > step)
-
-
 def _sample_record(
     sample_id: str,
     teacher: pd.DataFrame,
@@ -392,7 +296,7 @@ def _sample_record(
         for column in {*RAW_COLUMNS, RAW_INPUT[spec.score]}
     }
     protect_spans = protected_spans(row.get("instruction", ""), spec.protect)
-    protected = _in_instruction_spans(protect_spans, fields, starts, ends)
+    protected = in_instruction_spans(protect_spans, fields, starts, ends)
     res = detect_sample(
         *raw[RAW_INPUT[spec.score]], fields, steps, texts, spec, np.array(protected, dtype=bool)
     )
@@ -412,9 +316,7 @@ def _sample_record(
         },
         "kind": _kinds(row, fields, texts, starts, ends, protect_spans),
         "protected": protected,
-        "is_planted": _in_instruction_spans(
-            row.get("distractor_spans") or [], fields, starts, ends
-        ),
+        "is_planted": in_instruction_spans(row.get("distractor_spans") or [], fields, starts, ends),
         "spans": spans_json(spans),
         "unscored": json.dumps(res["unscored"]),
     }
@@ -461,69 +363,3 @@ def detect(
             ),
         )
     return tokens
-
-
-def unscored_counts(tokens: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """{scope: {reason: samples}} of the scopes detection left undetected, from tokens.parquet's
-    `unscored` column (zeros for a frame without it, e.g. one written before it existed)."""
-    counts = {scope: dict.fromkeys(UNDETECTABLE_REASONS, 0) for scope in SCOPES}
-    column = tokens["unscored"] if "unscored" in tokens.columns else []
-    for cell in column:
-        for scope, reason in json.loads(cell).items():
-            counts[scope][reason] += 1
-    return counts
-
-
-def detection_metrics(tokens: pd.DataFrame, spec: DetectSpec) -> dict[str, Any]:
-    """Token-level precision/recall of instruction confounders against planted distractors.
-
-    Whitespace-only tokens are left out: they are never confounders by rule, so counting them
-    as planted would charge recall for tokens no setting could find. `base_rate` is the
-    precision a random choice of tokens would get. `mean_scores` (normalised teacher, student
-    and difference scores, averaged over planted and over other tokens) says why detection
-    works or fails: it needs planted tokens to have a clearly lower difference. `unscored`
-    counts the samples whose instruction or earlier steps got no detection, by reason
-    (`unscored_counts`).
-    """
-    conf = planted = hit = total = 0
-    sums = {
-        group: {"teacher": 0.0, "student": 0.0, "diff": 0.0, "n": 0}
-        for group in ("planted", "other")
-    }
-    for r in tokens.itertuples(index=False):
-        rows = zip(
-            r.field, r.text, r.is_confounder, r.is_planted, r.teacher_norm, r.student_norm, r.diff
-        )
-        for f, text, c, p, t_norm, s_norm, diff in rows:
-            if f != INSTRUCTION or not text.strip():
-                continue
-            total += 1
-            conf += bool(c)
-            planted += bool(p)
-            hit += bool(c and p)
-            if np.isfinite(diff):
-                group = sums["planted" if p else "other"]
-                group["teacher"] += t_norm
-                group["student"] += s_norm
-                group["diff"] += diff
-                group["n"] += 1
-    precision = hit / conf if conf else 0.0
-    recall = hit / planted if planted else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    mean_scores = {
-        group: {k: v / g["n"] for k, v in g.items() if k != "n"} if g["n"] else None
-        for group, g in sums.items()
-    }
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "base_rate": planted / total if total else 0.0,
-        "n_samples": len(tokens),
-        "n_tokens": total,
-        "n_confounders": conf,
-        "n_planted": planted,
-        "mean_scores": mean_scores,
-        "unscored": unscored_counts(tokens),
-        "settings": asdict(spec),
-    }

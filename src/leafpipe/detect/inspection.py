@@ -102,26 +102,15 @@ def write_histograms(tokens: pd.DataFrame, path: str | os.PathLike[str]) -> None
     _save_png(fig, path)
 
 
-def write_sweep_plot(
-    sweep: pd.DataFrame,
-    path: str | os.PathLike[str],
-    configured: float | None = None,
-    base_rate: float | None = None,
-    configured_score: str | None = None,
+def _plot_variants(
+    axes: Sequence[Any], sweep: pd.DataFrame, labelled: bool, configured_score: str | None
 ) -> None:
-    """Precision, recall and flagged tokens against the percentile, one line per score variant
-    (`sweep`'s `score` column; one unnamed line without it), the configured percentile and
-    variant marked.
-
-    The flagged-token panel is drawn for an unlabelled corpus too, where precision and recall
-    are undefined.
-    """
+    """One line per score variant on each of the three panels (precision, recall, flagged
+    tokens), the configured variant drawn thicker; precision and recall only when `labelled`."""
+    precision_ax, recall_ax, flagged_ax = axes
     groups = (
         list(sweep.groupby("score", sort=False)) if "score" in sweep.columns else [(None, sweep)]
     )
-    fig = Figure(figsize=(7, 8))
-    precision_ax, recall_ax, flagged_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2, 2, 1])
-    labelled = sweep[["precision", "recall"]].notna().to_numpy().any()
     for j, (score, rows) in enumerate(groups):
         chosen = score is None or score == configured_score
         style = {
@@ -138,6 +127,14 @@ def write_sweep_plot(
         ):
             if col == "n_flagged" or labelled:
                 ax.plot(rows["percentile"], rows[col], **style)
+
+
+def _mark_panels(
+    axes: Sequence[Any], labelled: bool, configured: float | None, base_rate: float | None
+) -> None:
+    """Axis labels, a note where precision and recall are undefined (no planted labels), the
+    precision of a random choice, and the configured percentile."""
+    precision_ax, recall_ax, flagged_ax = axes
     for ax, name in ((precision_ax, "precision"), (recall_ax, "recall")):
         ax.set_ylabel(name)
         if not labelled:
@@ -166,6 +163,28 @@ def write_sweep_plot(
                 linewidth=1,
                 label=f"configured percentile ({configured:g})" if ax is precision_ax else None,
             )
+
+
+def write_sweep_plot(
+    sweep: pd.DataFrame,
+    path: str | os.PathLike[str],
+    configured: float | None = None,
+    base_rate: float | None = None,
+    configured_score: str | None = None,
+) -> None:
+    """Precision, recall and flagged tokens against the percentile, one line per score variant
+    (`sweep`'s `score` column; one unnamed line without it), the configured percentile and
+    variant marked.
+
+    The flagged-token panel is drawn for an unlabelled corpus too, where precision and recall
+    are undefined.
+    """
+    fig = Figure(figsize=(7, 8))
+    axes = fig.subplots(3, 1, sharex=True, height_ratios=[2, 2, 1])
+    precision_ax, _, flagged_ax = axes
+    labelled = sweep[["precision", "recall"]].notna().to_numpy().any()
+    _plot_variants(axes, sweep, labelled, configured_score)
+    _mark_panels(axes, labelled, configured, base_rate)
     precision_ax.set_title(
         "Detection quality against the percentile, per score variant (instruction tokens)"
     )
@@ -191,7 +210,8 @@ table.metrics td, table.metrics th { padding: 2px 10px; text-align: right; }
 
 
 def _colour(score: float) -> str:
-    """White (0) to red (1): proportional, so equal steps of score look like equal steps of colour."""
+    """White (0) to red (1): proportional, so equal steps of score look like equal steps of
+    colour."""
     fade = round(255 * (1.0 - min(max(score, 0.0), 1.0)))
     return f"rgb(255,{fade},{fade})"
 
@@ -203,7 +223,10 @@ def _token(text: str, score: float, flagged: bool, planted: bool, tip: str) -> s
         style = f' style="background:{_colour(score)}"'
     else:
         classes.append("na")
-    return f'<span class="{" ".join(classes)}"{style} title="{html.escape(tip)}">{html.escape(text)}</span>'
+    return (
+        f'<span class="{" ".join(classes)}"{style} title="{html.escape(tip)}">'
+        f"{html.escape(text)}</span>"
+    )
 
 
 def _in_spans(r: Any, spans: Sequence[Mapping[str, Any]]) -> list[bool]:
@@ -276,7 +299,8 @@ def _header_html(metrics: Mapping[str, Any]) -> str:
         for k, v in (metrics.get("settings") or {}).items()
     )
     return (
-        '<table class="metrics"><tr><th>precision</th><th>recall</th><th>F1</th><th>base rate</th></tr>'
+        '<table class="metrics"><tr><th>precision</th><th>recall</th><th>F1</th>'
+        "<th>base rate</th></tr>"
         f"<tr>{cells}</tr></table><p>{html.escape(counts)}</p>{note}"
         f"<p>Settings: {settings or 'not recorded'}.</p>"
     )
@@ -289,9 +313,9 @@ def _legend_html() -> str:
     return (
         '<div class="legend"><p><b>Legend.</b> Background: normalised score, white (0) to red (1): '
         f'<span class="text">{ramp}</span>. '
-        "Rows: the teacher's and the student's min-max gradient norms, and their min-max difference "
-        "(teacher − student); detection flags the <i>lowest</i> differences, the palest cells of the "
-        "difference row.</p><p>"
+        "Rows: the teacher's and the student's min-max gradient norms, and their min-max "
+        "difference (teacher − student); detection flags the <i>lowest</i> differences, the "
+        "palest cells of the difference row.</p><p>"
         f"{_token('underlined', 0.0, True, False, 'detected')} detected confounder span "
         f"{_token('boxed', 0.0, False, True, 'planted')} planted distractor (world only) "
         f"{_token('hatched', math.nan, False, False, 'no score')} no score in this scope. "

@@ -66,7 +66,8 @@ def rethreshold(tokens: pd.DataFrame, spec: DetectSpec) -> pd.DataFrame:
 
     Detection's instruction scope is exactly the instruction tokens with a finite `diff`, so
     applying `threshold_flags` there, then dropping the spans outside the length limits
-    (`confounder_spans`) as `detect` does, reproduces detection's instruction flags for the same spec.
+    (`confounder_spans`) as `detect` does, reproduces detection's instruction flags for the same
+    spec.
     Response flags are cleared: they are normalised per step scope, which the sweep does not
     rebuild, and no instruction-level metric reads them.
     """
@@ -178,7 +179,7 @@ def instruction_tokens(tokens: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _kind_order(kinds: Sequence[str]) -> list[str]:
+def kind_order(kinds: Sequence[str]) -> list[str]:
     """The kinds present, in the order of token_kinds' lists (planted kinds first on the world)."""
     present = set(kinds)
     return [k for k in dict.fromkeys(PLANTED_KINDS + CORPUS_KINDS) if k in present] + sorted(
@@ -193,7 +194,7 @@ def metrics_by_kind(tokens: pd.DataFrame) -> pd.DataFrame:
     problem's own numbers for counterfactuals to remove distractors rather than the problem."""
     long = instruction_tokens(tokens)
     rows = []
-    for kind in _kind_order(long["kind"].tolist()):
+    for kind in kind_order(long["kind"].tolist()):
         group = long[long["kind"] == kind]
         scored = group[np.isfinite(group["diff"])]
         n, flagged = len(group), int(group["is_confounder"].sum())
@@ -271,86 +272,3 @@ def variant_comparison(
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def _rate(value: Any) -> str:
-    return "—" if value is None or pd.isna(value) else f"{100 * float(value):.1f}%"
-
-
-def _score(value: Any) -> str:
-    return "—" if value is None or pd.isna(value) else f"{float(value):.3f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-
-
-def markdown_section(
-    variants_csv: str | os.PathLike[str], by_kind_csv: str | os.PathLike[str]
-) -> str:
-    """The report's section on detection by score variant and by kind of token (Markdown), from
-    the inspect stage's detection/variants.csv and detection/by_kind.csv."""
-    variants, by_kind = pd.read_csv(variants_csv), pd.read_csv(by_kind_csv)
-    kinds = _kind_order(by_kind["kind"].tolist())
-    labelled = variants["n_planted"].gt(0).any()
-    lines = ["### Detection by score variant", ""]
-    lines.append(
-        "Each row re-runs detection at the configured setting with another way of turning the two "
-        "models' token scores into d (`detection.score`; the configured one is marked). A variant "
-        "is useful only if its precision is well above the base rate (flagging at random)"
-        + (
-            ", and if it flags a larger share of planted numbers than of the problem's own numbers."
-            if "planted_number" in kinds
-            else "."
-            if labelled
-            else "; without planted labels only the flagged shares by kind can be compared."
-        )
-    )
-    lines.append("")
-    header = ["score", "precision", "recall", "F1", "× random", "flagged"] + [
-        f"flagged: {k}" for k in kinds
-    ]
-    rows = []
-    for r in variants.to_dict("records"):
-        lift = (
-            r["precision"] / r["base_rate"]
-            if r["base_rate"] and not pd.isna(r["precision"])
-            else math.nan
-        )
-        rows.append(
-            [
-                r["score"] + (" (configured)" if r["configured"] else ""),
-                *(_rate(r[k]) for k in METRICS),
-                "—" if pd.isna(lift) else f"{lift:.2f}",
-                str(int(r["n_flagged"])),
-                *(_rate(r.get(f"flagged_{k}")) for k in kinds),
-            ]
-        )
-    lines += _table(header, rows)
-    lines += ["", "### Detection by kind of token", ""]
-    lines.append(
-        "Mean normalised teacher and student scores and d per kind of instruction token (lower d: "
-        "more confounding). "
-        + (
-            "Planted numbers must get a lower d than the problem's own numbers, or counterfactuals "
-            "delete the numbers the problem needs as often as the distractors."
-            if "planted_number" in kinds
-            else "Without planted labels, a d far lower on numbers than on words means detection prunes "
-            "the problem's quantities."
-        )
-    )
-    lines.append("")
-    header = ["score", "kind", "tokens", "flagged", "teacher", "student", "d"]
-    rows = [
-        [
-            r["score"],
-            r["kind"],
-            str(int(r["n_tokens"])),
-            _rate(r["share_flagged"]),
-            *(_score(r[f"mean_{k}"]) for k in ("teacher", "student", "diff")),
-        ]
-        for r in by_kind.to_dict("records")
-    ]
-    return "\n".join(lines + _table(header, rows) + [""])

@@ -80,8 +80,9 @@ def ratio(t: np.ndarray, s: np.ndarray) -> np.ndarray | None:
 
 
 class Variant(NamedTuple):
-    """One score variant: the scorer column (leafpipe.detect.scoring) it reads the raw per-token scores
-    from, how each model's scores are normalised, and how the two normalised scores combine."""
+    """One score variant: the scorer column (leafpipe.detect.scoring) it reads the raw per-token
+    scores from, how each model's scores are normalised, and how the two normalised scores
+    combine."""
 
     raw_input: str
     normalise: Callable[[np.ndarray], np.ndarray | None]

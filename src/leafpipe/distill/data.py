@@ -19,13 +19,12 @@ from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
+from leafpipe.distill.spec import ALL, MODES
 from leafpipe.text.batching import length_grouped
 from leafpipe.text.templates import EncodedSample, encode_sample
 
 ORIGINAL = "original"
 COUNTERFACTUAL = "counterfactual"
-ALL, DRAW_ONE = "all", "draw_one"
-MODES = (ALL, DRAW_ONE)
 
 Pair = tuple[str, str]  # (instruction, response)
 SampleRef = tuple[
@@ -233,12 +232,12 @@ def validation_plan(
     return [sorted(held_out, key=lambda it: -item_length(encoded, it))]
 
 
-def rank_share(step: Step, rank: int, world: int, micro_batch: int) -> Step:
+def rank_share(step: Step, rank: int, processes: int, micro_batch: int) -> Step:
     """Process `rank`'s micro-batches of an optimiser step (`leafpipe.distill.parallel`).
 
-    Every `world`-th item of the step, from the `rank`-th on, so each process gets items of
+    Every `processes`-th item of the step, from the `rank`-th on, so each process gets items of
     every length the (length-sorted) step holds; then cut into micro-batches of `micro_batch`.
     With one process this is the step as planned; a process may get none of a small step.
     """
-    mine = [i for micro in step for i in micro][rank::world]
+    mine = [i for micro in step for i in micro][rank::processes]
     return [mine[k : k + micro_batch] for k in range(0, len(mine), micro_batch)]

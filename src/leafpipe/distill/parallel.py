@@ -1,7 +1,7 @@
-"""Data-parallel training: one process per GPU, launched by torchrun, gradients summed once per step.
+"""Data-parallel training: one process per GPU (torchrun), gradients summed once per optimiser step.
 
 Every process holds the whole student (and teacher), computes the same epoch plan, and trains
-its share of each optimiser step's groups (`distill_data.rank_share`). Each loss term is divided
+its share of each optimiser step's groups (`data.rank_share`). Each loss term is divided
 by the trained tokens of the *whole* step before backward, so summing the processes' gradients
 (one all-reduce per step, in buckets) gives exactly the gradient a single process would compute
 for that step, whatever the split, uneven or empty shares included. That is what DDP does,
@@ -53,7 +53,7 @@ def launched() -> bool:
 
 
 def setup(timeout: timedelta) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) of this process; joins the process group on first call.
+    """(rank, number of processes, device) of this process; joins the process group on first call.
 
     A single process is rank 0 of 1, on the GPU when one is visible. `timeout` bounds one
     collective: a process waiting longer (e.g. for process 0 writing a checkpoint) fails the job,
@@ -91,7 +91,8 @@ def die_with_parent() -> None:
 
 
 def sum_gradients(params: Sequence[torch.nn.Parameter]) -> None:
-    """Sum each parameter's gradient over the processes, in place; a missing gradient counts as 0."""
+    """Sum each parameter's gradient over the processes, in place; a missing gradient counts as
+    0."""
     if not dist.is_initialized():
         return
     grads = []

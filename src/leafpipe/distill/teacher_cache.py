@@ -3,9 +3,10 @@
 The `teacher_logits` job runs the teacher once over every sample a distillation run could see
 (every original and every counterfactual of a data file: with `counterfactuals: all` each is
 trained every epoch, with `draw_one` the draws change each epoch) and stores, per trained token
-(of a response-level counterfactual, only its later steps: `EncodedSample.train_from`), its k
-largest log-probabilities at the KD temperature (`kd_loss.teacher_topk`). The distill job then reads them back per micro-batch
-(`TeacherCache.gather`) and passes them to `kd_loss_sum(..., teacher_topk=...)`.
+(of a response-level counterfactual, only its later reasoning steps: `EncodedSample.train_from`),
+its k largest log-probabilities at the KD temperature (`topk.teacher_topk`). The distill job
+then reads them back per micro-batch (`TeacherCache.gather`) and passes them to
+`kd_loss_sum(..., teacher_topk=...)`.
 
 Samples are matched by `sample_key`, a hash of the student's token ids and loss mask, never by
 position: a cache built from another file, tokenizer or chat template misses samples instead of
@@ -28,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from leafpipe.distill.data import DistillGroup, EncodedGroup, n_trained
-from leafpipe.distill.kd_loss import TopK, output_head, response_hidden, teacher_topk
+from leafpipe.distill.heads import output_head, response_hidden
+from leafpipe.distill.topk import TopK, teacher_topk
 from leafpipe.files.atomic import atomic_path
 from leafpipe.text.batching import collate
 from leafpipe.text.templates import EncodedSample
@@ -39,7 +41,8 @@ CACHE_FORMAT = "1"  # bump when the layout changes
 
 
 def sample_key(sample: EncodedSample) -> bytes:
-    """32-byte SHA-256 of a sample's token ids and loss mask: what the teacher saw and what is trained."""
+    """32-byte SHA-256 of a sample's token ids and loss mask: what the teacher saw and what is
+    trained."""
     return hashlib.sha256(json.dumps([sample.input_ids, sample.loss_mask()]).encode()).digest()
 
 
@@ -71,6 +74,58 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _place(
+    top: TopK,
+    idx: Sequence[int],
+    offsets: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+) -> None:
+    """Copy a batch's top-k rows (samples `idx`, in batch order) to each sample's rows of the
+    cache."""
+    top_indices, top_logprobs = (
+        top.indices.cpu(),
+        top.logprobs.cpu(),
+    )  # [n, k]: the batch's rows
+    row = 0
+    for i in idx:
+        rows = slice(int(offsets[i]), int(offsets[i + 1]))
+        n = rows.stop - rows.start
+        indices[rows], logprobs[rows] = (
+            top_indices[row : row + n],
+            top_logprobs[row : row + n],
+        )
+        row += n
+
+
+def _tensors(
+    samples: Sequence[EncodedSample],
+    offsets: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The cache file's tensors: the samples' keys, their row offsets, and the rows."""
+    keys = np.frombuffer(bytearray(b"".join(sample_key(s) for s in samples)), dtype=np.uint8)
+    return {
+        "keys": torch.from_numpy(keys).reshape(len(samples), 32),
+        "offsets": offsets,
+        "indices": indices,
+        "logprobs": logprobs,
+    }
+
+
+def _metadata(
+    tensors: dict[str, torch.Tensor], k: int, temperature: float, vocab_size: int
+) -> dict[str, str]:
+    return {
+        "format": CACHE_FORMAT,
+        "k": str(k),
+        "temperature": repr(float(temperature)),
+        "vocab_size": str(vocab_size),
+        "digest": _digest(tensors),
+    }
+
+
 @torch.no_grad()
 def build_teacher_cache(
     teacher: torch.nn.Module,
@@ -84,22 +139,22 @@ def build_teacher_cache(
     batch_size: int,
     chunk_tokens: int,
 ) -> None:
-    """Run `teacher` (as it is: device and dtype are the caller's) over `samples` and write the cache.
+    """Run `teacher` (as it is: device and dtype are the caller's) over `samples` and write the
+    cache.
 
     Samples are batched `batch_size` at a time, longest first, so batches pad little; each
     sample's rows are its trained tokens in position order, as `Batch.target_mask` marks them.
     `vocab_size` is the student's: a larger teacher head is truncated to it (`kd_loss`).
 
-    Host memory: the cache itself, indices int32 and log-probabilities fp32 [N, k] (N trained tokens,
-    known from the samples before the teacher runs), preallocated and filled batch by batch at each
-    sample's rows, plus one batch's top-k on its way in (int64 and fp32 [n, k]); the digest reads the
-    arrays in place and `save_file` writes from them, so nothing is copied whole.
+    Host memory: the cache itself, indices int32 and log-probabilities fp32 [N, k] (N trained
+    tokens, known from the samples before the teacher runs), preallocated and filled batch by batch
+    at each sample's rows, plus one batch's top-k on its way in (int64 and fp32 [n, k]); the digest
+    reads the arrays in place and `save_file` writes from them, so nothing is copied whole.
     """
     device = next(teacher.parameters()).device
     offsets = _offsets(samples)
-    indices = torch.empty(
-        int(offsets[-1]), k, dtype=torch.int32
-    )  # token ids fit int32: half of int64
+    # Token ids fit int32: half of int64.
+    indices = torch.empty(int(offsets[-1]), k, dtype=torch.int32)
     logprobs = torch.empty(int(offsets[-1]), k, dtype=torch.float32)
     order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
     head = output_head(teacher)
@@ -114,38 +169,13 @@ def build_teacher_cache(
             top = teacher_topk(
                 hidden, head, batch.target_mask, k, temperature, chunk_tokens, vocab_size=vocab_size
             )
-            top_indices, top_logprobs = (
-                top.indices.cpu(),
-                top.logprobs.cpu(),
-            )  # [n, k]: the batch's rows
-            row = 0
-            for i in idx:
-                rows = slice(int(offsets[i]), int(offsets[i + 1]))
-                n = rows.stop - rows.start
-                indices[rows], logprobs[rows] = (
-                    top_indices[row : row + n],
-                    top_logprobs[row : row + n],
-                )
-                row += n
+            _place(top, idx, offsets, indices, logprobs)
             progress.update(len(idx))
-    keys = np.frombuffer(bytearray(b"".join(sample_key(s) for s in samples)), dtype=np.uint8)
-    tensors = {
-        "keys": torch.from_numpy(keys).reshape(len(samples), 32),
-        "offsets": offsets,
-        "indices": indices,
-        "logprobs": logprobs,
-    }
-    metadata = {
-        "format": CACHE_FORMAT,
-        "k": str(k),
-        "temperature": repr(float(temperature)),
-        "vocab_size": str(vocab_size),
-        "digest": _digest(tensors),
-    }
+    tensors = _tensors(samples, offsets, indices, logprobs)
+    metadata = _metadata(tensors, k, temperature, vocab_size)
     with atomic_path(path) as tmp:
-        save_file(
-            tensors, str(tmp), metadata=metadata
-        )  # safetensors 0.8 writes from the tensors' memory
+        # safetensors 0.8 writes from the tensors' memory.
+        save_file(tensors, str(tmp), metadata=metadata)
     log.info(
         "teacher top-k cache: %d samples, %d tokens, k %d, temperature %g -> %s",
         len(samples),
@@ -157,7 +187,8 @@ def build_teacher_cache(
 
 
 class TeacherCache:
-    """A cache file read back: `gather(samples)` gives the `TopK` of a micro-batch in target order."""
+    """A cache file read back: `gather(samples)` gives the `TopK` of a micro-batch in target
+    order."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -192,7 +223,8 @@ class TeacherCache:
         }
 
     def check(self, groups: Sequence[DistillGroup], encoded: Sequence[EncodedGroup]) -> None:
-        """Fail before training if any sample the run could see is missing or has the wrong token count."""
+        """Fail before training if any sample the run could see is missing or has the wrong token
+        count."""
         for group, enc in zip(groups, encoded):
             named = [("original", group.original, enc.original)] + [
                 (f"counterfactual {j}", pair, cf)
@@ -213,7 +245,8 @@ class TeacherCache:
                     )
 
     def gather(self, samples: Sequence[EncodedSample]) -> TopK:
-        """The cached rows of `samples`, concatenated in order: [N, k] with N their trained tokens."""
+        """The cached rows of `samples`, concatenated in order: [N, k] with N their trained
+        tokens."""
         spans = []
         for sample in samples:
             span = self.rows.get(sample_key(sample))

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks' rows, generation, grading by kind, and the attention analysis."""

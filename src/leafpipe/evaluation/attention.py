@@ -3,8 +3,8 @@
 LeaF's claim is that distilling with counterfactuals (instructions with the confounders pruned)
 teaches the student to look away from confounders; this measures it on a model's own attention
 weights, for the student before and after distillation alike, so the numbers can be compared.
-The mass is also broken down by kind of instruction token (leafpipe.detect.token_kinds): on the world,
-LeaF should move attention off the planted numbers, not off the numbers the problem needs.
+The mass is also broken down by kind of instruction token (leafpipe.detect.token_kinds): on the
+world, LeaF should move attention off the planted numbers, not off the numbers the problem needs.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def analysis_token_budget(
 
 
 def _device_budget(model: PreTrainedModel, longest: int) -> int:
-    """`analysis_token_budget` on the GPUs the model is on, limited by the one with the least free memory
-    (every layer runs its attention on its own GPU); on a CPU, scoring's CPU_TOKEN_BUDGET."""
+    """`analysis_token_budget` on the GPUs the model is on, limited by the one with the least free
+    memory (every layer runs its attention on its own GPU); on a CPU, scoring's CPU_TOKEN_BUDGET."""
     devices = {p.device for p in model.parameters()}
     if any(d.type != "cuda" for d in devices):
         return CPU_TOKEN_BUDGET
@@ -153,7 +153,7 @@ def _reduce(weights: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) ->
 
 
 class _LayerMasses:
-    """Forward hooks on every layer's attention module that reduce its weights instead of keeping them.
+    """Forward hooks on every layer's attention module that reduce its weights, not keep them.
 
     A hook gets its module's (attn_output, attn_weights [B, H, T, T]), reduces the weights with
     `_reduce` on their own device (a model spread over GPUs has its layers on several), moves only
@@ -202,8 +202,8 @@ def _batch_masks(
     cats: Sequence[str],
     width: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_reduce`'s `queries` [B, width] and `keys` [B, width, C] of a right-padded batch; a category a
-    sample lacks (another family's kind) marks no key."""
+    """`_reduce`'s `queries` [B, width] and `keys` [B, width, C] of a right-padded batch; a
+    category a sample lacks (another family's kind) marks no key."""
     queries = np.zeros((len(encoded), width))
     keys = np.zeros((len(encoded), width, len(cats)))
     for row, (enc, sample_masks) in enumerate(zip(encoded, masks)):
@@ -300,11 +300,15 @@ def attention_shares(
     # Any id will do: padding sits after every real token, so the causal mask hides it.
     pad = tokenizer.pad_token_id
     pad_id = pad if pad is not None else tokenizer.eos_token_id
-    has_planted = any(s.planted_spans is not None for s in samples)
     masks = [_masks_of(sample, enc) for sample, enc in zip(samples, encoded)]
     mass = layer_masses(model, encoded, masks, pad_id, batch_size=batch_size, max_tokens=max_tokens)
+    return _shares_frame(_categories(samples), masks, mass)
 
-    columns: dict[str, np.ndarray] = {}
+
+def _categories(samples: Sequence[AttentionSample]) -> list[str]:
+    """The categories `attention_shares` reports, in column order: planted ones and each family
+    of kinds only when some sample has (or lacks) planted spans."""
+    has_planted = any(s.planted_spans is not None for s in samples)
     has_corpus = any(s.planted_spans is None for s in samples)
     kinds = [
         KIND + k
@@ -312,7 +316,17 @@ def attention_shares(
             (PLANTED_KINDS if has_planted else ()) + (CORPUS_KINDS if has_corpus else ())
         )
     ]
-    for cat in ["confounder", "other"] + (["planted"] if has_planted else []) + kinds:
+    return ["confounder", "other"] + (["planted"] if has_planted else []) + kinds
+
+
+def _shares_frame(
+    cats: Sequence[str],
+    masks: Sequence[dict[str, np.ndarray]],
+    mass: Sequence[dict[str, np.ndarray]],
+) -> pd.DataFrame:
+    """`attention_shares`' frame from each sample's category masks and per-layer masses."""
+    columns: dict[str, np.ndarray] = {}
+    for cat in cats:
         known = [i for i, m in enumerate(masks) if cat in m]
         columns[f"share_{cat}"] = np.mean([mass[i][cat] for i in known], axis=0)
         present = [i for i in known if masks[i][cat].any()]

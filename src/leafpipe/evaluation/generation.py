@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from tqdm import tqdm
@@ -137,23 +137,10 @@ def generate(
     plan = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
     settings = {**asdict(sampling), "max_new_tokens": max_new_tokens, "batch_size": batch_size}
     done: dict[int, list[dict[str, Any]]] = {}
-    partial = Path(partial_path) if partial_path is not None else None
     sink = None
-    if partial is not None:
-        fingerprint = _fingerprint(model, prompts, settings)
-        done = _read_partial(partial, fingerprint)
-        if done:
-            log.info(
-                "resuming generation: %d of %d batches done (%s)", len(done), len(plan), partial
-            )
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        sink = open(partial, "w", encoding="utf-8")
-        sink.write(json.dumps({"fingerprint": fingerprint}) + "\n")
-        for k in sorted(done):
-            sink.write(json.dumps({"batch": k, "records": done[k]}) + "\n")
-        sink.flush()
-    sampled = sampling.temperature > 0
-    device = model.device
+    if partial_path is not None:
+        done, sink = _resume(Path(partial_path), _fingerprint(model, prompts, settings), len(plan))
+    batch = _Batch(model, tokenizer, sampling, max_new_tokens, eos_id, pad_id)
     try:
         with (
             _torch_threads(threads),
@@ -168,44 +155,9 @@ def generate(
             for k, chunk in enumerate(plan):
                 if k in done:
                     continue
-                ids, mask = _left_pad([prompts[i] for i in chunk], pad_id)
-                options: dict[str, Any] = dict(do_sample=False)
-                if sampled:
-                    torch.manual_seed(sampling.seed * 1_000_003 + k)
-                    options = dict(
-                        do_sample=True,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        num_return_sequences=sampling.n,
-                    )
-                if sampling.stop:
-                    options.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id,
-                    eos_token_id=eos_id,
-                    **options,
-                )
-                new_tokens = out[:, ids.shape[1] :].tolist()
-                records = [
-                    _record(
-                        rows[i],
-                        prompts[i],
-                        new_tokens[j * sampling.n + s],
-                        tokenizer,
-                        eos_id,
-                        pad_id,
-                        sampling.stop,
-                        s,
-                    )
-                    for j, i in enumerate(chunk)
-                    for s in range(sampling.n)
-                ]
-                done[k] = records
+                done[k] = batch.records(k, [rows[i] for i in chunk], [prompts[i] for i in chunk])
                 if sink is not None:
-                    sink.write(json.dumps({"batch": k, "records": records}) + "\n")
+                    sink.write(json.dumps({"batch": k, "records": done[k]}) + "\n")
                     sink.flush()
                     os.fsync(sink.fileno())
                 bar.update(len(chunk))
@@ -218,6 +170,80 @@ def generate(
         for i in range(len(rows))
         for s in range(sampling.n)
     ]
+
+
+def _resume(
+    partial: Path, fingerprint: str, batches: int
+) -> tuple[dict[int, list[dict[str, Any]]], TextIO]:
+    """The batches a killed run finished, and the partial file rewritten with them, open for the
+    next ones (a torn last line is not carried over)."""
+    done = _read_partial(partial, fingerprint)
+    if done:
+        log.info("resuming generation: %d of %d batches done (%s)", len(done), batches, partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    sink = open(partial, "w", encoding="utf-8")
+    sink.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+    for k in sorted(done):
+        sink.write(json.dumps({"batch": k, "records": done[k]}) + "\n")
+    sink.flush()
+    return done, sink
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What every batch of one `generate` call is generated with."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    sampling: SamplingSpec
+    max_new_tokens: int
+    eos_id: int
+    pad_id: int
+
+    def records(
+        self, k: int, rows: Sequence[Mapping[str, Any]], prompts: Sequence[list[int]]
+    ) -> list[dict[str, Any]]:
+        """The `sampling.n` records of each row of batch `k`, row by row.
+
+        A sampled batch draws from the global generator seeded by (seed, k), so it draws the
+        same whether or not the batches before it were generated in this run.
+        """
+        sampling, device = self.sampling, self.model.device
+        ids, mask = _left_pad(prompts, self.pad_id)
+        options: dict[str, Any] = dict(do_sample=False)
+        if sampling.temperature > 0:
+            torch.manual_seed(sampling.seed * 1_000_003 + k)
+            options = dict(
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                num_return_sequences=sampling.n,
+            )
+        if sampling.stop:
+            options.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        out = self.model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_id,
+            **options,
+        )
+        new_tokens = out[:, ids.shape[1] :].tolist()
+        return [
+            _record(
+                row,
+                prompt,
+                new_tokens[j * sampling.n + s],
+                self.tokenizer,
+                self.eos_id,
+                self.pad_id,
+                sampling.stop,
+                s,
+            )
+            for j, (row, prompt) in enumerate(zip(rows, prompts))
+            for s in range(sampling.n)
+        ]
 
 
 def _record(

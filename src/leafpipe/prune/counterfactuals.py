@@ -5,10 +5,11 @@ half a word, and "Ben ns 14 cards" is noise, not an intervention); without it ex
 flagged characters go, as in the paper's code. Then only the span and one of the spaces around
 it are removed, and every other character of the sample is kept as it was.
 
-A span in response step k gives a counterfactual whose response is steps 0..k with the span
-pruned followed by the later steps unchanged, and whose `train_from` is where step k + 1 starts
-in that text: the pruned steps are context, only the later ones are trained (`EncodedSample`),
-as in the paper's code. A span in the last step has nothing after it and gives none.
+A span in reasoning step k of the response gives a counterfactual whose response is reasoning
+steps 0..k with the span pruned followed by the later reasoning steps unchanged, and whose
+`train_from` is where reasoning step k + 1 starts in that text: the pruned reasoning steps are
+context, only the later ones are trained (`EncodedSample`), as in the paper's code. A span in the
+last reasoning step has nothing after it and gives none.
 """
 
 from __future__ import annotations
@@ -45,13 +46,37 @@ def prune(text: str, start: int, end: int) -> str:
 
 
 def reasoning_step_end(span: dict[str, Any], starts: Sequence[int], length: int) -> int:
-    """Where the response step holding `span` ends (the next step's start), or `length` for the
-    last step. Detection may write it into the span as `reasoning_step_end`; else the `step` index is
-    looked up in the response's step starts."""
+    """Where the reasoning step holding `span` ends (the next reasoning step's start), or `length`
+    for the last one. Detection may write it into the span as `reasoning_step_end`; else the
+    span's `step` index is looked up in the response's reasoning-step starts."""
     if "reasoning_step_end" in span:
         return int(span["reasoning_step_end"])
     k = int(span["step"]) + 1
     return starts[k] if k < len(starts) else length
+
+
+def _cut(span: dict[str, Any], text: str, starts: Sequence[int]) -> int | None:
+    """Where the text that `span` prunes ends: the whole instruction, or the response up to the
+    end of the span's reasoning step; training starts after it. None for a span of the last
+    reasoning step, which leaves nothing to train on."""
+    if span["field"] != RESPONSE:
+        return len(text)
+    cut = reasoning_step_end(span, starts, len(text))
+    return None if cut >= len(text) else cut
+
+
+def _original(row: dict[str, Any]) -> dict[str, Any]:
+    """The row itself as the first of its counterfactual rows: nothing removed, all trained."""
+    source_id = str(row["id"])
+    return {
+        "id": source_id,
+        "source_id": source_id,
+        "kind": "original",
+        "instruction": row["instruction"],
+        "response": row["response"],
+        "removed": [],
+        "train_from": 0,
+    }
 
 
 def counterfactual_rows(
@@ -64,39 +89,26 @@ def counterfactual_rows(
 ) -> list[dict[str, Any]]:
     """The original row and one counterfactual per span in `fields`.
 
-    `starts` are the character offsets where the response's steps begin, split as scoring split
-    it (`leafpipe.text.reasoning_steps.reasoning_step_starts`); only response spans need them.
+    `starts` are the character offsets where the response's reasoning steps begin, split as
+    scoring split it (`leafpipe.text.reasoning_steps.reasoning_step_starts`); only response spans
+    need them.
     """
     source_id = str(row["id"])
-    out = [
-        {
-            "id": source_id,
-            "source_id": source_id,
-            "kind": "original",
-            "instruction": row["instruction"],
-            "response": row["response"],
-            "removed": [],
-            "train_from": 0,
-        }
-    ]
+    out = [_original(row)]
     seen = set()
     for span in spans:
         field = span["field"]
         if field not in fields:
             continue
         text = row[field]
+        cut = _cut(span, text, starts)
+        if cut is None:
+            continue  # a span of the last reasoning step: no later reasoning step to train on
         start, end = (
             widen_to_words(text, span["start"], span["end"])
             if widen
             else (span["start"], span["end"])
         )
-        # The text up to `cut` is pruned: the whole instruction, or the response up to the end
-        # of the span's step; training starts after it.
-        cut = len(text)
-        if field == RESPONSE:
-            cut = reasoning_step_end(span, starts, len(text))
-            if cut >= len(text):
-                continue  # a span of the last step: no later step to train on
         head = prune(text[:cut], start, end)
         pruned = head + text[cut:]
         if not pruned.strip() or (field, pruned) in seen:
@@ -127,8 +139,9 @@ def build_counterfactuals(
 ) -> list[dict[str, Any]]:
     """Originals in corpus order, each followed by its counterfactuals (docs/data-schemas.md).
 
-    `split` is the step split scoring used (`scoring.steps`), so a span's `step` indexes the
-    same steps here; `widen` widens spans to whole words (`detection.widen_words`).
+    `split` is the reasoning-step split scoring used (`scoring.steps`), so a span's `step`
+    indexes the same reasoning steps here; `widen` widens spans to whole words
+    (`detection.widen_words`).
     """
     if level not in LEVELS:
         raise ValueError(f"unknown counterfactual level {level!r}; choose one of {sorted(LEVELS)}")

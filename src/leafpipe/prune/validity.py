@@ -1,4 +1,5 @@
-"""Counterfactual validity (beyond the paper): keep a pruned span only if the answer does not need it.
+"""Counterfactual validity (beyond the paper): keep a pruned span only if the answer does not
+need it.
 
 Detection flags tokens the answer needs as often as distractors (on the world, the problem's own
 numbers as often as the planted ones), and a counterfactual without a needed number teaches the
@@ -23,12 +24,10 @@ CPU); log-likelihoods are taken in fp32.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.detect.scoring import ScoreSpec, token_budget, token_budget_batches
 from leafpipe.detect.token_kinds import overlaps
-from leafpipe.distill.kd_loss import output_head, response_hidden
+from leafpipe.distill.heads import output_head, response_hidden
 from leafpipe.text.batching import collate
 from leafpipe.text.templates import INSTRUCTION, EncodedSample, encode_sample
 
@@ -168,7 +167,8 @@ def loss_rises(
     bad = [cid for cid, rise in rises.items() if not math.isfinite(rise)]
     if bad:
         log.warning(
-            "validity: %d of %d counterfactuals have a non-finite loss and fail the check (e.g. %s)",
+            "validity: %d of %d counterfactuals have a non-finite loss and fail the check "
+            "(e.g. %s)",
             len(bad),
             len(rises),
             ", ".join(bad[:3]),
@@ -323,93 +323,3 @@ def summarize(
             "kept": kept_token_metrics(tokens, kept_cfs),
         }
     return summary
-
-
-def _share(part: int | None, whole: int | None) -> str:
-    if part is None or not whole:
-        return "—"
-    return f"{part} ({100 * part / whole:.1f}%)"
-
-
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def markdown_section(summary_paths: Sequence[str | Path]) -> str:
-    """The report's section on the validity check, one row per level's summary."""
-    summaries = [json.loads(Path(p).read_text(encoding="utf-8")) for p in summary_paths]
-    lines = [
-        "## Counterfactual validity",
-        "",
-        "A counterfactual is kept when the teacher's mean response loss per token (nats), on the "
-        "text it trains on, rises by at most the margin over the original's loss on the same text "
-        "(and the student's too, when `validity.student` is set). Planted: removed instruction "
-        "spans that overlap a planted distractor.",
-        "",
-        "| level | check | margin | counterfactuals | kept | dropped | planted among kept | planted among dropped |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        kept, dropped = s["spans"]["kept"], s["spans"]["dropped"]
-        check = ("on" + (" (teacher and student)" if s["student"] else "")) if s["check"] else "off"
-        lines.append(
-            f"| {s['level']} | {check} | {s['margin']:g} | {s['counterfactuals']} | {s['kept']} | "
-            f"{s['dropped']} | {_share(kept['planted'], kept['instruction'])} | "
-            f"{_share(dropped['planted'], dropped['instruction'])} |"
-        )
-    swept = [s for s in summaries if s["kept_at_margin"]]
-    if swept:
-        margins = sorted({m for s in swept for m in s["kept_at_margin"]}, key=float)
-        lines += [
-            "",
-            "Counterfactuals each margin would keep (with planted spans among their "
-            "instruction removals, on a labelled corpus):",
-            "",
-            "| level | " + " | ".join(margins) + " |",
-            "|---|" + "---|" * len(margins),
-        ]
-        for s in swept:
-            cells = [
-                "—"
-                if c is None
-                else f"{c['kept']}" + ("" if c["planted"] is None else f" ({c['planted']} planted)")
-                for c in (s["kept_at_margin"].get(m) for m in margins)
-            ]
-            lines.append(f"| {s['level']} | " + " | ".join(cells) + " |")
-    rises = [s for s in summaries if s["mean_teacher_rise"]]
-    if rises:
-        lines += [
-            "",
-            "The teacher's mean rise (nats per token) when the pruned instruction span "
-            "overlaps a planted distractor and when it does not:",
-            "",
-            "| level | planted | other |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {s['level']} | "
-            + " | ".join(
-                "—" if s["mean_teacher_rise"][k] is None else f"{s['mean_teacher_rise'][k]:.3f}"
-                for k in ("planted", "other")
-            )
-            + " |"
-            for s in rises
-        ]
-    labelled = [s for s in summaries if s["tokens"]]
-    if labelled:
-        lines += [
-            "",
-            "Detection against planted tokens, counting as flagged only confounders inside "
-            "pruned spans: of every counterfactual, and of the kept ones only.",
-            "",
-            "| level | spans | precision | recall | F1 | flagged | random rate |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for s in labelled:
-            for which, label in (("all", "all counterfactuals"), ("kept", "kept by the check")):
-                t = s["tokens"][which]
-                lines.append(
-                    f"| {s['level']} | {label} | {_rate(t['precision'])} | {_rate(t['recall'])} | "
-                    f"{_rate(t['f1'])} | {t['n_flagged']} | {_rate(t['base_rate'])} |"
-                )
-    return "\n".join(lines) + "\n"

@@ -22,7 +22,8 @@ from leafpipe.detect.token_kinds import CORPUS_KINDS
 from leafpipe.files.atomic import atomic_path
 
 MEAN = "mean"
-# Per-token attention pairs of the world's kind table: (label, numerator column, denominator column).
+# Per-token attention pairs of the world's kind table: (label, numerator column, denominator
+# column).
 PLANTED_PAIRS = (
     ("planted number / own number", "per_token_kind_planted_number", "per_token_kind_own_number"),
     ("planted / other", "per_token_planted", "per_token_kind_other"),
@@ -50,9 +51,10 @@ def _kind_lines(
             first, second = label.split(" / ")
             header += [f"per {first} token", f"per {second} token", "ratio"]
         guide = (
-            "Per-token attention on the planted distractor's numbers against the problem's own numbers, "
-            "and on any planted token against other instruction tokens (outside the planted text, not "
-            "numbers, not protected). LeaF should lower both ratios for the student: attention moved "
+            "Per-token attention on the planted distractor's numbers against the problem's own "
+            "numbers, and on any planted token against other instruction tokens (outside the "
+            "planted text, not numbers, not protected). LeaF should lower both ratios for the "
+            "student: attention moved "
             "off planted numbers, not off the numbers the problem needs."
         )
         cells = []
@@ -178,3 +180,15 @@ def attention_plot(
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+
+
+def mean_over_seeds(attention: pd.DataFrame) -> pd.DataFrame:
+    """The seeds' attention tables (a `seed` column) averaged per model and layer: what the
+    attention section shows for several seeds."""
+    if "seed" not in attention or attention["seed"].nunique() <= 1:
+        return attention.drop(columns="seed", errors="ignore")
+    table = attention.drop(columns="seed").assign(layer=attention["layer"].astype(str))
+    groups = table.groupby(["model", "layer"], sort=False)
+    numeric = list(table.select_dtypes("number").columns)
+    other = [c for c in table.columns if c not in numeric and c not in ("model", "layer")]
+    return groups[numeric].mean().join(groups[other].first()).reset_index()

@@ -48,7 +48,8 @@ def _differences(outcomes: Outcomes) -> np.ndarray:
     candidate, baseline = (np.asarray(o, dtype=bool) for o in outcomes)
     if candidate.shape != baseline.shape or candidate.ndim != 1:
         raise ValueError(
-            f"paired outcomes need one flag per problem each, got {candidate.shape} and {baseline.shape}"
+            "paired outcomes need one flag per problem each, "
+            f"got {candidate.shape} and {baseline.shape}"
         )
     return candidate.astype(np.int64) - baseline.astype(np.int64)
 
@@ -56,7 +57,8 @@ def _differences(outcomes: Outcomes) -> np.ndarray:
 def paired_bootstrap_ci(
     replicates: Sequence[Outcomes], *, resamples: int = 10_000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the pooled accuracy difference (candidate − baseline, a share).
+    """Percentile bootstrap interval of the pooled accuracy difference (candidate − baseline, a
+    share).
 
     Each resample draws every seed's problems with replacement, within that seed (a seed's
     problems are its own test split and its own models), and pools the differences over all

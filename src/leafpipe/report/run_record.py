@@ -224,7 +224,8 @@ class RunRecord:
             "- Settings: `config.yaml`, the validated config this report was made with (defaults "
             "filled in).",
             f"- Software: `versions.json`. Python {v['python']}; {packages}; CUDA build "
-            f"{v['cuda_build'] or 'none'}; commit {commit}. The report job ran on {host['platform']} "
+            f"{v['cuda_build'] or 'none'}; commit {commit}. "
+            f"The report job ran on {host['platform']} "
             f"with GPU: {host['gpu'] or 'none'}.",
             "- Tables: `summary.csv` and `summary.parquet` (the accuracy table, in percent; "
             "empty where missing), `timings.csv` (below).",
@@ -239,7 +240,8 @@ class RunRecord:
         lines += [
             "Wall time and peak memory (RSS) of each job, from Snakemake's `benchmark:` files: the "
             "last successful run of each job (a rerun overwrites its file; failed attempts are not "
-            "counted). GPU-hours: each job's wall time × the GPUs it requested (`resources: gpu`) / 3600. "
+            "counted). GPU-hours: each job's wall time × the GPUs it requested "
+            "(`resources: gpu`) / 3600. "
             "The row `all` sums over jobs, which may have run side by side. The report job itself "
             "is not timed: it writes this table.",
             "",

@@ -2,54 +2,51 @@
 
 The Snakemake rules (through `leafpipe.execution.adapter`) and the `leafpipe` command line both
 call these by the rule's name, so a rule and its hand-run equivalent can never drift apart.
-Every output is written atomically.
+Every output is written atomically. What each stage reads of the config is declared in
+`leafpipe.stages.specs`.
+
+The stage modules load on first use: the workflow imports `leafpipe.stages.specs` on every
+Snakemake start, which must not import torch.
 """
 
-from leafpipe.models.loading import load_model, load_placed_model, trusts_remote_code
-from leafpipe.stages.analysis import attention
-from leafpipe.stages.common import shard_rows
-from leafpipe.stages.detection import (
-    counterfactuals,
-    detect,
-    gather_scores,
-    inspect,
-    score,
-    validate_counterfactuals,
-)
-from leafpipe.stages.evaluation import benchmark_data, generate, grade
-from leafpipe.stages.prepare import (
-    corpus,
-    derive_model,
-    import_gguf,
-    pretrain,
-    tokenizer,
-    world,
-)
-from leafpipe.stages.reporting import report
-from leafpipe.stages.training import distill, teacher_logits
+from __future__ import annotations
 
-__all__ = [
-    "world",
-    "tokenizer",
-    "pretrain",
-    "import_gguf",
-    "derive_model",
-    "corpus",
-    "score",
-    "gather_scores",
-    "detect",
-    "inspect",
-    "counterfactuals",
-    "validate_counterfactuals",
-    "teacher_logits",
-    "distill",
-    "attention",
-    "benchmark_data",
-    "generate",
-    "grade",
-    "report",
-    "shard_rows",
-    "load_model",
-    "load_placed_model",
-    "trusts_remote_code",
-]
+import importlib
+from typing import Any
+
+# name -> the module that defines it
+_HOMES = {
+    "world": "prepare",
+    "tokenizer": "prepare",
+    "pretrain": "prepare",
+    "import_gguf": "prepare",
+    "derive_model": "prepare",
+    "corpus": "prepare",
+    "score": "detection",
+    "gather_scores": "detection",
+    "detect": "detection",
+    "inspect": "detection",
+    "counterfactuals": "detection",
+    "validate_counterfactuals": "detection",
+    "teacher_logits": "training",
+    "distill": "training",
+    "attention": "analysis",
+    "benchmark_data": "evaluation",
+    "generate": "evaluation",
+    "grade": "evaluation",
+    "report": "reporting",
+    "shard_rows": "common",
+}
+_LOADING = ("load_model", "load_placed_model", "trusts_remote_code")
+
+__all__ = [*_HOMES, *_LOADING]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        module = importlib.import_module(f"leafpipe.stages.{_HOMES[name]}")
+    elif name in _LOADING:
+        module = importlib.import_module("leafpipe.models.loading")
+    else:
+        raise AttributeError(f"module 'leafpipe.stages' has no attribute {name!r}")
+    return getattr(module, name)

@@ -1,4 +1,5 @@
-"""Stage 1 of LeaF: gradient scores per shard, confounder detection, its inspection, counterfactuals and their validity."""
+"""Stage 1 of LeaF: gradient scores per shard, confounder detection, its inspection,
+counterfactuals and their validity."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ from leafpipe.stages.common import _pick, _threads, shard_rows
 
 log = logging.getLogger("leafpipe")
 
+# The detection keys that are not DetectSpec's: per-domain overrides (read by `detect`), and two
+# behaviours of detection.rules that scoring and the counterfactuals apply (`_detection_rule`).
+DETECT_NOT_FOR = ("domains", "widen_words", "response_scopes")
+
+
+def _detection_rule(detection: dict[str, Any], key: str) -> Any:
+    """One behaviour that detection.rules selects (leafpipe.detect.rules), from `rules` and that
+    behaviour's own key alone: a stage reads (and its rule tracks) no other."""
+    from leafpipe.detect.rules import resolved_rules
+
+    return resolved_rules({"rules": detection.get("rules"), key: detection.get(key)})[key]
+
 
 def score(
     config: dict[str, Any],
@@ -27,7 +40,6 @@ def score(
     threads: int | None = None,
 ) -> None:
     """Score one shard of the corpus with one model (bf16 on a GPU when there is one)."""
-    from leafpipe.detect.rules import resolved_rules
     from leafpipe.detect.scoring import ScoreSpec, score_samples
 
     _threads(threads)
@@ -37,8 +49,9 @@ def score(
         {
             **scoring,
             "response_level": detection["response_level"],
-            "response_scopes": resolved_rules(detection)["response_scopes"],
+            "response_scopes": _detection_rule(detection, "response_scopes"),
         },
+        not_for=("shards",),  # the workflow's number of score jobs, read below
     )
     rows = shard_rows(read_jsonl(corpus_path), int(shard), scoring["shards"])
     loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
@@ -77,9 +90,10 @@ def detect(
     from leafpipe.detect.confounders import detect as detect_tokens
 
     settings = config["detection"]
-    spec = _pick(DetectSpec, settings)
+    spec = _pick(DetectSpec, settings, not_for=DETECT_NOT_FOR)
     domain_specs = {
-        name: _pick(DetectSpec, {**settings, **over}) for name, over in settings["domains"].items()
+        name: _pick(DetectSpec, {**settings, **over}, not_for=DETECT_NOT_FOR)
+        for name, over in settings["domains"].items()
     }
     tokens = detect_tokens(
         read_parquet(teacher_scores),
@@ -118,7 +132,7 @@ def inspect(
     from leafpipe.detect.confounders import DetectSpec
     from leafpipe.detect.quality import variant_comparison, write_csv
 
-    spec = _pick(DetectSpec, config["detection"])
+    spec = _pick(DetectSpec, config["detection"], not_for=DETECT_NOT_FOR)
     settings = config["inspection"]
     if config["detection"]["domains"]:
         log.warning(
@@ -161,17 +175,16 @@ def counterfactuals(
     level: str,
     out_path: str | Path,
 ) -> None:
-    from leafpipe.detect.rules import resolved_rules
     from leafpipe.prune.counterfactuals import build_counterfactuals
 
-    # Response spans carry `reasoning_step_end` (where the next scored scope starts); the scoring split is
-    # the fallback for detections written without it.
+    # Response spans carry `reasoning_step_end` (where the next scored scope starts); the scoring
+    # split is the fallback for detections written without it.
     rows = build_counterfactuals(
         read_jsonl(corpus_path),
         read_parquet(tokens_path),
         level,
         split=config["scoring"]["steps"],
-        widen=resolved_rules(config["detection"])["widen_words"],
+        widen=_detection_rule(config["detection"], "widen_words"),
     )
     write_jsonl(rows, out_path)
     n_cf = sum(r["kind"] == "counterfactual" for r in rows)

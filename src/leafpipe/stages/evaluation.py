@@ -21,7 +21,8 @@ def benchmark_data(
     info_path: str | Path,
     input_path: str | Path | None = None,
 ) -> None:
-    """A benchmark's normalised rows (docs/benchmarks.md) and its info: source, licence, skipped rows.
+    """A benchmark's normalised rows (docs/benchmarks.md) and its info: source, licence, skipped
+    rows.
 
     Absent data (no file, no data package, offline) is not an error: the rows are empty and the
     info says why, so the report shows the benchmark as skipped with that reason.

@@ -1,4 +1,5 @@
-"""Stages that make the inputs: the confounder world, a tokenizer, pre-trained or imported models, the checked corpus."""
+"""Stages that make the inputs: the confounder world, a tokenizer, pre-trained or imported
+models, the checked corpus."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from leafpipe.models.loading import trusts_remote_code
 from leafpipe.stages.common import _pick, _threads
 
 log = logging.getLogger("leafpipe")
+
+# A role's keys that are not its architecture: where its weights come from (the workflow's),
+# whether its code may run (the loader's) and its pre-training (TrainSpec's).
+MODEL_NOT_FOR = ("path", "gguf", "derive", "trust_remote_code", "train")
 
 
 def world(config: dict[str, Any], out_dir: str | Path) -> None:
@@ -55,7 +60,7 @@ def pretrain(
     _threads(threads)
     spec = config["models"][role]
     tok = load_tokenizer(tokenizer_dir)
-    model = build_model(_pick(ModelSpec, spec), tok, seed=config["seed"])
+    model = build_model(_pick(ModelSpec, spec, not_for=MODEL_NOT_FOR), tok, seed=config["seed"])
     log.info("pre-training %s: %.2fM parameters", role, model.num_parameters() / 1e6)
     train = _pick(TrainSpec, {**spec["train"], "seed": config["seed"]})
     train_lm(model, tok, read_jsonl(train_path), train)
@@ -71,14 +76,14 @@ def import_gguf(config: dict[str, Any], role: str, out_dir: str | Path) -> None:
 
 
 def derive_model(
-    config: dict[str, Any], role: str, source_dir: str | Path, out_dir: str | Path
+    config: dict[str, Any], role: str, parent_dir: str | Path, out_dir: str | Path
 ) -> None:
     """A role's model cut from another's decoder layers (models.<role>.derive)."""
     from leafpipe.models.pretrained import derive_student
 
     spec = config["models"][role]["derive"]
     derive_student(
-        source_dir,
+        parent_dir,
         spec["layers"],
         out_dir,
         trust_remote_code=trusts_remote_code(config, spec["from"]),
@@ -101,76 +106,97 @@ def _context_check(config: dict[str, Any], tokenizer_dir: str | Path | None) -> 
     return lambda row: len(encode_sample(tok, row["instruction"], row["response"]).input_ids)
 
 
+def _read_corpus_file(
+    spec: dict[str, Any], corpus_file: str | Path, count_tokens: Any
+) -> tuple[list[Any], list[Any], str]:
+    """(rows, skipped rows, where from) of a corpus file, checked row by row."""
+    from leafpipe.data.corpus import read_corpus
+
+    read = read_corpus(
+        corpus_file,
+        on_invalid=spec["on_invalid"],
+        count_tokens=count_tokens,
+        max_tokens=spec["max_tokens"],
+    )
+    return read.rows, read.skipped, str(corpus_file)
+
+
+def _build_corpus(
+    spec: dict[str, Any], held_out_ids: list[Any], count_tokens: Any
+) -> tuple[list[Any], list[Any], str]:
+    """(rows, skipped rows, where from) of a corpus built from a shipped benchmark or a hub file,
+    which skip unusable rows as benchmarks do."""
+    from leafpipe.data.built_corpus import corpus_from_benchmark, corpus_from_hub
+    from leafpipe.data.corpus import SkippedCorpusRow, too_long
+
+    check = (
+        None
+        if count_tokens is None
+        else lambda row: too_long(row, count_tokens, spec["max_tokens"])
+    )
+    if spec.get("benchmark"):
+        rows, dropped, read_from = corpus_from_benchmark(
+            spec["benchmark"],
+            skip=spec["skip"],
+            limit=spec["limit"],
+            held_out_ids=held_out_ids,
+            too_long=check,
+        )
+    else:
+        rows, dropped, read_from = corpus_from_hub(
+            spec["hub"],
+            spec["fields"],
+            domain=spec["domain"],
+            skip=spec["skip"],
+            limit=spec["limit"],
+            too_long=check,
+        )
+    skipped = [
+        SkippedCorpusRow(
+            file=read_from,
+            line=d["line"],
+            id=d["row"] if isinstance(d["row"], str) else None,
+            field=None,
+            reason=d["reason"],
+        )
+        for d in dropped
+    ]
+    return rows, skipped, read_from
+
+
 def corpus(
     config: dict[str, Any],
     out_path: str | Path,
     info_path: str | Path,
     skipped_path: str | Path,
     held_out: Sequence[str | Path] = (),
-    source_path: str | Path | None = None,
+    corpus_file: str | Path | None = None,
     tokenizer_dir: str | Path | None = None,
 ) -> None:
     """The corpus every later rule reads, each row read either kept or listed with its reason.
 
-    A corpus file (`source_path`: the user's corpus.path or the world's split) is checked row by
+    A corpus file (`corpus_file`: the user's corpus.path or the world's split) is checked row by
     row (corpus.on_invalid decides between an error and a skipped row); a corpus built from a
-    shipped benchmark (refusing any row that is also in a `held_out` evaluation file) or a hub file
-    skips unusable rows, as benchmarks do. With corpus.max_tokens, longer samples are invalid too.
+    shipped benchmark (refusing any row that is also in a `held_out` evaluation file) or a hub
+    file skips unusable rows, as benchmarks do. With corpus.max_tokens, longer samples are
+    invalid too.
     """
-    from leafpipe.data.built_corpus import corpus_from_benchmark, corpus_from_hub
-    from leafpipe.data.corpus import SkippedCorpusRow, read_corpus, skipped_frame, too_long
+    from leafpipe.data.corpus import skipped_frame
 
     spec = config["corpus"]
     count_tokens = _context_check(config, tokenizer_dir)
-    passed_over = 0
     held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
-    if source_path:
-        read = read_corpus(
-            source_path,
-            on_invalid=spec["on_invalid"],
-            count_tokens=count_tokens,
-            max_tokens=spec["max_tokens"],
-        )
-        rows, skipped, source = read.rows, read.skipped, str(source_path)
+    if corpus_file:
+        rows, skipped, read_from = _read_corpus_file(spec, corpus_file, count_tokens)
+        passed_over = 0
     else:
-        check = (
-            None
-            if count_tokens is None
-            else lambda row: too_long(row, count_tokens, spec["max_tokens"])
-        )
-        if spec.get("benchmark"):
-            rows, dropped, source = corpus_from_benchmark(
-                spec["benchmark"],
-                skip=spec["skip"],
-                limit=spec["limit"],
-                held_out_ids=held_out_ids,
-                too_long=check,
-            )
-        else:
-            rows, dropped, source = corpus_from_hub(
-                spec["hub"],
-                spec["fields"],
-                domain=spec["domain"],
-                skip=spec["skip"],
-                limit=spec["limit"],
-                too_long=check,
-            )
-        skipped = [
-            SkippedCorpusRow(
-                file=source,
-                line=d["line"],
-                id=d["row"] if isinstance(d["row"], str) else None,
-                field=None,
-                reason=d["reason"],
-            )
-            for d in dropped
-        ]
+        rows, skipped, read_from = _build_corpus(spec, held_out_ids, count_tokens)
         passed_over = spec["skip"]
     write_jsonl(rows, out_path)
-    write_parquet(skipped_frame(skipped), skipped_path, inputs=[source_path] if source_path else [])
+    write_parquet(skipped_frame(skipped), skipped_path, inputs=[corpus_file] if corpus_file else [])
     write_json(
         {
-            "source": source,
+            "source": read_from,
             "rows_read": len(rows) + len(skipped) + passed_over,
             "rows": len(rows),
             "skipped": len(skipped),
@@ -182,7 +208,7 @@ def corpus(
     log.info(
         "corpus: %d rows of %s kept, %d skipped (%s), %d passed over (corpus.skip)",
         len(rows),
-        source,
+        read_from,
         len(skipped),
         skipped_path,
         passed_over,

@@ -12,12 +12,14 @@ from leafpipe.distill.variants import variant as variant_record
 from leafpipe.files.atomic import read_jsonl
 from leafpipe.models.loading import load_model, load_placed_model, trusts_remote_code
 from leafpipe.stages.common import _threads
+from leafpipe.stages.specs import whole_config
 
 log = logging.getLogger("leafpipe")
 
 
 def _distill_groups(data_path: str | Path, originals_only: bool) -> list[Any]:
-    """The groups of a distillation data file: the corpus (originals only) or a counterfactual file."""
+    """The groups of a distillation data file: the corpus (originals only) or a counterfactual
+    file."""
     from leafpipe.distill.data import load_groups
     from leafpipe.prune.counterfactuals import counterfactual_rows
 
@@ -36,7 +38,8 @@ def teacher_logits(
     dataset: str,
     threads: int | None = None,
 ) -> None:
-    """Cache the teacher's top-k log-probs (k = distill.teacher_topk) of every sample of a data file.
+    """Cache the teacher's top-k log-probs (k = distill.teacher_topk) of every sample of a data
+    file.
 
     Every original and counterfactual is encoded with the student's tokenizer (what the distill
     job trains on); the teacher runs in bf16 on a GPU when there is one. `dataset` "corpus" reads
@@ -82,6 +85,26 @@ def teacher_logits(
     )
 
 
+def _load_teacher(
+    config: dict[str, Any], objective: str, teacher_dir: str | Path, teacher_cache: Any
+) -> tuple[Any, Any, Any]:
+    """(teacher, its tokenizer, top-k cache) as the objective reads the teacher: sft never does;
+    kd from the cache when there is one, else from the model itself."""
+    from leafpipe.distill.teacher_cache import TeacherCache
+
+    if objective == "kd" and teacher_cache:
+        return None, None, TeacherCache(teacher_cache)
+    if objective != "kd":
+        return None, None, None
+    # Frozen and forward-only: on a GPU it runs in bf16, so load it so and halve host memory.
+    teacher, teacher_tok = load_model(
+        teacher_dir,
+        torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        trust_remote_code=trusts_remote_code(config, "teacher"),
+    )
+    return teacher, teacher_tok, None
+
+
 def distill(
     config: dict[str, Any],
     variant: str,
@@ -100,30 +123,20 @@ def distill(
     `teacher_cache` (a `teacher_logits` output for `data_path`) the kd variants read the
     teacher's top-k log-probs from it and never load the teacher; sft ignores it.
     """
+    from leafpipe.distill import parallel
     from leafpipe.distill.checkpoints import save_distilled
-    from leafpipe.distill.teacher_cache import TeacherCache
-    from leafpipe.distill.trainer import DistillSpec, parallel
+    from leafpipe.distill.spec import DistillSpec
     from leafpipe.distill.trainer import distill as run_distill
 
     trained = variant_record(variant)
     processes = config["distill"]["gpus"]
     if processes > 1 and not parallel.launched():
-        # One data-parallel process per GPU, each running this stage (leafpipe.distill.parallel).
-        parallel.launch(
-            processes,
-            "distill",
-            config,
-            dict(
-                variant=variant,
-                teacher_dir=teacher_dir,
-                student_dir=student_dir,
-                data_path=data_path,
-                out_dir=out_dir,
-                checkpoint_dir=checkpoint_dir,
-                teacher_cache=teacher_cache or None,
-            ),
-            threads=threads,
-        )
+        # One data-parallel process per GPU, each running this stage (leafpipe.distill.parallel)
+        # and cutting the whole config down to this stage's spec again.
+        arguments = dict(variant=variant, teacher_dir=teacher_dir, student_dir=student_dir)
+        arguments.update(data_path=data_path, out_dir=out_dir, checkpoint_dir=checkpoint_dir)
+        arguments.update(teacher_cache=teacher_cache or None)
+        parallel.launch(processes, "distill", whole_config(config), arguments, threads=threads)
         return
     _threads(threads)
     spec = DistillSpec.from_config(
@@ -131,16 +144,7 @@ def distill(
     )
     groups = _distill_groups(data_path, trained.level is None)
     student, tok = load_model(student_dir, trust_remote_code=trusts_remote_code(config, "student"))
-    teacher = teacher_tok = cache = None
-    if spec.objective == "kd" and teacher_cache:
-        cache = TeacherCache(teacher_cache)
-    elif spec.objective == "kd":  # sft never reads the teacher
-        # Frozen and forward-only: on a GPU it runs in bf16, so load it so and halve host memory.
-        teacher, teacher_tok = load_model(
-            teacher_dir,
-            torch.bfloat16 if torch.cuda.is_available() else torch.float32,
-            trust_remote_code=trusts_remote_code(config, "teacher"),
-        )
+    teacher, teacher_tok, cache = _load_teacher(config, spec.objective, teacher_dir, teacher_cache)
     work = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.partial")
     model = run_distill(
         teacher,

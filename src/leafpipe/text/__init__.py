@@ -1,0 +1,3 @@
+"""Text and tokens: chat templates, tokenizers, batching, alignment between tokenisations,
+reasoning steps.
+"""

@@ -24,8 +24,9 @@ class EncodedSample:
     `offsets[i]` are character offsets of token i inside its field's text (the instruction or the
     response string, not the rendered chat), `(-1, -1)` for template tokens. `train_from` is the
     character offset in the response where training starts: a response-level counterfactual
-    keeps its pruned earlier steps as context (the paper's code puts them at the start of the
-    assistant turn and trains only the steps after them), so the corrupted text is never a target.
+    keeps its pruned earlier reasoning steps as context (the paper's code puts them at the start
+    of the assistant turn and trains only the reasoning steps after them), so the corrupted text
+    is never a target.
     """
 
     input_ids: list[int]

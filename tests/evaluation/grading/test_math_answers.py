@@ -18,7 +18,7 @@ from leafpipe.evaluation.grading.math_answers import (
     grade_math,
     normalize_answer,
 )
-from leafpipe.evaluation.grading.numeric import grade
+from leafpipe.evaluation.grading.numeric_answers import grade_numeric_answers
 
 PMATRIX = r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}"
 
@@ -194,7 +194,7 @@ def test_agrees_with_the_world_grader_on_world_style_answers():
         {"id": str(i), "completion": c, "reference": r}
         for i, (c, r) in enumerate(zip(completions, references))
     ]
-    expected = [row["correct"] for row in grade(rows)[0]]
+    expected = [row["correct"] for row in grade_numeric_answers(rows)[0]]
     assert expected == [True] * 10 + [False] * 3  # the comparison below is not vacuous
     ours = grade_math(list(zip(completions, references)))  # default workers: one per usable CPU
     assert [v.correct for v in ours] == expected, [v.detail for v in ours]

@@ -82,7 +82,8 @@ def test_humaneval_full_definition_in_a_chat_answer_passes(humaneval: list[dict[
             p["prompt"][p["prompt"].index(f"def {p['entry_point']}(") :] + p["canonical_solution"]
         )
         answers.append(
-            f"Sure! Here it is:\n\n```python\n{definition}```\n\nExample:\n```python\nprint(1)\n```\n"
+            f"Sure! Here it is:\n\n```python\n{definition}```\n\n"
+            "Example:\n```python\nprint(1)\n```\n"
         )
     verdicts = _check_all(problems, answers)
     assert {p["task_id"]: v for p, v in zip(problems, verdicts) if not v.passed} == {}
@@ -243,7 +244,10 @@ def test_extract_code_rules() -> None:
     )  # no fences: as is
     assert extract_code("Here:\n```python\nx = 1\n```\ndone") == "x = 1\n"
     # Python-tagged beats untagged and other languages; the longest wins, the last on ties.
-    text = "```\nuntagged_block = 'much longer than the others'\n```\n```bash\nls\n```\n```py\na = 1\n```\n"
+    text = (
+        "```\nuntagged_block = 'much longer than the others'\n```\n"
+        "```bash\nls\n```\n```py\na = 1\n```\n"
+    )
     assert extract_code(text) == "a = 1\n"
     assert (
         extract_code(

@@ -6,7 +6,8 @@ process limit holds (as root it holds only because the program runs as another u
 definition order runs that test first. The programs aimed at this process (its environment, its
 files, its /proc entries, signals, ptrace) get the `runner` fixture, which plants a secret and a
 world-writable sentinel and checks afterwards that the process is as it was. What the module
-docstring of leafpipe.evaluation.grading.sandbox lists as not isolated is asserted as such, not skipped.
+docstring of leafpipe.evaluation.grading.sandbox lists as not isolated is asserted as such, not
+skipped.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def test_limits_are_validated() -> None:
 def test_empty_working_directory_and_minimal_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEAFPIPE_TEST_SECRET", "hunter2-do-not-leak")
     result = run_python(
-        "import os, json\nprint(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), 'ls': os.listdir('.'),"
+        "import os, json\nprint(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), "
+        "'ls': os.listdir('.'),"
         " 'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups()}))\n"
     )
     assert result.ok, result
@@ -230,7 +232,8 @@ def test_no_network() -> None:
         server.setblocking(False)
         port = server.getsockname()[1]
         result = run_python(
-            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'hi')\n",
+            "import socket\n"
+            f"socket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'hi')\n",
             limits=FAST,
         )
         if not result.network_isolated:
@@ -284,7 +287,8 @@ def test_closing_stdout_fails_cleanly() -> None:
 
 def test_locked_working_directory_is_removed() -> None:
     result = run_python(
-        "import os\nos.makedirs('a/b')\nos.symlink('/etc', 'a/etc')\nos.chmod('a/b', 0)\nos.chmod('a', 0)\n"
+        "import os\nos.makedirs('a/b')\nos.symlink('/etc', 'a/etc')\nos.chmod('a/b', 0)\n"
+        "os.chmod('a', 0)\n"
         "os.chmod('.', 0)\nprint(os.getcwd())\n",
         limits=FAST,
     )
@@ -306,7 +310,8 @@ def test_run_many_keeps_order() -> None:
 
 @dataclass(frozen=True)
 class Runner:
-    """What a hostile program aims at: this process, a sentinel it owns, secrets only it may read."""
+    """What a hostile program aims at: this process, a sentinel it owns, secrets only it may
+    read."""
 
     pid: int
     cwd: str
@@ -327,7 +332,8 @@ def _planted(directory: str, prefix: str, content: bytes) -> str:
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runner]:
-    """LEAFPIPE_SECRET in os.environ and planted files; afterwards: cwd, env and sentinel unchanged."""
+    """LEAFPIPE_SECRET in os.environ and planted files; afterwards: cwd, env and sentinel
+    unchanged."""
     monkeypatch.setenv("LEAFPIPE_SECRET", SECRET)
     env, cwd = _environment(), os.getcwd()
     sentinel = _planted(tempfile.gettempdir(), "leafpipe-sentinel-", b"sentinel")
@@ -448,7 +454,10 @@ def test_scratch_dirs_leave_nothing_for_other_programs() -> None:
     """A program's files in /tmp, /var/tmp and /dev/shm: seen neither by a program running at the
     same time nor by the next one, and never on the host."""
     names = [f"{d}/leafpipe-left-behind" for d in LEAVE_BEHIND]
-    writer = f"import time\nfor name in {names!r}:\n    open(name, 'w').write('x')\ntime.sleep(1.5)\nprint('wrote')\n"
+    writer = (
+        f"import time\nfor name in {names!r}:\n    open(name, 'w').write('x')\n"
+        "time.sleep(1.5)\nprint('wrote')\n"
+    )
     reader = f"import os, time\ntime.sleep({{}})\nprint([os.path.exists(n) for n in {names!r}])\n"
     during = run_many([writer, reader.format(0.7)], workers=2, limits=FAST)
     after = run_python(reader.format(0), limits=FAST)
@@ -473,7 +482,8 @@ def test_huge_file_hits_the_file_size_limit() -> None:
     )
     assert python.status == "failed" and "File too large" in python.stderr, python
     shell = run_python(
-        "import subprocess\nsubprocess.run(['head', '-c', '2M', '/dev/zero'], stdout=open('big', 'wb'),"
+        "import subprocess\n"
+        "subprocess.run(['head', '-c', '2M', '/dev/zero'], stdout=open('big', 'wb'),"
         " check=True)\n",
         limits=Limits(wall_s=5.0, file_mb=1),
     )
@@ -513,7 +523,8 @@ def test_open_files_are_limited() -> None:
     result = run_python(
         "import os, resource\nsoft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-        "try:\n    resource.setrlimit(resource.RLIMIT_NOFILE, (4 * hard, 4 * hard))\n    raised = True\n"
+        "try:\n    resource.setrlimit(resource.RLIMIT_NOFILE, (4 * hard, 4 * hard))\n"
+        "    raised = True\n"
         "except ValueError:\n    raised = False\nprint(hard, raised, flush=True)\n"
         "fds = []\nwhile True:\n    fds.append(os.open('/dev/null', os.O_RDONLY))\n",
         limits=FAST,
@@ -526,7 +537,8 @@ def test_open_files_are_limited() -> None:
 def test_threads_count_against_the_process_limit() -> None:
     result = run_python(
         "import os, threading, time\nprint(os.getuid(), flush=True)\n"
-        "for _ in range(200):\n    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n",
+        "for _ in range(200):\n"
+        "    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n",
         limits=FAST,
     )
     assert result.status == "failed" and "can't start new thread" in result.stderr, result
@@ -566,19 +578,30 @@ NESTED = """
 import json, os
 from leafpipe.evaluation.grading.sandbox import Limits, run_python
 limits = Limits(wall_s=5.0, processes=32)
-daemon = ("import os, time\\nr, w = os.pipe()\\nif os.fork() == 0:\\n    os.setsid()\\n    if os.fork() == 0:\\n"
-          "        os.write(w, str(os.getpid()).encode())\\n        time.sleep(60)\\n    os._exit(0)\\n"
+daemon = ("import os, time\\nr, w = os.pipe()\\nif os.fork() == 0:\\n    os.setsid()\\n"
+          "    if os.fork() == 0:\\n"
+          "        os.write(w, str(os.getpid()).encode())\\n        time.sleep(60)\\n"
+          "    os._exit(0)\\n"
           "print(os.read(r, 32).decode())\\n")
 out = {"uid": os.getuid()}
-for name, source in {"ok": "print('fine')", "kill_parent": "import os, time\\nos.kill(os.getppid(), 9)\\ntime.sleep(1)",
-                     "daemon": daemon, "killpg": "import os\\nos.killpg(0, 9)"}.items():
+programs = {
+    "ok": "print('fine')",
+    "kill_parent": "import os, time\\nos.kill(os.getppid(), 9)\\ntime.sleep(1)",
+    "daemon": daemon,
+    "killpg": "import os\\nos.killpg(0, 9)",
+}
+for name, source in programs.items():
     r = run_python(source, limits=limits)
-    out[name] = {"status": r.status, "stdout": r.stdout, "message": r.message, "net": r.network_isolated}
+    out[name] = {
+        "status": r.status, "stdout": r.stdout, "message": r.message, "net": r.network_isolated
+    }
 out["daemon_alive"] = os.path.exists(f"/proc/{out['daemon']['stdout'].strip()}")
 # Documented limitations of a caller that is not root: its /proc entries and /tmp are shared.
-out["runner_environ"] = run_python(f"print(open('/proc/{os.getpid()}/environ').read())", limits=limits).stdout
+environ = f"print(open('/proc/{os.getpid()}/environ').read())"
+out["runner_environ"] = run_python(environ, limits=limits).stdout
 run_python("open('/tmp/leafpipe-left-behind', 'w').write('x')", limits=limits)
-out["tmp_shared"] = run_python("import os\\nprint(os.path.exists('/tmp/leafpipe-left-behind'))", limits=limits).stdout
+shared = "import os\\nprint(os.path.exists('/tmp/leafpipe-left-behind'))"
+out["tmp_shared"] = run_python(shared, limits=limits).stdout
 print(json.dumps(out))
 """
 

@@ -151,8 +151,8 @@ def _clean(answer: str) -> str:
 def extract_final_answer(text: str) -> Extracted:
     """The last answer marker in `text` and its answer; an empty marker gives answer None.
 
-    Only the last marker counts, as in `grading.extract_answer`: a model that boxes 5 and then
-    writes "The answer is 6." answered 6. A box nested in a box is the later marker.
+    Only the last marker counts, as in `numeric_answers.extract_answer`: a model that boxes 5 and
+    then writes "The answer is 6." answered 6. A box nested in a box is the later marker.
     """
     candidates: list[tuple[int, Marker, str]] = [
         (m.start(), "boxed", _boxed(text, m)) for m in _BOX_OPEN.finditer(text)
@@ -314,7 +314,8 @@ def _run(
                         worker.stop()
                         if not worker.ready:
                             raise RuntimeError(
-                                f"a grading worker exited during start-up (exit code {worker.process.exitcode})"
+                                "a grading worker exited during start-up "
+                                f"(exit code {worker.process.exitcode})"
                             ) from None
                         failure = f"worker died (exit code {worker.process.exitcode})"
                     else:

@@ -111,7 +111,7 @@ def check_script(solution: str, test: str, limits: Limits = Limits()) -> Verdict
 def check_stdio(
     program: str, cases: Sequence[tuple[str, str]], limits: Limits = Limits()
 ) -> Verdict:
-    """Run `program` once per (stdin, expected stdout) case, in order, stopping at the first failure.
+    """Run `program` once per (stdin, expected stdout) case, in order, until the first failure.
 
     Outputs are compared line by line with trailing whitespace removed, and trailing empty lines
     ignored, so a missing final newline or trailing spaces do not matter; anything else does.
@@ -134,7 +134,8 @@ def check_stdio(
                 False,
                 "wrong_answer",
                 _bounded(
-                    f"{where}, line {line + 1}: expected {wanted[:_EXCERPT]!r}, got {seen[:_EXCERPT]!r}"
+                    f"{where}, line {line + 1}: expected {wanted[:_EXCERPT]!r}, "
+                    f"got {seen[:_EXCERPT]!r}"
                 ),
             )
     return Verdict(True, "passed")

@@ -1,6 +1,10 @@
 import pytest
 
-from leafpipe.evaluation.grading.numeric import extract_answer, grade, wilson_interval
+from leafpipe.evaluation.grading.numeric_answers import (
+    extract_answer,
+    grade_numeric_answers,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +38,7 @@ def _row(i, completion, reference, finish="stop"):
     return {"id": str(i), "completion": completion, "reference": reference, "finish_reason": finish}
 
 
-def test_grade_marks_rows_and_summarises():
+def test_grade_numeric_answers_marks_rows_and_summarises():
     rows = [
         _row(0, "The answer is 7.", "7"),
         _row(1, "The answer is 7.", "The answer is 7."),  # world references carry the marker
@@ -44,7 +48,7 @@ def test_grade_marks_rows_and_summarises():
         _row(5, "no idea", "5"),
         _row(6, "The answer is 8. The answer is 9", "8", finish="length"),
     ]
-    graded, summary = grade(rows)
+    graded, summary = grade_numeric_answers(rows)
     assert [g["correct"] for g in graded] == [True, True, True, True, False, False, False]
     assert [g["extracted"] for g in graded] == ["7", "7", "1000", "-3", "3", None, "9"]
     assert graded[0]["completion"] == rows[0]["completion"]
@@ -65,8 +69,8 @@ def test_wilson_interval_known_values():
     assert 0.8 < low < 0.9 and high == 1.0
 
 
-def test_grade_refuses_empty_input_and_non_numeric_reference():
+def test_grade_numeric_answers_refuses_empty_input_and_non_numeric_reference():
     with pytest.raises(ValueError, match="no generations"):
-        grade([])
+        grade_numeric_answers([])
     with pytest.raises(ValueError, match="not a number"):
-        grade([_row(0, "The answer is 7", "seven")])
+        grade_numeric_answers([_row(0, "The answer is 7", "seven")])

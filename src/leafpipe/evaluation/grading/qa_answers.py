@@ -2,8 +2,8 @@
 
 Both compare normalised answers (lower case, no punctuation, no articles a/an/the, single
 spaces), take the best over a question's gold aliases, and see only the model's final answer:
-the rest of the line after the last "answer is" (or "Answer:"), else the completion's last non-empty line,
-since chat models reason before they answer.
+the rest of the line after the last "answer is" (or "Answer:"), else the completion's last
+non-empty line, since chat models reason before they answer.
 """
 
 from __future__ import annotations

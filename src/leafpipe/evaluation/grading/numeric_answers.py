@@ -84,7 +84,9 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
     return low, high
 
 
-def grade(generations: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def grade_numeric_answers(
+    generations: Sequence[Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Mark each generation correct when its extracted answer equals the reference's.
 
     Returns the rows with `extracted` and `correct` added, and a summary with `n`, `correct`,

@@ -1,6 +1,6 @@
 import pytest
 
-from leafpipe.evaluation.grading.qa import final_answer, normalize_answer, score_qa
+from leafpipe.evaluation.grading.qa_answers import final_answer, normalize_answer, score_qa
 
 
 def test_normalisation_drops_case_punctuation_and_articles():
