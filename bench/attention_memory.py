@@ -44,17 +44,8 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(
-    0, os.path.dirname(os.path.abspath(__file__))
-)  # bench/common.py, however this is loaded
-from common import (  # noqa: E402
-    REAL_SHAPES,
-    add_probe_arguments,
-    parse_or_probe,
-    peak_mib_since,
-    reset_peak,
-    run_probe,
-)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
+import common  # noqa: E402
 
 from leafpipe.evaluation.attention import layer_masses
 from leafpipe.execution.memory import attention_analysis_bytes, model_shape
@@ -68,9 +59,7 @@ ATTENTION_3B = dict(num_attention_heads=24, num_key_value_heads=8, head_dim=128)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = common.argument_parser(__doc__)
     p.add_argument("--tokens", type=int, default=2048, help="T: tokens of every sample")
     p.add_argument("--batch", type=int, default=1, help="B: samples in the one batch")
     p.add_argument("--layers", type=int, default=4)
@@ -81,18 +70,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="hidden size, a multiple of the 24 heads (each keeps its real width)",
     )
     p.add_argument("--intermediate", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=REAL_SHAPES["llama-3.2-1b"]["vocab_size"])
+    p.add_argument("--vocab", type=int, default=common.REAL_SHAPES["llama-3.2-1b"]["vocab_size"])
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--instruction-frac", type=float, default=0.5)
-    p.add_argument(
-        "--ways",
-        nargs="+",
-        choices=WAYS,
-        default=list(WAYS),
-        help="leave out old where keeping every layer does not fit",
-    )
+    common.add_ways_argument(p, WAYS, old_way="keeping every layer")
     p.add_argument("--rtol", type=float, default=1e-6, help="equality tolerance of the masses")
-    add_probe_arguments(p, WAYS)
+    common.add_probe_arguments(p, WAYS)
     return p.parse_args(argv)
 
 
@@ -183,9 +166,9 @@ def probe(args: argparse.Namespace) -> None:
             f"probe built a different model or batch ({fingerprint} != {args.fingerprint})"
         )
     gc.collect()
-    before = reset_peak()
+    before = common.reset_peak()
     mass = run(args.probe, model, encoded, masks)
-    peak = peak_mib_since(before)
+    peak = common.peak_mib_since(before)
     print(
         json.dumps(
             {"peak_mib": peak, "mass": [{c: v.tolist() for c, v in m.items()} for m in mass]}
@@ -195,12 +178,12 @@ def probe(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
     """Print the table; returns the measured peak MiB of each way run."""
-    argv, args = parse_or_probe(argv, parse_args, probe)
+    argv, args = common.parse_or_probe(argv, parse_args, probe)
     if args is None:
         return {}
     model, encoded, masks, fingerprint = build(args)
     results = {
-        way: run_probe(
+        way: common.run_probe(
             __file__, argv, way, "--fingerprint", fingerprint, mmap_threshold=args.mmap_threshold
         )
         for way in args.ways

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the real model shapes, GPU sync, and peak resident memory.
+"""What the benchmarks share: model shapes and random-init models, argument parsing, GPU sync,
+and peak resident memory.
 
 Peak memory on CPU: torch's CPU allocations are invisible to tracemalloc, and glibc keeps freed
 pages, so a peak is read from the kernel: the resident high-water mark (VmHWM) is reset just
@@ -14,35 +15,84 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+
+def llama_shape(
+    hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, /, **config: Any
+) -> dict[str, Any]:
+    """LlamaConfig's arguments for a decoder of these sizes (hidden size, layers, attention heads,
+    key/value heads, MLP width), plus any other `config` arguments (vocabulary, tied head, RoPE
+    base): the benchmarks' tables of shapes then read as rows of sizes in this order.
+    LlamaConfig's head is untied unless `tie_word_embeddings=True`."""
+    return dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        **config,
+    )
+
+
+LLAMA_3 = dict(rope_theta=500000.0, rms_norm_eps=1e-5)  # its RoPE base and RMSNorm epsilon
 # Real Llama shapes (random weights in the benchmarks).
 REAL_SHAPES: dict[str, dict[str, Any]] = {
-    "llama-3.2-1b": dict(
-        hidden_size=2048,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        intermediate_size=8192,
-        vocab_size=128256,
-        tie_word_embeddings=True,
-        rope_theta=500000.0,
-        rms_norm_eps=1e-5,
+    "llama-3.2-1b": llama_shape(
+        2048, 16, 32, 8, 8192, vocab_size=128256, tie_word_embeddings=True, **LLAMA_3
     ),
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        intermediate_size=14336,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-        rope_theta=500000.0,
-        rms_norm_eps=1e-5,
+    "llama-3.1-8b": llama_shape(
+        4096, 32, 32, 8, 14336, vocab_size=128256, tie_word_embeddings=False, **LLAMA_3
     ),
 }
+# Decoders whose vocabulary each benchmark adds: a CPU-sized one, and SmolLM2-135M's.
+TINY = llama_shape(256, 4, 8, 8, 1024)
+SMOLLM2_135M_DECODER = llama_shape(576, 30, 9, 3, 1536)
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
+    """A model config's padding, start and end token ids: the tokenizer's."""
+    return dict(
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def random_llama(
+    config: LlamaConfig, dtype: torch.dtype, device: str, seed: int
+) -> LlamaForCausalLM:
+    """A random-init Llama created directly on `device` in `dtype` (an 8B model is never
+    materialised in fp32 on the host)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default in its help, except where it has none: there the default is
+    worked out from other options, and the help says how."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser: the first line of its docstring `doc` as the description, and each
+    option's default in its help (`DefaultsHelp`)."""
+    return argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=DefaultsHelp)
 
 
 def sync(device: str) -> None:
@@ -73,6 +123,18 @@ def reset_peak() -> int | None:
 def peak_mib_since(before: int | None) -> float | None:
     """Peak resident MiB above `before` (from `reset_peak`) since the reset."""
     return None if before is None else (_status_kib("VmHWM") - before) / 1024
+
+
+def add_ways_argument(p: argparse.ArgumentParser, ways: Sequence[str], old_way: str) -> None:
+    """`--ways`: which of a memory benchmark's `ways` (an old and a new one) to measure, all by
+    default; `old_way` says in the help what makes the old one too large for some sizes."""
+    p.add_argument(
+        "--ways",
+        nargs="+",
+        choices=ways,
+        default=list(ways),
+        help=f"leave out old where {old_way} does not fit",
+    )
 
 
 def add_probe_arguments(p: argparse.ArgumentParser, ways: Sequence[str]) -> None:

@@ -70,10 +70,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch import nn
 
-sys.path.insert(
-    0, os.path.dirname(os.path.abspath(__file__))
-)  # bench/common.py, however this is loaded
-from common import REAL_SHAPES, peak_mib_since, reset_peak, sync  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
+import common  # noqa: E402
 
 from leafpipe.distill.heads import output_head, response_hidden
 from leafpipe.distill.kd_loss import kd_loss_sum
@@ -88,37 +86,16 @@ TARGET_VOCAB, TARGET_MEMORY, TARGET_TIME = 128256, 4.0, 1.2
 
 # Real shapes for --gpu-step (random weights).
 STEP_SHAPES = {
-    **REAL_SHAPES,
+    **common.REAL_SHAPES,
     # CPU-sized stand-ins, so the step code can be exercised without a GPU
     # (tests/bench/test_distill_bench.py).
-    "tiny-student": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=512,
-        tie_word_embeddings=True,
-    ),
-    "tiny-teacher": dict(
-        hidden_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=192,
-        vocab_size=512,
-        tie_word_embeddings=False,
-    ),
+    "tiny-student": common.llama_shape(64, 2, 4, 2, 128, vocab_size=512, tie_word_embeddings=True),
+    "tiny-teacher": common.llama_shape(96, 2, 4, 2, 192, vocab_size=512, tie_word_embeddings=False),
 }
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help)
+    p = common.argument_parser(__doc__)
     p.add_argument("--vocab", type=int, nargs="+", default=list(VOCABS), help="vocabulary sizes")
     p.add_argument("--seq", type=int, default=2048, help="tokens per row")
     p.add_argument("--batch", type=int, default=1, help="rows")
@@ -264,7 +241,7 @@ def probe(args: argparse.Namespace) -> dict:
     run(setup(mini, 64), mini)
     s = setup(args, vocab)
     gc.collect()
-    before = reset_peak()
+    before = common.reset_peak()
     seconds, cpu_seconds = [], []
     for r in range(args.repeats):
         if r:
@@ -275,7 +252,7 @@ def probe(args: argparse.Namespace) -> dict:
         seconds.append(time.perf_counter() - t0)
         cpu_seconds.append(time.process_time() - c0)
         if r == 0:
-            peak = peak_mib_since(before)
+            peak = common.peak_mib_since(before)
     return {"peak_mib": peak, "seconds": seconds, "cpu_seconds": cpu_seconds, **_checks(loss, s)}
 
 
@@ -308,10 +285,10 @@ def cuda_measure(args: argparse.Namespace, vocab: int) -> dict[str, dict]:
             torch.cuda.empty_cache()
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-            sync(args.device)
+            common.sync(args.device)
             t0 = time.perf_counter()
             loss = RUN[m](s, args)
-            sync(args.device)
+            common.sync(args.device)
             out[m]["seconds"].append(time.perf_counter() - t0)
             out[m]["peak_mib"] = max(
                 out[m]["peak_mib"], (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -465,7 +442,7 @@ def _time_steps(
         torch.cuda.reset_peak_memory_stats()
     seconds = []
     for _ in range(args.steps):
-        sync(args.device)
+        common.sync(args.device)
         t0 = time.perf_counter()
         loss = step()  # .item() synchronises
         seconds.append(time.perf_counter() - t0)
@@ -473,22 +450,14 @@ def _time_steps(
 
 
 def build_llama(shape: str, dtype: torch.dtype, device: str, max_len: int, seed: int) -> nn.Module:
-    """A random-init LlamaForCausalLM created directly on the device in `dtype` (an 8B model is
-    never materialised in fp32)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A random-init Llama of one of `STEP_SHAPES` (`common.random_llama`), with positions for
+    `max_len` tokens at least."""
+    from transformers import LlamaConfig
 
     config = LlamaConfig(
         **STEP_SHAPES[shape], max_position_embeddings=max(2048, max_len), attn_implementation="sdpa"
     )
-    torch.manual_seed(seed)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(default)
-    return model
+    return common.random_llama(config, dtype, device, seed)
 
 
 def matmul_params(model: nn.Module) -> int:

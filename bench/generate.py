@@ -29,36 +29,20 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402
 import torch  # noqa: E402
-from common import sync  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from leafpipe.data.world import WorldConfig, make_world  # noqa: E402
 from leafpipe.evaluation.generation import generate  # noqa: E402
 from leafpipe.text.tokenizer import train_tokenizer  # noqa: E402
 
-SHAPES = {
-    "tiny": dict(
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        intermediate_size=1024,
-    ),
-    "smollm2-135m": dict(
-        hidden_size=576,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        intermediate_size=1536,
-    ),
-}
+# Decoders only: the vocabulary is the tokenizer's, the rest LlamaConfig's defaults.
+SHAPES = {"tiny": common.TINY, "smollm2-135m": common.SMOLLM2_135M_DECODER}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = common.argument_parser(__doc__)
     p.add_argument("--device", default="cpu")
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--prompts", type=int, default=32)
@@ -86,9 +70,7 @@ def setup(args: argparse.Namespace):
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        **common.special_token_ids(tokenizer),
         **SHAPES[args.shape],
     )
     model = LlamaForCausalLM(config).eval().to(args.device)
@@ -98,7 +80,7 @@ def setup(args: argparse.Namespace):
 def timed(
     model, tokenizer, rows, batch_size: int, args: argparse.Namespace
 ) -> tuple[float, list[dict]]:
-    sync(args.device)
+    common.sync(args.device)
     start = time.perf_counter()
     out = generate(
         model,
@@ -108,7 +90,7 @@ def timed(
         batch_size=batch_size,
         threads=args.threads,
     )
-    sync(args.device)
+    common.sync(args.device)
     return time.perf_counter() - start, out
 
 

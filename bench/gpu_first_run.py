@@ -70,14 +70,19 @@ import yaml
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
-from common import peak_mib_since, reset_peak, sync  # noqa: E402
+import common  # noqa: E402
 from score import build_rows, world_pieces  # noqa: E402
 
 from leafpipe.config import validate_config  # noqa: E402
 from leafpipe.detect.scoring import CPU_TOKEN_BUDGET, ScoreSpec, score_samples, token_budget  # noqa: E402
 from leafpipe.distill.data import DistillGroup, encode_groups, n_trained  # noqa: E402
 from leafpipe.distill.spec import DistillSpec  # noqa: E402
-from leafpipe.distill.teacher_cache import TeacherCache, build_teacher_cache, every_sample  # noqa: E402
+from leafpipe.distill.teacher_cache import (  # noqa: E402
+    TeacherCache,
+    build_teacher_cache,
+    every_sample,
+    teacher_batches,
+)
 from leafpipe.distill.trainer import distill  # noqa: E402
 from leafpipe.evaluation.attention import AttentionSample, analysis_token_budget, attention_shares  # noqa: E402
 from leafpipe.execution import (
@@ -107,20 +112,21 @@ class Preset:
 PRESETS = {
     "llama-3.2-1b": Preset("meta-llama/Llama-3.2-1B-Instruct", (300, 2000), 2048),
     "tiny": Preset(
-        ModelShape(
-            layers=2,
-            hidden=64,
-            intermediate=128,
-            heads=4,
-            kv_heads=2,
-            head_dim=16,
-            vocab=0,
-            tied_embeddings=False,
-        ),
-        (32, 128),
-        128,
+        memory.model_shape(common.llama_shape(64, 2, 4, 2, 128, vocab_size=0)), (32, 128), 128
     ),
 }
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every phase runs with: the tokenizer, the run's validated config, the model's shape
+    (what the planner sizes) and its Hugging Face config, and the device."""
+
+    tokenizer: PreTrainedTokenizerBase
+    config: Mapping[str, Any]
+    shape: ModelShape
+    hf_config: LlamaConfig
+    device: str
 
 
 @dataclass
@@ -174,18 +180,14 @@ def model_config(shape: ModelShape, tokenizer: PreTrainedTokenizerBase) -> Llama
     """A Llama config of `shape` (rotary, gated MLP, grouped key/value heads: what `memory`
     counts)."""
     return LlamaConfig(
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        intermediate_size=shape.intermediate,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
+        **common.llama_shape(
+            shape.hidden, shape.layers, shape.heads, shape.kv_heads, shape.intermediate
+        ),
         head_dim=shape.head_dim,
         vocab_size=shape.vocab,
         tie_word_embeddings=shape.tied_embeddings,
         max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        **common.special_token_ids(tokenizer),
         attn_implementation="sdpa",
     )
 
@@ -240,13 +242,13 @@ def measure(device: str, run: Callable[[], object]) -> Measured:
     settle(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    before = reset_peak()
+    common.sync(device)
+    before = common.reset_peak()
     start = time.perf_counter()
     run()
-    sync(device)
+    common.sync(device)
     seconds = time.perf_counter() - start
-    host = peak_mib_since(before)
+    host = common.peak_mib_since(before)
     return Measured(
         seconds,
         None if host is None else host * MIB,
@@ -256,18 +258,16 @@ def measure(device: str, run: Callable[[], object]) -> Measured:
 
 
 def planned_gpu_bytes(
+    setup: Setup,
     need: Callable[[plan.Run, str, int], plan.Need | None],
     key: str,
-    config: Mapping[str, Any],
-    shape: ModelShape,
     tokens: int,
     **sections: Any,
 ) -> int:
     """A planner row's GPU bytes for one GPU, every sample `tokens` long, `sections` replacing the
     config's (the run's budgets)."""
-    run = plan.Run(
-        {**config, **sections}, {"teacher": shape, "student": shape}, samples=1, tokens=tokens
-    )
+    shapes = {"teacher": setup.shape, "student": setup.shape}
+    run = plan.Run({**setup.config, **sections}, shapes, samples=1, tokens=tokens)
     return need(run, key, 1).gpu_bytes
 
 
@@ -295,60 +295,47 @@ def device_row(phase: str, got: Measured, estimate: int, note: str = "") -> Resu
 # --- the phases -----------------------------------------------------------------------------------
 
 
-def scoring_phase(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[dict],
-    config: Mapping[str, Any],
-    shape: ModelShape,
-    device: str,
-) -> Result:
+def scoring_phase(setup: Setup, model: PreTrainedModel, rows: Sequence[dict]) -> Result:
     spec = ScoreSpec(max_tokens=token_budget(ScoreSpec(), model))
-    got = measure(device, lambda: score_samples(model, tokenizer, rows, spec))
+    got = measure(setup.device, lambda: score_samples(model, setup.tokenizer, rows, spec))
     estimate = planned_gpu_bytes(
+        setup,
         plan.score_need,
         "student",
-        config,
-        shape,
-        longest(tokenizer, rows),
-        scoring={**config["scoring"], "max_tokens": spec.max_tokens},
+        longest(setup.tokenizer, rows),
+        scoring={**setup.config["scoring"], "max_tokens": spec.max_tokens},
     )
     return device_row("scoring", got, estimate, f"budget {spec.max_tokens} tokens")
 
 
 def largest_batch_rows(samples: Sequence[EncodedSample], batch_size: int) -> int:
-    """Trained tokens of the largest of `build_teacher_cache`'s batches (longest samples first)."""
-    counts = [n_trained(s) for s in sorted(samples, key=len, reverse=True)]
-    return max(sum(counts[i : i + batch_size]) for i in range(0, len(counts), batch_size))
+    """Trained tokens of the largest of `build_teacher_cache`'s batches."""
+    return max(
+        sum(n_trained(samples[i]) for i in idx) for idx in teacher_batches(samples, batch_size)
+    )
 
 
 def cache_phase(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    groups: Sequence[DistillGroup],
-    config: Mapping[str, Any],
-    shape: ModelShape,
-    device: str,
-    path: Path,
+    setup: Setup, model: PreTrainedModel, groups: Sequence[DistillGroup], path: Path
 ) -> list[Result]:
-    settings = config["distill"]
-    samples = every_sample(encode_groups(tokenizer, groups))
+    settings = setup.config["distill"]
+    samples = every_sample(encode_groups(setup.tokenizer, groups))
     got = measure(
-        device,
+        setup.device,
         lambda: build_teacher_cache(
             model,
             samples,
             path,
             k=TOP_K,
             temperature=settings["kd"]["temperature"],
-            vocab_size=shape.vocab,
-            pad_id=pad_id(tokenizer),
+            vocab_size=setup.shape.vocab,
+            pad_id=pad_id(setup.tokenizer),
             batch_size=settings["micro_batch"],
             chunk_tokens=settings["kd"]["chunk_tokens"],
         ),
     )
     tokens = max(len(s) for s in samples)
-    estimate = planned_gpu_bytes(plan.teacher_logits_need, "corpus", config, shape, tokens)
+    estimate = planned_gpu_bytes(setup, plan.teacher_logits_need, "corpus", tokens)
     trained = sum(n_trained(s) for s in samples)  # the cache's rows
     batch_rows = largest_batch_rows(samples, settings["micro_batch"])
     host = memory.topk_cache_host_bytes(trained, TOP_K, batch_rows=batch_rows)
@@ -371,59 +358,41 @@ def cache_phase(
     return out
 
 
-def attention_phase(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: Sequence[dict],
-    config: Mapping[str, Any],
-    shape: ModelShape,
-    device: str,
-) -> Result:
-    tokens = longest(tokenizer, rows)
-    settle(device)
-    if device.startswith("cuda"):
+def attention_phase(setup: Setup, model: PreTrainedModel, rows: Sequence[dict]) -> Result:
+    tokens = longest(setup.tokenizer, rows)
+    settle(setup.device)
+    if setup.device.startswith("cuda"):
         budget = analysis_token_budget(
-            shape, torch.cuda.mem_get_info()[0], model.dtype.itemsize, tokens
+            setup.shape, torch.cuda.mem_get_info()[0], model.dtype.itemsize, tokens
         )
     else:
         budget = CPU_TOKEN_BUDGET
     # Any instruction span will do as the "confounder": the cost does not depend on which tokens it
     # marks.
     samples = [AttentionSample(r["instruction"], r["response"], [(0, 8)]) for r in rows]
-    settings = {**config["attention"], "max_tokens": budget}
+    settings = {**setup.config["attention"], "max_tokens": budget}
     got = measure(
-        device,
+        setup.device,
         lambda: attention_shares(
-            model, tokenizer, samples, batch_size=settings["batch_size"], max_tokens=budget
+            model, setup.tokenizer, samples, batch_size=settings["batch_size"], max_tokens=budget
         ),
     )
-    estimate = planned_gpu_bytes(
-        plan.attention_need, "student", config, shape, tokens, attention=settings
-    )
+    estimate = planned_gpu_bytes(setup, plan.attention_need, "student", tokens, attention=settings)
     return device_row(
         "attention", got, estimate, f"{len(rows)} samples of <= {tokens} tokens, budget {budget}"
     )
 
 
-def distill_phase(
-    config_hf: LlamaConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    groups: Sequence[DistillGroup],
-    config: Mapping[str, Any],
-    shape: ModelShape,
-    device: str,
-    cache: Path,
-    work: Path,
-) -> Result:
-    student = build_model(config_hf, torch.float32, device)
-    spec = DistillSpec.from_config(config["distill"], objective="kd", seed=0)
+def distill_phase(setup: Setup, groups: Sequence[DistillGroup], cache: Path, work: Path) -> Result:
+    student = build_model(setup.hf_config, torch.float32, setup.device)
+    spec = DistillSpec.from_config(setup.config["distill"], objective="kd", seed=0)
     steps: list[float] = []
     got = measure(
-        device,
+        setup.device,
         lambda: distill(
             None,
             student,
-            tokenizer,
+            setup.tokenizer,
             groups,
             spec,
             work_dir=work,
@@ -431,10 +400,9 @@ def distill_phase(
             on_step=lambda step, row: steps.append(row["elapsed_s"]),
         ),
     )
-    tokens = max(
-        len(s) for g in encode_groups(tokenizer, groups) for s in (g.original, *g.counterfactuals)
-    )
-    estimate = planned_gpu_bytes(plan.distill_need, "kd", config, shape, tokens)
+    encoded = encode_groups(setup.tokenizer, groups)
+    tokens = max(len(s) for g in encoded for s in (g.original, *g.counterfactuals))
+    estimate = planned_gpu_bytes(setup, plan.distill_need, "kd", tokens)
     return device_row(
         "distillation (kd, top-k cache)",
         got,
@@ -469,23 +437,19 @@ def run_phases(args: argparse.Namespace, work: Path) -> list[Result]:
         if isinstance(preset.model, str)
         else replace(preset.model, vocab=len(tokenizer))
     )
-    config_hf = model_config(shape, tokenizer)
+    setup = Setup(tokenizer, config, shape, model_config(shape, tokenizer), args.device)
     groups = [DistillGroup((r["instruction"], r["response"]), source_id=r["id"]) for r in rows]
-    model = build_model(config_hf, torch.bfloat16, args.device).eval()
+    model = build_model(setup.hf_config, torch.bfloat16, args.device).eval()
     if memory.model_shape(model.config) != shape:  # the estimates are about this model
         raise SystemExit(f"built {memory.model_shape(model.config)}, planned {shape}")
     cache = work / "teacher_topk.safetensors"
     out = [
-        scoring_phase(model, tokenizer, rows, config, shape, args.device),
-        *cache_phase(model, tokenizer, groups, config, shape, args.device, cache),
-        attention_phase(model, tokenizer, attention_rows, config, shape, args.device),
+        scoring_phase(setup, model, rows),
+        *cache_phase(setup, model, groups, cache),
+        attention_phase(setup, model, attention_rows),
     ]
     del model  # distillation's student is a fresh fp32 model: the bf16 one must not count there
-    out.append(
-        distill_phase(
-            config_hf, tokenizer, groups, config, shape, args.device, cache, work / "distill"
-        )
-    )
+    out.append(distill_phase(setup, groups, cache, work / "distill"))
     return out
 
 

@@ -31,19 +31,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-sys.path.insert(
-    0, os.path.dirname(os.path.abspath(__file__))
-)  # bench/common.py, however this is loaded
-from common import sync  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
+import common  # noqa: E402
 
 from leafpipe.distill.kd_loss import ce_loss_sum  # noqa: E402
 from leafpipe.distill.spec import KDSpec  # noqa: E402
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = common.argument_parser(__doc__)
     p.add_argument("--tokens", type=int, default=512, help="trained tokens (one row)")
     p.add_argument("--hidden", type=int, default=2048, help="head width (Llama-3.2-1B: 2048)")
     p.add_argument("--vocab", type=int, default=32000, help="head rows (Llama-3: 128256)")
@@ -83,10 +79,10 @@ def _timed(
     _pass(hidden, head, ids, mask, args.chunk_tokens, precision)
     times = []
     for _ in range(args.repeats):
-        sync(args.device)
+        common.sync(args.device)
         start = time.perf_counter()
         loss = _pass(hidden, head, ids, mask, args.chunk_tokens, precision)
-        sync(args.device)
+        common.sync(args.device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), loss
 

@@ -39,7 +39,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from common import REAL_SHAPES, peak_mib_since, reset_peak  # noqa: E402
+import common  # noqa: E402
 
 MIB = 2**20
 WORDS = ("apples", "pens", "cars", "sum", "total", "each", "more", "left", "then", "so")
@@ -51,7 +51,7 @@ def model_config(args: argparse.Namespace) -> dict:
     the 4:1 grouping of query to key/value heads kept; MLP 4 × hidden as in the 1B)."""
     heads = args.hidden // 64
     return {
-        **REAL_SHAPES["llama-3.2-1b"],
+        **common.REAL_SHAPES["llama-3.2-1b"],
         "hidden_size": args.hidden,
         "num_hidden_layers": args.layers,
         "intermediate_size": 4 * args.hidden,
@@ -74,12 +74,7 @@ def save_model(args: argparse.Namespace, tokenizer: Any, folder: Path) -> None:
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(
-        LlamaConfig(
-            **model_config(args),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-        )
+        LlamaConfig(**model_config(args), **common.special_token_ids(tokenizer))
     )
     save_tokenizer(tokenizer, folder)  # first: it writes the folder anew
     model.save_pretrained(folder)
@@ -147,7 +142,7 @@ def run_job(job: str, work: Path, threads: int) -> None:
     torch.set_num_threads(threads)
     config = json.loads((work / "config.json").read_text())
     imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    baseline = reset_peak()
+    baseline = common.reset_peak()
     model = str(work / "model")
     if job == "score":
         stages.score(
@@ -171,7 +166,11 @@ def run_job(job: str, work: Path, threads: int) -> None:
         )
     print(
         json.dumps(
-            {"imports": imports, "baseline": baseline * 1024, "job": peak_mib_since(baseline) * MIB}
+            {
+                "imports": imports,
+                "baseline": baseline * 1024,
+                "job": common.peak_mib_since(baseline) * MIB,
+            }
         )
     )
 

@@ -80,12 +80,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-sys.path.insert(
-    0, os.path.dirname(os.path.abspath(__file__))
-)  # bench/common.py, however this is loaded
-from common import REAL_SHAPES, peak_mib_since, reset_peak, sync  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
+import common  # noqa: E402
 
 from leafpipe.data.world import WorldConfig, make_world
 from leafpipe.detect.scoring import ScoreSpec, score_samples, token_budget
@@ -93,34 +91,16 @@ from leafpipe.text.templates import INSTRUCTION, encode_sample
 from leafpipe.text.tokenizer import train_tokenizer
 
 SHAPES: dict[str, dict[str, Any]] = {
-    "world-teacher": dict(
-        hidden_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=384,
-        tie_word_embeddings=False,
-    ),
-    "tiny": dict(
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        intermediate_size=1024,
-        tie_word_embeddings=False,
-    ),
-    "smollm2-135m": dict(
-        hidden_size=576,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        intermediate_size=1536,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-        rope_theta=100000.0,
-        rms_norm_eps=1e-5,
-    ),
-    **REAL_SHAPES,
+    "world-teacher": common.llama_shape(128, 3, 4, 2, 384),
+    "tiny": common.TINY,
+    "smollm2-135m": {
+        **common.SMOLLM2_135M_DECODER,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
+        "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
+    },
+    **common.REAL_SHAPES,
 }
 SMALL_SHAPES = ("world-teacher", "tiny")  # CPU-sized: short rows by default
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -128,17 +108,17 @@ DEFAULT_ATOL = {"fp32": 1e-4, "bf16": 5e-2}
 METHODS = ("baseline", "ours")
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=_Help)
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The device and shape of the model `build_model` makes (bench/score_steps.py's too)."""
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
         "--shape", choices=sorted(SHAPES), default="tiny", help="model shape (random weights)"
     )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = common.argument_parser(__doc__)
+    add_model_arguments(p)
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp32 on cpu, bf16 on cuda")
     p.add_argument("--samples", type=int, default=64, help="rows scored per timed pass")
     p.add_argument(
@@ -281,20 +261,10 @@ def build_model(
     config = LlamaConfig(
         **shape,
         max_position_embeddings=max(2048, max_len),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        **common.special_token_ids(tokenizer),
         attn_implementation="sdpa",
     )
-    torch.manual_seed(args.seed)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(DTYPES[args.dtype])
-    try:
-        with torch.device(args.device):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(default)
-    return model.eval()
+    return common.random_llama(config, DTYPES[args.dtype], args.device, args.seed).eval()
 
 
 def non_embedding_params(model: PreTrainedModel) -> int:
@@ -419,9 +389,9 @@ def memory_probe(args: argparse.Namespace) -> None:
         )
     run = methods(args, s)[args.memory_probe]
     gc.collect()
-    before = reset_peak()
+    before = common.reset_peak()
     run(s.rows)
-    print(json.dumps({"peak_mib": peak_mib_since(before)}))
+    print(json.dumps({"peak_mib": common.peak_mib_since(before)}))
 
 
 def cpu_peak_mib(argv: Sequence[str], method: str, fingerprint: str) -> float | None:
@@ -464,10 +434,10 @@ def timed(
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    sync(device)
+    common.sync(device)
     t0 = time.perf_counter()
     result = run(rows)
-    sync(device)
+    common.sync(device)
     seconds = time.perf_counter() - t0
     if cuda_memory:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20

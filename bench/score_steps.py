@@ -54,14 +54,13 @@ import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/*.py, however this is loaded
-from common import sync  # noqa: E402
-from score import SHAPES, build_model, world_pieces  # noqa: E402
+import common  # noqa: E402
+from score import add_model_arguments, build_model, world_pieces  # noqa: E402
 
 import leafpipe.detect.input_gradients as input_gradients
 import leafpipe.detect.scoring as scoring
 from leafpipe.detect.scoring import ScoreSpec, score_samples
-from leafpipe.text.batching import collate
-from leafpipe.text.templates import INSTRUCTION, encode_sample
+from leafpipe.text.templates import encode_sample
 from leafpipe.text.tokenizer import train_tokenizer
 
 METHODS = ("per-step", "one-per-pass", "batched")
@@ -69,13 +68,8 @@ COLUMNS = ("grad_norm", "grad_x_input")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument(
-        "--shape", choices=sorted(SHAPES), default="tiny", help="model shape (random weights)"
-    )
+    p = common.argument_parser(__doc__)
+    add_model_arguments(p)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--samples", type=int, default=16, help="rows scored per timed pass")
     p.add_argument("--steps", type=int, default=8, help="reasoning steps (lines) per response")
@@ -122,16 +116,8 @@ def per_step_grad_norms(
     the way leafpipe computed it before: logits where a target is predicted, the mean loss of each
     scope, and one full backward pass per scope. The rows here are finite: all are scored."""
     device = next(model.parameters()).device
-    batch = collate([it.enc for it in items], pad_id).to(device)
+    batch, steps, is_instr = input_gradients.prepared_batch(items, pad_id, device)
     width = batch.input_ids.shape[1]
-    steps = torch.tensor([it.steps + [-1] * (width - len(it.steps)) for it in items], device=device)
-    is_instr = torch.tensor(
-        [
-            [f == INSTRUCTION for f in it.enc.fields] + [False] * (width - len(it.enc))
-            for it in items
-        ],
-        device=device,
-    )
     keep = batch.target_mask.any(0).nonzero().squeeze(-1)
     embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
     logits = model(inputs_embeds=embeds, logits_to_keep=keep).logits.float()  # [B, K, V]
@@ -216,10 +202,10 @@ def check_equal(frames: dict[str, pd.DataFrame], rtol: float) -> float:
 def timed(
     run: Callable[[Sequence[dict]], pd.DataFrame], rows: Sequence[dict], device: str
 ) -> tuple[pd.DataFrame, float]:
-    sync(device)
+    common.sync(device)
     t0 = time.perf_counter()
     frame = run(rows)
-    sync(device)
+    common.sync(device)
     return frame, time.perf_counter() - t0
 
 

@@ -45,14 +45,17 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(
-    0, os.path.dirname(os.path.abspath(__file__))
-)  # bench/common.py, however this is loaded
-from common import add_probe_arguments, parse_or_probe, peak_mib_since, reset_peak, run_probe  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
+import common  # noqa: E402
 
 from leafpipe.distill.data import n_trained
 from leafpipe.distill.heads import output_head, response_hidden
-from leafpipe.distill.teacher_cache import CACHE_FORMAT, build_teacher_cache, sample_key
+from leafpipe.distill.teacher_cache import (
+    CACHE_FORMAT,
+    build_teacher_cache,
+    sample_key,
+    teacher_batches,
+)
 from leafpipe.distill.topk import teacher_topk
 from leafpipe.execution.memory import inference_bytes_per_token, model_shape, topk_cache_host_bytes
 from leafpipe.text.batching import collate
@@ -75,11 +78,9 @@ def plain_cache(
 ) -> None:
     """The plain way, arguments as `build_teacher_cache`'s (CPU only): each sample's rows kept
     apart, concatenated at the end, hashed from byte copies of the whole tensors, saved."""
-    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
     parts = {}
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in teacher_batches(samples, batch_size):
             batch = collate([samples[i] for i in idx], pad_id)
             hidden = response_hidden(teacher, batch.input_ids, batch.attention_mask)
             top = teacher_topk(
@@ -120,9 +121,7 @@ def plain_cache(
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = common.argument_parser(__doc__)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument(
         "--tokens", type=int, default=1000, help="tokens of every sample, half of them trained"
@@ -133,14 +132,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--vocab", type=int, default=512, help="the tiny teacher's vocabulary (at least k)"
     )
-    p.add_argument(
-        "--ways",
-        nargs="+",
-        choices=WAYS,
-        default=list(WAYS),
-        help="leave out old where the plain way does not fit",
-    )
-    add_probe_arguments(p, WAYS)
+    common.add_ways_argument(p, WAYS, old_way="the plain way")
+    common.add_probe_arguments(p, WAYS)
     p.add_argument("--out", help=argparse.SUPPRESS)  # internal: where a probe writes
     return p.parse_args(argv)
 
@@ -149,11 +142,7 @@ def build(args: argparse.Namespace) -> tuple[LlamaForCausalLM, list[EncodedSampl
     """The tiny teacher, the samples, and a fingerprint of both."""
     torch.manual_seed(args.seed)
     config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        **common.llama_shape(64, 2, 2, 2, 128),
         vocab_size=args.vocab,
         max_position_embeddings=args.tokens,
     )
@@ -192,9 +181,9 @@ def probe(args: argparse.Namespace) -> None:
         teacher, samples[: args.batch_size], args.out, **settings
     )  # warm-up: one-off buffers
     gc.collect()
-    before = reset_peak()
+    before = common.reset_peak()
     build_cache(teacher, samples, args.out, **settings)
-    print(json.dumps({"peak_mib": peak_mib_since(before)}))
+    print(json.dumps({"peak_mib": common.peak_mib_since(before)}))
 
 
 def header_and_data(path: str | os.PathLike[str]) -> tuple[dict, bytes]:
@@ -207,19 +196,18 @@ def header_and_data(path: str | os.PathLike[str]) -> tuple[dict, bytes]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float | None]:
     """Print the table; returns the measured peak MiB of each way run."""
-    argv, args = parse_or_probe(argv, parse_args, probe)
+    argv, args = common.parse_or_probe(argv, parse_args, probe)
     if args is None:
         return {}
     teacher, samples, fingerprint = build(args)
     rows = sum(n_trained(s) for s in samples)
     batch_rows = max(
-        sum(n_trained(s) for s in samples[i : i + args.batch_size])
-        for i in range(0, len(samples), args.batch_size)
+        sum(n_trained(samples[i]) for i in idx) for idx in teacher_batches(samples, args.batch_size)
     )
     with tempfile.TemporaryDirectory() as tmp:
         files = {way: Path(tmp) / f"{way}.safetensors" for way in args.ways}
         peaks = {
-            way: run_probe(
+            way: common.run_probe(
                 __file__,
                 argv,
                 way,

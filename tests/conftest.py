@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+from tiny_models import tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from leafpipe.text.tokenizer import train_tokenizer
@@ -40,30 +40,11 @@ def tokenizer():
     return train_tokenizer(texts, vocab_size=300)
 
 
-def _small(config_cls, tokenizer, seed: int, **overrides):
-    kwargs = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    kwargs.update(overrides)
-    return config_cls(**kwargs)
-
-
 def _factory(config_cls, model_cls, tokenizer):
     """A factory: make(seed, **overrides) -> a random-init model in eval mode."""
 
     def make(seed: int = 0, **overrides):
-        torch.manual_seed(seed)
-        return model_cls(_small(config_cls, tokenizer, seed, **overrides)).eval()
+        return tiny_model(config_cls, model_cls, tokenizer, seed, **overrides)
 
     return make
 

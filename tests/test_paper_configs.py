@@ -1,15 +1,11 @@
 """The paper's setups (config/paper/*.yaml): each validates and plans the whole DAG."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
+from snakemake_runs import REPO, snakemake
 
 from leafpipe.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 
 
@@ -32,17 +28,7 @@ def test_a_paper_config_has_the_papers_settings_and_plans_every_stage(path, tmp_
     assert config["detection"]["cap"] == 0.5 and config["detection"]["percentile"] in (5, 10)
     assert config["models"]["teacher"]["path"].endswith(("70B-Instruct", "72B-Instruct"))
     raw = yaml.safe_load(path.read_text())
-    cmd = [
-        str(Path(sys.executable).parent / "snakemake"),
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(path),
-        "--config",
-        f"results={tmp_path}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = snakemake(tmp_path, "-n", configfile=path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for rule in (
         "corpus",

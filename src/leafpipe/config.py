@@ -13,6 +13,7 @@ import yaml
 
 from leafpipe.distill.spec import DistillSpec
 from leafpipe.distill.variants import variant
+from leafpipe.evaluation.sampling import SamplingSpec
 
 SCHEMA = Path(__file__).parent / "schema" / "config.schema.yaml"
 # owner/name, as on the Hugging Face hub; anything else must be a local path that exists.
@@ -187,10 +188,10 @@ def check_paths(config: dict[str, Any], where: str = "config") -> None:
             raise ConfigError(f"{entry}: a `split` belongs to kind world, and kind world needs one")
         if kind == "jsonl" and "path" not in bench:
             raise ConfigError(f"{entry}: kind jsonl needs a `path`")
-        if bench["n"] > 1 and bench["temperature"] == 0:
-            raise ConfigError(
-                f"{entry}: n > 1 completions per problem need sampling: set temperature > 0"
-            )
+        try:
+            SamplingSpec(n=bench["n"], temperature=bench["temperature"], top_p=bench["top_p"])
+        except ValueError as e:
+            raise ConfigError(f"{entry}: {e}") from None
         if max(bench["k"]) > bench["n"]:
             raise ConfigError(
                 f"{entry}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} "

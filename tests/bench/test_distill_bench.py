@@ -23,21 +23,8 @@ def bench():
 
 def test_benchmark_checks_equal_results_and_prints_one_ratio_line_per_vocab(bench, capsys):
     ratios = bench.main(
-        [
-            "--vocab",
-            "300",
-            "1000",
-            "--seq",
-            "64",
-            "--hidden",
-            "32",
-            "--teacher-hidden",
-            "48",
-            "--chunk-tokens",
-            "16",
-            "--threads",
-            "1",
-        ]
+        "--vocab 300 1000 --seq 64 --hidden 32 --teacher-hidden 48 --chunk-tokens 16 "
+        "--threads 1".split()
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert set(ratios) == {300, 1000}
@@ -49,19 +36,8 @@ def test_benchmark_checks_equal_results_and_prints_one_ratio_line_per_vocab(benc
 
 def test_gpu_step_runs_with_cpu_sized_stand_ins(bench, capsys):
     args = bench.parse_args(
-        [
-            "--gpu-step",
-            "--student-shape",
-            "tiny-student",
-            "--teacher-shape",
-            "tiny-teacher",
-            "--seq",
-            "32",
-            "--steps",
-            "1",
-            "--trained-frac",
-            "0.5",
-        ]
+        "--gpu-step --student-shape tiny-student --teacher-shape tiny-teacher --seq 32 --steps 1 "
+        "--trained-frac 0.5".split()
     )
     result = bench.gpu_step(args)
     assert result["tokens_per_s"] > 0 and math.isfinite(result["loss"]) and result["loss"] > 0

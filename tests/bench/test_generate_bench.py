@@ -7,18 +7,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "generate.py"
-TOY = [
-    "--prompts",
-    "6",
-    "--batch-size",
-    "3",
-    "--max-new-tokens",
-    "6",
-    "--repeats",
-    "1",
-    "--threads",
-    "1",
-]
+TOY = "--prompts 6 --batch-size 3 --max-new-tokens 6 --repeats 1 --threads 1".split()
 
 
 @pytest.fixture(scope="module")

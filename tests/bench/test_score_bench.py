@@ -10,22 +10,9 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "score.py"
-TOY = [
-    "--samples",
-    "6",
-    "--min-tokens",
-    "32",
-    "--max-tokens",
-    "64",
-    "--vocab",
-    "300",
-    "--warmup",
-    "2",
-    "--repeats",
-    "1",
-    "--memory",
-    "off",
-]
+TOY = (
+    "--samples 6 --min-tokens 32 --max-tokens 64 --vocab 300 --warmup 2 --repeats 1 --memory off"
+).split()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from distill_groups import many_groups
+from distill_groups import TWO_ITEM_STEPS, many_groups
 from distill_runs import stage_inputs
 from numerical import InfGradient
 from safetensors.torch import load_file, save_file
@@ -189,14 +189,7 @@ def test_scopes_with_no_finite_or_only_equal_scores_flag_nothing_and_are_counted
 # draw_one: the step layout the tests below spell out (two steps an epoch, a group's original and
 # counterfactual in one step); skipping a non-finite step works the same in both schemes.
 SPEC = DistillSpec(
-    lam=1.0,
-    epochs=4,
-    global_batch=2,
-    micro_batch=1,
-    lr=3e-3,
-    checkpoint_every=2,
-    seed=3,
-    counterfactuals="draw_one",
+    **TWO_ITEM_STEPS, epochs=4, checkpoint_every=2, seed=3, counterfactuals="draw_one"
 )
 LOSS_SUM = _Trainer._loss_sum  # unpatched
 

@@ -2,10 +2,6 @@
 does."""
 
 import json
-import os
-import signal
-import subprocess
-import time
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -13,7 +9,13 @@ import pytest
 import torch
 import torch.distributed as dist
 from distill_groups import many_groups
-from distill_runs import REPO, assert_bitwise_equal, distill_command, stage_inputs
+from distill_runs import (
+    assert_bitwise_equal,
+    distill_command,
+    kill_at_first_checkpoint,
+    resume_and_reference,
+    stage_inputs,
+)
 from safetensors.torch import load_file
 from torch.distributed import fsdp
 
@@ -110,29 +112,8 @@ def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, 
         tiny_llama, tokenizer, samples, tmp_path, 12, {**DISTILL, "gpus": 2, "fsdp": fsdp}
     )
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "work"
-    cli = distill_command(tmp_path, args, out, work, threads=2)
-    proc = subprocess.Popen(
-        cli,
-        cwd=REPO,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 180
-    while not (work / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    stderr = proc.communicate()[1].decode()
-    assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
-    assert (work / "state.pt").exists() and not out.exists(), stderr[-3000:]
-
-    config = validate_config(raw)
-    stages.distill(config, **args, out_dir=out, checkpoint_dir=work, threads=2)
-    reference = tmp_path / "reference"
-    stages.distill(
-        config, **args, out_dir=reference, checkpoint_dir=tmp_path / "ref-work", threads=2
-    )
+    kill_at_first_checkpoint(distill_command(tmp_path, args, out, work, threads=2), out, work, 180)
+    reference = resume_and_reference(raw, args, tmp_path, out, work, threads=2)
     resumed = json.loads((out / "training.json").read_text())
     assert resumed["resumed_at_steps"] and resumed["processes"] == 2
     assert_bitwise_equal(_weights(out), _weights(reference))

@@ -4,20 +4,20 @@ run ends; a checkpoint of other settings, data or models is never resumed."""
 import csv
 import json
 import logging
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from distill_groups import many_groups
-from distill_runs import REPO, assert_bitwise_equal, distill_command, stage_inputs
+from distill_groups import TWO_ITEM_STEPS, many_groups
+from distill_runs import (
+    assert_bitwise_equal,
+    distill_command,
+    kill_at_first_checkpoint,
+    resume_and_reference,
+    stage_inputs,
+)
 from safetensors.torch import load_file
 
-from leafpipe import stages
-from leafpipe.config import validate_config
 from leafpipe.distill.checkpoints import TrainingState, load_state, save_state
 from leafpipe.distill.data import MODES
 from leafpipe.distill.spec import DistillSpec
@@ -34,15 +34,7 @@ class Killed(Exception):
 # steps per epoch, 6 in all, checkpoints after 2, 4, 6 and at the epoch ends (3, 6). The student
 # has attention dropout, so a resume that lost the RNG state would differ.
 SPEC = DistillSpec(
-    lam=1.0,
-    epochs=2,
-    global_batch=2,
-    micro_batch=1,
-    lr=3e-3,
-    val_fraction=0.5,
-    keep="best",
-    checkpoint_every=2,
-    seed=3,
+    **TWO_ITEM_STEPS, epochs=2, val_fraction=0.5, keep="best", checkpoint_every=2, seed=3
 )
 STEPS = {"all": 8, "draw_one": 6}
 
@@ -208,25 +200,8 @@ def test_sigkilled_stage_leaves_no_output_and_resumes_bitwise(
     )
 
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "checkpoints" / "leaf_instr"
-    cli = distill_command(tmp_path, args, out, work, threads=1)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        cli, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while not (work / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    stderr = proc.communicate()[1].decode()
-    assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
-    assert (work / "state.pt").exists() and not out.exists()
-
-    config = validate_config(raw)
-    stages.distill(config, **args, out_dir=out, checkpoint_dir=work, threads=1)
-    reference_out = tmp_path / "reference"
-    stages.distill(
-        config, **args, out_dir=reference_out, checkpoint_dir=tmp_path / "ref-work", threads=1
-    )
+    kill_at_first_checkpoint(distill_command(tmp_path, args, out, work, threads=1), out, work, 120)
+    reference_out = resume_and_reference(raw, args, tmp_path, out, work, threads=1)
     resumed = json.loads((out / "training.json").read_text())
     assert resumed["resumed_at_steps"] and resumed["resumed_at_steps"][0] >= 1
     assert resumed["variant"] == "leaf_instr"

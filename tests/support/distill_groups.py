@@ -11,6 +11,10 @@ from leafpipe.distill.data import (
 )
 
 DISTRACTORS = ["Mia owns 9 red cars. ", "The sky was blue on day 8. "]
+# Optimiser steps of two items accumulated over micro-batches of one, at a learning rate that moves
+# a tiny model within a few steps, counterfactual tokens weighted like the originals' (λ = 1): the
+# settings of the tests that count steps and checkpoints; each adds its epochs and the rest.
+TWO_ITEM_STEPS = dict(lam=1.0, global_batch=2, micro_batch=1, lr=3e-3)
 
 
 def many_groups(samples, n: int = 8) -> list[DistillGroup]:
@@ -50,3 +54,24 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def read_metrics(path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def original_row(source_id: str, instruction: str, response: str) -> dict:
+    """A counterfactual file's row of an original sample, which removes nothing."""
+    return dict(
+        id=source_id,
+        source_id=source_id,
+        kind="original",
+        instruction=instruction,
+        response=response,
+        removed=[],
+    )
+
+
+def counterfactual_row(
+    source_id: str, index: int, instruction: str, response: str, removed: list[dict]
+) -> dict:
+    """A counterfactual file's row: the `index`-th counterfactual of `source_id`, with the spans
+    it `removed` (each a dict of field, start, end and text)."""
+    row = original_row(source_id, instruction, response)
+    return row | dict(id=f"{source_id}#cf{index}", kind="counterfactual", removed=removed)

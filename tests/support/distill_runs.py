@@ -1,14 +1,23 @@
-"""Running the distill stage twice and comparing its outputs bit for bit."""
+"""Running the distill stage, killed and resumed or uninterrupted, and comparing its outputs bit
+for bit."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 import yaml
-from distill_groups import many_groups
+from distill_groups import counterfactual_row, many_groups, original_row
+from faults import leafpipe_argv
 
+from leafpipe import stages
+from leafpipe.config import validate_config
 from leafpipe.files.atomic import write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,26 +41,10 @@ def stage_inputs(
         tokenizer.save_pretrained(folder / name)
     rows = []
     for k, group in enumerate(many_groups(samples, groups)):
-        rows.append(
-            dict(
-                id=f"g{k}",
-                source_id=f"g{k}",
-                kind="original",
-                instruction=group.original[0],
-                response=group.original[1],
-                removed=[],
-            )
-        )
+        rows.append(original_row(f"g{k}", *group.original))
         rows += [
-            dict(
-                id=f"g{k}#cf{j}",
-                source_id=f"g{k}",
-                kind="counterfactual",
-                instruction=i,
-                response=r,
-                removed=[],
-            )
-            for j, (i, r) in enumerate(group.counterfactuals)
+            counterfactual_row(f"g{k}", j, instruction, response, [])
+            for j, (instruction, response) in enumerate(group.counterfactuals)
         ]
     write_jsonl(rows, folder / "data.jsonl")
     raw = {"models": {"teacher": {}, "student": {}}, "distill": distill}
@@ -68,18 +61,42 @@ def stage_inputs(
 def distill_command(folder: Path, args: dict, out: Path, work: Path, threads: int) -> list[str]:
     """`leafpipe distill` as the workflow runs it, on `stage_inputs`' config.yaml in `folder` and
     its stage arguments `args`: a command line for a process the tests can kill."""
-    return [
-        sys.executable,
-        "-m",
-        "leafpipe.cli",
-        "distill",
-        "--configfile",
-        str(folder / "config.yaml"),
-        "--out-dir",
-        str(out),
-        "--checkpoint-dir",
-        str(work),
-        "--threads",
-        str(threads),
-        *(x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))),
-    ]
+    options = {"out_dir": out, "checkpoint_dir": work, "threads": threads, **args}
+    argv = leafpipe_argv("distill", options, folder / "config.yaml")
+    return [sys.executable, "-m", "leafpipe.cli", *argv]
+
+
+def kill_at_first_checkpoint(cli: list[str], out: Path, work: Path, patience_s: float) -> None:
+    """Run `cli` (a `distill_command`) and SIGKILL its whole process group as soon as `work`
+    holds a checkpoint (or after `patience_s`), as a preempted job dies; asserts that the signal
+    ended it mid-run: a checkpoint in `work`, no output in `out`."""
+    proc = subprocess.Popen(
+        cli,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,  # a process group of its own: torchrun's workers die with it
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + patience_s
+    while not (work / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):  # ended by itself: the asserts say how
+        os.killpg(proc.pid, signal.SIGKILL)
+    stderr = proc.communicate()[1].decode()
+    assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
+    assert (work / "state.pt").exists() and not out.exists(), stderr[-3000:]
+
+
+def resume_and_reference(
+    raw: dict, args: dict, folder: Path, out: Path, work: Path, threads: int
+) -> Path:
+    """The stage rerun into `out`, resuming from what a killed run left in `work`, and run
+    uninterrupted beside it in `folder` for comparison: the reference's output folder."""
+    config = validate_config(raw)
+    stages.distill(config, **args, out_dir=out, checkpoint_dir=work, threads=threads)
+    reference = folder / "reference"
+    stages.distill(
+        config, **args, out_dir=reference, checkpoint_dir=folder / "ref-work", threads=threads
+    )
+    return reference

@@ -1,19 +1,19 @@
-"""Tiny random-init models saved with their tokenizer: what the tests that run stages through
-folders (as the workflow does) load as a teacher or a student."""
+"""Tiny random-init models sized to a tokenizer: the `tiny_llama`/`tiny_qwen2` fixtures' models,
+and the same saved with their tokenizer for the tests that run stages through folders (as the
+workflow does) and load them as a teacher or a student."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 
-def save_tiny_model(config_cls, model_cls, tokenizer, out_dir: Path, seed: int) -> None:
-    """A two-layer model of `config_cls`/`model_cls` sized to `tokenizer` (drawn after seeding
-    with `seed`), saved with the tokenizer in `out_dir`. Its pad id is the tokenizer's, None
-    where the tokenizer has no pad token."""
-    torch.manual_seed(seed)
-    config = config_cls(
+def tiny_config(config_cls, tokenizer, **overrides: Any):
+    """A two-layer `config_cls` with a vocabulary and special ids of `tokenizer` (a pad id of None
+    where the tokenizer has no pad token) and an untied head; `overrides` replace any setting."""
+    settings = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -22,8 +22,20 @@ def save_tiny_model(config_cls, model_cls, tokenizer, out_dir: Path, seed: int) 
         num_key_value_heads=2,
         max_position_embeddings=256,
         pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    model_cls(config).eval().save_pretrained(out_dir)
+    return config_cls(**(settings | overrides))
+
+
+def tiny_model(config_cls, model_cls, tokenizer, seed: int, **overrides: Any):
+    """A `model_cls` of `tiny_config`, its weights drawn after seeding with `seed`, in eval mode."""
+    torch.manual_seed(seed)
+    return model_cls(tiny_config(config_cls, tokenizer, **overrides)).eval()
+
+
+def save_tiny_model(config_cls, model_cls, tokenizer, out_dir: Path, seed: int) -> None:
+    """`tiny_model` saved with `tokenizer` in `out_dir`."""
+    tiny_model(config_cls, model_cls, tokenizer, seed).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -62,6 +62,14 @@ def _model(tiny_llama: Any, tokenizer: Any, folder: Path) -> Path:
     return folder
 
 
+def _student_shard(model: Path, out_name: str, **inputs: Any) -> Callable[[Path], dict[str, Any]]:
+    """`Case.args` of a stage run by shards: shard 1, on the student in `model`, over `inputs`,
+    writing `out_name` under the folder given."""
+    return lambda out: dict(
+        model="student", model_dir=model, **inputs, out_path=out / out_name, shard=1, threads=1
+    )
+
+
 def _config(folder: Path, raw: dict[str, Any]) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump({"models": {"teacher": {}, "student": {}}, **raw}))
@@ -121,14 +129,7 @@ def score_case(tmp_path: Path, tiny_llama: Any, tokenizer: Any, samples: Any) ->
     return Case(
         "score",
         configfile,
-        lambda out: dict(
-            model="student",
-            model_dir=model,
-            corpus_path=tmp_path / "corpus.jsonl",
-            out_path=out / "shard-1.parquet",
-            shard=1,
-            threads=1,
-        ),
+        _student_shard(model, "shard-1.parquet", corpus_path=tmp_path / "corpus.jsonl"),
         "out_path",
         "",
         "",
@@ -162,14 +163,8 @@ def generate_case(tmp_path: Path, tiny_llama: Any, tokenizer: Any, samples: Any)
     return Case(
         "generate",
         configfile,
-        lambda out: dict(
-            model="student",
-            benchmark="world_test",
-            model_dir=model,
-            bench_path=tmp_path / "bench.jsonl",
-            out_path=out / "shard-1.jsonl",
-            shard=1,
-            threads=1,
+        _student_shard(
+            model, "shard-1.jsonl", benchmark="world_test", bench_path=tmp_path / "bench.jsonl"
         ),
         "out_path",
         "shard-1.jsonl.partial",
@@ -184,7 +179,7 @@ def distill_case(tmp_path: Path, tiny_llama: Any, tokenizer: Any, samples: Any) 
     """leaf_instr on 12 groups (9 trained, 3 held out; 5 steps of 2 per epoch), 2 epochs,
     keep: best, a checkpoint every 2 steps; the student has attention dropout, so a resume that
     lost its RNG state would end elsewhere."""
-    stage_inputs(
+    _, inputs = stage_inputs(
         tiny_llama,
         tokenizer,
         samples,
@@ -199,12 +194,6 @@ def distill_case(tmp_path: Path, tiny_llama: Any, tokenizer: Any, samples: Any) 
             "keep": "best",
             "checkpoint_every": 2,
         },
-    )
-    inputs = dict(
-        variant="leaf_instr",
-        teacher_dir=tmp_path / "teacher",
-        student_dir=tmp_path / "student",
-        data_path=tmp_path / "data.jsonl",
     )
     return Case(
         "distill",

@@ -15,20 +15,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import faults
 import pytest
 import torch
 import yaml
+from snakemake_runs import BIN, MICRO, REPO
+from tiny_models import tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from leafpipe.models.pretrain import save_model
 from leafpipe.stages import load_model
 
-REPO = Path(__file__).resolve().parents[2]
-MICRO = REPO / "tests" / "support" / "micro" / "config.yaml"
-BIN = Path(sys.executable).parent
 # Spaces, a command separator, both substitutions and both quotes (unbalanced).
 HOSTILE = "dir with space; touch PWNED $(touch PWNED2) `touch PWNED3` 'q\""
 
@@ -50,20 +49,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> dict[str, Pa
     under a folder named HOSTILE; the config is the micro one with a local teacher and a student
     derived from it (rule derive_model)."""
     base = tmp_path_factory.mktemp("quoting") / HOSTILE
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    model = tiny_model(LlamaConfig, LlamaForCausalLM, tokenizer, seed=0)
     save_model(model, tokenizer, base / f"teacher {HOSTILE}")
     config = yaml.safe_load(MICRO.read_text()) | {
         "results": str(base / f"results {HOSTILE}"),
@@ -133,21 +119,9 @@ def test_workflow_plans_and_runs_with_hostile_paths(hostile: dict[str, Path]) ->
 
 def test_cli_runs_a_stage_with_hostile_paths(hostile: dict[str, Path]) -> None:
     out = hostile["base"] / f"cli student {HOSTILE}"
-    proc = _run(
-        [
-            str(BIN / "leafpipe"),
-            "derive_model",
-            "--configfile",
-            str(hostile["configfile"]),
-            "--role",
-            "student",
-            "--parent-dir",
-            str(hostile["teacher"]),
-            "--out-dir",
-            str(out),
-        ],
-        cwd=hostile["work"],
-    )
+    stage = dict(role="student", parent_dir=hostile["teacher"], out_dir=out)
+    argv = faults.leafpipe_argv("derive_model", stage, hostile["configfile"])
+    proc = _run([str(BIN / "leafpipe"), *argv], cwd=hostile["work"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
     assert _pwned(hostile["base"]) == []

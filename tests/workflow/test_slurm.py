@@ -24,22 +24,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import slurm_cluster as slurm
+import snakemake_runs
 import yaml
+from snakemake_runs import BIN, MICRO, REPO
 
 pytestmark = pytest.mark.slow  # starts a cluster, then runs 23 + 2 SLURM jobs
 
-REPO = Path(__file__).resolve().parents[2]
-
-import slurm_cluster as slurm  # noqa: E402
-
-MICRO = REPO / "tests" / "support" / "micro" / "config.yaml"
-BIN = Path(sys.executable).parent
 # the rule whose first SLURM job the cluster's TaskProlog fails: one job, off the critical path
 FAIL_ONCE = "benchmark_data"
 GPU_RULE = "distill"  # asks for 2 GPUs here (--set-resources); every other rule for none
@@ -109,26 +105,7 @@ def snakemake(c: slurm.Cluster, results: Path, configfile: Path, *args: str) -> 
 
 def planned(configfile: Path, results: Path, *args: str) -> Counter:
     """Jobs per rule of a dry run (no cluster involved)."""
-    proc = subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            "-n",
-            "--quiet",
-            "rules",
-            "--cores",
-            "1",
-            "--configfile",
-            str(configfile),
-            "--config",
-            f"results={results}",
-            *args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-    )
+    proc = snakemake_runs.snakemake(results, "-n", "--quiet", "rules", *args, configfile=configfile)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = Counter()
     for line in (proc.stdout + proc.stderr).split("Job stats:")[-1].splitlines():

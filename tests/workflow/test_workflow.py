@@ -5,35 +5,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import snakemake_runs
 import yaml
+from report_text import MODEL_ROWS, section
+from snakemake_runs import BIN, MICRO, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-MICRO = REPO / "tests" / "support" / "micro" / "config.yaml"
-BIN = Path(sys.executable).parent
+from leafpipe.cli import STAGES
+
 SEED0 = "seed-0"  # the micro config's one replicate: every file but the pooled report is under it
 
 
 def snakemake(
     results: Path, *args: str, configfile: Path = MICRO
 ) -> subprocess.CompletedProcess[str]:
-    # args first: --config takes every word after it, targets included
-    cmd = [
-        str(BIN / "snakemake"),
-        "--cores",
-        "2",
-        *args,
-        "--configfile",
-        str(configfile),
-        "--config",
-        f"results={results}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    """Snakemake with room for the micro run's 99 jobs: two cores, ten minutes."""
+    return snakemake_runs.snakemake(results, *args, configfile=configfile, cores=2, timeout=600)
 
 
 # The tests that read this run are marked slow: it takes minutes (99 jobs); the dry runs are not.
@@ -46,25 +36,12 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_dry_run_plans_every_stage(tmp_path):
+    """Every stage the `leafpipe` command runs, but importing or deriving a model (the micro config
+    trains its own) and caching the teacher's logits (it distils from the teacher itself)."""
     proc = snakemake(tmp_path / "results", "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr
     planned = proc.stdout + proc.stderr
-    for rule in (
-        "world",
-        "tokenizer",
-        "pretrain",
-        "score",
-        "gather_scores",
-        "detect",
-        "inspect",
-        "counterfactuals",
-        "distill",
-        "attention",
-        "benchmark_data",
-        "generate",
-        "grade",
-        "report",
-    ):
+    for rule in sorted(STAGES.keys() - {"import_gguf", "derive_model", "teacher_logits"}):
         assert f"\n{rule} " in planned, rule
 
 
@@ -134,14 +111,7 @@ def test_report_has_every_model_and_detection(run):
     table = pd.read_csv(run / "report" / "summary.csv")
     assert len(table) == 6
     summary = (run / "report" / "summary.md").read_text()
-    for label in (
-        "Teacher",
-        "Student (pre-KD)",
-        "SFT",
-        "KD w/o mask",
-        "LeaF (instr)",
-        "LeaF (instr+resp)",
-    ):
+    for label in MODEL_ROWS:
         assert f"| {label} |" in summary
     metrics = json.loads((run / SEED0 / "detection" / "metrics.json").read_text())
     assert metrics["n_samples"] == 12 and metrics["n_planted"] > 0
@@ -220,16 +190,9 @@ def test_snakemake_html_report_shows_the_captioned_results(run, tmp_path):
 @pytest.mark.slow
 def test_attention_analysis_covers_every_model_and_layer(run):
     summary = (run / "report" / "summary.md").read_text()
-    section = summary.split("## Attention to confounders")[1].split("## ")[0]
-    for label in (
-        "Teacher",
-        "Student (pre-KD)",
-        "SFT",
-        "KD w/o mask",
-        "LeaF (instr)",
-        "LeaF (instr+resp)",
-    ):
-        assert f"| {label} |" in section
+    attention = section(summary, "Attention to confounders")
+    for label in MODEL_ROWS:
+        assert f"| {label} |" in attention
     table = pd.read_csv(run / SEED0 / "attention" / "leaf_instr.csv")
     assert list(table["layer"].astype(str)) == ["0", "mean"]  # the micro student has one layer
     assert (table["model"] == "leaf_instr").all() and table["samples_from"].iloc[

@@ -30,7 +30,7 @@ import torch
 from transformers import PreTrainedModel
 
 from leafpipe.distill.heads import output_head
-from leafpipe.text.batching import collate
+from leafpipe.text.batching import Batch, collate
 from leafpipe.text.templates import INSTRUCTION, EncodedSample
 
 if TYPE_CHECKING:
@@ -155,6 +155,26 @@ def _scope_scores(
     return scores, finite
 
 
+def prepared_batch(
+    items: Sequence[PreparedSample], pad_id: int, device: torch.device
+) -> tuple[Batch, torch.Tensor, torch.Tensor]:
+    """The items collated on `device`, with each token's response scope [B, T] (int64; -1: none,
+    and on padding) and whether it is an instruction token [B, T] (bool)."""
+    batch = collate([it.enc for it in items], pad_id).to(device)
+    width = batch.input_ids.shape[1]
+    steps = torch.full((len(items), width), -1, dtype=torch.long)
+    for b, it in enumerate(items):
+        steps[b, : len(it.steps)] = torch.tensor(it.steps)
+    is_instr = torch.tensor(
+        [
+            [f == INSTRUCTION for f in it.enc.fields] + [False] * (width - len(it.enc))
+            for it in items
+        ],
+        device=device,
+    )
+    return batch, steps.to(device), is_instr
+
+
 def embedding_grad_norms(
     model: PreTrainedModel, items: Sequence[PreparedSample], pad_id: int, spec: ScoreSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,21 +187,8 @@ def embedding_grad_norms(
     position by position, is computed once, and each scope's is that gradient weighted by the
     scope's loss weights. Only the pass through the decoder is per scope, in groups of
     `SCOPES_PER_BACKWARD`."""
-    batch = collate([it.enc for it in items], pad_id)
     device = next(model.parameters()).device
-    batch = batch.to(device)
-    width = batch.input_ids.shape[1]
-    steps = torch.full((len(items), width), -1, dtype=torch.long)
-    for b, it in enumerate(items):
-        steps[b, : len(it.steps)] = torch.tensor(it.steps)
-    steps = steps.to(device)
-    is_instr = torch.tensor(
-        [
-            [f == INSTRUCTION for f in it.enc.fields] + [False] * (width - len(it.enc))
-            for it in items
-        ],
-        device=device,
-    )
+    batch, steps, is_instr = prepared_batch(items, pad_id, device)
 
     # Logits only where some sample of the batch has a target: the vocabulary projection of the
     # instruction positions would be the largest tensor of the pass, and is never used.

@@ -166,6 +166,10 @@ def save_state(
         torch.save(payload, tmp)
 
 
+# state.pt's keys besides TrainingState's fields (see save_state)
+_SAVED_KEYS = {"format", "fingerprint", "trainable", "optimizer", "rng"}
+
+
 @dataclass
 class SavedState:
     """What state.pt holds for the trainer to restore: weights, optimiser state and position."""
@@ -177,7 +181,8 @@ class SavedState:
 
 def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | None:
     """Read state.pt and restore process `rank`'s RNG states from it; None, restoring nothing,
-    when there is no state or it has another format or fingerprint."""
+    when there is no state, or it has another format or fingerprint, or keys this version does
+    not know (never restore part of a state silently)."""
     path = work / STATE
     if not path.exists():
         return None
@@ -190,6 +195,14 @@ def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | N
         log.warning(
             "checkpoint %s was written with other settings, data or models; starting afresh",
             path,
+        )
+        return None
+    unknown = sorted(set(saved) - _SAVED_KEYS - {f.name for f in fields(TrainingState)})
+    if unknown:  # written by a version that keeps more than this one can restore
+        log.warning(
+            "checkpoint %s holds fields this version does not know (%s); starting afresh",
+            path,
+            ", ".join(unknown),
         )
         return None
     if rank < len(saved["rng"]):  # a state saved by fewer processes leaves the others' RNGs be

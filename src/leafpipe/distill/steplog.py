@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,25 @@ def log_start(
     )
 
 
+def _row(
+    kind: str, state: TrainingState, loss: float, sums: Mapping[str, Any], **fields: Any
+) -> dict[str, Any]:
+    """A metrics row of a step or an epoch: where the run is, its loss `loss`, and the per-token
+    loss and trained tokens of each term from `sums` (its loss sums and token counts)."""
+    orig, cf = terms(sums)
+    return dict(
+        kind=kind,
+        epoch=state.epoch,
+        step=state.step,
+        loss=loss,
+        loss_orig=orig,
+        loss_cf=cf,
+        tokens_orig=int(sums["orig_tokens"]),
+        tokens_cf=int(sums["cf_tokens"]),
+        **fields,
+    )
+
+
 class StepLog:
     """The rows, progress bar and log lines of one session of a run (a resumed run starts a new
     session with the rows so far)."""
@@ -84,21 +104,17 @@ class StepLog:
     ) -> dict[str, Any]:
         """Record the step just taken (`out`: its loss sums, counts and gradient norm; `loss`
         its combined loss); returns its metrics row."""
-        orig, cf = terms(out)
-        row = dict(
-            kind="step",
-            epoch=state.epoch,
-            step=state.step,
+        row = _row(
+            "step",
+            state,
+            loss,
+            out,
             lr=lr,
-            loss=loss,
-            loss_orig=orig,
-            loss_cf=cf,
             grad_norm=out["grad_norm"],
             non_finite=int(out["non_finite"]),
-            tokens_orig=out["orig_tokens"],
-            tokens_cf=out["cf_tokens"],
-            elapsed_s=round(state.elapsed + time.monotonic() - self.started, 3),
+            elapsed_s=round(self.elapsed(state), 3),
         )
+        orig, cf = row["loss_orig"], row["loss_cf"]
         self.metrics.add(row)
         state.history = self.metrics.rows
         self.progress.update()
@@ -137,17 +153,7 @@ class StepLog:
 
     def epoch_row(self, state: TrainingState, loss: float) -> dict[str, Any]:
         """The row of the epoch that ends, its training loss `loss`, before validation."""
-        orig, cf = terms(state.sums)
-        row: dict[str, Any] = dict(
-            kind="epoch",
-            epoch=state.epoch,
-            step=state.step,
-            loss=loss,
-            loss_orig=orig,
-            loss_cf=cf,
-            tokens_orig=int(state.sums["orig_tokens"]),
-            tokens_cf=int(state.sums["cf_tokens"]),
-        )
+        row = _row("epoch", state, loss, state.sums)
         row["non_finite"] = sum(
             r.get("non_finite", 0)
             for r in self.metrics.rows
@@ -157,7 +163,7 @@ class StepLog:
 
     def epoch(self, state: TrainingState, row: dict[str, Any], epochs: int) -> None:
         """Record the epoch's row (validation included) and log it."""
-        row["elapsed_s"] = round(state.elapsed + time.monotonic() - self.started, 3)
+        row["elapsed_s"] = round(self.elapsed(state), 3)
         self.metrics.add(row)
         non_finite = row["non_finite"]
         log.info(

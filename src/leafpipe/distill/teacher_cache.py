@@ -62,6 +62,13 @@ def _offsets(samples: Sequence[EncodedSample]) -> torch.Tensor:
     return offsets
 
 
+def teacher_batches(samples: Sequence[EncodedSample], batch_size: int) -> list[list[int]]:
+    """The samples' indices `batch_size` at a time, longest samples first so that batches pad
+    little: the batches `build_teacher_cache` runs the teacher on."""
+    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the keys', offsets', indices' and log-probabilities' bytes, in that order.
 
@@ -142,8 +149,8 @@ def build_teacher_cache(
     """Run `teacher` (as it is: device and dtype are the caller's) over `samples` and write the
     cache.
 
-    Samples are batched `batch_size` at a time, longest first, so batches pad little; each
-    sample's rows are its trained tokens in position order, as `Batch.target_mask` marks them.
+    Samples are batched as `teacher_batches` groups them; each sample's rows are its trained
+    tokens in position order, as `Batch.target_mask` marks them.
     `vocab_size` is the student's: a larger teacher head is truncated to it (`kd_loss`).
 
     Host memory: the cache itself, indices int32 and log-probabilities fp32 [N, k] (N trained
@@ -156,13 +163,11 @@ def build_teacher_cache(
     # Token ids fit int32: half of int64.
     indices = torch.empty(int(offsets[-1]), k, dtype=torch.int32)
     logprobs = torch.empty(int(offsets[-1]), k, dtype=torch.float32)
-    order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
     head = output_head(teacher)
     with tqdm(
         total=len(samples), desc="teacher top-k", file=sys.stderr, dynamic_ncols=True
     ) as progress:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in teacher_batches(samples, batch_size):
             batch = collate([samples[i] for i in idx], pad_id).to(device)
             with torch.inference_mode():
                 hidden = response_hidden(teacher, batch.input_ids, batch.attention_mask)

@@ -13,7 +13,7 @@ accuracy is the unbiased pass@1 and pass@k is reported for each k asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from leafpipe.evaluation.grading.numeric_answers import wilson_interval
@@ -81,13 +81,16 @@ def benchmark_rows(
 
 # --- grading ---------------------------------------------------------------------------------
 
+# Every grader takes the benchmark's rows by id, the generations to grade, the config entry and
+# how many workers it may use; it returns one verdict (the fields it adds) per generation.
+RowsById = Mapping[str, Mapping[str, Any]]
+Generations = Sequence[Mapping[str, Any]]
+Entry = Mapping[str, Any]
+Verdicts = list[dict[str, Any]]
+Grader = Callable[[RowsById, Generations, Entry, int], Verdicts]
 
-def _grade_math_answers(
-    rows: Mapping[str, Mapping[str, Any]],
-    gens: Sequence[Mapping[str, Any]],
-    bench: Mapping[str, Any],
-    workers: int,
-) -> list[dict[str, Any]]:
+
+def _grade_math_answers(rows: RowsById, gens: Generations, bench: Entry, workers: int) -> Verdicts:
     from leafpipe.evaluation.grading.math_answers import grade_math
 
     verdicts = grade_math(
@@ -106,12 +109,7 @@ def _grade_math_answers(
     ]
 
 
-def _grade_qa_answers(
-    rows: Mapping[str, Mapping[str, Any]],
-    gens: Sequence[Mapping[str, Any]],
-    bench: Mapping[str, Any],
-    workers: int,
-) -> list[dict[str, Any]]:
+def _grade_qa_answers(rows: RowsById, gens: Generations, bench: Entry, workers: int) -> Verdicts:
     from leafpipe.evaluation.grading.qa_answers import score_qa
 
     out = []
@@ -121,12 +119,7 @@ def _grade_qa_answers(
     return out
 
 
-def _grade_programs(
-    rows: Mapping[str, Mapping[str, Any]],
-    gens: Sequence[Mapping[str, Any]],
-    bench: Mapping[str, Any],
-    workers: int,
-) -> list[dict[str, Any]]:
+def _grade_programs(rows: RowsById, gens: Generations, bench: Entry, workers: int) -> Verdicts:
     from leafpipe.evaluation.grading.programs import (
         check_humaneval,
         check_script,
@@ -159,7 +152,11 @@ def _grade_programs(
 
 
 # The grader of each task: a row's task (its kind's `BenchmarkKind.task`) picks it.
-GRADERS = {"math": _grade_math_answers, "qa": _grade_qa_answers, "code": _grade_programs}
+GRADERS: dict[str, Grader] = {
+    "math": _grade_math_answers,
+    "qa": _grade_qa_answers,
+    "code": _grade_programs,
+}
 
 
 def grade_generations(

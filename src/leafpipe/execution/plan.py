@@ -67,21 +67,28 @@ __all__ = [
 # A CPU core's fp32 peak: two 16-lane FMA units (AVX-512) × 2 FLOP × 3 GHz. A job given no GPU
 # runs at `threads` × this × hardware.utilisation.
 CPU_FLOPS_PER_THREAD = 2 * 16 * 2 * 3e9
+
+
+def _cpu_job(mem_mb: int, runtime: int, threads: int = 1) -> dict[str, int]:
+    """A default world job's resources (`runtime` in minutes): its tiny models need no GPU."""
+    return {"mem_mb": mem_mb, "runtime": runtime, "gpu": 0, "threads": threads}
+
+
 # Default resources, sized for the default world's tiny models; the planner only raises them.
 # grade: two threads, for math-verify workers or sandboxed programs side by side.
 WORLD_RESOURCES = {
-    "pretrain": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "import_gguf": {"mem_mb": 8000, "runtime": 30, "gpu": 0, "threads": 1},
-    "derive_model": {"mem_mb": 8000, "runtime": 30, "gpu": 0, "threads": 1},
-    "score": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "attention": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "teacher_logits": {"mem_mb": 4000, "runtime": 60, "gpu": 0, "threads": 1},
-    "distill": {"mem_mb": 4000, "runtime": 60, "gpu": 0, "threads": 1},
-    "benchmark_data": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
-    "generate": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
-    "grade": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 2},
-    "inspect": {"mem_mb": 2000, "runtime": 10, "gpu": 0, "threads": 1},
-    "validate_counterfactuals": {"mem_mb": 4000, "runtime": 30, "gpu": 0, "threads": 1},
+    "pretrain": _cpu_job(mem_mb=4000, runtime=30),
+    "import_gguf": _cpu_job(mem_mb=8000, runtime=30),
+    "derive_model": _cpu_job(mem_mb=8000, runtime=30),
+    "score": _cpu_job(mem_mb=4000, runtime=30),
+    "attention": _cpu_job(mem_mb=4000, runtime=30),
+    "teacher_logits": _cpu_job(mem_mb=4000, runtime=60),
+    "distill": _cpu_job(mem_mb=4000, runtime=60),
+    "benchmark_data": _cpu_job(mem_mb=2000, runtime=10),
+    "generate": _cpu_job(mem_mb=4000, runtime=30),
+    "grade": _cpu_job(mem_mb=4000, runtime=30, threads=2),
+    "inspect": _cpu_job(mem_mb=2000, runtime=10),
+    "validate_counterfactuals": _cpu_job(mem_mb=4000, runtime=30),
 }
 # Rules whose jobs run every model and may size the teacher's apart (`resources.<rule>.teacher`).
 PER_MODEL_RULES = ("score", "attention", "generate")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from leafpipe.files.atomic import atomic_path
+from leafpipe.report.tables import markdown_table
 
 MISSING = "—"
 Key = tuple[str, str]  # (model, benchmark)
@@ -110,6 +111,32 @@ def _missing_note() -> list[str]:
     ]
 
 
+def _shared_ns(
+    tables: Iterable[Mapping[Key, Mapping[str, Any]]],
+    models: Sequence[str],
+    benchmarks: Sequence[str],
+) -> dict[str, int | None]:
+    """Per benchmark, its number of problems when all its scores in `tables` share one, else
+    None: a shared n goes in the column's header, a varying one in each cell."""
+    shared: dict[str, int | None] = {}
+    for bench in benchmarks:
+        ns = {t[(m, bench)]["n"] for t in tables for m in models if (m, bench) in t}
+        shared[bench] = ns.pop() if len(ns) == 1 else None
+    return shared
+
+
+def _header(
+    benchmark_labels: Mapping[str, str], shared_ns: Mapping[str, int | None], per: str = ""
+) -> list[str]:
+    """The results table's columns: Model, each benchmark (labelled with its shared n, followed
+    by `per`, e.g. " per seed"), Avg."""
+    columns = [
+        label if shared_ns[bench] is None else f"{label} (n={shared_ns[bench]}{per})"
+        for bench, label in benchmark_labels.items()
+    ]
+    return ["Model", *columns, "Avg"]
+
+
 def accuracy_section(
     table: Mapping[Key, Mapping[str, Any]],
     models: Sequence[str],
@@ -119,33 +146,22 @@ def accuracy_section(
 ) -> list[str]:
     """One replicate's table: accuracy ± the Wilson half-width, n problems per benchmark."""
     benchmarks = list(benchmark_labels)
-    header, varying_n = ["Model"], set()
-    for bench in benchmarks:
-        ns = {table[(m, bench)]["n"] for m in models if (m, bench) in table}
-        if len(ns) == 1:
-            header.append(f"{benchmark_labels[bench]} (n={ns.pop()})")
-        else:
-            header.append(benchmark_labels[bench])
-            varying_n.add(bench)
-    header.append("Avg")
+    shared_ns = _shared_ns([table], models, benchmarks)
+    rows, any_missing = [], False
+    for model in models:
+        scores = [table.get((model, bench)) for bench in benchmarks]
+        any_missing |= any(score is None for score in scores)
+        cells = [_cell(score, shared_ns[bench] is None) for score, bench in zip(scores, benchmarks)]
+        avg = _average(scores)
+        cells.append(MISSING if avg is None else f"{100 * avg[0]:.1f} ± {100 * avg[1]:.1f}")
+        rows.append([model_labels.get(model, model), *cells])
     lines = [
         heading,
         "",
         "Accuracy ± half the width of the Wilson 95% confidence interval (the interval itself is "
         "asymmetric near 0 and 100); n = problems per benchmark.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    any_missing = False
-    for model in models:
-        row = [table.get((model, bench)) for bench in benchmarks]
-        any_missing |= any(score is None for score in row)
-        cells = [_cell(score, bench in varying_n) for score, bench in zip(row, benchmarks)]
-        avg = _average(row)
-        cells.append(MISSING if avg is None else f"{100 * avg[0]:.1f} ± {100 * avg[1]:.1f}")
-        lines.append(f"| {model_labels.get(model, model)} | " + " | ".join(cells) + " |")
-    lines += [
+        *markdown_table(_header(benchmark_labels, shared_ns), rows),
         "",
         "Avg: unweighted mean over benchmarks, as in the paper; its ± combines the benchmarks' "
         "half-widths as independent errors.",
@@ -161,15 +177,15 @@ def seeds_section(
 ) -> list[str]:
     """Mean ± sd across seeds, then each seed's own table."""
     benchmarks = list(benchmark_labels)
-    header = ["Model"]
-    for bench in benchmarks:
-        ns = {t[(m, bench)]["n"] for t in tables.values() for m in models if (m, bench) in t}
-        header.append(
-            f"{benchmark_labels[bench]} (n={ns.pop()} per seed)"
-            if len(ns) == 1
-            else benchmark_labels[bench]
-        )
-    header.append("Avg")
+    shared_ns = _shared_ns(tables.values(), models, benchmarks)
+    rows, any_missing = [], False
+    for model in models:
+        cells = pooled_cells(tables, model, benchmarks)
+        any_missing |= any(cell is None for cell in cells)
+        text = [
+            MISSING if c is None else f"{100 * c[0]:.1f} ± {100 * (c[2] - c[0]):.1f}" for c in cells
+        ]
+        rows.append([model_labels.get(model, model), *text])
     lines = [
         "## Accuracy (%)",
         "",
@@ -179,17 +195,8 @@ def seeds_section(
         "The sd is the seed-to-seed spread; the paired tests below say which differences it can "
         "resolve. Avg: the unweighted mean over benchmarks, per seed, then across seeds.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *markdown_table(_header(benchmark_labels, shared_ns, per=" per seed"), rows),
     ]
-    any_missing = False
-    for model in models:
-        cells = pooled_cells(tables, model, benchmarks)
-        any_missing |= any(cell is None for cell in cells)
-        text = [
-            MISSING if c is None else f"{100 * c[0]:.1f} ± {100 * (c[2] - c[0]):.1f}" for c in cells
-        ]
-        lines.append(f"| {model_labels.get(model, model)} | " + " | ".join(text) + " |")
     lines += (_missing_note() if any_missing else []) + ["", "## Accuracy per seed (%)", ""]
     for seed, table in tables.items():
         lines += accuracy_section(

@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from leafpipe.detect.token_kinds import CORPUS_KINDS
 from leafpipe.files.atomic import atomic_path
+from leafpipe.report.tables import markdown_table
 
 MEAN = "mean"
 # Per-token attention pairs of the world's kind table: (label, numerator column, denominator
@@ -85,15 +86,19 @@ def _kind_lines(
         ]
     else:
         return []
-    return [
-        "",
-        "### By kind of instruction token",
-        "",
-        guide,
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ] + ["| " + " | ".join(c) + " |" for c in cells]
+    return ["", "### By kind of instruction token", "", guide, "", *markdown_table(header, cells)]
+
+
+def _model_row(row: pd.Series, label: str, planted: bool) -> list[str]:
+    """One model's line of the attention table, from its mean over layers."""
+    cells = [
+        label,
+        _number(row["per_token_confounder"]),
+        _number(row["per_token_other"]),
+        _number(_ratio(row["per_token_confounder"], row["per_token_other"])),
+    ]
+    cells += [_number(row["per_token_planted"])] if planted else []
+    return cells + [_number(row["share_confounder"]), str(int(row["n_samples"]))]
 
 
 def attention_section(
@@ -105,6 +110,11 @@ def attention_section(
     header = ["Model", "per confounder token", "per other instruction token", "ratio"]
     header += ["per planted token"] if planted else []
     header += ["on confounders (total)", "samples"]
+    rows = [
+        _model_row(mean.loc[model], model_labels.get(model, model), planted)
+        for model in models
+        if model in mean.index
+    ]
     lines = [
         "## Attention to confounders",
         "",
@@ -114,27 +124,8 @@ def attention_section(
         f"confounders less than at the rest). Samples: {mean['samples_from'].iloc[0]}; "
         "per layer in `attention.png` and `results/attention/`.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *markdown_table(header, rows),
     ]
-    for model in models:
-        if model not in mean.index:
-            continue
-        row = mean.loc[model]
-        ratio = (
-            row["per_token_confounder"] / row["per_token_other"]
-            if row["per_token_other"]
-            else math.nan
-        )
-        cells = [
-            model_labels.get(model, model),
-            _number(row["per_token_confounder"]),
-            _number(row["per_token_other"]),
-            _number(ratio),
-        ]
-        cells += [_number(row["per_token_planted"])] if planted else []
-        cells += [_number(row["share_confounder"]), str(int(row["n_samples"]))]
-        lines.append("| " + " | ".join(cells) + " |")
     return lines + _kind_lines(mean, models, model_labels) + [""]
 
 

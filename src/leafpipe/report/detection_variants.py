@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from leafpipe.detect.quality import METRICS, kind_order
+from leafpipe.report.tables import markdown_table
 
 
 def _rate(value: Any) -> str:
@@ -24,12 +25,6 @@ def _rate(value: Any) -> str:
 
 def _score(value: Any) -> str:
     return "—" if value is None or pd.isna(value) else f"{float(value):.3f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
 
 
 def _variant_lines(variants: pd.DataFrame, kinds: Sequence[str]) -> list[str]:
@@ -68,7 +63,7 @@ def _variant_lines(variants: pd.DataFrame, kinds: Sequence[str]) -> list[str]:
                 *(_rate(r.get(f"flagged_{k}")) for k in kinds),
             ]
         )
-    return lines + _table(header, rows)
+    return lines + markdown_table(header, rows)
 
 
 def _kind_lines(by_kind: pd.DataFrame, kinds: Sequence[str]) -> list[str]:
@@ -97,7 +92,7 @@ def _kind_lines(by_kind: pd.DataFrame, kinds: Sequence[str]) -> list[str]:
         ]
         for r in by_kind.to_dict("records")
     ]
-    return lines + _table(header, rows)
+    return lines + markdown_table(header, rows)
 
 
 def variants_section(

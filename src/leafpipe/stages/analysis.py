@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from leafpipe.files.atomic import atomic_path, read_jsonl
 from leafpipe.files.provenance import read_parquet
 from leafpipe.models.loading import load_placed_model, trusts_remote_code
-from leafpipe.stages.common import _threads
-
-log = logging.getLogger("leafpipe")
+from leafpipe.stages.common import _threads, log
 
 
 def attention(

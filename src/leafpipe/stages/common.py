@@ -1,4 +1,5 @@
-"""What every stage module shares: building a spec from config keys, and torch's thread count."""
+"""What every stage module shares: its logger, building a spec from config keys, and torch's
+thread count. Torch-free until a stage sets its threads, so the report stage never loads it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-import torch
-
+# The logger of every stage module: one name, whose level `leafpipe.distill.parallel` raises on
+# all but the main process.
 log = logging.getLogger("leafpipe")
 
 
@@ -28,6 +29,8 @@ def _pick(cls: type, values: Mapping[str, Any], not_for: Collection[str] = ()) -
 
 def _threads(threads: int | None) -> None:
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
 
 

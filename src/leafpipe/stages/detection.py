@@ -3,7 +3,6 @@ counterfactuals and their validity."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ import pandas as pd
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import read_parquet, write_parquet
 from leafpipe.models.loading import load_placed_model, trusts_remote_code
-from leafpipe.stages.common import _pick, _threads, shard_rows
-
-log = logging.getLogger("leafpipe")
+from leafpipe.stages.common import _pick, _threads, log, shard_rows
 
 # The detection keys that are not DetectSpec's: per-domain overrides (read by `detect`), and two
 # behaviours of detection.rules that scoring and the counterfactuals apply (`_detection_rule`).

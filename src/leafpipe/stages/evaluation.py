@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from leafpipe.evaluation.sampling import SamplingSpec
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.models.loading import load_placed_model, trusts_remote_code
-from leafpipe.stages.common import _threads, shard_rows
-
-log = logging.getLogger("leafpipe")
+from leafpipe.stages.common import _threads, log, shard_rows
 
 
 def benchmark_data(
@@ -46,9 +44,7 @@ def _max_new_tokens(evaluation: dict[str, Any], bench: dict[str, Any]) -> int:
     return bench.get("max_new_tokens", evaluation["max_new_tokens"])
 
 
-def _sampling(bench: dict[str, Any], seed: int) -> Any:
-    from leafpipe.evaluation.generation import SamplingSpec
-
+def _sampling(bench: dict[str, Any], seed: int) -> SamplingSpec:
     return SamplingSpec(
         n=bench["n"],
         temperature=bench["temperature"],

@@ -3,7 +3,6 @@ models, the checked corpus."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,7 @@ from typing import Any
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import write_parquet
 from leafpipe.models.loading import trusts_remote_code
-from leafpipe.stages.common import _pick, _threads
-
-log = logging.getLogger("leafpipe")
+from leafpipe.stages.common import _pick, _threads, log
 
 # A role's keys that are not its architecture: where its weights come from (the workflow's),
 # whether its code may run (the loader's) and its pre-training (TrainSpec's).

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("leafpipe")
+from leafpipe.stages.common import log
 
 
 def report(

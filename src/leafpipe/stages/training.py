@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,8 @@ import torch
 from leafpipe.distill.variants import variant as variant_record
 from leafpipe.files.atomic import read_jsonl
 from leafpipe.models.loading import load_model, load_placed_model, trusts_remote_code
-from leafpipe.stages.common import _threads
+from leafpipe.stages.common import _threads, log
 from leafpipe.stages.specs import whole_config
-
-log = logging.getLogger("leafpipe")
 
 
 def _distill_groups(data_path: str | Path, originals_only: bool) -> list[Any]:
