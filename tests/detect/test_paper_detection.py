@@ -252,7 +252,5 @@ def test_the_two_response_scopes_flag_different_tokens(tokenizer, tiny_llama):
             if scopes == "segments"
             else reasoning_step_starts(text, "lines")
         )
-        assert spans and all(
-            span["reasoning_step_end"] == scope_starts[span["step"] + 1] for span in spans
-        )
+        assert spans and all(span["step_end"] == scope_starts[span["step"] + 1] for span in spans)
     assert (flags["segments"] != flags["steps"]).any()

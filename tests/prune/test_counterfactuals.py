@@ -110,7 +110,7 @@ def test_a_span_in_the_last_step_gives_no_counterfactual():
 
 def test_steps_come_from_the_scoring_split_or_the_spans_step_end():
     """A span's `step` indexes the reasoning steps of the split scoring used; a
-    `reasoning_step_end` written by detection (e.g. the end of the paper's earlier segment) takes
+    `step_end` written by detection (e.g. the end of the paper's earlier segment) takes
     precedence."""
     response = "A has 3.\nB has 4.\n\nSo 7."
     row = {"id": "p", "instruction": TEXT, "response": response}
@@ -125,7 +125,7 @@ def test_steps_come_from_the_scoring_split_or_the_spans_step_end():
     assert paragraphs["response"][paragraphs["train_from"] :] == "So 7."
     lines = build_counterfactuals([row], det, "instr_resp", split="lines")[1]
     assert lines["response"][lines["train_from"] :] == "B has 4.\n\nSo 7."
-    segment = {**span, "reasoning_step_end": response.index("So")}
+    segment = {**span, "step_end": response.index("So")}
     det = pd.DataFrame({"id": ["p"], "spans": [json.dumps([segment])]})
     ended = build_counterfactuals([row], det, "instr_resp", split="lines")[1]
     assert (

@@ -4,7 +4,7 @@ is never pruned.
 Spans are what pruning removes (leafpipe.prune.counterfactuals) and what tokens.parquet's `spans`
 column stores (docs/data-schemas.md): contiguous confounders of one field and one response scope,
 within the length limits of `DetectSpec`, each response span with the offset where the next
-response scope begins (`reasoning_step_end`).
+response scope begins (`step_end`).
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ def confounder_spans(
 ) -> list[dict[str, Any]]:
     """A sample's spans as tokens.parquet stores them: flagged tokens merged by `spec`'s rules,
     spans outside the length limits dropped (and unflagged in `flags` [n]), and each response
-    span given `reasoning_step_end`."""
+    span given `step_end`."""
     spans = merge_spans(flags, fields, steps, starts, ends, texts, spec.join_whitespace)
     spans = limit_span_lengths(spans, flags, spec)
     for span in spans:
         if span["field"] == RESPONSE:
-            span["reasoning_step_end"] = _next_scope_start(span["step"], fields, steps, starts)
+            span["step_end"] = _next_scope_start(span["step"], fields, steps, starts)
     return spans
 
 

@@ -47,10 +47,10 @@ def prune(text: str, start: int, end: int) -> str:
 
 def reasoning_step_end(span: dict[str, Any], starts: Sequence[int], length: int) -> int:
     """Where the reasoning step holding `span` ends (the next reasoning step's start), or `length`
-    for the last one. Detection may write it into the span as `reasoning_step_end`; else the
+    for the last one. Detection may write it into the span as `step_end`; else the
     span's `step` index is looked up in the response's reasoning-step starts."""
-    if "reasoning_step_end" in span:
-        return int(span["reasoning_step_end"])
+    if "step_end" in span:
+        return int(span["step_end"])
     k = int(span["step"]) + 1
     return starts[k] if k < len(starts) else length
 

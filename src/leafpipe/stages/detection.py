@@ -174,7 +174,7 @@ def counterfactuals(
 ) -> None:
     from leafpipe.prune.counterfactuals import build_counterfactuals
 
-    # Response spans carry `reasoning_step_end` (where the next scored scope starts); the scoring
+    # Response spans carry `step_end` (where the next scored scope starts); the scoring
     # split is the fallback for detections written without it.
     rows = build_counterfactuals(
         read_jsonl(corpus_path),
