@@ -103,6 +103,7 @@ def test_two_processes_train_the_weights_of_one(
         assert r1[:3] == r2[:3] and float(r1[loss]) == pytest.approx(float(r2[loss]), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
 def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path, fsdp):
     """SIGKILL to the whole process group after the first checkpoint; rerun, it resumes every

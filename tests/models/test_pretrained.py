@@ -88,6 +88,7 @@ def test_a_gguf_source_that_is_absent_is_a_clear_error(tmp_path):
         gguf_path({"file": str(tmp_path / "missing.gguf")})
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_the_shipped_smollm2_gguf_becomes_a_chat_model_that_answers(tmp_path):
     import_gguf(gguf_path(SMOLLM2), tmp_path / "teacher")
