@@ -2,8 +2,8 @@
 
 Four phases run through the library functions the pipeline's jobs call, on random-init models of
 a shape from `src/leafpipe/schema/model_shapes.yaml` (`--shape llama-3.2-1b`, read by
-`leafpipe.execution.plan.hub_shape`; no download) or a tiny Llama (`--shape tiny`, for a CPU smoke
-run), created directly on `--device`:
+`leafpipe.execution.model_shapes.hub_shape`; no download) or a tiny Llama (`--shape tiny`, for a
+CPU smoke run), created directly on `--device`:
 
 1. scoring: `leafpipe.detect.scoring.score_samples` (the paper's response-level scoring, ScoreSpec's
    defaults) with the model in bf16, its batch budget the scorer's own (`scoring.token_budget`:
@@ -85,10 +85,7 @@ from leafpipe.distill.teacher_cache import (  # noqa: E402
 )
 from leafpipe.distill.trainer import distill  # noqa: E402
 from leafpipe.evaluation.attention import AttentionSample, analysis_token_budget, attention_shares  # noqa: E402
-from leafpipe.execution import (
-    memory,  # noqa: E402
-    plan,
-)
+from leafpipe.execution import job_needs, memory, model_shapes, training_needs  # noqa: E402
 from leafpipe.execution.memory import ModelShape  # noqa: E402
 from leafpipe.text.templates import EncodedSample, encode_sample  # noqa: E402
 from leafpipe.text.tokenizer import train_tokenizer  # noqa: E402
@@ -259,7 +256,7 @@ def measure(device: str, run: Callable[[], object]) -> Measured:
 
 def planned_gpu_bytes(
     setup: Setup,
-    need: Callable[[plan.Run, str, int], plan.Need | None],
+    need: Callable[[job_needs.Run, str, int], job_needs.Need | None],
     key: str,
     tokens: int,
     **sections: Any,
@@ -267,7 +264,7 @@ def planned_gpu_bytes(
     """A planner row's GPU bytes for one GPU, every sample `tokens` long, `sections` replacing the
     config's (the run's budgets)."""
     shapes = {"teacher": setup.shape, "student": setup.shape}
-    run = plan.Run({**setup.config, **sections}, shapes, samples=1, tokens=tokens)
+    run = job_needs.Run({**setup.config, **sections}, shapes, samples=1, tokens=tokens)
     return need(run, key, 1).gpu_bytes
 
 
@@ -300,7 +297,7 @@ def scoring_phase(setup: Setup, model: PreTrainedModel, rows: Sequence[dict]) ->
     got = measure(setup.device, lambda: score_samples(model, setup.tokenizer, rows, spec))
     estimate = planned_gpu_bytes(
         setup,
-        plan.score_need,
+        job_needs.score_need,
         "student",
         longest(setup.tokenizer, rows),
         scoring={**setup.config["scoring"], "max_tokens": spec.max_tokens},
@@ -335,7 +332,7 @@ def cache_phase(
         ),
     )
     tokens = max(len(s) for s in samples)
-    estimate = planned_gpu_bytes(setup, plan.teacher_logits_need, "corpus", tokens)
+    estimate = planned_gpu_bytes(setup, job_needs.teacher_logits_need, "corpus", tokens)
     trained = sum(n_trained(s) for s in samples)  # the cache's rows
     batch_rows = largest_batch_rows(samples, settings["micro_batch"])
     host = memory.topk_cache_host_bytes(trained, TOP_K, batch_rows=batch_rows)
@@ -377,7 +374,9 @@ def attention_phase(setup: Setup, model: PreTrainedModel, rows: Sequence[dict]) 
             model, setup.tokenizer, samples, batch_size=settings["batch_size"], max_tokens=budget
         ),
     )
-    estimate = planned_gpu_bytes(setup, plan.attention_need, "student", tokens, attention=settings)
+    estimate = planned_gpu_bytes(
+        setup, job_needs.attention_need, "student", tokens, attention=settings
+    )
     return device_row(
         "attention", got, estimate, f"{len(rows)} samples of <= {tokens} tokens, budget {budget}"
     )
@@ -402,7 +401,7 @@ def distill_phase(setup: Setup, groups: Sequence[DistillGroup], cache: Path, wor
     )
     encoded = encode_groups(setup.tokenizer, groups)
     tokens = max(len(s) for g in encoded for s in (g.original, *g.counterfactuals))
-    estimate = planned_gpu_bytes(setup, plan.distill_need, "kd", tokens)
+    estimate = planned_gpu_bytes(setup, training_needs.distill_need, "kd", tokens)
     return device_row(
         "distillation (kd, top-k cache)",
         got,
@@ -433,7 +432,7 @@ def run_phases(args: argparse.Namespace, work: Path) -> list[Result]:
         seed=1,
     )
     shape = (
-        plan.hub_shape(preset.model)
+        model_shapes.hub_shape(preset.model)
         if isinstance(preset.model, str)
         else replace(preset.model, vocab=len(tokenizer))
     )

@@ -16,7 +16,7 @@ process's baseline and the kernel's resident high-water mark is reset (bench/com
 of the job's); after the stage the high-water mark is the job's peak. Compared with the
 planner's row for the same config (`leafpipe.execution.plan.plan`):
 - process: the peak of the imports (ru_maxrss then) and the resident memory after them, against
-  `leafpipe.execution.plan.PROCESS_BYTES`;
+  `leafpipe.execution.job_needs.PROCESS_BYTES`;
 - job: peak − baseline against the row's host bytes − PROCESS_BYTES (weights, training state,
   activations).
 The ratio estimate / measured is ≥ 1 when the planner's figure bounds the job from above.
@@ -203,7 +203,7 @@ def main() -> None:
     if args.job:
         run_job(args.job, args.work, args.threads)
         return
-    from leafpipe.execution import plan
+    from leafpipe.execution import job_needs, plan
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -215,10 +215,10 @@ def main() -> None:
         )
         for job, name in JOBS.items():
             got = measure(job, work, args.threads)
-            estimate = rows[name].need.host_bytes - plan.PROCESS_BYTES
+            estimate = rows[name].need.host_bytes - job_needs.PROCESS_BYTES
             measured = got["job"]
             print(
-                f"{name}: process estimate {plan.PROCESS_BYTES / MIB:.0f} MiB, "
+                f"{name}: process estimate {job_needs.PROCESS_BYTES / MIB:.0f} MiB, "
                 f"measured import peak {got['imports'] / MIB:.0f} MiB, "
                 f"resident after imports {got['baseline'] / MIB:.0f} MiB; job "
                 f"estimate {estimate / MIB:.0f} MiB, measured {measured / MIB:.0f} MiB, "

@@ -63,7 +63,7 @@ def test_the_llama_preset_builds_the_shipped_shape_with_the_planned_parameter_co
     monkeypatch, tokenizer
 ):
     bench = load_bench(monkeypatch)
-    shape = bench.plan.hub_shape(bench.PRESETS["llama-3.2-1b"].model)
+    shape = bench.model_shapes.hub_shape(bench.PRESETS["llama-3.2-1b"].model)
     config = bench.model_config(shape, tokenizer)
     assert bench.memory.model_shape(config) == shape
     model = bench.build_model(config, torch.bfloat16, "meta")  # no memory: shapes only

@@ -21,7 +21,8 @@ from leafpipe.data.corpus import (
     read_corpus,
     skipped_frame,
 )
-from leafpipe.evaluation.benchmarks import BenchmarkFormatError, load_benchmark
+from leafpipe.evaluation.benchmarks import load_benchmark
+from leafpipe.evaluation.rows import BenchmarkFormatError
 
 
 def _row(row_id: Any = "a", **fields: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kd_tensors import HS, B, T, V, make_tensors, reference_divergence, token_mask
+from tiny_models import tiny_model
 from torch import nn
 
 from leafpipe.distill.heads import SoftcappedHead, output_head, response_hidden
@@ -368,23 +369,13 @@ def test_response_hidden_is_what_the_lm_head_consumes(family, request, tokenizer
     torch.testing.assert_close(output_head(model)(hidden), out.logits)
 
 
-def test_output_head_applies_the_configs_final_logit_softcap():
+def test_output_head_applies_the_configs_final_logit_softcap(tokenizer):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    torch.manual_seed(0)
-    model = Gemma2ForCausalLM(
-        Gemma2Config(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            final_logit_softcapping=0.5,
-        )
-    ).eval()
-    ids = torch.randint(0, 64, (2, 7))
+    model = tiny_model(
+        Gemma2Config, Gemma2ForCausalLM, tokenizer, 0, head_dim=8, final_logit_softcapping=0.5
+    )
+    ids = torch.randint(0, len(tokenizer), (2, 7))
     mask = torch.ones_like(ids)
     head = output_head(model)
     assert isinstance(head, SoftcappedHead) and head.cap == 0.5

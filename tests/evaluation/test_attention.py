@@ -16,11 +16,8 @@ from leafpipe.evaluation.attention import (
     attention_shares,
     layer_masses,
 )
-from leafpipe.execution.memory import (
-    BUDGET_MARGIN,
-    attention_analysis_bytes,
-    model_shape,
-)
+from leafpipe.execution.memory import BUDGET_MARGIN, attention_analysis_bytes
+from leafpipe.execution.model_shapes import hub_shape
 from leafpipe.report.attention import attention_plot, attention_section
 from leafpipe.text.templates import INSTRUCTION, RESPONSE, encode_sample
 
@@ -470,19 +467,8 @@ def test_no_layers_attention_weights_outlive_the_layer(tiny_llama, tokenizer, at
 
 
 def test_the_token_budget_admits_the_batches_the_planner_counts_as_fitting():
-    """Llama-3.2-3B's shape at T = 4096 in bf16 on a GPU with 40 GiB free."""
-    shape = model_shape(
-        dict(
-            num_hidden_layers=28,
-            hidden_size=3072,
-            intermediate_size=8192,
-            num_attention_heads=24,
-            num_key_value_heads=8,
-            head_dim=128,
-            vocab_size=128256,
-            tie_word_embeddings=True,
-        )
-    )
+    """Llama-3.2-3B's shape (the shipped table's) at T = 4096 in bf16 on a GPU with 40 GiB free."""
+    shape = hub_shape("meta-llama/Llama-3.2-3B-Instruct")
     free, longest = 40 * 2**30, 4096
     batch = analysis_token_budget(shape, free, 2, longest) // longest
     fits = [

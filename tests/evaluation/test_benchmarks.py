@@ -20,14 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from leafpipe.evaluation import sources
-from leafpipe.evaluation.benchmarks import (
-    BENCHMARK_KINDS,
-    KINDS,
-    BenchmarkFormatError,
-    BenchmarkUnavailable,
-    assemble_program,
-    load_benchmark,
-)
+from leafpipe.evaluation.benchmarks import BENCHMARK_KINDS, load_benchmark
+from leafpipe.evaluation.kinds import KINDS
+from leafpipe.evaluation.rows import BenchmarkFormatError, assemble_program
+from leafpipe.evaluation.sources import BenchmarkUnavailable
 
 
 def _run(program: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import yaml
 
 from leafpipe.cli import main
 from leafpipe.config import load_config, validate_config
-from leafpipe.execution import model_shapes, plan
+from leafpipe.execution import job_needs, model_shapes, plan
 from leafpipe.execution.memory import ModelShape
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def test_every_hub_model_of_the_paper_configs_has_a_shipped_shape():
     shipped = model_shapes.shipped_shapes()
     for path in PAPER:
         models = yaml.safe_load(path.read_text())["models"]
-        assert {models[role]["path"] for role in plan.ROLES} <= shipped.keys(), path.name
+        assert {models[role]["path"] for role in model_shapes.ROLES} <= shipped.keys(), path.name
 
 
 @pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
@@ -80,13 +80,13 @@ def test_every_paper_config_fits_as_shipped(path):
 def test_an_undersized_gpu_is_refused_naming_the_job_and_its_numbers(capsys):
     raw = _config(PAPER_3B, hardware={"gpu_memory_gb": 16})
     row = _row(_plan(raw), "score (teacher)")
-    assert row.failures and row.need.gpu_bytes > 16 * plan.GIB
+    assert row.failures and row.need.gpu_bytes > 16 * job_needs.GIB
     config = Path(os.environ.get("TMPDIR", "/tmp")) / "undersized-plan.yaml"
     config.write_text(yaml.safe_dump(raw))
     assert main(["plan", str(config)]) == 1
     err = capsys.readouterr().err
     assert (
-        f"score (teacher): GPU memory {row.need.gpu_bytes / plan.GIB:.1f} GiB per GPU > 16 GiB"
+        f"score (teacher): GPU memory {row.need.gpu_bytes / job_needs.GIB:.1f} GiB per GPU > 16 GiB"
         in err
     )
 
@@ -148,7 +148,7 @@ def test_planned_memory_replaces_a_default_too_small_and_the_configs_own_wins():
     rows = plan.plan(config)
     validity = _row(rows, "validate_counterfactuals (instr)")
     assert "validate_counterfactuals" not in config["resources"]
-    planned = math.ceil(validity.need.host_bytes / plan.MB)
+    planned = math.ceil(validity.need.host_bytes / job_needs.MB)
     assert validity.mem_mb == planned > plan.WORLD_RESOURCES[validity.rule]["mem_mb"]
     # the same teacher as its score jobs: the same GPUs
     assert validity.gpus == config["resources"]["score"]["teacher"]["gpu"]

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from leafpipe.config import ConfigError, validate_config
 from leafpipe.data.built_corpus import corpus_from_benchmark
-from leafpipe.evaluation.benchmarks import BenchmarkFormatError
+from leafpipe.evaluation.rows import BenchmarkFormatError
 from leafpipe.models.pretrain import save_model
 from leafpipe.models.pretrained import (
     ModelSourceError,

@@ -12,17 +12,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from leafpipe.evaluation.benchmarks import (
-    KINDS,
-    MATH_FORMAT,
-    BenchmarkFormatError,
-    SkippedBenchmarkRow,
-    UnusableRow,
-    choose_origin,
-    convert_rows,
-    hub_rows,
-)
-from leafpipe.evaluation.rows import InputRow
+from leafpipe.evaluation.benchmarks import SkippedBenchmarkRow, convert_rows
+from leafpipe.evaluation.converters import MATH_FORMAT
+from leafpipe.evaluation.kinds import KINDS
+from leafpipe.evaluation.rows import BenchmarkFormatError, InputRow, UnusableRow
+from leafpipe.evaluation.sources import choose_origin, hub_rows
 
 CorpusRow = dict[str, Any]
 Taken = tuple[list[CorpusRow], list[SkippedBenchmarkRow]]

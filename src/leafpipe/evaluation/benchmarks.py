@@ -13,38 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypedDict
 
-from leafpipe.evaluation.converters import MATH_FORMAT
-from leafpipe.evaluation.kinds import KINDS, BenchmarkKind
-
-# BenchmarkFormatError, BenchmarkRow, CodeSpec and assemble_program are this module's API too.
-from leafpipe.evaluation.rows import (
-    BenchmarkFormatError,
-    BenchmarkRow,
-    CodeSpec,
-    InputRow,
-    UnusableRow,
-    assemble_program,
-)
-from leafpipe.evaluation.sources import BenchmarkUnavailable, choose_origin, hub_rows
-
-__all__ = [
-    "BENCHMARK_KINDS",
-    "KINDS",
-    "MATH_FORMAT",
-    "BenchmarkFormatError",
-    "BenchmarkKind",
-    "BenchmarkRow",
-    "BenchmarkUnavailable",
-    "CodeSpec",
-    "LoadedBenchmark",
-    "SkippedBenchmarkRow",
-    "UnusableRow",
-    "assemble_program",
-    "choose_origin",
-    "convert_rows",
-    "hub_rows",
-    "load_benchmark",
-]
+from leafpipe.evaluation.kinds import KINDS
+from leafpipe.evaluation.rows import BenchmarkFormatError, BenchmarkRow, InputRow, UnusableRow
+from leafpipe.evaluation.sources import choose_origin
 
 BENCHMARK_KINDS = tuple(KINDS)
 

@@ -38,7 +38,8 @@ def benchmark_rows(
     skipped, never scored as zero), `source`, `licence` and `skipped` (input rows left out, each
     with its reason).
     """
-    from leafpipe.evaluation.benchmarks import BenchmarkUnavailable, load_benchmark
+    from leafpipe.evaluation.benchmarks import load_benchmark
+    from leafpipe.evaluation.sources import BenchmarkUnavailable
 
     kind = entry_kind(bench)
     limit = bench.get("limit")

@@ -35,34 +35,8 @@ from leafpipe.execution.job_needs import (
     teacher_logits_need,
     validity_need,
 )
-from leafpipe.execution.model_shapes import ROLES, hub_shape
+from leafpipe.execution.model_shapes import ROLES
 from leafpipe.execution.training_needs import conversion_need, distill_need, pretrain_need
-
-# What the workflow, the CLI and the benchmarks read from here (the per-job needs and the models'
-# shapes live in job_needs, training_needs and model_shapes).
-__all__ = [
-    "GIB",
-    "MB",
-    "PROCESS_BYTES",
-    "ROLES",
-    "RUNTIME_HEADROOM",
-    "WORLD_RESOURCES",
-    "Need",
-    "Row",
-    "Run",
-    "attention_need",
-    "distill_need",
-    "failure_report",
-    "given_resources",
-    "hub_shape",
-    "job_kinds",
-    "plan",
-    "resources_for",
-    "retry_figure",
-    "score_need",
-    "table",
-    "teacher_logits_need",
-]
 
 # A CPU core's fp32 peak: two 16-lane FMA units (AVX-512) × 2 FLOP × 3 GHz. A job given no GPU
 # runs at `threads` × this × hardware.utilisation.
