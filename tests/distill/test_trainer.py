@@ -162,6 +162,15 @@ def test_head_precision_and_collective_timeout_come_from_the_config():
         DistillSpec(collective_timeout_min=0)
 
 
+def test_the_distill_section_keeps_the_workflows_keys_and_refuses_unknown_ones():
+    section = {"variants": ["kd"], "gpus": 2, "teacher_topk": None, "lam": 0.5}
+    assert DistillSpec.from_config(section, objective="kd", seed=0).lam == 0.5
+    with pytest.raises(
+        TypeError, match=r"DistillSpec has no field for the config key\(s\) \['lamda'\]"
+    ):
+        DistillSpec.from_config({**section, "lamda": 0.5}, objective="kd", seed=0)
+
+
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_the_trainer_applies_head_precision_to_either_loss(
     tokenizer, samples, tiny_llama, objective

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from leafpipe.spec_fields import known_fields
 
 # How counterfactuals enter an epoch (`leafpipe.distill.data`): each one a sample of its own
 # (`all`, the paper's mixed file) or one drawn per original (`draw_one`).
@@ -216,12 +218,9 @@ class DistillSpec:
     ) -> "DistillSpec":
         """The spec of a config's `distill` section. The keys that are not the trainer's
         (`NOT_FOR_TRAINER`) are left out; any other key it does not know is an error, never
-        dropped silently."""
-        nested = {"kd", "lora", "objective", "seed"}
-        names = {f.name for f in fields(cls)} - nested
-        unknown = sorted(set(settings) - names - nested - set(NOT_FOR_TRAINER))
-        if unknown:
-            raise TypeError(f"distill: {unknown} are not settings of the trainer (DistillSpec)")
+        dropped silently. `objective` and `seed` are the variant's and the replicate's."""
+        nested = ("kd", "lora")
+        flat = {k: v for k, v in settings.items() if k not in nested}
         lora = settings.get("lora")
         if lora:
             modules = lora.get("target_modules", LoraSpec.target_modules)
@@ -236,5 +235,5 @@ class DistillSpec:
             seed=seed,
             kd=KDSpec(**settings.get("kd", {})),
             lora=lora or None,
-            **{k: v for k, v in settings.items() if k in names},
+            **known_fields(cls, flat, not_for=NOT_FOR_TRAINER),
         )

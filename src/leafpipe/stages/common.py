@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import fields
 from typing import Any
+
+from leafpipe.spec_fields import known_fields
 
 # The logger of every stage module: one name, whose level `leafpipe.distill.parallel` raises on
 # all but the main process.
@@ -14,17 +15,9 @@ log = logging.getLogger("leafpipe")
 
 
 def _pick(cls: type, values: Mapping[str, Any], not_for: Collection[str] = ()) -> Any:
-    """Build a spec dataclass from config keys: every key is one of its fields or named in
-    `not_for` (a key of the same section that is deliberately for something else), so a
-    misspelt or new setting fails here instead of being dropped in silence."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names - set(not_for))
-    if unknown:
-        raise TypeError(
-            f"{cls.__name__} has no field for the config key(s) {unknown}; if a key is for "
-            "something else, name it in the caller's `not_for`"
-        )
-    return cls(**{k: v for k, v in values.items() if k in names})
+    """Build a spec dataclass from config keys (`spec_fields.known_fields`: every key is one of
+    its fields or named in `not_for`)."""
+    return cls(**known_fields(cls, values, not_for))
 
 
 def _threads(threads: int | None) -> None:
