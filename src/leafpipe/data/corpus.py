@@ -175,15 +175,35 @@ def read_corpus(
     count_tokens: Callable[[dict[str, Any]], int] | None = None,
     max_tokens: int | None = None,
 ) -> CorpusRead:
-    """The corpus rows of a JSONL file, each checked; bad rows stop the read or are skipped.
+    """The corpus rows of a JSONL file, each checked by `check_rows`; `file:line` names a row."""
+    with open(path, "rb") as fh:
+        return check_rows(
+            json_lines(fh),
+            os.fspath(path),
+            on_invalid=on_invalid,
+            count_tokens=count_tokens,
+            max_tokens=max_tokens,
+        )
+
+
+def check_rows(
+    numbered: Iterable[tuple[int, dict[str, Any] | LineProblem]],
+    where: str,
+    *,
+    on_invalid: Literal["error", "skip"] = "error",
+    count_tokens: Callable[[dict[str, Any]], int] | None = None,
+    max_tokens: int | None = None,
+) -> CorpusRead:
+    """The corpus rows of (line or row number, object or problem) pairs read from `where`, each
+    checked; bad rows stop the read or are skipped.
 
     A row needs `id` (a non-empty string, or an integer, which becomes its string) and non-blank
     string `instruction` and `response`; other fields are kept unchanged. A row whose id an earlier
     kept row has is invalid (ids key every later table); so is one with `count_tokens(row) >
     max_tokens`, when both are given. The first problem decides the reason. With
-    on_invalid="error" the first bad row raises CorpusError `"{path}:{line}: field 'f': reason"`
+    on_invalid="error" the first bad row raises CorpusError `"{where}:{line}: field 'f': reason"`
     (no field part for a problem with the whole line); with "skip" it is listed in `skipped`.
-    A file with no valid row raises CorpusError in both modes.
+    No valid row at all raises CorpusError in both modes.
     """
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
@@ -193,23 +213,21 @@ def read_corpus(
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-    where = os.fspath(path)
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedCorpusRow] = []
     first_line: dict[str, int] = {}  # id -> line of the kept row that has it
     input_rows = 0
-    with open(path, "rb") as fh:
-        for number, parsed in json_lines(fh):
-            input_rows += 1
-            checked = _check(parsed, first_line, count_tokens, max_tokens)
-            if isinstance(checked, _Bad):
-                bad = SkippedCorpusRow(where, number, *checked)
-                if on_invalid == "error":
-                    raise CorpusError(bad.message())
-                skipped.append(bad)
-                continue
-            first_line[checked["id"]] = number
-            rows.append(checked)
+    for number, parsed in numbered:
+        input_rows += 1
+        checked = _check(parsed, first_line, count_tokens, max_tokens)
+        if isinstance(checked, _Bad):
+            bad = SkippedCorpusRow(where, number, *checked)
+            if on_invalid == "error":
+                raise CorpusError(bad.message())
+            skipped.append(bad)
+            continue
+        first_line[checked["id"]] = number
+        rows.append(checked)
     if not rows:
         if not skipped:
             raise CorpusError(f"{where}: no rows (the file is empty or blank)")

@@ -8,8 +8,11 @@ content verbatim (`{{ content }}`) or trims its surrounding whitespace (Llama-3,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 INSTRUCTION = "instruction"
@@ -48,13 +51,47 @@ class EncodedSample:
         return mask
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, instruction: str, response: str | None) -> str:
-    messages = [{"role": "user", "content": instruction}]
+Turn = tuple[str, str]  # (role, content): a few-shot example's user or assistant message
+
+
+def _messages(
+    instruction: str, response: str | None, system: str | None, history: Sequence[Turn]
+) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    messages += [{"role": role, "content": content} for role, content in history]
+    messages.append({"role": "user", "content": instruction})
     if response is not None:
         messages.append({"role": "assistant", "content": response})
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=response is None
+    return messages
+
+
+def _folded(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The system prompt put at the start of the first user turn, as Gemma's and Mistral's own
+    later templates do, for a template that refuses a system role."""
+    system, first, *rest = messages
+    return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+
+
+def _render(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    response: str | None,
+    system: str | None = None,
+    history: Sequence[Turn] = (),
+) -> str:
+    """The chat as text. A system prompt is its own message, or, where the template raises on a
+    system role, the head of the first user turn; either way it is template text to the
+    callers, in neither the instruction's nor the response's tokens."""
+    messages = _messages(instruction, response, system, history)
+    render = partial(
+        tokenizer.apply_chat_template, tokenize=False, add_generation_prompt=response is None
     )
+    if system is None:
+        return render(messages)
+    try:
+        return render(messages)
+    except TemplateError:
+        return render(_folded(messages))
 
 
 # Stand-ins for the contents when rendering the template's skeleton: private-use characters, which
@@ -88,16 +125,23 @@ def _locate(text: str, content: str, at: int, what: str) -> tuple[int, int, int]
 
 
 def encode_sample(
-    tokenizer: PreTrainedTokenizerBase, instruction: str, response: str, train_from: int = 0
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    response: str,
+    train_from: int = 0,
+    *,
+    system: str | None = None,
 ) -> EncodedSample:
     """Tokenise a full (instruction, response) chat, labelling each token by field.
 
     A token that straddles template text and content (a BPE merge across the boundary) is
     labelled with the content's field, its offsets clipped to the content. `train_from`: see
-    `EncodedSample`; response tokens starting before it are context, not trained.
+    `EncodedSample`; response tokens starting before it are context, not trained. A `system`
+    prompt is rendered before the instruction and labelled as template text, so detection scores
+    none of its tokens and training predicts none.
     """
-    text = _render(tokenizer, instruction, response)
-    skeleton = _render(tokenizer, _INSTRUCTION_SLOT, _RESPONSE_SLOT)
+    text = _render(tokenizer, instruction, response, system)
+    skeleton = _render(tokenizer, _INSTRUCTION_SLOT, _RESPONSE_SLOT, system)
     instr_at, resp_at = skeleton.find(_INSTRUCTION_SLOT), skeleton.find(_RESPONSE_SLOT)
     if instr_at < 0 or resp_at < instr_at:
         raise ValueError(
@@ -126,7 +170,28 @@ def encode_sample(
     return EncodedSample(list(enc["input_ids"]), fields, offsets, train_from)
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str) -> list[int]:
-    """Token ids of the chat prompt up to and including the assistant's generation header."""
-    text = _render(tokenizer, instruction, None)
+def prompt_text(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    *,
+    system: str | None = None,
+    history: Sequence[Turn] = (),
+    prefix: str = "",
+) -> str:
+    """The chat prompt as text, up to and including the assistant's generation header: the
+    `system` prompt, the few-shot `history` turns, the instruction, then `prefix`, the start of
+    the assistant's answer that a protocol writes for the model (evalplus's code fence)."""
+    return _render(tokenizer, instruction, None, system, history) + prefix
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    *,
+    system: str | None = None,
+    history: Sequence[Turn] = (),
+    prefix: str = "",
+) -> list[int]:
+    """Token ids of `prompt_text`."""
+    text = prompt_text(tokenizer, instruction, system=system, history=history, prefix=prefix)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
