@@ -40,6 +40,8 @@ include: "workflow/rules/distillation.smk"
 include: "workflow/rules/attention.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/exports.smk"
+include: "workflow/rules/lm_eval.smk"
 
 
 rule all:
@@ -47,3 +49,5 @@ rule all:
     input:
         rules.report.output,
         every_product(),
+        EXPORT_TARGETS,
+        LM_EVAL_TARGETS,

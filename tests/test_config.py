@@ -41,7 +41,9 @@ def test_benchmark_entries_get_defaults_and_shipped_kinds_need_no_path():
         _with_benchmarks({"gsm8k": {"kind": "gsm8k", "limit": 5}, "w": {"split": "test"}}), "cfg"
     )
     gsm8k = config["evaluation"]["benchmarks"]["gsm8k"]
-    assert (gsm8k["n"], gsm8k["temperature"], gsm8k["k"], gsm8k["stop"]) == (1, 0.0, [1], [])
+    assert (gsm8k["n"], gsm8k["temperature"], gsm8k["k"]) == (1, 0.0, [1])
+    # No stop strings of its own: its protocol's apply (leafpipe.evaluation.protocols).
+    assert gsm8k["protocol"] == "leafpipe" and "stop" not in gsm8k
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,8 @@ STAGES: dict[str, Callable[..., None]] = {
         "generate",
         "grade",
         "report",
+        "export_samples",
+        "lm_eval",
     )
 }
 

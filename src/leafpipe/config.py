@@ -14,6 +14,7 @@ import yaml
 from leafpipe.distill.spec import DistillSpec
 from leafpipe.distill.variants import variant
 from leafpipe.evaluation.sampling import SamplingSpec
+from leafpipe.tracking.spec import TrackingSpec, TrackingUnavailable
 
 SCHEMA = Path(__file__).parent / "schema" / "config.schema.yaml"
 # owner/name, as on the Hugging Face hub; anything else must be a local path that exists.
@@ -38,6 +39,7 @@ def validate_config(config: dict[str, Any], where: str = "config") -> dict[str, 
     check_seeds(config, where)
     check_paths(config, where)
     check_distill(config, where)
+    check_tracking(config, where)
     # A config of one seed is its replicate's config: stages called with it read its seed.
     return for_seed(config) if len(config["seeds"]) == 1 else config
 
@@ -93,8 +95,18 @@ def check_distill(config: dict[str, Any], where: str = "config") -> None:
         )
 
 
+def check_tracking(config: dict[str, Any], where: str = "config") -> None:
+    """The run name's fields, and the backends of `report_to` installed: a missing one fails
+    here, before any job starts, not when training has run for hours."""
+    try:
+        TrackingSpec.from_config(config).require()
+    except (ValueError, TrackingUnavailable) as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 MODEL_ORIGINS = ("path", "gguf", "derive")
-CORPUS_ORIGINS = ("path", "benchmark", "hub")
+CORPUS_ORIGINS = ("path", "benchmark", "hub", "dataset")
+BENCHMARK_ORIGINS = ("path", "hub", "dataset")
 
 
 def model_role(model: str) -> str:
@@ -186,8 +198,11 @@ def check_paths(config: dict[str, Any], where: str = "config") -> None:
         kind = entry_kind(bench)
         if (kind == "world") != ("split" in bench):
             raise ConfigError(f"{entry}: a `split` belongs to kind world, and kind world needs one")
-        if kind == "jsonl" and "path" not in bench:
-            raise ConfigError(f"{entry}: kind jsonl needs a `path`")
+        given = given_origins(bench, BENCHMARK_ORIGINS)
+        if len(given) > 1:
+            raise ConfigError(f"{entry}: give one of path, hub, dataset, not {' and '.join(given)}")
+        if kind == "jsonl" and not {"path", "dataset"} & set(given):
+            raise ConfigError(f"{entry}: kind jsonl needs a `path` or a `dataset`")
         try:
             SamplingSpec(n=bench["n"], temperature=bench["temperature"], top_p=bench["top_p"])
         except ValueError as e:
@@ -208,13 +223,13 @@ def check_corpus_disjoint(config: dict[str, Any], where: str = "config") -> None
     given = given_origins(corpus, CORPUS_ORIGINS)
     if len(given) > 1:
         raise ConfigError(
-            f"{where}: corpus: give one of path, benchmark, hub, not {' and '.join(given)}"
+            f"{where}: corpus: give one of {', '.join(CORPUS_ORIGINS)}, not {' and '.join(given)}"
         )
     kind = corpus.get("benchmark")
     if not kind:
         return
     for name, bench in config["evaluation"]["benchmarks"].items():
-        if entry_kind(bench) != kind or "path" in bench or "hub" in bench:
+        if entry_kind(bench) != kind or given_origins(bench, BENCHMARK_ORIGINS):
             continue
         if bench.get("limit", float("inf")) > corpus["skip"]:
             raise ConfigError(
@@ -224,14 +239,43 @@ def check_corpus_disjoint(config: dict[str, Any], where: str = "config") -> None
             )
 
 
+# `datasets` builders that read local files (with data_files): naming one is not a hub lookup.
+_LOCAL_BUILDERS = frozenset({"parquet", "json", "csv", "text", "arrow"})
+
+
+def _hub_dataset(spec: dict[str, Any] | None) -> bool:
+    """Whether a `dataset:` spec names a hub dataset (not a local folder or file builder)."""
+    if not spec:
+        return False
+    name = str(spec["dataset"])
+    return name not in _LOCAL_BUILDERS and not Path(name).exists()
+
+
+def _hub_data(config: dict[str, Any]) -> bool:
+    """Whether the corpus or a benchmark is named on the hub: a hub file, a hub dataset, or a
+    LiveCodeBench release with no local folder."""
+    corpus = config["corpus"]
+    benches = config["evaluation"]["benchmarks"].values()
+    return (
+        bool(corpus.get("hub"))
+        or _hub_dataset(corpus.get("dataset"))
+        or any(
+            b.get("hub")
+            or _hub_dataset(b.get("dataset"))
+            or (b.get("release") and not b.get("path"))
+            for b in benches
+        )
+    )
+
+
 def go_offline_unless_hub_needed(config: dict[str, Any]) -> None:
-    """Set the Hugging Face offline switches unless a model is named by hub id.
+    """Set the Hugging Face offline switches unless a model or data is named on the hub.
 
     Offline, a stray hub lookup fails at once instead of after ~50 s of network time-outs;
-    a user who names a hub model keeps network access.
+    a user who names a hub model or hub data keeps network access.
     """
     hub = any(m.get("path") and not Path(m["path"]).exists() for m in config["models"].values())
-    if not hub:
+    if not (hub or _hub_data(config)):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

@@ -33,15 +33,31 @@ def _corpus(
     return info_path, rows, skipped_path
 
 
-def test_corpus_counts_add_up(tmp_path: Path) -> None:
+def test_corpus_counts_add_up_with_rows_left_out_by_reason(tmp_path: Path) -> None:
+    left_out = {"filter": 2, "sample": 1, "corpus.skip": 1}
+    info = {"rows_read": 9, "rows": 3, "skipped": 2, "left_out": left_out}
+    files = _corpus(tmp_path, 3, 2, {**info, "shortfall": {"source=c": 2}})
+    assert corpus_accounting(*files) == Accounted(
+        "corpus", "c.jsonl", 9, 3, 2, left_out, {"source=c": 2}
+    )
+
+
+def test_an_earlier_runs_corpus_info_counts_its_passed_over_rows(tmp_path: Path) -> None:
     files = _corpus(tmp_path, 3, 2, {"rows_read": 9, "rows": 3, "skipped": 2, "passed_over": 4})
-    assert corpus_accounting(*files) == Accounted("corpus", "c.jsonl", 9, 3, 2, 4)
+    assert corpus_accounting(*files).left_out == {"corpus.skip": 4}
 
 
 def test_a_row_neither_kept_nor_skipped_is_an_error(tmp_path: Path) -> None:
     files = _corpus(tmp_path, 3, 2, {"rows_read": 6, "rows": 3, "skipped": 2, "passed_over": 0})
     with pytest.raises(RowsLostError, match="6 rows read, but 3 kept"):
         corpus_accounting(*files)
+
+
+def test_rows_left_out_that_do_not_add_up_are_an_error(tmp_path: Path) -> None:
+    """The filter and the sample recorded one row fewer than the split lost."""
+    info = {"rows_read": 9, "rows": 3, "skipped": 2, "left_out": {"filter": 2, "sample": 1}}
+    with pytest.raises(RowsLostError, match="9 rows read, but 3 kept \\+ 2 skipped \\+ 3 left"):
+        corpus_accounting(*_corpus(tmp_path, 3, 2, info))
 
 
 def test_files_disagreeing_with_the_rule_is_an_error(tmp_path: Path) -> None:
@@ -67,17 +83,37 @@ def test_benchmark_counts_and_unavailable(tmp_path: Path) -> None:
             }
         )
     )
-    assert benchmark_accounting("gsm8k", info, rows) == Accounted("gsm8k", "pkg", 3, 2, 1, 0)
+    assert benchmark_accounting("gsm8k", info, rows) == Accounted("gsm8k", "pkg", 3, 2, 1)
     info.write_text(json.dumps({"available": False, "reason": "no data", "rows": 0, "skipped": []}))
     assert benchmark_accounting("gsm8k", info, rows) is None
 
 
-def test_section_has_a_line_per_input() -> None:
-    lines = accounting_section(
-        [Accounted("corpus", "c.jsonl", 9, 3, 2, 4), Accounted("gsm8k", "pkg", 3, 2, 1, 0)]
+def test_a_dataset_benchmark_counts_its_whole_split(tmp_path: Path) -> None:
+    rows = tmp_path / "math.jsonl"
+    rows.write_text('{"id": "a"}\n')
+    info = tmp_path / "math.info.json"
+    left_out = {"filter": 5, "sample": 3, "limit": 1}
+    info.write_text(
+        json.dumps(
+            {"source": "ds", "rows": 1, "skipped": [], "rows_read": 10, "left_out": left_out}
+        )
     )
-    assert "| corpus | `c.jsonl` | 9 | 3 | 2 | 4 |" in lines
+    assert benchmark_accounting("math", info, rows) == Accounted("math", "ds", 10, 1, 0, left_out)
+    info.write_text(json.dumps({"source": "ds", "rows": 1, "skipped": [], "rows_read": 11}))
+    with pytest.raises(RowsLostError, match="11 rows read"):
+        benchmark_accounting("math", info, rows)
+
+
+def test_section_has_a_line_per_input_and_the_reasons_rows_were_left_out() -> None:
+    lines = accounting_section(
+        [
+            Accounted("corpus", "c.jsonl", 9, 3, 2, {"filter": 3, "sample": 1}, {"source=c": 2}),
+            Accounted("gsm8k", "pkg", 3, 2, 1),
+        ]
+    )
+    assert "| corpus | `c.jsonl` | 9 | 3 | 2 | 4 (filter 3, sample 1) |" in lines
     assert "| gsm8k | `pkg` | 3 | 2 | 1 | 0 |" in lines
+    assert any("corpus: source=c lacked 2" in line for line in lines)
 
 
 def test_fault_lines_count_unjudged_samples_and_skipped_steps() -> None:

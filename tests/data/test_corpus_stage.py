@@ -97,6 +97,6 @@ def test_built_corpus_counts_the_rows_left_for_evaluation(tmp_path: Path) -> Non
     out = (tmp_path / "train.jsonl", tmp_path / "info.json", tmp_path / "skipped.parquet")
     stages.corpus(config, *out, held_out=[held_out])
     info = json.loads(out[1].read_text())
-    assert (info["rows"], info["passed_over"], info["held_out_checked"]) == (2, 8, 8)
+    assert (info["rows"], info["left_out"], info["held_out_checked"]) == (2, {"corpus.skip": 8}, 8)
     train, info_path, skipped = out
     assert corpus_accounting(info_path, train, skipped).read == info["rows_read"] == 10

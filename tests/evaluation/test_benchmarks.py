@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from contest_rows import CONTEST_ROW
 
 from leafpipe.evaluation import sources
 from leafpipe.evaluation.benchmarks import BENCHMARK_KINDS, load_benchmark
@@ -282,12 +283,17 @@ FIXTURES = {
                 "prompt": "def g():\n",
                 "entry_point": "g",
                 "test": "def check(candidate):\n    assert candidate() == 1\n",
+                "canonical_solution": "    return 1\n",
+                "base_input": [[]],
+                "plus_input": [[]],
+                "atol": 0,
             }
         ],
         "HumanEval/1",
         None,
     ),
     "livecodebench": ([LCB_FUNCTIONAL, LCB_STDIN], "abc1", None),
+    "leetcode_contest": ([CONTEST_ROW], CONTEST_ROW["task_id"], None),
     "hotpotqa": ([HOTPOT], "h1", ["Paris"]),
     "2wikimultihopqa": ([{"_id": "w1", "question": "Who?", "answer": "Ada"}], "w1", ["Ada"]),
     "musique": (
@@ -318,6 +324,7 @@ TASKS = {
     "humaneval": "code",
     "humaneval_plus": "code",
     "livecodebench": "code",
+    "leetcode_contest": "code",
     "hotpotqa": "qa",
     "2wikimultihopqa": "qa",
     "musique": "qa",
@@ -607,7 +614,7 @@ def test_hub_download_online_reads_the_file_and_reports_failures(tmp_path, monke
         (
             "HuggingFaceH4/MATH-500",
             "test.jsonl",
-            {"repo_type": "dataset", "local_files_only": False},
+            {"repo_type": "dataset", "revision": None, "local_files_only": False},
         )
     ]
     assert (

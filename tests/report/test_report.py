@@ -88,6 +88,7 @@ def test_files_written_atomically(report):
         "accuracy.png",
         "paired.csv",
         "per_seed.csv",
+        "results.json",
         "summary.csv",
         "summary.md",
         "summary.parquet",
@@ -361,7 +362,8 @@ def test_stage_report_pools_seeds_and_shows_sft_as_a_reference_row_not_a_leaf_ca
     paired = pd.read_csv(tmp_path / "report" / "paired.csv")
     assert list(dict.fromkeys(paired["model"])) == ["sft", "leaf_instr", "leaf_instr_resp"]
     verdicts = md.split("## Does LeaF help here?")[1].split("##")[0]
-    assert "LeaF (instr) on World test:" in verdicts and "SFT" not in verdicts
+    # Benchmarks are named with the protocol that asked them (report.pooled.column_label).
+    assert "LeaF (instr) on World test [leafpipe]:" in verdicts and "SFT" not in verdicts
     assert "## Reliance on distractors" in md and "Replicates: seed(s) 0, 1" in md
     frame = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert frame.set_index("model").loc["sft", "test"] == pytest.approx(45.0)

@@ -22,7 +22,7 @@ def scoring_rows(samples):
 def reference_scores(model, tokenizer, row, *, later_than=None, starts=None):
     """Plain autograd on one sample: ‖∂L/∂e‖ and |∂L/∂e · e| of the response loss at every
     position, or of the loss of the steps after `later_than` (steps from `starts`, or lines)."""
-    enc = encode_sample(tokenizer, row["instruction"], row["response"])
+    enc = encode_sample(tokenizer, row["instruction"], row["response"], system=row.get("system"))
     batch = collate([enc], tokenizer.pad_token_id)
     emb = model.get_input_embeddings().weight[batch.input_ids].clone().detach().requires_grad_(True)
     logits = model(inputs_embeds=emb).logits[0, :-1]

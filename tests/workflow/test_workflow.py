@@ -37,11 +37,13 @@ def run(tmp_path_factory) -> Path:
 
 def test_dry_run_plans_every_stage(tmp_path):
     """Every stage the `leafpipe` command runs, but importing or deriving a model (the micro config
-    trains its own) and caching the teacher's logits (it distils from the teacher itself)."""
+    trains its own), caching the teacher's logits (it distils from the teacher itself) and
+    lm_eval (off unless evaluation.lm_eval is set: tests/workflow/test_exports_rules.py)."""
     proc = snakemake(tmp_path / "results", "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr
     planned = proc.stdout + proc.stderr
-    for rule in sorted(STAGES.keys() - {"import_gguf", "derive_model", "teacher_logits"}):
+    unplanned = {"import_gguf", "derive_model", "teacher_logits", "lm_eval"}
+    for rule in sorted(STAGES.keys() - unplanned):
         assert f"\n{rule} " in planned, rule
 
 
@@ -248,7 +250,8 @@ def test_real_benchmarks_run_offline_and_absent_data_is_skipped_with_its_reason(
     assert skipped["available"] is False and "OlympiadBench" in skipped["reason"]
     summary = (run / "report" / "summary.md").read_text()
     assert "## Skipped benchmarks" in summary and "- `olympiad`: " in summary
-    assert "| GSM8K (n=3) |" in summary and "OlympiadBench" not in summary.split("## Skipped")[0]
+    assert "| GSM8K [leafpipe] (n=3) |" in summary  # the protocol names the column
+    assert "OlympiadBench" not in summary.split("## Skipped")[0]
 
 
 @pytest.mark.slow

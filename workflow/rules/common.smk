@@ -31,8 +31,9 @@ LEVELS = sorted({variant(v).level for v in VARIANTS} - {None})
 BENCHMARKS = list(config["evaluation"]["benchmarks"])
 SHARDS = list(range(config["scoring"]["shards"]))
 # Every later rule reads what rule `corpus` writes from the user's corpus.path or the world's split, checked
-# row by row (CORPUS_FILE), or a corpus it builds from a shipped benchmark or a hub dataset.
-BUILT_CORPUS = given_origins(config["corpus"], CORPUS_ORIGINS) in (["benchmark"], ["hub"])
+# row by row (CORPUS_FILE), or a corpus it builds from a shipped benchmark, a hub dataset file or
+# a dataset read through `datasets` (corpus.dataset).
+BUILT_CORPUS = given_origins(config["corpus"], CORPUS_ORIGINS) not in ([], ["path"])
 CORPUS_FILE = (
     None if BUILT_CORPUS else config["corpus"]["path"] or f"{RS}/world/distill_train.jsonl"
 )

@@ -47,6 +47,8 @@ rule report:
             labels={"result": "table (CSV)"},
         ),
         table_parquet=f"{R}/report/summary.parquet",  # not in the HTML report: it would show the bytes as text
+        # The same scores shaped as lm-evaluation-harness's results (leafpipe.report.lm_eval_results).
+        lm_eval_results=f"{R}/report/results.json",
         per_seed=report(
             f"{R}/report/per_seed.csv",
             caption="../report/per_seed.rst",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,15 @@ class Accounted:
     read: int
     kept: int
     skipped: int
-    left_out: int  # passed over on purpose (corpus.skip: the rows evaluation uses)
+    # Rows left out on purpose, by reason: corpus.skip (the rows evaluation uses), corpus.limit,
+    # a dataset's filter and sample, a benchmark's limit.
+    left_out: Mapping[str, int] = field(default_factory=dict)
+    # Rows a dataset's sample asked for but did not find, by group ("source=amc_aime").
+    shortfall: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def left_out_total(self) -> int:
+        return sum(self.left_out.values())
 
 
 def _lines(path: PathLike) -> int:
@@ -46,10 +54,10 @@ def _checked(entry: Accounted, recorded_kept: int, recorded_skipped: int) -> Acc
             f"{entry.name}: its files hold {entry.kept} rows and {entry.skipped} skipped, "
             f"but its rule recorded {recorded_kept} and {recorded_skipped}"
         )
-    if entry.read != entry.kept + entry.skipped + entry.left_out:
+    if entry.read != entry.kept + entry.skipped + entry.left_out_total:
         raise RowsLostError(
             f"{entry.name}: {entry.read} rows read, but {entry.kept} kept + "
-            f"{entry.skipped} skipped + {entry.left_out} left out"
+            f"{entry.skipped} skipped + {entry.left_out_total} left out"
         )
     return entry
 
@@ -65,27 +73,39 @@ def corpus_accounting(
         int(info["rows_read"]),
         _lines(corpus_path),
         pq.read_metadata(skipped_path).num_rows,
-        int(info["passed_over"]),
+        _left_out(info),
+        dict(info.get("shortfall", {})),
     )
     return _checked(entry, int(info["rows"]), int(info["skipped"]))
 
 
+def _left_out(info: Mapping[str, Any]) -> dict[str, int]:
+    """The corpus's left-out rows by reason; an earlier run's info.json has one number, the rows
+    corpus.skip passed over."""
+    if "left_out" not in info:
+        return {"corpus.skip": int(info["passed_over"])} if info["passed_over"] else {}
+    return {reason: int(n) for reason, n in info["left_out"].items()}
+
+
 def benchmark_accounting(name: str, info_path: PathLike, rows_path: PathLike) -> Accounted | None:
-    """A benchmark's counts (rows read up to its limit), checked against its rows file; None for a
-    benchmark with no data (the report lists it as skipped with its reason)."""
+    """A benchmark's counts, checked against its rows file; None for a benchmark with no data (the
+    report lists it as skipped with its reason). A benchmark read from a file reads rows only up
+    to its limit; one read through `datasets` reads its whole split and records the rows its
+    filter, sample and limit left out."""
     info: Mapping[str, Any] = json.loads(Path(info_path).read_text(encoding="utf-8"))
     if info.get("available") is False:
         return None
-    skipped = len(info["skipped"])
+    kept, skipped = int(info["rows"]), len(info["skipped"])
     entry = Accounted(
         name,
         str(info.get("source", "")),
-        int(info["rows"]) + skipped,
+        int(info.get("rows_read", kept + skipped)),
         _lines(rows_path),
         skipped,
-        0,
+        {reason: int(n) for reason, n in info.get("left_out", {}).items()},
+        dict(info.get("shortfall", {})),
     )
-    return _checked(entry, int(info["rows"]), skipped)
+    return _checked(entry, kept, skipped)
 
 
 def accounting_section(entries: Sequence[Accounted]) -> list[str]:
@@ -93,17 +113,28 @@ def accounting_section(entries: Sequence[Accounted]) -> list[str]:
         "## Data accounting",
         "",
         "Every row read is kept, skipped with its reason (`corpus/skipped.parquet`; a benchmark's "
-        "`eval_data/<name>.info.json`), or left out by the config (`corpus.skip`: the rows "
-        "evaluation uses). A benchmark reads rows only up to its `limit`.",
+        "`eval_data/<name>.info.json`), or left out by the config, by reason (`corpus.skip`: the "
+        "rows evaluation uses; `corpus.limit`; a dataset's `filter` and `sample`; a benchmark's "
+        "`limit`). A benchmark read from a file reads rows only up to its `limit`; one read "
+        "through `datasets` reads its whole split.",
         "",
         "| input | source | rows read | kept | skipped | left out |",
         "|---|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {e.name} | `{e.source}` | {e.read} | {e.kept} | {e.skipped} | {e.left_out} |"
+        f"| {e.name} | `{e.source}` | {e.read} | {e.kept} | {e.skipped} | {_left_out_cell(e)} |"
         for e in entries
     ]
+    short = [f"{e.name}: {group} lacked {n}" for e in entries for group, n in e.shortfall.items()]
+    if short:
+        lines += ["", f"Samples short of rows (all of a group's rows kept): {'; '.join(short)}."]
     return lines + [""]
+
+
+def _left_out_cell(entry: Accounted) -> str:
+    """`12 (filter 5, sample 7)`: the total, then each reason that left rows out."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in entry.left_out.items() if n)
+    return f"{entry.left_out_total} ({reasons})" if reasons else "0"
 
 
 def fault_lines(

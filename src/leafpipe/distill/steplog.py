@@ -1,5 +1,5 @@
-"""The step log of a run: its metrics.csv rows (and TensorBoard, through `Metrics`), the progress
-bar and the log lines of each step and epoch.
+"""The step log of a run: its metrics.csv rows (and the run's trackers, `report_to`, through
+`Metrics`), the progress bar and the log lines of each step and epoch.
 
 Kept apart from the steps themselves so that what a run reports can be read (and changed) in
 one place; the rows' columns are `leafpipe.distill.checkpoints.METRIC_COLUMNS`.
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from leafpipe.distill.checkpoints import Metrics, TrainingState
 from leafpipe.distill.objective import terms
 from leafpipe.distill.spec import DistillSpec
+from leafpipe.tracking.runs import RunPlan, start_run
 
 log = logging.getLogger("leafpipe.distill.trainer")  # the trainer's log lines keep its name
 
@@ -72,16 +73,23 @@ def _row(
 
 class StepLog:
     """The rows, progress bar and log lines of one session of a run (a resumed run starts a new
-    session with the rows so far)."""
+    session with the rows so far), and its tracked run (`tracking`, process 0 only), which the
+    trainer finishes after the summary (`summary`)."""
 
     def __init__(
-        self, work: Path, state: TrainingState, total_steps: int, objective: str, main: bool
+        self,
+        work: Path,
+        state: TrainingState,
+        total_steps: int,
+        objective: str,
+        main: bool,
+        tracking: RunPlan | None = None,
     ) -> None:
         self.started = time.monotonic()
         self.total_steps, self.main = total_steps, main
-        self.metrics = Metrics(
-            work, state.history, state.step if state.resumed else None, write=main
-        )
+        resumed_at = state.step if state.resumed else None
+        self.tracked = start_run(tracking, main=main, resumed_at=resumed_at)
+        self.metrics = Metrics(work, state.history, write=main, tracked=self.tracked)
         self.progress = tqdm(
             total=total_steps,
             initial=state.step,
@@ -98,6 +106,10 @@ class StepLog:
     def close(self) -> None:
         self.progress.close()
         self.metrics.close()
+
+    def summary(self, summary: Mapping[str, Any]) -> None:
+        """Send training.json's numbers and labels to the trackers, as `training/<key>`."""
+        self.tracked.log_summary({f"training/{k}": v for k, v in summary.items()})
 
     def step(
         self, state: TrainingState, lr: float, out: dict[str, Any], loss: float, log_every: int

@@ -70,6 +70,7 @@ from leafpipe.distill.steps import StepRunner
 from leafpipe.distill.summary import training_summary
 from leafpipe.distill.teacher_cache import TeacherCache
 from leafpipe.files.atomic import write_json
+from leafpipe.tracking.runs import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class _Trainer(TrainerParts, StepRunner, Checkpointing):
     """One run: the parts (`TrainerParts`), its steps (`StepRunner`) and checkpoints
     (`Checkpointing`), in the loop of `run`."""
 
-    def run(self) -> PreTrainedModel:
+    def run(self, tracking: RunPlan | None = None) -> PreTrainedModel:
         state = self._start()
         log_start(
             self.spec,
@@ -94,17 +95,20 @@ class _Trainer(TrainerParts, StepRunner, Checkpointing):
             processes=self.processes,
             sharded=self.sharded is not None,
         )
-        steplog = StepLog(self.work, state, self.total_steps, self.spec.objective, self.main)
+        steplog = StepLog(
+            self.work, state, self.total_steps, self.spec.objective, self.main, tracking
+        )
         self.student.train()
-        try:
-            while state.epoch <= self.spec.epochs:
-                steps = self._plan(state.epoch)
-                while state.position < len(steps):
-                    self._step(state, steps[state.position], steplog)
-                self._end_epoch(state, steplog)
-        finally:
-            steplog.close()
-        return self._finish(state, steplog.elapsed(state))
+        with steplog.tracked:  # finished after the summary; as failed on an error
+            try:
+                while state.epoch <= self.spec.epochs:
+                    steps = self._plan(state.epoch)
+                    while state.position < len(steps):
+                        self._step(state, steps[state.position], steplog)
+                    self._end_epoch(state, steplog)
+            finally:
+                steplog.close()
+            return self._finish(state, steplog.elapsed(state), steplog)
 
     def _step(self, state: TrainingState, step: Step, steplog: StepLog) -> None:
         """Take optimiser step `state.step` + 1, record it, checkpoint when due."""
@@ -167,8 +171,8 @@ class _Trainer(TrainerParts, StepRunner, Checkpointing):
             state.best_val, state.best_epoch = val_loss, state.epoch
             self._save_model(BEST)
 
-    def _finish(self, state: TrainingState, elapsed: float) -> PreTrainedModel:
-        """Process 0: the kept model, and training.json written."""
+    def _finish(self, state: TrainingState, elapsed: float, steplog: StepLog) -> PreTrainedModel:
+        """Process 0: the kept model, and training.json written and sent to the trackers."""
         if not self.main:  # process 0 alone keeps and saves the model
             return self.student.eval()
         if state.non_finite_steps:
@@ -181,7 +185,9 @@ class _Trainer(TrainerParts, StepRunner, Checkpointing):
             )
         keep, kept, kept_epoch = self._keep(state)
         model = self._kept_model(kept)
-        write_json(self._summary(state, keep, kept, kept_epoch, elapsed), self.work / TRAINING)
+        summary = self._summary(state, keep, kept, kept_epoch, elapsed)
+        write_json(summary, self.work / TRAINING)
+        steplog.summary(summary)
         return model.eval()
 
     def _keep(self, state: TrainingState) -> tuple[str, str, int | None]:
@@ -243,6 +249,7 @@ def distill(
     teacher_tokenizer: PreTrainedTokenizerBase | None = None,
     on_step: Callable[[int, dict[str, Any]], None] | None = None,
     teacher_cache: TeacherCache | None = None,
+    tracking: RunPlan | None = None,
 ) -> PreTrainedModel:
     """Train `student` toward `teacher` (or on the responses, for `objective="ce"`); return it.
 
@@ -263,7 +270,9 @@ def distill(
     used and removed. `on_step(step, metrics_row)` runs after each optimiser step (and after
     that step's checkpoint). The returned model holds the kept weights (`spec.keep`), merged
     when LoRA was used, in eval mode, on the training device; the teacher is frozen and moved
-    to that device too (in bf16 on a GPU). `threads` sets torch's CPU thread count.
+    to that device too (in bf16 on a GPU). `threads` sets torch's CPU thread count. `tracking`
+    names the run its metrics and summary go to besides metrics.csv and training.json (process 0
+    only; none without it).
     """
     if not groups:
         raise ValueError("no samples to distill")
@@ -282,4 +291,4 @@ def distill(
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="leafpipe-distill-"))
         return _Trainer(
             teacher, student, tokenizer, groups, spec, Path(work_dir), on_step, teacher_cache
-        ).run()
+        ).run(tracking)

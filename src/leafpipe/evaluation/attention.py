@@ -38,7 +38,8 @@ class AttentionSample:
 
     `planted_spans` is None where nobody knows where distractors are (real data); an empty
     sequence says there are none. `protected_spans`: text the config protects from pruning
-    (detection.protect), a kind of its own.
+    (detection.protect), a kind of its own. `system`: the corpus row's system prompt, rendered
+    as in training; its tokens are template text, whose mass no category counts.
     """
 
     instruction: str
@@ -46,6 +47,7 @@ class AttentionSample:
     confounder_spans: Sequence[tuple[int, int]]
     planted_spans: Sequence[tuple[int, int]] | None = None
     protected_spans: Sequence[tuple[int, int]] = ()
+    system: str | None = None
 
 
 def _overlapping(encoded: EncodedSample, spans: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -296,7 +298,9 @@ def attention_shares(
     """
     if not samples:
         raise ValueError("no samples to analyse")
-    encoded = [encode_sample(tokenizer, s.instruction, s.response) for s in samples]
+    encoded = [
+        encode_sample(tokenizer, s.instruction, s.response, system=s.system) for s in samples
+    ]
     # Any id will do: padding sits after every real token, so the causal mask hides it.
     pad = tokenizer.pad_token_id
     pad_id = pad if pad is not None else tokenizer.eos_token_id

@@ -42,6 +42,7 @@ def _math(row_id: str, question: str, answer: str) -> BenchmarkRow:
         "instruction": f"{question}\n\n{MATH_FORMAT}",
         "answer": answer,
         "code": None,
+        "question": question,
     }
 
 
@@ -115,7 +116,7 @@ def humaneval_row(row: InputRow) -> BenchmarkRow:
         "test": test,
         "cases": [],
     }
-    return code_row(task_id, instruction, spec)
+    return code_row(task_id, instruction, spec, question=prompt.strip())
 
 
 # --- multi-hop QA ---------------------------------------------------------------------------
@@ -193,4 +194,5 @@ def project_jsonl_row(row: InputRow) -> BenchmarkRow:
         "instruction": instruction,
         "answer": answer,
         "code": None,
+        "question": instruction,
     }

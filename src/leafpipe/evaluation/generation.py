@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from leafpipe.evaluation.protocols import prompt_parts
 from leafpipe.evaluation.sampling import SamplingSpec
 from leafpipe.text.templates import encode_prompt
 
@@ -102,7 +103,8 @@ def generate(
     sampling: SamplingSpec = SamplingSpec(),
     partial_path: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Complete each row's `instruction`; return `sampling.n` records per row, in input order.
+    """Complete each row's prompt (its `instruction` with the `system`, `history` and `prefix`
+    its protocol wrote into it); return `sampling.n` records per row, in input order.
 
     Generation stops at the tokenizer's end-of-turn token (its eos, `<|im_end|>` for ChatML) or
     at a stop string; `finish_reason` is `stop` then and `length` when `max_new_tokens` ran out
@@ -115,7 +117,7 @@ def generate(
     if eos_id is None:
         raise ValueError("the tokenizer has no eos token: generation would never stop")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    prompts = [encode_prompt(tokenizer, row["instruction"]) for row in rows]
+    prompts = [encode_prompt(tokenizer, row["instruction"], **prompt_parts(row)) for row in rows]
     # Longest first: a batch too big for memory fails in the first minute, not the last.
     order = sorted(range(len(rows)), key=lambda i: len(prompts[i]), reverse=True)
     plan = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
@@ -263,12 +265,18 @@ def completion_record(
     prompt_tokens: int,
     completion_tokens: int,
 ) -> dict[str, Any]:
-    """One line of a generations file (docs/data-schemas.md), whichever backend wrote it."""
+    """One line of a generations file (docs/data-schemas.md), whichever backend wrote it.
+
+    `completion` is the assistant's whole answer: the row's `prefix` (written for the model by its
+    protocol, e.g. evalplus' text that opens a python code fence) and then the generated text, so
+    that grading sees the code block the prefix opened. `completion_tokens` counts the generated
+    tokens only.
+    """
     record = {
         "id": row["id"],
         "sample": sample,
         "prompt": row["instruction"],
-        "completion": completion,
+        "completion": (row.get("prefix") or "") + completion,
         "finish_reason": finish_reason,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from leafpipe.evaluation.generation import SamplingSpec, completion_record
+from leafpipe.evaluation.protocols import prompt_parts
 from leafpipe.text.templates import encode_prompt
 
 
@@ -35,15 +36,17 @@ def generate_vllm(
     sampling: SamplingSpec = SamplingSpec(),
     gpu_memory_utilization: float = 0.9,
     trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> list[dict[str, Any]]:
-    """`sampling.n` records per row, in input order, with `generate`'s fields.
+    """`sampling.n` records per row, in input order, with `generate`'s fields; `revision` is a
+    hub id's pinned revision, of its weights and its tokenizer.
 
     vLLM cuts a completion before a stop string and stops at the model's end-of-turn token;
     its finish reason "stop" or "length" becomes the record's.
     """
     from vllm import LLM, SamplingParams
 
-    prompts = [encode_prompt(tokenizer, row["instruction"]) for row in rows]
+    prompts = [encode_prompt(tokenizer, row["instruction"], **prompt_parts(row)) for row in rows]
     llm = LLM(
         model=str(model_dir),
         tokenizer=str(model_dir),
@@ -51,6 +54,8 @@ def generate_vllm(
         seed=sampling.seed,
         gpu_memory_utilization=gpu_memory_utilization,
         trust_remote_code=trust_remote_code,
+        revision=revision,
+        tokenizer_revision=revision,
     )
     params = SamplingParams(
         n=sampling.n,

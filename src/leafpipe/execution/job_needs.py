@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from leafpipe.config import CORPUS_ORIGINS, given_origins, weights_origin
+from leafpipe.evaluation.protocols import max_new_tokens
 from leafpipe.execution import memory
 from leafpipe.execution.memory import ModelShape
 from leafpipe.execution.model_shapes import ROLES, role_shapes
@@ -206,10 +207,9 @@ def attention_need(run: Run, model: str, gpus: int) -> Need | None:
 
 
 def _longest_new_tokens(evaluation: Mapping[str, Any]) -> int:
-    return max(
-        b.get("max_new_tokens", evaluation["max_new_tokens"])
-        for b in evaluation["benchmarks"].values()
-    )
+    """The longest completion any benchmark asks for: its own limit, else its protocol's, else
+    the evaluation's (`protocols.max_new_tokens`, the order generation uses)."""
+    return max(max_new_tokens(evaluation, b) for b in evaluation["benchmarks"].values())
 
 
 def _benchmark_problems(run: Run) -> int | None:

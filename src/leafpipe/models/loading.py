@@ -1,5 +1,5 @@
 """Loading models: a causal LM and its tokenizer, placed on the job's GPUs, with remote code only
-when trusted."""
+when trusted and at the hub revision the config pins."""
 
 from __future__ import annotations
 
@@ -21,26 +21,47 @@ def trusts_remote_code(config: dict[str, Any], model: str) -> bool:
     return bool(config.get("models", {}).get(role, {}).get("trust_remote_code", False))
 
 
+def pinned_revision(config: dict[str, Any], model: str) -> str | None:
+    """The hub revision (branch, tag or commit) a role's `path` is loaded at: its `revision`, so
+    that a rerun months later loads the same weights and tokenizer. None where none is pinned,
+    and for a distilled variant, which is a folder this run wrote, not a hub id."""
+    if model_role(model) != model:
+        return None
+    return config.get("models", {}).get(model, {}).get("revision")
+
+
+def hub_options(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """`from_pretrained`'s keywords for a model: `trust_remote_code` and `revision`."""
+    return {
+        "trust_remote_code": trusts_remote_code(config, model),
+        "revision": pinned_revision(config, model),
+    }
+
+
 def load_model(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
     *,
     trust_remote_code: bool = False,
+    revision: str | None = None,
     **options: Any,
 ) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer from a folder or hub id."""
+    """A causal LM and its tokenizer from a folder or hub id (at `revision`: the hub's default
+    branch when None; a folder has no revisions and ignores it)."""
     from transformers import AutoModelForCausalLM
 
     from leafpipe.text.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, trust_remote_code=trust_remote_code, **options
+        str(path), dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, **options
     )
     return model, tokenizer
 
 
-def load_placed_model(path: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load_placed_model(
+    path: str | Path, *, trust_remote_code: bool = False, revision: str | None = None
+) -> tuple[Any, Any]:
     """A model in eval mode on the job's GPUs, which are all the GPUs it sees
     (`leafpipe.execution.devices` claimed them): in bf16, whole on one, split layer by layer over
     several (a 70B teacher needs about four 80 GB GPUs); in float32 on the CPU without any.
@@ -52,7 +73,9 @@ def load_placed_model(path: str | Path, *, trust_remote_code: bool = False) -> t
     """
     gpus = torch.cuda.device_count()
     if not gpus:
-        model, tok = load_model(path, torch.float32, trust_remote_code=trust_remote_code)
+        model, tok = load_model(
+            path, torch.float32, trust_remote_code=trust_remote_code, revision=revision
+        )
         return model.eval(), tok
     placement: dict[str, Any] = {"device_map": {"": 0}}
     if gpus > 1:
@@ -60,7 +83,13 @@ def load_placed_model(path: str | Path, *, trust_remote_code: bool = False) -> t
             "device_map": "balanced",
             "max_memory": {i: torch.cuda.mem_get_info(i)[0] for i in range(gpus)},
         }
-    model, tok = load_model(path, torch.bfloat16, trust_remote_code=trust_remote_code, **placement)
+    model, tok = load_model(
+        path,
+        torch.bfloat16,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        **placement,
+    )
     offloaded = sorted(
         {str(d) for d in getattr(model, "hf_device_map", {}).values()} & {"cpu", "disk"}
     )

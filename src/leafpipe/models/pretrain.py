@@ -128,7 +128,10 @@ def train_lm(
         torch.set_num_threads(threads)
     emit = log.info if isinstance(log, logging.Logger) else log
     torch.manual_seed(spec.seed)
-    samples = [encode_sample(tokenizer, r["instruction"], r["response"]) for r in rows]
+    samples = [
+        encode_sample(tokenizer, r["instruction"], r["response"], system=r.get("system"))
+        for r in rows
+    ]
     per_epoch = math.ceil(len(samples) / spec.batch_size)
     total = per_epoch * spec.epochs
     warmup = max(1, round(spec.warmup_ratio * total))

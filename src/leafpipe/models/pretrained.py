@@ -82,9 +82,11 @@ def derive_student(
     out_dir: str | Path,
     *,
     trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> None:
     """A student made of a subset of the teacher's decoder layers (embeddings, final norm and
-    head kept): same tokenizer and chat template, so scores and KD need no token alignment."""
+    head kept): same tokenizer and chat template, so scores and KD need no token alignment.
+    `revision`: the teacher hub id's pinned revision."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -92,7 +94,10 @@ def derive_student(
     from leafpipe.text.tokenizer import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(
-        str(teacher_dir), dtype=torch.float32, trust_remote_code=trust_remote_code
+        str(teacher_dir),
+        dtype=torch.float32,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
     )
     decoder = model.get_decoder()
     total = len(decoder.layers)
@@ -108,4 +113,5 @@ def derive_student(
     log.info(
         "student: layers %s of %d, %.1fM parameters", keep, total, model.num_parameters() / 1e6
     )
-    save_model(model, load_tokenizer(teacher_dir, trust_remote_code=trust_remote_code), out_dir)
+    tokenizer = load_tokenizer(teacher_dir, trust_remote_code=trust_remote_code, revision=revision)
+    save_model(model, tokenizer, out_dir)

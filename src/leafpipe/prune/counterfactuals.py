@@ -9,7 +9,8 @@ A span in reasoning step k of the response gives a counterfactual whose response
 steps 0..k with the span pruned followed by the later reasoning steps unchanged, and whose
 `train_from` is where reasoning step k + 1 starts in that text: the pruned reasoning steps are
 context, only the later ones are trained (`EncodedSample`), as in the paper's code. A span in the
-last reasoning step has nothing after it and gives none.
+last reasoning step has nothing after it and gives none. A row's system prompt goes unchanged
+into each of its counterfactuals.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def _cut(span: dict[str, Any], text: str, starts: Sequence[int]) -> int | None:
     return None if cut >= len(text) else cut
 
 
+def _system(row: dict[str, Any]) -> dict[str, str]:
+    """The row's system prompt as the one field every row made from it carries, or no field: a
+    corpus without system prompts gives the same files as before they existed. Pruning never
+    touches it; it is template text to detection."""
+    system = row.get("system")
+    return {} if system is None else {"system": system}
+
+
 def _original(row: dict[str, Any]) -> dict[str, Any]:
     """The row itself as the first of its counterfactual rows: nothing removed, all trained."""
     source_id = str(row["id"])
@@ -74,6 +83,7 @@ def _original(row: dict[str, Any]) -> dict[str, Any]:
         "kind": "original",
         "instruction": row["instruction"],
         "response": row["response"],
+        **_system(row),
         "removed": [],
         "train_from": 0,
     }
@@ -121,6 +131,7 @@ def counterfactual_rows(
                 "kind": "counterfactual",
                 "instruction": row["instruction"],
                 "response": row["response"],
+                **_system(row),
                 field: pruned,
                 "removed": [{"field": field, "start": start, "end": end, "text": text[start:end]}],
                 "train_from": len(head) if field == RESPONSE else 0,

@@ -147,7 +147,13 @@ def loss_rises(
     encode = [originals[s] for s in sources] + cfs
     # An original is trained from 0; its losses over a counterfactual's text are picked below.
     samples = [
-        encode_sample(tokenizer, r["instruction"], r["response"], int(r.get("train_from", 0)))
+        encode_sample(
+            tokenizer,
+            r["instruction"],
+            r["response"],
+            int(r.get("train_from", 0)),
+            system=r.get("system"),
+        )
         for r in encode
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

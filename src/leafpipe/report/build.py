@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from leafpipe.data.accounting import Accounted, accounting_section, fault_lines
-from leafpipe.files.atomic import atomic_path, write_text
+from leafpipe.files.atomic import atomic_path, write_json, write_text
 from leafpipe.files.provenance import write_parquet
 from leafpipe.report.accuracy import (
     Tables,
@@ -43,6 +43,7 @@ from leafpipe.report.comparisons import (
     reliance_section,
 )
 from leafpipe.report.detection import detection_section
+from leafpipe.report.lm_eval_results import lm_eval_results
 from leafpipe.report.paired_stats import PairedComparison
 from leafpipe.report.run_record import RunRecord
 
@@ -91,11 +92,15 @@ def _results(
 
 
 def _write_tables(out: Path, results: _Results) -> None:
-    """summary.csv and summary.parquet (the results table), per_seed.csv and paired.csv."""
+    """summary.csv and summary.parquet (the results table), results.json (the same scores shaped
+    as lm-evaluation-harness's results), per_seed.csv and paired.csv."""
     models, benchmarks = results.models, results.benchmarks
     frame = summary_frame(results.tables, models, results.model_labels, benchmarks)
     with atomic_path(out / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False)
+    write_json(
+        lm_eval_results(results.tables, models, results.benchmark_labels), out / "results.json"
+    )
     write_parquet(frame, out / "summary.parquet")
     with atomic_path(out / "per_seed.csv") as tmp:
         per_seed_frame(results.tables, models, benchmarks).to_csv(tmp, index=False)

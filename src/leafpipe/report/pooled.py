@@ -21,6 +21,7 @@ import pandas as pd
 from leafpipe.data.accounting import Accounted, benchmark_accounting, corpus_accounting
 from leafpipe.distill.variants import MODEL_LABELS
 from leafpipe.distill.variants import variant as variant_record
+from leafpipe.evaluation.protocols import DEFAULT as DEFAULT_PROTOCOL
 from leafpipe.files.atomic import read_jsonl
 from leafpipe.report.build import build_report
 from leafpipe.report.detection_variants import variants_section
@@ -90,6 +91,31 @@ def read_outcomes(
             first.setdefault(str(row["id"]), bool(row["correct"]))
         outcomes[(int(score["seed"]), score["model"], score["benchmark"])] = first
     return outcomes
+
+
+def column_label(name: str, entry: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+    """A benchmark's column header: its label, the protocol that asked it (numbers are comparable
+    with a published harness's only under its protocol) and, when its data stands in for the
+    benchmark's own (info.json's `substitute`, e.g. a 311-problem subset of MATH-500), that note:
+    "<label> [<protocol>] (<substitute>)". `info` is the benchmark's info.json ({} when the
+    run has none); its protocol, what the rows were built with, wins over the entry's."""
+    protocol = info.get("protocol") or entry.get("protocol") or DEFAULT_PROTOCOL
+    label = f"{entry.get('label', name)} [{protocol}]"
+    substitute = info.get("substitute")
+    return f"{label} ({substitute})" if substitute else label
+
+
+def benchmark_labels(
+    benchmarks: Mapping[str, Mapping[str, Any]], bench_files: Sequence[PathLike]
+) -> dict[str, str]:
+    """Each benchmark's `column_label`, from one seed's benchmark files (info.json and rows per
+    benchmark, in the config's order; none: from the entries alone). Every seed asks a
+    benchmark the same way."""
+    infos = [_read(path) for path in bench_files[::2]] or [{}] * len(benchmarks)
+    return {
+        name: column_label(name, entry, info)
+        for (name, entry), info in zip(benchmarks.items(), infos, strict=True)
+    }
 
 
 def reliance_benchmarks(benchmarks: dict[str, Any]) -> tuple[str, str] | None:
@@ -168,7 +194,7 @@ def write_pooled_report(
         out_dir,
         model_order=["teacher", "student", *variants],
         model_labels=MODEL_LABELS,
-        benchmark_labels={name: b.get("label", name) for name, b in benchmarks.items()},
+        benchmark_labels=benchmark_labels(benchmarks, split["benchmark files"][seeds[0]]),
         notes=setting_notes(config),
         candidates=[v for v in variants if variant_record(v).is_leaf],
         outcomes=read_outcomes(loaded, files.graded) if files.graded else None,

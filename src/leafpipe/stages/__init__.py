@@ -35,6 +35,8 @@ _HOMES = {
     "generate": "evaluation",
     "grade": "evaluation",
     "report": "reporting",
+    "export_samples": "exports",
+    "lm_eval": "exports",
     "shard_rows": "common",
 }
 _LOADING = ("load_model", "load_placed_model", "trusts_remote_code")

@@ -7,7 +7,7 @@ from typing import Any
 
 from leafpipe.files.atomic import atomic_path, read_jsonl
 from leafpipe.files.provenance import read_parquet
-from leafpipe.models.loading import load_placed_model, trusts_remote_code
+from leafpipe.models.loading import hub_options, load_placed_model
 from leafpipe.stages.common import _threads, log
 
 
@@ -59,9 +59,10 @@ def attention(
                 spans,
                 [tuple(p) for p in planted] if planted is not None else None,
                 protected_spans(row["instruction"], config["detection"]["protect"]),
+                system=row.get("system"),
             )
         )
-    loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
+    loaded, tok = load_placed_model(model_dir, **hub_options(config, model))
     table = attention_shares(
         loaded, tok, samples, batch_size=settings["batch_size"], max_tokens=settings["max_tokens"]
     )

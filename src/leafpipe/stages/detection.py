@@ -11,7 +11,7 @@ import pandas as pd
 
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import read_parquet, write_parquet
-from leafpipe.models.loading import load_placed_model, trusts_remote_code
+from leafpipe.models.loading import hub_options, load_placed_model
 from leafpipe.stages.common import _pick, _threads, log, shard_rows
 
 # The detection keys that are not DetectSpec's: per-domain overrides (read by `detect`), and two
@@ -51,7 +51,7 @@ def score(
         not_for=("shards",),  # the workflow's number of score jobs, read below
     )
     rows = shard_rows(read_jsonl(corpus_path), int(shard), scoring["shards"])
-    loaded, tok = load_placed_model(model_dir, trust_remote_code=trusts_remote_code(config, model))
+    loaded, tok = load_placed_model(model_dir, **hub_options(config, model))
     frame = score_samples(loaded, tok, rows, spec)
     write_parquet(frame, out_path, inputs=[model_dir, corpus_path])
     log.info(
@@ -224,9 +224,7 @@ def validate_counterfactuals(
     if spec.check:
         roles = {"teacher": teacher_dir, **({"student": student_dir} if spec.student else {})}
         for role, model_dir in roles.items():
-            model, tok = load_placed_model(
-                model_dir, trust_remote_code=trusts_remote_code(config, role)
-            )
+            model, tok = load_placed_model(model_dir, **hub_options(config, role))
             rises[role] = loss_rises(model, tok, rows, spec.max_tokens)
             del model  # before the next model loads
     rows = annotate(rows, rises.get("teacher"), rises.get("student"))

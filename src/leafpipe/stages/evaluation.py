@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from leafpipe.evaluation.protocols import max_new_tokens, protocol_of, protocol_rows, stop_strings
 from leafpipe.evaluation.sampling import SamplingSpec
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
-from leafpipe.models.loading import load_placed_model, trusts_remote_code
+from leafpipe.models.loading import hub_options, load_placed_model
 from leafpipe.stages.common import _threads, log, shard_rows
 
 
@@ -19,8 +20,8 @@ def benchmark_data(
     info_path: str | Path,
     input_path: str | Path | None = None,
 ) -> None:
-    """A benchmark's normalised rows (docs/benchmarks.md) and its info: source, licence, skipped
-    rows.
+    """A benchmark's normalised rows (docs/benchmarks.md), asked as its protocol asks them (the
+    rows hold the prompt's parts), and its info: source, licence, protocol, skipped rows.
 
     Absent data (no file, no data package, offline) is not an error: the rows are empty and the
     info says why, so the report shows the benchmark as skipped with that reason.
@@ -28,9 +29,11 @@ def benchmark_data(
     from leafpipe.evaluation.registry import benchmark_rows
 
     bench = config["evaluation"]["benchmarks"][benchmark]
+    protocol = protocol_of(bench)
     rows, info = benchmark_rows(bench, str(input_path) if input_path else None)
+    rows = protocol_rows(protocol, rows, benchmark, info["kind"])
     write_jsonl(rows, out_path)
-    write_json({"benchmark": benchmark, **info}, info_path)
+    write_json({"benchmark": benchmark, **info, "protocol": protocol.name}, info_path)
     log.info(
         "benchmark %s: %d rows (%s), %d skipped",
         benchmark,
@@ -40,16 +43,12 @@ def benchmark_data(
     )
 
 
-def _max_new_tokens(evaluation: dict[str, Any], bench: dict[str, Any]) -> int:
-    return bench.get("max_new_tokens", evaluation["max_new_tokens"])
-
-
 def _sampling(bench: dict[str, Any], seed: int) -> SamplingSpec:
     return SamplingSpec(
         n=bench["n"],
         temperature=bench["temperature"],
         top_p=bench["top_p"],
-        stop=tuple(bench["stop"]),
+        stop=stop_strings(bench),
         seed=seed,
     )
 
@@ -78,29 +77,29 @@ def generate(
         return
     from leafpipe.evaluation.generation_vllm import generate_vllm, vllm_usable
 
-    max_new = _max_new_tokens(evaluation, bench)
+    max_new = max_new_tokens(evaluation, bench)
     sampling = _sampling(bench, config["seed"])
     backend = evaluation["backend"]
     if backend == "vllm" and not vllm_usable():
         raise RuntimeError(
             "evaluation.backend is vllm, but vLLM is not installed or no GPU is visible"
         )
-    trust = trusts_remote_code(config, model)
+    options = hub_options(config, model)
     if backend == "vllm" or (backend == "auto" and vllm_usable()):
         from leafpipe.text.tokenizer import load_tokenizer
 
         log.info("generating with vLLM")
         out = generate_vllm(
             model_dir,
-            load_tokenizer(model_dir, trust_remote_code=trust),
+            load_tokenizer(model_dir, **options),
             rows,
             max_new_tokens=max_new,
             sampling=sampling,
-            trust_remote_code=trust,
+            **options,
         )
         write_jsonl(out, out_path)
         return
-    loaded, tok = load_placed_model(model_dir, trust_remote_code=trust)
+    loaded, tok = load_placed_model(model_dir, **options)
     partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
     out = run_generate(
         loaded,
@@ -139,7 +138,8 @@ def grade(
         model=model,
         benchmark=benchmark,
         batch_size=evaluation["batch_size"],
-        max_new_tokens=_max_new_tokens(evaluation, bench),
+        max_new_tokens=max_new_tokens(evaluation, bench),
+        protocol=protocol_of(bench).name,
         decoding="greedy"
         if bench["temperature"] == 0
         else f"sampled: n={bench['n']}, temperature={bench['temperature']}, top_p={bench['top_p']}",

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import write_parquet
-from leafpipe.models.loading import trusts_remote_code
+from leafpipe.models.loading import hub_options
 from leafpipe.stages.common import _pick, _threads, log
+
+if TYPE_CHECKING:
+    from leafpipe.data.built_corpus import TakenCorpus
 
 # A role's keys that are not its architecture: where its weights come from (the workflow's),
 # whether its code may run (the loader's) and its pre-training (TrainSpec's).
@@ -83,7 +86,7 @@ def derive_model(
         parent_dir,
         spec["layers"],
         out_dir,
-        trust_remote_code=trusts_remote_code(config, spec["from"]),
+        **hub_options(config, spec["from"]),
     )
 
 
@@ -99,14 +102,17 @@ def _context_check(config: dict[str, Any], tokenizer_dir: str | Path | None) -> 
     from leafpipe.text.templates import encode_sample
     from leafpipe.text.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(tokenizer_dir, trust_remote_code=trusts_remote_code(config, "student"))
-    return lambda row: len(encode_sample(tok, row["instruction"], row["response"]).input_ids)
+    tok = load_tokenizer(tokenizer_dir, **hub_options(config, "student"))
+    return lambda row: len(
+        encode_sample(tok, row["instruction"], row["response"], system=row.get("system")).input_ids
+    )
 
 
 def _read_corpus_file(
     spec: dict[str, Any], corpus_file: str | Path, count_tokens: Any
-) -> tuple[list[Any], list[Any], str]:
-    """(rows, skipped rows, where from) of a corpus file, checked row by row."""
+) -> TakenCorpus:
+    """A corpus file, checked row by row."""
+    from leafpipe.data.built_corpus import TakenCorpus
     from leafpipe.data.corpus import read_corpus
 
     read = read_corpus(
@@ -115,15 +121,30 @@ def _read_corpus_file(
         count_tokens=count_tokens,
         max_tokens=spec["max_tokens"],
     )
-    return read.rows, read.skipped, str(corpus_file)
+    return TakenCorpus(read.rows, read.skipped, str(corpus_file), read.input_rows)
 
 
-def _build_corpus(
-    spec: dict[str, Any], held_out_ids: list[Any], count_tokens: Any
-) -> tuple[list[Any], list[Any], str]:
-    """(rows, skipped rows, where from) of a corpus built from a shipped benchmark or a hub file,
-    which skip unusable rows as benchmarks do."""
-    from leafpipe.data.built_corpus import corpus_from_benchmark, corpus_from_hub
+def _dataset_corpus(spec: dict[str, Any], count_tokens: Any) -> TakenCorpus:
+    """The rows corpus.dataset chooses, checked as a corpus file's rows are; a dataset that
+    cannot be had here is an error saying what to do."""
+    from leafpipe.data.built_corpus import corpus_from_dataset
+    from leafpipe.data.hf_dataset import DatasetSpec
+
+    return corpus_from_dataset(
+        DatasetSpec.from_config(spec["dataset"]),
+        domain=spec["domain"],
+        skip=spec["skip"],
+        limit=spec["limit"],
+        on_invalid=spec["on_invalid"],
+        count_tokens=count_tokens,
+        max_tokens=spec["max_tokens"],
+    )
+
+
+def _build_corpus(spec: dict[str, Any], held_out_ids: list[Any], count_tokens: Any) -> TakenCorpus:
+    """A corpus built from a shipped benchmark or a hub file, which skip unusable rows as
+    benchmarks do; the first corpus.skip usable rows are left out."""
+    from leafpipe.data.built_corpus import TakenCorpus, corpus_from_benchmark, corpus_from_hub
     from leafpipe.data.corpus import SkippedCorpusRow, too_long
 
     check = (
@@ -158,7 +179,9 @@ def _build_corpus(
         )
         for d in dropped
     ]
-    return rows, skipped, read_from
+    passed_over = {"corpus.skip": spec["skip"]} if spec["skip"] else {}
+    read = len(rows) + len(skipped) + spec["skip"]
+    return TakenCorpus(rows, skipped, read_from, read, passed_over)
 
 
 def corpus(
@@ -175,8 +198,9 @@ def corpus(
     A corpus file (`corpus_file`: the user's corpus.path or the world's split) is checked row by
     row (corpus.on_invalid decides between an error and a skipped row); a corpus built from a
     shipped benchmark (refusing any row that is also in a `held_out` evaluation file) or a hub
-    file skips unusable rows, as benchmarks do. With corpus.max_tokens, longer samples are
-    invalid too.
+    file skips unusable rows, as benchmarks do; the rows corpus.dataset chooses are checked as a
+    file's are. With corpus.max_tokens, longer samples are invalid too. info.json counts the rows
+    left out on purpose by reason (corpus.skip, corpus.limit, the dataset's filter and sample).
     """
     from leafpipe.data.corpus import skipped_frame
 
@@ -184,29 +208,34 @@ def corpus(
     count_tokens = _context_check(config, tokenizer_dir)
     held_out_ids = [row["id"] for path in held_out for row in read_jsonl(path)]
     if corpus_file:
-        rows, skipped, read_from = _read_corpus_file(spec, corpus_file, count_tokens)
-        passed_over = 0
+        taken = _read_corpus_file(spec, corpus_file, count_tokens)
+    elif spec.get("dataset"):
+        taken = _dataset_corpus(spec, count_tokens)
     else:
-        rows, skipped, read_from = _build_corpus(spec, held_out_ids, count_tokens)
-        passed_over = spec["skip"]
-    write_jsonl(rows, out_path)
-    write_parquet(skipped_frame(skipped), skipped_path, inputs=[corpus_file] if corpus_file else [])
+        taken = _build_corpus(spec, held_out_ids, count_tokens)
+    write_jsonl(taken.rows, out_path)
+    write_parquet(
+        skipped_frame(taken.skipped), skipped_path, inputs=[corpus_file] if corpus_file else []
+    )
     write_json(
         {
-            "source": read_from,
-            "rows_read": len(rows) + len(skipped) + passed_over,
-            "rows": len(rows),
-            "skipped": len(skipped),
-            "passed_over": passed_over,
+            "source": taken.source,
+            "rows_read": taken.read,
+            "rows": len(taken.rows),
+            "skipped": len(taken.skipped),
+            "left_out": taken.left_out,
+            "shortfall": taken.shortfall,
             "held_out_checked": len(held_out_ids),
         },
         info_path,
     )
+    for label, missing in taken.shortfall.items():
+        log.warning("corpus: the sample's %s lacks %d of the rows asked for", label, missing)
     log.info(
-        "corpus: %d rows of %s kept, %d skipped (%s), %d passed over (corpus.skip)",
-        len(rows),
-        read_from,
-        len(skipped),
+        "corpus: %d rows of %s kept, %d skipped (%s), left out: %s",
+        len(taken.rows),
+        taken.source,
+        len(taken.skipped),
         skipped_path,
-        passed_over,
+        taken.left_out or "none",
     )

@@ -48,6 +48,7 @@ def report(
         rule_timings,
         software_versions,
     )
+    from leafpipe.tracking.plans import log_evaluation
 
     files = RunFiles(
         scores=scores,
@@ -64,3 +65,5 @@ def report(
     timings = rule_timings(read_benchmarks(timed_jobs or []))
     write_pooled_report(config, files, out_dir, RunRecord(config, software_versions(repo), timings))
     log.info("report written to %s", out_dir)
+    # Each model's scores per seed to report_to's trackers (leafpipe.tracking.plans: why here).
+    log_evaluation(config, scores, Path(out_dir) / "tensorboard")

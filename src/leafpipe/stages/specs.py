@@ -38,19 +38,26 @@ class StageSpec:
     untracked: tuple[str, ...] = ()
 
 
+# Where a run's metrics go besides its own files (leafpipe.tracking): never what it computes.
+TRACKING = ("report_to", "tracking")
 # The execution settings of distillation: which variants exist, how often it checkpoints and
-# logs, over how many processes it runs and how long one waits for the others. None changes the
-# weights (a data-parallel run trains what one process would, leafpipe.distill.parallel), so
-# editing them must not retrain anything.
+# logs, where its metrics go, over how many processes it runs and how long one waits for the
+# others. None changes the weights (a data-parallel run trains what one process would,
+# leafpipe.distill.parallel), so editing them must not retrain anything.
 DISTILL_EXECUTION = (
     "distill.variants",
     "distill.checkpoint_every",
     "distill.log_every",
     "distill.gpus",
     "distill.collective_timeout_min",
+    *TRACKING,
 )
 TRUST = "models.{model_role}.trust_remote_code"
 BOTH_TRUSTS = ("models.teacher.trust_remote_code", "models.student.trust_remote_code")
+# The hub revision a model's weights and tokenizer are loaded at (models.loading.hub_options):
+# read wherever the model's trust is.
+REVISION = "models.{model_role}.revision"
+BOTH_REVISIONS = ("models.teacher.revision", "models.student.revision")
 BENCHMARK = "evaluation.benchmarks.{benchmark}"
 
 # Keys that only the workflow and the report read, so that changing one reruns the report alone:
@@ -62,9 +69,9 @@ SPECS: dict[str, StageSpec] = {
     "pretrain": StageSpec(("models.{role}", "seed")),
     "import_gguf": StageSpec(("models.{role}.gguf",)),
     # The parent model (derive.from) is the other role, trusted as that role is.
-    "derive_model": StageSpec(("models.{role}.derive", *BOTH_TRUSTS)),
+    "derive_model": StageSpec(("models.{role}.derive", *BOTH_TRUSTS, *BOTH_REVISIONS)),
     # The student's trust: its tokenizer counts a sample's tokens for corpus.max_tokens.
-    "corpus": StageSpec(("corpus", "models.student.trust_remote_code")),
+    "corpus": StageSpec(("corpus", "models.student.trust_remote_code", "models.student.revision")),
     "score": StageSpec(
         (
             "scoring",
@@ -72,13 +79,14 @@ SPECS: dict[str, StageSpec] = {
             "detection.rules",
             "detection.response_scopes",
             TRUST,
+            REVISION,
         )
     ),
     "gather_scores": StageSpec(()),
     "detect": StageSpec(("detection",)),
     "inspect": StageSpec(("inspection", "detection")),
     "counterfactuals": StageSpec(("scoring.steps", "detection.rules", "detection.widen_words")),
-    "validate_counterfactuals": StageSpec(("validity", *BOTH_TRUSTS)),
+    "validate_counterfactuals": StageSpec(("validity", *BOTH_TRUSTS, *BOTH_REVISIONS)),
     "teacher_logits": StageSpec(
         (
             "distill.teacher_topk",
@@ -86,13 +94,18 @@ SPECS: dict[str, StageSpec] = {
             "distill.kd.chunk_tokens",
             "distill.micro_batch",
             *BOTH_TRUSTS,
+            *BOTH_REVISIONS,
         ),
         # How the teacher's forward passes are batched and cut into chunks: not what they
         # compute (the cache holds each sample's own top-k).
         untracked=("distill.micro_batch", "distill.kd.chunk_tokens"),
     ),
-    "distill": StageSpec(("distill", "seed", *BOTH_TRUSTS), untracked=DISTILL_EXECUTION),
-    "attention": StageSpec(("attention", "distill.val_fraction", "detection.protect", TRUST)),
+    "distill": StageSpec(
+        ("distill", "seed", *BOTH_TRUSTS, *BOTH_REVISIONS, *TRACKING), untracked=DISTILL_EXECUTION
+    ),
+    "attention": StageSpec(
+        ("attention", "distill.val_fraction", "detection.protect", TRUST, REVISION)
+    ),
     "benchmark_data": StageSpec((BENCHMARK,)),
     "generate": StageSpec(
         (
@@ -103,11 +116,16 @@ SPECS: dict[str, StageSpec] = {
             "evaluation.batch_size",
             "seed",
             TRUST,
+            REVISION,
         )
     ),
     # The batch size, token limit and seed are written into the scores.
     "grade": StageSpec((BENCHMARK, "evaluation.batch_size", "evaluation.max_new_tokens", "seed")),
     "report": StageSpec((EVERYTHING,)),
+    # The kind picks the format; the rule exists only with evaluation.exports on.
+    "export_samples": StageSpec((BENCHMARK,)),
+    # The seed goes to lm-eval's --seed.
+    "lm_eval": StageSpec(("evaluation.lm_eval", "seed", TRUST)),
 }
 
 

@@ -9,7 +9,7 @@ import torch
 
 from leafpipe.distill.variants import variant as variant_record
 from leafpipe.files.atomic import read_jsonl
-from leafpipe.models.loading import load_model, load_placed_model, trusts_remote_code
+from leafpipe.models.loading import hub_options, load_model, load_placed_model
 from leafpipe.stages.common import _threads, log
 from leafpipe.stages.specs import whole_config
 
@@ -54,19 +54,15 @@ def teacher_logits(
     k = settings.get("teacher_topk")
     if not k:
         raise ValueError("distill.teacher_topk is not set: there is no top-k cache to build")
-    tok = load_tokenizer(student_dir, trust_remote_code=trusts_remote_code(config, "student"))
+    tok = load_tokenizer(student_dir, **hub_options(config, "student"))
     samples = every_sample(encode_groups(tok, _distill_groups(data_path, dataset == "corpus")))
     # The student's vocabulary, from its config alone: this job never loads the student's weights.
     vocab = (
-        AutoConfig.from_pretrained(
-            str(student_dir), trust_remote_code=trusts_remote_code(config, "student")
-        )
+        AutoConfig.from_pretrained(str(student_dir), **hub_options(config, "student"))
         .get_text_config()
         .vocab_size
     )
-    teacher, _ = load_placed_model(
-        teacher_dir, trust_remote_code=trusts_remote_code(config, "teacher")
-    )
+    teacher, _ = load_placed_model(teacher_dir, **hub_options(config, "teacher"))
     teacher.requires_grad_(False)
     pad = tok.pad_token_id
     build_teacher_cache(
@@ -97,7 +93,7 @@ def _load_teacher(
     teacher, teacher_tok = load_model(
         teacher_dir,
         torch.bfloat16 if torch.cuda.is_available() else torch.float32,
-        trust_remote_code=trusts_remote_code(config, "teacher"),
+        **hub_options(config, "teacher"),
     )
     return teacher, teacher_tok, None
 
@@ -121,9 +117,10 @@ def distill(
     teacher's top-k log-probs from it and never load the teacher; sft ignores it.
     """
     from leafpipe.distill import parallel
-    from leafpipe.distill.checkpoints import save_distilled
+    from leafpipe.distill.checkpoints import TENSORBOARD, save_distilled
     from leafpipe.distill.spec import DistillSpec
     from leafpipe.distill.trainer import distill as run_distill
+    from leafpipe.tracking.plans import distill_plan
 
     trained = variant_record(variant)
     processes = config["distill"]["gpus"]
@@ -136,13 +133,14 @@ def distill(
         parallel.launch(processes, "distill", whole_config(config), arguments, threads=threads)
         return
     _threads(threads)
+    work = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.partial")
+    tracking = distill_plan(config, variant, work / TENSORBOARD)  # checked before any loading
     spec = DistillSpec.from_config(
         config["distill"], objective=trained.objective, seed=config["seed"]
     )
     groups = _distill_groups(data_path, trained.level is None)
-    student, tok = load_model(student_dir, trust_remote_code=trusts_remote_code(config, "student"))
+    student, tok = load_model(student_dir, **hub_options(config, "student"))
     teacher, teacher_tok, cache = _load_teacher(config, spec.objective, teacher_dir, teacher_cache)
-    work = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.partial")
     model = run_distill(
         teacher,
         student,
@@ -152,6 +150,7 @@ def distill(
         work_dir=work,
         teacher_tokenizer=teacher_tok,
         teacher_cache=cache,
+        tracking=tracking,
     )
     if parallel.is_main():
         save_distilled(model, tok, work, out_dir, info={"variant": variant, "data": str(data_path)})

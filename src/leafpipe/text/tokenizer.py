@@ -59,14 +59,18 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> N
         tokenizer.save_pretrained(tmp)
 
 
-def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    path: str | Path, *, trust_remote_code: bool = False, revision: str | None = None
+) -> PreTrainedTokenizerBase:
     """AutoTokenizer, unless its class rewrote the folder's own tokenizer.json pipeline.
 
     transformers 5 forces a model-specific class from `model_type` (Qwen2Tokenizer for qwen2),
     which may replace the saved pre-tokenizer or add tokens; then teacher and student could
     tokenise the same text differently. The saved tokenizer.json is the truth.
     """
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(
+        str(path), trust_remote_code=trust_remote_code, revision=revision
+    )
     saved_file = Path(path) / "tokenizer.json"
     if not saved_file.is_file():
         return tok

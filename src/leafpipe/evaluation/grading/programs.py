@@ -2,7 +2,8 @@
 
 Three test styles: HumanEval (a `check(candidate)` function), a self-contained test script of
 asserts (LeetCode-style problems), and stdin/stdout cases (LiveCodeBench). Plus `pass_at_k`,
-the unbiased estimator of Chen et al. 2021.
+the unbiased estimator of Chen et al. 2021. (HumanEval+'s inputs checked against a reference
+solution are `differential`'s.)
 
 A program "passes" only if it exits 0 *and* reaches its end: the checker appends a line that
 prints a random marker, so a solution that calls `sys.exit(0)` or `os._exit(0)` before or during
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from leafpipe.evaluation.grading import livecodebench_runner
+from leafpipe.evaluation.grading.livecodebench_runner import lines_match, output_lines
 from leafpipe.evaluation.grading.sandbox import Limits, RunResult, run_python
 
 # Language tags of fenced blocks taken as Python.
@@ -79,10 +83,37 @@ def extract_code(completion: str) -> str:
     return max(reversed(candidates), key=len) + "\n"
 
 
-def check_humaneval(
-    prompt: str, completion: str, test: str, entry_point: str, limits: Limits = Limits()
+def check_code(
+    code: Mapping[str, Any],
+    completion: str,
+    limits: Limits = Limits(),
+    *,
+    livecodebench: bool = False,
 ) -> Verdict:
-    """HumanEval: the completed function, then `test` (defining `check`), then `check(entry_point)`.
+    """A completion against a code row's tests (`rows.CodeSpec`), by the row's kind.
+
+    Script and stdio rows run the row's `prompt` first (the imports and classes a judge defines
+    before every answer). With `livecodebench` (the rows of a livecodebench entry) the answer is
+    read and run as LiveCodeBench's runner does: the code between its last two fence lines, after
+    the runner's `IMPORTS` (`livecodebench_runner`).
+    """
+    if code["kind"] == "humaneval":
+        return check_humaneval(
+            code["prompt"], completion, code["test"], code["entry_point"], limits
+        )
+    if livecodebench:
+        program = livecodebench_runner.extract_code(completion)
+        prelude = livecodebench_runner.IMPORTS
+    else:
+        program, prelude = extract_code(completion), code["prompt"]
+    if code["kind"] == "script":
+        return check_script(program, code["test"], limits, prelude=prelude)
+    cases = [(given, expected) for given, expected in code["cases"]]
+    return check_stdio(program, cases, limits, prelude=prelude)
+
+
+def humaneval_solution(prompt: str, completion: str, entry_point: str) -> str:
+    """The solution module of a HumanEval-style answer: the prompt, completed.
 
     A completion normally continues the prompt's function body. One that defines
     `entry_point` itself at top level replaces the prompt's stub: the prompt (signature plus
@@ -93,41 +124,61 @@ def check_humaneval(
     if re.search(r"^[ \t]*```", completion, re.M):
         completion = extract_code(completion)
     if re.search(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", completion, re.M):
-        solution = prompt + "\n" + completion
-    else:
-        solution = prompt + completion
+        return prompt + "\n" + completion
+    return prompt + completion
+
+
+def check_humaneval(
+    prompt: str, completion: str, test: str, entry_point: str, limits: Limits = Limits()
+) -> Verdict:
+    """HumanEval: the completed function (`humaneval_solution`), then `test` (defining `check`),
+    then `check(entry_point)`, all within one run's `limits`."""
+    solution = humaneval_solution(prompt, completion, entry_point)
     return _check_tests(solution, f"{test}\n\ncheck({entry_point})\n", limits)
 
 
-def check_script(solution: str, test: str, limits: Limits = Limits()) -> Verdict:
+def check_script(
+    solution: str, test: str, limits: Limits = Limits(), *, prelude: str = ""
+) -> Verdict:
     """`solution`, then `test`, a self-contained script of asserts; passes when it runs to its end.
 
+    `prelude` (imports or classes a judge defines before every answer) runs first, in the same
+    namespace, compiled on its own so that the solution's `from __future__` lines stay legal.
     The test script must not exit by itself (no `sys.exit`, no `unittest.main()`): that would
     look like a solution exiting before the tests.
     """
-    return _check_tests(solution, test, limits)
+    return _check_tests(solution, test, limits, prelude)
 
 
 def check_stdio(
-    program: str, cases: Sequence[tuple[str, str]], limits: Limits = Limits()
+    program: str,
+    cases: Sequence[tuple[str, str]],
+    limits: Limits = Limits(),
+    *,
+    prelude: str = "",
 ) -> Verdict:
     """Run `program` once per (stdin, expected stdout) case, in order, until the first failure.
 
-    Outputs are compared line by line with trailing whitespace removed, and trailing empty lines
-    ignored, so a missing final newline or trailing spaces do not matter; anything else does.
+    Outputs are compared as LiveCodeBench's runner compares them (`livecodebench_runner`): the
+    same number of lines, each stripped of surrounding whitespace (blank lines around the whole
+    output do not count), equal as text or as whitespace-separated Decimal numbers, so "1.0"
+    matches "1" but "a  b" does not match "a b". `prelude` runs first, as in `check_script`.
     """
     if not cases:
         raise ValueError("check_stdio needs at least one case")
+    if prelude:
+        program = _with_prelude(prelude, program, "main.py")
     for i, (given, expected) in enumerate(cases, 1):
         result = run_python(program, stdin=given, limits=limits)
         where = f"case {i}/{len(cases)}"
         if not result.ok:
-            return _failure(result, where)
-        got, want = _normalise(result.stdout), _normalise(expected)
-        if got != want:
-            line = next(
-                (j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want))
-            )
+            return failure_verdict(result, where)
+        got, want = output_lines(result.stdout), output_lines(expected)
+        line = next(
+            (j for j, (a, b) in enumerate(zip(got, want)) if not lines_match(a, b)),
+            min(len(got), len(want)),
+        )
+        if line < max(len(got), len(want)):
             seen = got[line] if line < len(got) else "<end of output>"
             wanted = want[line] if line < len(want) else "<end of output>"
             return Verdict(
@@ -171,12 +222,13 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
     return sum(values) / len(values)
 
 
-def _check_tests(solution: str, test: str, limits: Limits) -> Verdict:
-    """Run `solution` (as "__solution__"), then `test` (as "__main__"), then the end marker."""
+def _check_tests(solution: str, test: str, limits: Limits, prelude: str = "") -> Verdict:
+    """Run `prelude` and `solution` (as "__solution__"), then `test` (as "__main__"), then the
+    end marker."""
     marker = f"leafpipe-tests-completed-{secrets.token_hex(8)}"
     program = (
         f"__name__ = '__solution__'\n"
-        f"exec(compile({solution!r}, 'solution.py', 'exec'))\n"
+        f"{_with_prelude(prelude, solution, 'solution.py')}"
         f"__name__ = '__main__'\n"
         f"{test}\n"
         # os.write: immune to the solution rebinding print or sys.stdout.
@@ -184,13 +236,19 @@ def _check_tests(solution: str, test: str, limits: Limits) -> Verdict:
     )
     result = run_python(program, limits=limits)
     if not result.ok:
-        return _failure(result, "")
+        return failure_verdict(result, "")
     if marker not in result.stdout:
         return Verdict(False, "failed", "the program exited with code 0 before the tests completed")
     return Verdict(True, "passed")
 
 
-def _failure(result: RunResult, where: str) -> Verdict:
+def _with_prelude(prelude: str, code: str, name: str) -> str:
+    """Statements that run `prelude`, then `code`, each compiled on its own, in one namespace."""
+    run_prelude = f"exec(compile({prelude!r}, 'prelude.py', 'exec'))\n" if prelude else ""
+    return f"{run_prelude}exec(compile({code!r}, {name!r}, 'exec'))\n"
+
+
+def failure_verdict(result: RunResult, where: str) -> Verdict:
     """A Verdict for a run that did not end well: the sandbox's reason and stderr's last lines."""
     # Each line cut short, so a long source line quoted in a traceback cannot crowd out its error.
     tail = "\n".join(
@@ -198,13 +256,6 @@ def _failure(result: RunResult, where: str) -> Verdict:
     )
     parts = [p for p in (where, result.message, tail) if p]
     return Verdict(False, result.status, _bounded(": ".join(parts)))
-
-
-def _normalise(text: str) -> list[str]:
-    lines = [line.rstrip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
 
 
 def _excerpt(line: str) -> str:
