@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -150,8 +151,10 @@ def check_sbatch_safe_paths(
         named[f"models.{role}.path"] = model.get("path")
         named[f"models.{role}.gguf.file"] = (model.get("gguf") or {}).get("file")
     named["corpus.path"] = config["corpus"].get("path")
+    named["corpus.dataset"] = " ".join(local_dataset_files(config["corpus"].get("dataset")))
     for name, bench in config["evaluation"]["benchmarks"].items():
         named[f"evaluation.benchmarks.{name}.path"] = bench.get("path")
+        named[f"evaluation.benchmarks.{name} files"] = " ".join(benchmark_local_files(bench))
     named.update({f"--configfile {i + 1}": path for i, path in enumerate(configfiles)})
     bad = [
         f"{key} {str(value)!r}"
@@ -193,9 +196,9 @@ def check_paths(config: dict[str, Any], where: str = "config") -> None:
     check_corpus_disjoint(config, where)
     for name, bench in config["evaluation"]["benchmarks"].items():
         entry = f"{where}: evaluation.benchmarks.{name}"
-        if "path" in bench and not Path(bench["path"]).is_file():
-            raise ConfigError(f"{entry}.path: no such file {bench['path']!r}")
         kind = entry_kind(bench)
+        check_benchmark_path(entry, bench, kind)
+        check_kind_fits(entry, bench, kind)
         if (kind == "world") != ("split" in bench):
             raise ConfigError(f"{entry}: a `split` belongs to kind world, and kind world needs one")
         given = given_origins(bench, BENCHMARK_ORIGINS)
@@ -212,6 +215,55 @@ def check_paths(config: dict[str, Any], where: str = "config") -> None:
                 f"{entry}: pass@{max(bench['k'])} needs n >= {max(bench['k'])} "
                 "completions per problem"
             )
+
+
+def check_benchmark_path(entry: str, bench: dict[str, Any], kind: str) -> None:
+    """A benchmark's `path` is a file, except where its kind reads a folder: LeetCode's templates
+    (`BenchmarkKind.read_folder`, a file or a folder) and a `release`'s files (a folder only)."""
+    from leafpipe.evaluation.kinds import KINDS
+
+    path = bench.get("path")
+    if path is None:
+        return
+    if bench.get("release"):
+        if not Path(path).is_dir():
+            raise ConfigError(
+                f"{entry}.path: no such folder {path!r}: with `release`, `path` is the folder "
+                "holding the release's files (test.jsonl, test2.jsonl, ...)"
+            )
+    elif kind in KINDS and KINDS[kind].read_folder is not None:
+        if not Path(path).exists():
+            raise ConfigError(f"{entry}.path: no such file or folder {path!r}")
+    elif not Path(path).is_file():
+        folders = [k.name for k in KINDS.values() if k.read_folder is not None]
+        raise ConfigError(
+            f"{entry}.path: no such file {path!r} (kind {kind} reads one file; a folder is read "
+            f"only by kind {', '.join(folders)} and by a `release`)"
+        )
+
+
+def check_kind_fits(entry: str, bench: dict[str, Any], kind: str) -> None:
+    """Settings that only some kinds take: `release` and a date window (kinds published in
+    releases), and a `protocol` that asks only some kinds (`Protocol.fits`). Refused here, not
+    when the benchmark's job runs."""
+    from leafpipe.evaluation.kinds import KINDS
+    from leafpipe.evaluation.protocols import PROTOCOLS, protocol_of
+
+    released = [k.name for k in KINDS.values() if k.releases is not None]
+    dated = [key for key in ("release", "start_date", "end_date") if key in bench]
+    if dated and kind not in released:
+        raise ConfigError(
+            f"{entry}: {', '.join(dated)}: only kind {', '.join(released)} has releases and "
+            f"dated rows, not kind {kind}"
+        )
+    protocol = protocol_of(bench)
+    if not protocol.fits(kind):
+        fitting = [p.name for p in PROTOCOLS.values() if p.fits(kind)]
+        raise ConfigError(
+            f"{entry}.protocol: {protocol.name} asks only kinds "
+            f"{', '.join(sorted(protocol.kinds or ()))}, not kind {kind} "
+            f"(protocols for kind {kind}: {', '.join(fitting)})"
+        )
 
 
 def check_corpus_disjoint(config: dict[str, Any], where: str = "config") -> None:
@@ -249,6 +301,53 @@ def _hub_dataset(spec: dict[str, Any] | None) -> bool:
         return False
     name = str(spec["dataset"])
     return name not in _LOCAL_BUILDERS and not Path(name).exists()
+
+
+def local_files(path: str | Path) -> list[str]:
+    """A local file, or every file under a local folder (not inside hidden folders such as
+    `.cache` or `.git`), in sorted order: what a job reading it depends on."""
+    root = Path(path)
+    if root.is_file():
+        return [str(root)]
+    return sorted(
+        str(file)
+        for file in root.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(root).parts)
+    )
+
+
+def local_dataset_files(spec: Mapping[str, Any] | None) -> list[str]:
+    """The local files a `dataset:` spec reads, so that its rule reruns when one changes: a
+    folder's files (its README.md's `configs:` included), or a builder's `data_files` (globs
+    expanded as the job's working directory sees them); none for a hub dataset: nothing here
+    to track (its `revision` pins it)."""
+    if not spec:
+        return []
+    name = str(spec["dataset"])
+    if Path(name).exists():
+        return local_files(name)
+    if name not in _LOCAL_BUILDERS:
+        return []
+    patterns = _data_file_patterns(spec.get("data_files"))
+    found = {file for pattern in patterns for file in glob.glob(pattern, recursive=True)}
+    return sorted(file for match in found for file in local_files(match))
+
+
+def benchmark_local_files(bench: Mapping[str, Any]) -> list[str]:
+    """The local files a benchmark entry's rows come from besides a `path` file: those of a
+    `path` folder (LeetCode templates, a release's files) or of a local `dataset`."""
+    path = bench.get("path")
+    if path and Path(path).is_dir():
+        return local_files(path)
+    return local_dataset_files(bench.get("dataset"))
+
+
+def _data_file_patterns(data_files: Any) -> list[str]:
+    """The paths and globs of `data_files` (a string, a list, or {split: either}), less URLs."""
+    if isinstance(data_files, Mapping):
+        return [p for value in data_files.values() for p in _data_file_patterns(value)]
+    listed = [data_files] if isinstance(data_files, str) else list(data_files or [])
+    return [str(p) for p in listed if "://" not in str(p)]
 
 
 def _hub_data(config: dict[str, Any]) -> bool:

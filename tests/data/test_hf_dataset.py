@@ -137,6 +137,14 @@ def test_a_spec_that_does_not_fit_its_data_is_an_error_naming_it(
         load_rows(spec)
 
 
+def test_splits_with_different_columns_are_an_error_naming_the_dataset(tmp_path: Path) -> None:
+    """`datasets` reads a config's splits as one table: a split with other columns cannot be."""
+    odd = [{"id": "x", "question": "?"}]
+    folder = write_dataset(tmp_path / "ds", {"main": {"train": ROWS, "test": odd}})
+    with pytest.raises(DatasetSpecError, match=r"config main, split train.*same columns"):
+        load_rows(DatasetSpec(str(folder), config="main"))
+
+
 def test_an_uncached_hub_dataset_offline_is_unavailable_and_says_what_to_do() -> None:
     """conftest sets HF_HUB_OFFLINE=1 before `datasets` is imported: the hub path, offline."""
     spec = DatasetSpec("leafpipe-tests/no-such-dataset", config="cfg", revision="v1")

@@ -14,6 +14,7 @@ import torch
 
 from leafpipe import stages
 from leafpipe.config import ConfigError
+from leafpipe.data.hf_dataset import DatasetUnavailable
 from leafpipe.execution.adapter import NotRetried, recurs, run, stage_arguments
 from leafpipe.execution.devices import GpuError
 from leafpipe.stages import specs, trusts_remote_code
@@ -206,6 +207,7 @@ def _raised(f):
         KeyError("teacher"),
         TypeError("rule 'score' does not provide ['weights'] to leafpipe.stages.score"),
         FileNotFoundError(errno.ENOENT, "No such file or directory", "models/teacher.gguf"),
+        DatasetUnavailable("dataset AI-MO/NuminaMath-CoT: the hub is off and it is not cached"),
         _raised(lambda: torch.zeros(2, 3) @ torch.zeros(2, 3)),
         _raised(lambda: torch.zeros(2) + torch.zeros(3)),
         _raised(lambda: torch.stack([torch.zeros(2), torch.zeros(2, device="meta")])),

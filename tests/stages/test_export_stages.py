@@ -159,3 +159,16 @@ def test_a_failing_harness_is_an_error_with_its_message(tmp_path, stand_in, monk
     with pytest.raises(HarnessError, match="(?s)status 1.*asked to fail"):
         lm_eval(_lm_eval_config(tmp_path), "student", tmp_path, out)
     assert not out.exists()
+
+
+def test_lm_eval_loads_a_hub_model_at_the_revision_its_role_pins(tmp_path, stand_in):
+    raw = yaml.safe_load(MICRO.read_text())
+    raw["models"]["teacher"] = {"path": "owner/teacher-model", "revision": "v1.2"}
+    raw["evaluation"]["lm_eval"] = {"tasks": ["gsm8k"]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = stage_config("lm_eval", for_seed(load_config(path), 0), {"model": "teacher"})
+    lm_eval(config, "teacher", "owner/teacher-model", tmp_path / "teacher.json")
+    args = json.loads(stand_in.read_text())
+    model_args = args[args.index("--model_args") + 1]
+    assert model_args == "pretrained=owner/teacher-model,revision=v1.2"

@@ -4,6 +4,7 @@ from functools import cache
 from pathlib import Path
 
 from leafpipe.config import CORPUS_ORIGINS, ConfigError, for_seed, given_origins
+from leafpipe.config import benchmark_local_files, local_dataset_files
 from leafpipe.config import weights_origin as config_weights_origin
 from leafpipe.detect.rules import resolved_rules
 from leafpipe.execution.plan import WORLD_RESOURCES, failure_report, resources_for, retry_figure
@@ -96,6 +97,12 @@ def benchmark_input(wildcards):
     if "split" in bench:
         return in_replicate(wildcards, f"{RS}/world/{bench['split']}.jsonl")
     return bench.get("path", [])
+
+
+def benchmark_local_data(wildcards):
+    """The local files a benchmark's rows come from besides `benchmark_input`
+    (leafpipe.config.benchmark_local_files), so that editing one reruns its benchmark_data job."""
+    return benchmark_local_files(config["evaluation"]["benchmarks"][wildcards.benchmark])
 
 
 @cache

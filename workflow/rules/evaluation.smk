@@ -6,6 +6,7 @@
 rule benchmark_data:
     input:
         input_path=benchmark_input,
+        local_data=benchmark_local_data,  # tracked for reruns; the stage reads them itself
     output:
         out_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
         info_path=f"{RS}/eval_data/{{benchmark}}.info.json",

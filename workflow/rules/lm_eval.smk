@@ -20,8 +20,9 @@ rule lm_eval:
         f"{RS}/benchmarks/lm_eval/{{model}}.tsv"
     conda:
         ENV
+    threads: job_threads("lm_eval")
     resources:
-        gpu=0 if (LM_EVAL or {}).get("device") == "cpu" else 1,
+        **job_resources("lm_eval"),
     params:
         settings=settings_of("lm_eval"),
         model_dir=lambda wc, input: input.weights or model_location(wc.model, wc),

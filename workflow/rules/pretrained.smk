@@ -50,6 +50,8 @@ rule derive_model:
 rule corpus:
     input:
         corpus_file=CORPUS_FILE or [],
+        # A local corpus.dataset's files, tracked for reruns (the stage reads them itself).
+        local_data=local_dataset_files(config["corpus"].get("dataset")),
         # The evaluation rows of the same benchmark: the corpus refuses any of their ids.
         held_out=corpus_held_out,
         tokenizer=lambda wc: tracked_path(corpus_tokenizer(wc)),

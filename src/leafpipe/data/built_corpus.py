@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from leafpipe.data.chat_rows import CHAT_FIELDS, ChatProblem, plain_row
 from leafpipe.data.corpus import SkippedCorpusRow, check_rows
 from leafpipe.data.hf_dataset import DatasetSpec, field_value, load_rows
 from leafpipe.evaluation.benchmarks import SkippedBenchmarkRow, convert_rows
@@ -204,17 +205,21 @@ def corpus_from_dataset(
     """The rows a dataset spec chooses, checked as a corpus file's rows are (`check_rows`,
     numbered by their index in the split), then the valid rows `skip`..`skip + limit`.
 
-    A row keeps `id`, `instruction`, `response` and the fields `spec.columns` maps; without an
-    `id` it gets `{dataset name}-{index}`. Math instructions get the evaluation's answer format
-    before they are checked, so `max_tokens` counts what is trained on.
+    A row keeps `id`, `instruction`, `response`, the chat fields (`messages`, `prompt`,
+    `completion`, `system`: leafpipe.data.chat_rows) and the fields `spec.columns` maps; without
+    an `id` it gets `{dataset name}-{index}`. Math instructions (a chat row's user turn too) get
+    the evaluation's answer format before they are checked, so `max_tokens` counts what is
+    trained on.
     """
     loaded = load_rows(spec)
-    keep = {"id", "instruction", "response", *spec.columns}
+    keep = {"id", "instruction", "response", *CHAT_FIELDS, *spec.columns}
     prefix = Path(spec.dataset).name
 
     def corpus_object(record: InputRow) -> dict[str, Any]:
         row = {key: value for key, value in record.data.items() if key in keep}
         row.setdefault("id", f"{prefix}-{record.number}")
+        if not isinstance(plain := plain_row(row), ChatProblem):
+            row = plain  # a malformed chat row stays as it is, for check_rows to name its fault
         instruction = row.get("instruction")
         if isinstance(instruction, str) and instruction.strip():
             row["instruction"] = _formatted(instruction.strip(), domain)

@@ -33,7 +33,8 @@ import json
 from typing import Any, NamedTuple
 
 MESSAGES, PROMPT, COMPLETION, SYSTEM = "messages", "prompt", "completion", "system"
-_CHAT_FIELDS = (MESSAGES, PROMPT, COMPLETION)
+CHAT_FIELDS = (MESSAGES, PROMPT, COMPLETION, SYSTEM)  # what a chat row may hold
+_CHAT_FORMATS = (MESSAGES, PROMPT, COMPLETION)
 _ROLES = ("system", "user", "assistant")
 # The one exchange detection can score: its roles in order, the system prompt left out.
 _EXCHANGE = ["user", "assistant"]
@@ -77,7 +78,7 @@ def text_problem(value: Any, missing: bool = False) -> str | None:
 def is_chat(row: dict[str, Any]) -> bool:
     """Whether a row is in a chat format: it has a chat field and neither plain text field."""
     plain = "instruction" in row or "response" in row
-    return not plain and any(name in row for name in _CHAT_FIELDS)
+    return not plain and any(name in row for name in _CHAT_FORMATS)
 
 
 def system_problem(row: dict[str, Any]) -> str | None:
@@ -114,7 +115,7 @@ def plain_row(row: dict[str, Any]) -> dict[str, Any] | ChatProblem:
     if isinstance(found, ChatProblem):
         return found
     system, instruction, response = found
-    rest = {k: v for k, v in row.items() if k not in (*_CHAT_FIELDS, SYSTEM)}
+    rest = {k: v for k, v in row.items() if k not in CHAT_FIELDS}
     head = {"id": rest.pop("id")} if "id" in rest else {}
     with_system = {SYSTEM: system} if system is not None else {}
     return {**head, "instruction": instruction, "response": response, **with_system, **rest}

@@ -144,6 +144,7 @@ def load_rows(spec: DatasetSpec) -> DatasetRows:
 def _load_split(spec: DatasetSpec) -> Dataset:
     """The split through `datasets.load_dataset` (and its cache)."""
     import datasets
+    from datasets.exceptions import DatasetGenerationError
 
     where = spec.where()
     if not Path(spec.dataset).exists() and not _HUB_NAME.match(spec.dataset):
@@ -160,6 +161,12 @@ def _load_split(spec: DatasetSpec) -> Dataset:
         )
     except (ConnectionError, FileNotFoundError) as err:
         raise DatasetUnavailable(_unavailable(where, spec.dataset, err)) from err
+    except DatasetGenerationError as err:  # files that do not make one table, such as a split
+        cause = str(err.__cause__ or err).strip().splitlines()[0]  # whose columns differ
+        raise DatasetSpecError(
+            f"{where}: its files could not be read as one table ({cause}); the splits of one "
+            "config must have the same columns"
+        ) from err
     except ValueError as err:  # an unknown config or split
         raise DatasetSpecError(f"{where}: {err}") from err
 

@@ -25,7 +25,8 @@ BENCHMARK_KINDS = tuple(KINDS)
 
 class SkippedBenchmarkRow(TypedDict):
     row: int | str  # its own id, else its position
-    # 1-based line or row number in its source (its order in the benchmark when unnumbered)
+    # its line or row number in its source (InputRow.number: 1-based in a file, the 0-based
+    # split index in a dataset; its order in the benchmark when unnumbered)
     line: int
     reason: str
 

@@ -49,12 +49,17 @@ def harness_command(
     trust_remote_code: bool,
     seed: int,
     output_dir: str | Path,
+    revision: str | None = None,
 ) -> list[str]:
-    """The `lm_eval` command line for one model folder and the `evaluation.lm_eval` settings."""
-    if "," in str(model_dir):
-        raise HarnessError(f"model folder {model_dir}: lm-eval's --model_args cannot hold a comma")
+    """The `lm_eval` command line for one model folder (or hub id, loaded at `revision`, the
+    config's pin: the HF backend's `revision=` model argument) and the `evaluation.lm_eval`
+    settings."""
+    for what, value in (("model folder", model_dir), ("revision", revision)):
+        if "," in str(value or ""):
+            raise HarnessError(f"{what} {value}: lm-eval's --model_args cannot hold a comma")
     model_args = [f"pretrained={model_dir}"]
     model_args += ["trust_remote_code=True"] if trust_remote_code else []
+    model_args += [f"revision={revision}"] if revision else []
     model_args += [settings["model_args"]] if settings["model_args"] else []
     command = [executable, "--model", "hf", "--model_args", ",".join(model_args)]
     command += ["--tasks", ",".join(settings["tasks"])]
@@ -109,11 +114,15 @@ def evaluate_folder(
     trust_remote_code: bool,
     seed: int,
     out_path: str | Path,
+    revision: str | None = None,
 ) -> dict[str, Any]:
-    """lm-eval on `model_dir` with `settings`; its results file is written to `out_path`. Its
-    own output goes to a scratch folder beside `out_path`, removed afterwards."""
+    """lm-eval on `model_dir` (at `revision`, for a hub id) with `settings`; its results file is
+    written to `out_path`. Its own output goes to a scratch folder beside `out_path`, removed
+    afterwards."""
     executable = harness_executable()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".lm_eval-") as scratch:
-        command = harness_command(executable, model_dir, settings, trust_remote_code, seed, scratch)
+        command = harness_command(
+            executable, model_dir, settings, trust_remote_code, seed, scratch, revision
+        )
         return run_harness(command, Path(scratch), out_path)

@@ -23,6 +23,7 @@ import zlib
 from datetime import datetime
 from typing import Any
 
+from leafpipe.evaluation.grading.livecodebench_calls import calls_test
 from leafpipe.evaluation.rows import (
     CODE_FORMAT,
     JUDGE_PRELUDE,
@@ -120,20 +121,6 @@ def _lcb_cases(row: InputRow, field: str) -> list[dict[str, Any]]:
     return value
 
 
-_LCB_FUNCTIONAL_TEST = """\
-import json as _json
-
-_CASES = {cases}
-for _number, (_input, _output) in enumerate(_CASES, start=1):
-    _args = [_json.loads(_line) for _line in _input.split("\\n") if _line.strip()]
-    _result = {call}(*_args)
-    _expected = _json.loads(_output)
-    assert _json.loads(_json.dumps(_result)) == _expected, (
-        f"case {{_number}} of {{len(_CASES)}}: got {{_result!r}}, expected {{_expected!r}}"
-    )
-"""
-
-
 def livecodebench_row(row: InputRow) -> BenchmarkRow:
     content = row.text("question_content")
     if not content:
@@ -177,8 +164,9 @@ def livecodebench_row(row: InputRow) -> BenchmarkRow:
         raise UnusableRow(
             "functional tests but no function name (metadata.func_name or starter code)"
         )
-    call = f"Solution().{method}" if "class Solution" in starter or not starter else method
-    test = _LCB_FUNCTIONAL_TEST.format(cases=repr([tuple(p) for p in pairs]), call=call)
+    # lcb_runner's rules (one limit per call, a tuple result taken as a list, then ==), with its
+    # default 6 s per call; a livecodebench entry's grading applies its own `timeout_s`.
+    test = calls_test(pairs, method)
     instruction = (
         f"{heading}{content}\n\nComplete the following Python code, keeping its class and method "
         f"names. {CODE_FORMAT}\n\n```python\n{starter}\n```"

@@ -163,8 +163,9 @@ def _grade_qa_answers(rows: RowsById, gens: Generations, bench: Entry, workers: 
 
 def _grade_programs(rows: RowsById, gens: Generations, bench: Entry, workers: int) -> Verdicts:
     """HumanEval+ rows (with a `reference`) by differential testing on the entry's `tests`;
-    other rows by their own tests, each program within the entry's `timeout_s`, read and run as
-    LiveCodeBench's runner does for a livecodebench entry (docs/grading.md)."""
+    other rows by their own tests, each program (a livecodebench row: each case or call) within
+    the entry's `timeout_s`, read and run as the official runner of a livecodebench or
+    leetcode_contest entry does (docs/grading.md)."""
     from leafpipe.evaluation.grading.programs import check_code
     from leafpipe.evaluation.grading.sandbox import Limits, parallel_map
 
@@ -178,10 +179,13 @@ def _grade_programs(rows: RowsById, gens: Generations, bench: Entry, workers: in
         raise ValueError("an entry's `tests` (base or plus) applies to humaneval_plus only")
     timeout_s = bench.get("timeout_s", 10.0)
     limits = Limits(wall_s=timeout_s, cpu_s=timeout_s, memory_mb=memory_mb)
-    lcb = entry_kind(bench) == "livecodebench"
+    kind = entry_kind(bench)
 
     def check(g: Mapping[str, Any]) -> dict[str, Any]:
-        v = check_code(rows[g["id"]]["code"], g["completion"], limits, livecodebench=lcb)
+        row = rows[g["id"]]
+        v = check_code(
+            row["code"], g["completion"], limits, official_runner=kind, message=row["instruction"]
+        )
         return {"correct": v.passed, "status": v.status, "detail": v.detail}
 
     return parallel_map(check, gens, workers=workers)
@@ -282,7 +286,13 @@ def _code_summary(graded: Sequence[Mapping[str, Any]], bench: Entry) -> dict[str
     HumanEval+ which `tests` it counts and the pass@1 on the base inputs alone."""
     found: dict[str, Any] = {"status": _counts(graded, "status")}
     if not all("base_correct" in g for g in graded):
-        found["time_limits"] = f"{bench.get('timeout_s', 10.0):g} s per program"
+        limit = bench.get("timeout_s", 10.0)
+        found["time_limits"] = (
+            f"{limit:g} s per stdio case or call; ({limit:g} + 1) s per case + 5 s per "
+            "functional answer"
+            if entry_kind(bench) == "livecodebench"
+            else f"{limit:g} s per program"
+        )
         return found
     from leafpipe.evaluation.grading.differential import TimeRule
 

@@ -72,10 +72,17 @@ _TYPE_NAMES = {
 
 @dataclass(frozen=True)
 class InputRow:
-    """One input record and where it came from, so errors can name the file, row and field."""
+    """One input record and where it came from, so errors can name the file, row and field.
+
+    `number` is what a user finds the row by in its source: in a file, its 1-based line (JSON
+    Lines, blank lines counted) or position (JSON list, Parquet); in a split read through
+    `datasets` (`where` names the dataset), its 0-based index, the `i` of `dataset[split][i]`
+    (data.hf_dataset); None for data that is one file per row (a LeetCode template, named by
+    `where`).
+    """
 
     where: str
-    number: int | None  # 1-based line (JSONL) or position (JSON list, Parquet); None: one per file
+    number: int | None
     index: int  # 0-based position in the benchmark's order, for ids the data does not carry
     data: Mapping[str, Any]
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from leafpipe import stages
 from leafpipe.config import for_seed
+from leafpipe.data.hf_dataset import DatasetUnavailable
 from leafpipe.execution.devices import claim_gpus
 from leafpipe.files.atomic import write_json
 from leafpipe.stages.specs import stage_config
@@ -78,7 +79,7 @@ def stage_arguments(smk: Any, func: Any) -> dict[str, Any]:
     return {n: available[n] for n in wanted if n in available}
 
 
-RECURRING = (ValueError, TypeError, KeyError, FileNotFoundError)
+RECURRING = (ValueError, TypeError, KeyError, FileNotFoundError, DatasetUnavailable)
 MISMATCH = re.compile(  # torch's wording for tensors whose shapes or devices do not match
     r"same device|is not on the expected device|size mismatch|must match the size of tensor"
     r"|Sizes of tensors must match|shapes cannot be multiplied|is invalid for input of size"
@@ -101,6 +102,8 @@ def recurs(err: BaseException) -> bool:
       absent;
     - FileNotFoundError: a file the job reads that the config names (Snakemake has already waited
       `latency-wait` for the declared inputs to appear);
+    - `DatasetUnavailable`: a dataset the config names that is neither a folder here nor in the
+      `datasets` cache while offline (a retry finds the cache as empty);
     - a RuntimeError that says tensors' shapes or devices do not match (`MISMATCH`).
     Anything else may not recur and is retried: out of memory (`torch.OutOfMemoryError`, whose
     retry gets more mem_mb), a job killed for its time or memory (it leaves no record), a

@@ -28,11 +28,12 @@ def shipped_shapes() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(SHAPES.read_text())
 
 
-def hub_shape(location: str) -> ModelShape | None:
+def hub_shape(location: str, revision: str | None = None) -> ModelShape | None:
     """A model's shape by its folder's config.json, the shipped table (model_shapes.yaml), or the
-    offline hub cache (AutoConfig, which imports transformers: the slowest, so the last). None when
-    none has it, or its config is not a decoder's that `memory.model_shape` reads (no Llama-style
-    keys)."""
+    offline hub cache (AutoConfig, which imports transformers: the slowest, so the last) at the
+    `revision` the config pins (`models.<role>.revision`: the cached config of another revision
+    may be another shape). None when none has it, or its config is not a decoder's that
+    `memory.model_shape` reads (no Llama-style keys)."""
     shipped = shipped_shapes().get(location)
     config_json = Path(location) / "config.json"
     try:
@@ -42,7 +43,8 @@ def hub_shape(location: str) -> ModelShape | None:
             return ModelShape(**shipped)
         from transformers import AutoConfig
 
-        return memory.model_shape(AutoConfig.from_pretrained(location, local_files_only=True))
+        cached = AutoConfig.from_pretrained(location, revision=revision, local_files_only=True)
+        return memory.model_shape(cached)
     except (OSError, ValueError, KeyError, TypeError):  # not cached, or not a config of that kind
         return None
 
@@ -109,7 +111,7 @@ def role_shapes(config: Mapping[str, Any]) -> dict[str, ModelShape | None]:
         if sources[role] in ("gguf", "derive") and made.is_file():
             shapes[role] = memory.model_shape(json.loads(made.read_text()))
         elif sources[role] == "path":
-            shapes[role] = hub_shape(spec["path"])
+            shapes[role] = hub_shape(spec["path"], spec.get("revision"))
         elif sources[role] == "gguf":
             shapes[role] = gguf_shape(spec["gguf"])
         elif sources[role] == "trained":

@@ -60,6 +60,8 @@ WORLD_RESOURCES = {
     "distill": _cpu_job(mem_mb=4000, runtime=60),
     "benchmark_data": _cpu_job(mem_mb=2000, runtime=10),
     "generate": _cpu_job(mem_mb=4000, runtime=30),
+    # Its GPU follows evaluation.lm_eval.device; a task group runs longer than one benchmark.
+    "lm_eval": _cpu_job(mem_mb=4000, runtime=60),
     "grade": _cpu_job(mem_mb=4000, runtime=30, threads=2),
     "inspect": _cpu_job(mem_mb=2000, runtime=10),
     "validate_counterfactuals": _cpu_job(mem_mb=4000, runtime=30),
@@ -127,12 +129,14 @@ class Row:
 
 def _default_gpus(config: Mapping[str, Any], rule: str) -> int:
     """GPU counts that follow other settings: distill's `distill.gpus` (teacher_logits at most one
-    of them), generate's `evaluation.gpus`, and validity's the teacher's score jobs' (the same
-    frozen teacher, forward only: the same placement)."""
+    of them), generate's `evaluation.gpus`, lm_eval's one unless its device is the CPU, and
+    validity's the teacher's score jobs' (the same frozen teacher, forward only: the same
+    placement)."""
     follows = {
         "distill": lambda: config["distill"]["gpus"],
         "teacher_logits": lambda: min(config["distill"]["gpus"], 1),
         "generate": lambda: config["evaluation"]["gpus"],
+        "lm_eval": lambda: int((config["evaluation"].get("lm_eval") or {}).get("device") != "cpu"),
         "validate_counterfactuals": lambda: given_resources(config, "score", "teacher")["gpu"],
     }
     return follows[rule]() if rule in follows else WORLD_RESOURCES[rule]["gpu"]

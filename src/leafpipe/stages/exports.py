@@ -71,12 +71,18 @@ def lm_eval(
     out_path: str | Path,
 ) -> None:
     """Run lm-evaluation-harness (`evaluation.lm_eval`: its tasks and options) on a model folder
-    with its HF backend; its results file is written to `out_path` as the harness wrote it."""
+    or hub id (at the revision its role pins) with its HF backend; its results file is written
+    to `out_path` as the harness wrote it."""
     from leafpipe.evaluation.harness import evaluate_folder
-    from leafpipe.models.loading import trusts_remote_code
+    from leafpipe.models.loading import pinned_revision, trusts_remote_code
 
     settings = config["evaluation"]["lm_eval"]
     results = evaluate_folder(
-        model_dir, settings, trusts_remote_code(config, model), config["seed"], out_path
+        model_dir,
+        settings,
+        trusts_remote_code(config, model),
+        config["seed"],
+        out_path,
+        pinned_revision(config, model),
     )
     log.info("lm-eval on %s: tasks %s", model, sorted(results["results"]))

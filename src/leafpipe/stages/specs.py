@@ -124,8 +124,8 @@ SPECS: dict[str, StageSpec] = {
     "report": StageSpec((EVERYTHING,)),
     # The kind picks the format; the rule exists only with evaluation.exports on.
     "export_samples": StageSpec((BENCHMARK,)),
-    # The seed goes to lm-eval's --seed.
-    "lm_eval": StageSpec(("evaluation.lm_eval", "seed", TRUST)),
+    # The seed goes to lm-eval's --seed, the revision to its model_args.
+    "lm_eval": StageSpec(("evaluation.lm_eval", "seed", TRUST, REVISION)),
 }
 
 

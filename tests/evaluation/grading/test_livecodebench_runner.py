@@ -45,7 +45,7 @@ def test_the_last_block_wins_where_leafpipe_picks_the_longest():
     assert lcb.extract_code(answer) == "print(int(input()) * 2)"
     assert extract_code(answer).startswith("import sys")
     row = {**STDIO, "cases": [["1", "2"]]}
-    assert check_code(row, answer, FAST, livecodebench=True).passed
+    assert check_code(row, answer, FAST, official_runner="livecodebench").passed
     assert check_code(row, answer, FAST).status == "wrong_answer"
 
 
@@ -55,20 +55,21 @@ def test_an_answer_cut_inside_its_block_or_without_fences_gives_lcb_no_program()
     assert lcb.extract_code("print(2)") == ""
     # A fence line counts wherever ``` appears in it, and any language tag does.
     assert lcb.extract_code("x ```cpp\nprint(2)\nend```") == "print(2)"
-    assert not check_code(STDIO, cut, FAST, livecodebench=True).passed
+    assert not check_code(STDIO, cut, FAST, official_runner="livecodebench").passed
     assert check_code(STDIO, cut, FAST).passed
 
 
 def test_the_runner_imports_run_before_lcb_programs_only():
     answer = "```python\nq = deque([1])\nprint(gcd(4, 6) + len(q) - 1)\n```"
-    assert check_code(STDIO, answer, FAST, livecodebench=True).passed
+    assert check_code(STDIO, answer, FAST, official_runner="livecodebench").passed
     unimported = check_code(STDIO, answer, FAST)
     assert unimported.status == "failed" and "NameError" in unimported.detail
     deep = (
         "```python\ndef d(n):\n    return 0 if n == 0 else 1 + d(n - 1)\n"
         "print(d(5000) // 2500)\n```"
     )
-    assert check_code(STDIO, deep, FAST, livecodebench=True).passed  # recursion limit 50000
+    # The runner's recursion limit: 50000.
+    assert check_code(STDIO, deep, FAST, official_runner="livecodebench").passed
 
 
 def test_script_rows_run_their_prompt_before_the_answer():

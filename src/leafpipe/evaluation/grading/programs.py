@@ -18,13 +18,18 @@ as `__main__`. Stdio programs run as they are, main block included.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from leafpipe.evaluation.grading import livecodebench_runner
+from leafpipe.evaluation.grading import (
+    leetcode_contest_runner,
+    livecodebench_calls,
+    livecodebench_runner,
+)
 from leafpipe.evaluation.grading.livecodebench_runner import lines_match, output_lines
 from leafpipe.evaluation.grading.sandbox import Limits, RunResult, run_python
 
@@ -88,28 +93,62 @@ def check_code(
     completion: str,
     limits: Limits = Limits(),
     *,
-    livecodebench: bool = False,
+    official_runner: str = "",
+    message: str = "",
 ) -> Verdict:
     """A completion against a code row's tests (`rows.CodeSpec`), by the row's kind.
 
     Script and stdio rows run the row's `prompt` first (the imports and classes a judge defines
-    before every answer). With `livecodebench` (the rows of a livecodebench entry) the answer is
-    read and run as LiveCodeBench's runner does: the code between its last two fence lines, after
-    the runner's `IMPORTS` (`livecodebench_runner`).
+    before every answer). `official_runner` names the benchmark kind whose own runner's rules
+    apply (docs/grading.md), for the rows of that kind's entries:
+
+    - "livecodebench": the code between the answer's last two fence lines, run after the
+      runner's `IMPORTS` (`livecodebench_runner`); a functional (script) row's method is called
+      once per case, each call within `limits.wall_s` (`livecodebench_calls`).
+    - "leetcode_contest": the code as DeepSeek-Coder's evaluator reads it
+      (`leetcode_contest_runner`; `message`, the row's user turn, holds the stub an answer
+      continuing the method body is appended to).
+    - anything else: leafpipe's own reading (`extract_code`).
     """
     if code["kind"] == "humaneval":
         return check_humaneval(
             code["prompt"], completion, code["test"], code["entry_point"], limits
         )
-    if livecodebench:
-        program = livecodebench_runner.extract_code(completion)
-        prelude = livecodebench_runner.IMPORTS
+    if official_runner == "livecodebench":
+        return _check_livecodebench(code, completion, limits)
+    if official_runner == "leetcode_contest":
+        program = leetcode_contest_runner.extract_code(completion, message)
     else:
-        program, prelude = extract_code(completion), code["prompt"]
+        program = extract_code(completion)
     if code["kind"] == "script":
-        return check_script(program, code["test"], limits, prelude=prelude)
-    cases = [(given, expected) for given, expected in code["cases"]]
-    return check_stdio(program, cases, limits, prelude=prelude)
+        return check_script(program, code["test"], limits, prelude=code["prompt"])
+    return check_stdio(program, _cases(code), limits, prelude=code["prompt"])
+
+
+def _check_livecodebench(code: Mapping[str, Any], completion: str, limits: Limits) -> Verdict:
+    """A livecodebench row as lcb_runner checks it: stdio cases each within `limits`, a
+    functional row's calls each within `limits.wall_s` and the answer within the runner's
+    global timeout; a call past its limit is a "timeout", a result that differs a
+    "wrong_answer"."""
+    program = livecodebench_runner.extract_code(completion)
+    if code["kind"] == "stdio":
+        return check_stdio(program, _cases(code), limits, prelude=livecodebench_runner.IMPORTS)
+    call_s = limits.wall_s
+    answer_s = livecodebench_calls.answer_limit_s(call_s, len(code["cases"]))
+    verdict = check_script(
+        program,
+        livecodebench_calls.calls_test(code["cases"], code["entry_point"], call_s),
+        dataclasses.replace(limits, wall_s=answer_s, cpu_s=answer_s),
+        prelude=livecodebench_calls.timed_prelude(livecodebench_runner.IMPORTS, call_s),
+    )
+    if verdict.passed or verdict.status != "failed":
+        return verdict
+    error_line = verdict.detail.rsplit("\n", 1)[-1]
+    return dataclasses.replace(verdict, status=livecodebench_calls.failure_status(error_line))
+
+
+def _cases(code: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(given, expected) for given, expected in code["cases"]]
 
 
 def humaneval_solution(prompt: str, completion: str, entry_point: str) -> str:
