@@ -153,3 +153,18 @@ def test_the_generate_stage_reads_the_protocols_settings_through_its_declared_ke
     bench = scoped["evaluation"]["benchmarks"]["g"]
     assert max_new_tokens(scoped["evaluation"], bench) == 2048
     assert stop_strings(bench) == PROTOCOLS["qwen25-math-cot"].stop
+
+
+def test_few_shot_turns_come_before_the_problem_in_the_template_s_own_format(qwen2):
+    """No shipped preset is few-shot; a protocol with shots renders them as earlier chat turns."""
+    shots = (("user", "What is 1 + 1?"), ("assistant", "2"))
+    protocol = PROTOCOLS["qwen25-math-cot"]
+    few_shot = type(protocol)(**{**protocol.__dict__, "name": "few-shot", "shots": shots})
+    asked = gsm8k_row(InputRow("test.jsonl", 1, 0, GSM8K))
+    row = protocol_rows(few_shot, [asked], "bench", "gsm8k")[0]
+    assert row["history"] == [["user", "What is 1 + 1?"], ["assistant", "2"]]
+    text = prompt_text(qwen2, row["instruction"], **prompt_parts(json.loads(json.dumps(row))))
+    assert text.index("<|im_start|>user\nWhat is 1 + 1?<|im_end|>\n<|im_start|>assistant\n2") < (
+        text.index(GSM8K["question"])
+    )
+    assert text.startswith("<|im_start|>system\nPlease reason") and text.endswith("assistant\n")

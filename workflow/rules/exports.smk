@@ -31,6 +31,8 @@ rule export_samples:
         out_path=f"{RS}/exports/{{model}}/{{benchmark}}.{{export_suffix}}",
     log:
         f"{RS}/logs/export_samples/{{model}}/{{benchmark}}.{{export_suffix}}.log",
+    benchmark:
+        f"{RS}/benchmarks/export_samples/{{model}}/{{benchmark}}.{{export_suffix}}.tsv"
     conda:
         ENV
     params:

@@ -94,6 +94,8 @@ def test_the_registry_applies_lcb_rules_to_livecodebench_entries_only():
     last_block = "```python\nprint(1)  # a first try\n```\nor better:\n```python\nprint(2.0)\n```"
     gens = [{"id": "p", "completion": last_block}]
     graded, summary = grade_generations([row], gens, {"kind": "livecodebench", "timeout_s": 6})
-    assert graded[0]["correct"] and summary["time_limits"] == "6 s per program"
+    assert graded[0]["correct"] and summary["time_limits"] == (
+        "6 s per stdio case or call; (6 + 1) s per case + 5 s per functional answer"
+    )
     graded, summary = grade_generations([row], gens, {"kind": "jsonl"})
     assert not graded[0]["correct"] and summary["status"] == {"wrong_answer": 1}
