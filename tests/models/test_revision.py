@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from leafpipe.config import validate_config
 from leafpipe.evaluation.generation_vllm import generate_vllm
-from leafpipe.models.loading import hub_options, load_placed_model
+from leafpipe.models.hub_options import hub_options
+from leafpipe.models.loading import load_placed_model
 from leafpipe.models.pretrained import derive_student
 from leafpipe.stages.specs import paths, stage_config
 

@@ -9,33 +9,7 @@ from typing import Any
 
 import torch
 
-from leafpipe.config import model_role
-
 log = logging.getLogger("leafpipe")
-
-
-def trusts_remote_code(config: dict[str, Any], model: str) -> bool:
-    """Whether a model's own Python code may run: only if its role's config says so explicitly
-    (`config.model_role`: a distilled variant is trusted as far as the student)."""
-    role = model_role(model)
-    return bool(config.get("models", {}).get(role, {}).get("trust_remote_code", False))
-
-
-def pinned_revision(config: dict[str, Any], model: str) -> str | None:
-    """The hub revision (branch, tag or commit) a role's `path` is loaded at: its `revision`, so
-    that a rerun months later loads the same weights and tokenizer. None where none is pinned,
-    and for a distilled variant, which is a folder this run wrote, not a hub id."""
-    if model_role(model) != model:
-        return None
-    return config.get("models", {}).get(model, {}).get("revision")
-
-
-def hub_options(config: dict[str, Any], model: str) -> dict[str, Any]:
-    """`from_pretrained`'s keywords for a model: `trust_remote_code` and `revision`."""
-    return {
-        "trust_remote_code": trusts_remote_code(config, model),
-        "revision": pinned_revision(config, model),
-    }
 
 
 def load_model(

@@ -39,7 +39,12 @@ _HOMES = {
     "lm_eval": "exports",
     "shard_rows": "common",
 }
-_LOADING = ("load_model", "load_placed_model", "trusts_remote_code")
+# The model-loading helpers, by the module that defines them.
+_LOADING = {
+    "load_model": "loading",
+    "load_placed_model": "loading",
+    "trusts_remote_code": "hub_options",
+}
 
 __all__ = [*_HOMES, *_LOADING]
 
@@ -48,7 +53,7 @@ def __getattr__(name: str) -> Any:
     if name in _HOMES:
         module = importlib.import_module(f"leafpipe.stages.{_HOMES[name]}")
     elif name in _LOADING:
-        module = importlib.import_module("leafpipe.models.loading")
+        module = importlib.import_module(f"leafpipe.models.{_LOADING[name]}")
     else:
         raise AttributeError(f"module 'leafpipe.stages' has no attribute {name!r}")
     return getattr(module, name)

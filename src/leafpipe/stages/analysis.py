@@ -7,7 +7,7 @@ from typing import Any
 
 from leafpipe.files.atomic import atomic_path, read_jsonl
 from leafpipe.files.provenance import read_parquet
-from leafpipe.models.loading import hub_options, load_placed_model
+from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _threads, log
 
 
@@ -32,6 +32,7 @@ def attention(
     from leafpipe.detect.confounders import protected_spans
     from leafpipe.distill.data import DistillGroup, validation_split
     from leafpipe.evaluation.attention import AttentionSample, attention_shares
+    from leafpipe.models.loading import load_placed_model
 
     _threads(threads)
     settings = config["attention"]

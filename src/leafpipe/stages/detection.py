@@ -11,7 +11,7 @@ import pandas as pd
 
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import read_parquet, write_parquet
-from leafpipe.models.loading import hub_options, load_placed_model
+from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _pick, _threads, log, shard_rows
 
 # The detection keys that are not DetectSpec's: per-domain overrides (read by `detect`), and two
@@ -38,6 +38,7 @@ def score(
 ) -> None:
     """Score one shard of the corpus with one model (bf16 on a GPU when there is one)."""
     from leafpipe.detect.scoring import ScoreSpec, score_samples
+    from leafpipe.models.loading import load_placed_model
 
     _threads(threads)
     scoring, detection = config["scoring"], config["detection"]
@@ -209,6 +210,7 @@ def validate_counterfactuals(
     labels, how many removed spans were planted. With validity.check off no model is loaded and
     every counterfactual is kept.
     """
+    from leafpipe.models.loading import load_placed_model
     from leafpipe.prune.validity import (
         ValiditySpec,
         annotate,

@@ -9,7 +9,7 @@ from typing import Any
 from leafpipe.evaluation.protocols import max_new_tokens, protocol_of, protocol_rows, stop_strings
 from leafpipe.evaluation.sampling import SamplingSpec
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
-from leafpipe.models.loading import hub_options, load_placed_model
+from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _threads, log, shard_rows
 
 
@@ -67,6 +67,7 @@ def generate(
     """Complete shard `shard` of a benchmark's prompts (a contiguous slice; the number of shards
     is the entry's `shards` or evaluation.shards); a killed job resumes from `partial_path`."""
     from leafpipe.evaluation.generation import generate as run_generate
+    from leafpipe.models.loading import load_placed_model
 
     _threads(threads)
     evaluation = config["evaluation"]

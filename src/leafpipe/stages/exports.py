@@ -74,7 +74,7 @@ def lm_eval(
     or hub id (at the revision its role pins) with its HF backend; its results file is written
     to `out_path` as the harness wrote it."""
     from leafpipe.evaluation.harness import evaluate_folder
-    from leafpipe.models.loading import pinned_revision, trusts_remote_code
+    from leafpipe.models.hub_options import pinned_revision, trusts_remote_code
 
     settings = config["evaluation"]["lm_eval"]
     results = evaluate_folder(

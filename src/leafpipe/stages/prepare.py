@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import write_parquet
-from leafpipe.models.loading import hub_options
+from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _pick, _threads, log
 
 if TYPE_CHECKING:

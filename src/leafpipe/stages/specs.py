@@ -54,7 +54,7 @@ DISTILL_EXECUTION = (
 )
 TRUST = "models.{model_role}.trust_remote_code"
 BOTH_TRUSTS = ("models.teacher.trust_remote_code", "models.student.trust_remote_code")
-# The hub revision a model's weights and tokenizer are loaded at (models.loading.hub_options):
+# The hub revision a model's weights and tokenizer are loaded at (models.hub_options.hub_options):
 # read wherever the model's trust is.
 REVISION = "models.{model_role}.revision"
 BOTH_REVISIONS = ("models.teacher.revision", "models.student.revision")

@@ -9,7 +9,7 @@ import torch
 
 from leafpipe.distill.variants import variant as variant_record
 from leafpipe.files.atomic import read_jsonl
-from leafpipe.models.loading import hub_options, load_model, load_placed_model
+from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _threads, log
 from leafpipe.stages.specs import whole_config
 
@@ -47,6 +47,7 @@ def teacher_logits(
 
     from leafpipe.distill.data import encode_groups
     from leafpipe.distill.teacher_cache import build_teacher_cache, every_sample
+    from leafpipe.models.loading import load_placed_model
     from leafpipe.text.tokenizer import load_tokenizer
 
     _threads(threads)
@@ -84,6 +85,7 @@ def _load_teacher(
     """(teacher, its tokenizer, top-k cache) as the objective reads the teacher: sft never does;
     kd from the cache when there is one, else from the model itself."""
     from leafpipe.distill.teacher_cache import TeacherCache
+    from leafpipe.models.loading import load_model
 
     if objective == "kd" and teacher_cache:
         return None, None, TeacherCache(teacher_cache)
@@ -120,6 +122,7 @@ def distill(
     from leafpipe.distill.checkpoints import TENSORBOARD, save_distilled
     from leafpipe.distill.spec import DistillSpec
     from leafpipe.distill.trainer import distill as run_distill
+    from leafpipe.models.loading import load_model
     from leafpipe.tracking.plans import distill_plan
 
     trained = variant_record(variant)
