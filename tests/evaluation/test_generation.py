@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from leafpipe.evaluation.generation import generate
+from leafpipe.evaluation.generation import end_of_turn_ids, generate
 from leafpipe.text.templates import encode_prompt
 
 INSTRUCTIONS = [
@@ -178,3 +178,18 @@ def test_killed_generation_resumes_from_its_partial_file(
     with caplog.at_level(logging.WARNING, logger="leafpipe.evaluation.generation"):
         run(max_new_tokens=MAX_NEW - 1, partial_path=partial)
     assert "generating afresh" in caplog.text
+
+
+def test_generation_stops_at_an_eos_the_generation_config_adds(tiny_llama, tokenizer, rows):
+    """A model whose generation_config names another end-of-turn token than the tokenizer's
+    (as Qwen2.5 chat models do) stops there too: at its first token, made an eos here."""
+    model = tiny_llama(0)
+    first = generate(model, tokenizer, rows[:3], max_new_tokens=MAX_NEW, batch_size=3)
+    assert all(o["finish_reason"] == "length" for o in first), "the test needs long completions"
+    prompt = encode_prompt(tokenizer, rows[0]["instruction"])
+    token = _greedy_by_hand(model, prompt, tokenizer.eos_token_id)[0]
+    assert token != tokenizer.eos_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, token]
+    assert end_of_turn_ids(model, tokenizer) == (tokenizer.eos_token_id, token)
+    out = generate(model, tokenizer, rows[:1], max_new_tokens=MAX_NEW, batch_size=1)[0]
+    assert (out["finish_reason"], out["completion_tokens"]) == ("stop", 1)

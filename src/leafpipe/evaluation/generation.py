@@ -106,17 +106,15 @@ def generate(
     """Complete each row's prompt (its `instruction` with the `system`, `history` and `prefix`
     its protocol wrote into it); return `sampling.n` records per row, in input order.
 
-    Generation stops at the tokenizer's end-of-turn token (its eos, `<|im_end|>` for ChatML) or
-    at a stop string; `finish_reason` is `stop` then and `length` when `max_new_tokens` ran out
-    first, so truncated answers can be told apart from wrong ones. With `partial_path`, every
-    finished batch is appended there (JSON lines after a header that fingerprints the model,
-    prompts and settings); a rerun with the same fingerprint skips those batches. The caller
-    removes the file once the output is safely written.
+    Generation stops at an end-of-turn token (`end_of_turn_ids`: the tokenizer's eos and the
+    model's generation_config's) or at a stop string; `finish_reason` is `stop` then and
+    `length` when `max_new_tokens` ran out first, so truncated answers can be told apart from
+    wrong ones. With `partial_path`, every finished batch is appended there (JSON lines after a
+    header that fingerprints the model, prompts and settings); a rerun with the same fingerprint
+    skips those batches. The caller removes the file once the output is safely written.
     """
-    eos_id = tokenizer.eos_token_id
-    if eos_id is None:
-        raise ValueError("the tokenizer has no eos token: generation would never stop")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    eos_ids = end_of_turn_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     prompts = [encode_prompt(tokenizer, row["instruction"], **prompt_parts(row)) for row in rows]
     # Longest first: a batch too big for memory fails in the first minute, not the last.
     order = sorted(range(len(rows)), key=lambda i: len(prompts[i]), reverse=True)
@@ -126,7 +124,7 @@ def generate(
     sink = None
     if partial_path is not None:
         done, sink = _resume(Path(partial_path), _fingerprint(model, prompts, settings), len(plan))
-    batch = _Batch(model, tokenizer, sampling, max_new_tokens, eos_id, pad_id)
+    batch = _Batch(model, tokenizer, sampling, max_new_tokens, eos_ids, pad_id)
     try:
         with (
             _torch_threads(threads),
@@ -175,6 +173,21 @@ def _resume(
     return done, sink
 
 
+def end_of_turn_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """The tokens that end a completion: the tokenizer's eos, then each eos the model's
+    generation_config names, once each. The two differ in real checkpoints (a Qwen2.5 chat
+    model's generation_config lists `<|im_end|>` and `<|endoftext|>`, a tokenizer names one of
+    them): stopping at the tokenizer's alone can run an answer on past its end."""
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = config_eos if isinstance(config_eos, (list, tuple)) else [config_eos]
+    found = tuple(dict.fromkeys(i for i in [tokenizer.eos_token_id, *listed] if i is not None))
+    if not found:
+        raise ValueError(
+            "neither the tokenizer nor the model names an eos token: generation would never stop"
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class _Batch:
     """What every batch of one `generate` call is generated with."""
@@ -183,7 +196,7 @@ class _Batch:
     tokenizer: PreTrainedTokenizerBase
     sampling: SamplingSpec
     max_new_tokens: int
-    eos_id: int
+    eos_ids: tuple[int, ...]
     pad_id: int
 
     def records(
@@ -212,7 +225,7 @@ class _Batch:
             attention_mask=mask.to(device),
             max_new_tokens=self.max_new_tokens,
             pad_token_id=self.pad_id,
-            eos_token_id=self.eos_id,
+            eos_token_id=list(self.eos_ids),
             **options,
         )
         new_tokens = out[:, ids.shape[1] :].tolist()
@@ -222,7 +235,7 @@ class _Batch:
                 prompt,
                 new_tokens[j * sampling.n + s],
                 self.tokenizer,
-                self.eos_id,
+                self.eos_ids,
                 self.pad_id,
                 sampling.stop,
                 s,
@@ -237,20 +250,21 @@ def _record(
     prompt: list[int],
     tokens: list[int],
     tokenizer: PreTrainedTokenizerBase,
-    eos_id: int,
+    eos_ids: Sequence[int],
     pad_id: int,
     stop: Sequence[str],
     sample: int,
 ) -> dict[str, Any]:
-    """Cut a completion at its first eos or stop string; what follows is padding."""
-    stopped = eos_id in tokens
-    kept = tokens[: tokens.index(eos_id) + 1] if stopped else tokens
+    """Cut a completion at its first end-of-turn token or stop string; what follows is padding."""
+    end = next((i for i, token in enumerate(tokens) if token in eos_ids), None)
+    stopped = end is not None
+    kept = tokens[: end + 1] if end is not None else tokens
     text = tokenizer.decode(kept, skip_special_tokens=True)
     cut = min((text.find(s) for s in stop if s in text), default=-1)
     if cut >= 0:
         text, stopped = text[:cut], True
         # generate() pads a row that met a stop string; those pads were never generated.
-        while kept and kept[-1] == pad_id and pad_id != eos_id:
+        while kept and kept[-1] == pad_id and pad_id not in eos_ids:
             kept = kept[:-1]
     return completion_record(
         row, sample, text, "stop" if stopped else "length", len(prompt), len(kept)
