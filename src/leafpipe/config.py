@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -295,12 +295,17 @@ def check_corpus_disjoint(config: dict[str, Any], where: str = "config") -> None
 _LOCAL_BUILDERS = frozenset({"parquet", "json", "csv", "text", "arrow"})
 
 
+def _dataset_origin(name: str) -> Literal["folder", "builder", "hub"]:
+    """Where a `dataset:` spec's `dataset` is read from: a local folder, a builder over local
+    `data_files`, or the hub."""
+    if Path(name).exists():
+        return "folder"
+    return "builder" if name in _LOCAL_BUILDERS else "hub"
+
+
 def _hub_dataset(spec: dict[str, Any] | None) -> bool:
     """Whether a `dataset:` spec names a hub dataset (not a local folder or file builder)."""
-    if not spec:
-        return False
-    name = str(spec["dataset"])
-    return name not in _LOCAL_BUILDERS and not Path(name).exists()
+    return bool(spec) and _dataset_origin(str(spec["dataset"])) == "hub"
 
 
 def local_files(path: str | Path) -> list[str]:
@@ -323,11 +328,9 @@ def local_dataset_files(spec: Mapping[str, Any] | None) -> list[str]:
     to track (its `revision` pins it)."""
     if not spec:
         return []
-    name = str(spec["dataset"])
-    if Path(name).exists():
-        return local_files(name)
-    if name not in _LOCAL_BUILDERS:
-        return []
+    origin = _dataset_origin(str(spec["dataset"]))
+    if origin != "builder":
+        return local_files(spec["dataset"]) if origin == "folder" else []
     patterns = _data_file_patterns(spec.get("data_files"))
     found = {file for pattern in patterns for file in glob.glob(pattern, recursive=True)}
     return sorted(file for match in found for file in local_files(match))
