@@ -46,9 +46,12 @@ The issue's target (vocab 128256, seq 2048): memory saving >= 4 at a time ratio 
 whole training steps instead: a random-init Llama-3.2-1B-shaped student (tied head) forward and
 backward through `kd_loss_sum`, and a Llama-3.1-8B-shaped teacher forward under
 `torch.inference_mode`, both bf16, and reports tokens/s and
-MFU = (6 N_student T + 2 N_teacher T) / step time / `--peak-flops` (default 989e12, H100 SXM bf16
-dense), T the tokens of the step and N the parameters that take part in matmuls (all but the input
-embedding; a tied head counts once, as the head). Attention's own FLOPs are not counted.
+MFU = (6 N_student T + 2 N_teacher T) / step time / `--peak-flops` (default: the GPU's bf16 dense
+peak from its name, bench/gpu_targets.py; 989e12 on an H100 SXM or H200), T the tokens of the step
+and N the parameters that take part in matmuls (all but the input embedding; a tied head counts
+once, as the head). Attention's own FLOPs are not counted.
+
+`--json PATH` also writes the measurements (either mode) for bench/gpu_targets.py.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,6 +76,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
 import common  # noqa: E402
+import gpu_targets  # noqa: E402
 
 from leafpipe.distill.heads import output_head, response_hidden
 from leafpipe.distill.kd_loss import kd_loss_sum
@@ -139,8 +144,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--steps", type=int, default=5, help="--gpu-step: timed steps (after 2 warm-up steps)"
     )
     p.add_argument(
-        "--peak-flops", type=float, default=989e12, help="--gpu-step: peak FLOP/s for MFU"
+        "--peak-flops",
+        type=float,
+        help="--gpu-step: peak FLOP/s for MFU (default: the GPU's bf16 dense peak, gpu_targets.py)",
     )
+    p.add_argument("--json", type=Path, help="also write the measurements here (gpu_targets.py)")
     p.add_argument(
         "--probe", choices=METHODS, help=argparse.SUPPRESS
     )  # internal: the CPU subprocess
@@ -311,10 +319,18 @@ def main(argv: Sequence[str] | None = None) -> dict[int, tuple[float | None, flo
         print(json.dumps(probe(args)))
         return {}
     if args.gpu_step:
-        gpu_step(args)
+        write_record(args, step=gpu_step(args))
         return {}
     cuda = args.device.startswith("cuda")
     results = _measure(args, argv, cuda)
+    vocabs = {
+        str(vocab): {
+            m: {"seconds": statistics.median(res[m]["seconds"]), "peak_mib": res[m]["peak_mib"]}
+            for m in METHODS
+        }
+        for vocab, (res, _) in results.items()
+    }
+    write_record(args, hidden=args.hidden, teacher_hidden=args.teacher_hidden, vocabs=vocabs)
     _print_header(args, cuda)
     ratios = _print_table(results, cuda)
     _print_targets(args, ratios)
@@ -411,6 +427,18 @@ def _print_targets(args: argparse.Namespace, ratios: dict[int, tuple[float | Non
         print(f"vocab {vocab}: memory saving {shown}, time ratio {ratio:.1f}x")
 
 
+def device_name(args: argparse.Namespace) -> str | None:
+    return torch.cuda.get_device_name() if args.device.startswith("cuda") else None
+
+
+def write_record(args: argparse.Namespace, **measured: Any) -> None:
+    """With `--json`, the run's measurements and what they were measured on (bench/gpu_targets.py
+    reads them)."""
+    if args.json:
+        record = {k: vars(args)[k] for k in ("device", "dtype", "batch", "seq")}
+        args.json.write_text(json.dumps({**record, "device_name": device_name(args), **measured}))
+
+
 def setup_mask_count(args: argparse.Namespace) -> int:
     t = args.seq
     return args.batch * max(1, round(args.trained_frac * (t - 1)))
@@ -468,7 +496,7 @@ def matmul_params(model: nn.Module) -> int:
     return n + (head.numel() if head is emb else 0)
 
 
-def gpu_step(args: argparse.Namespace) -> dict[str, float]:
+def gpu_step(args: argparse.Namespace) -> dict[str, Any]:
     """Time whole distillation steps; prints and returns tokens/s, MFU and peak memory."""
     if not args.device.startswith("cuda"):
         print(
@@ -507,10 +535,15 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
     n_s, n_t = matmul_params(student), matmul_params(teacher)
     flops = 6 * n_s * tokens + 2 * n_t * tokens
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    known = gpu_targets.bf16_dense_peak_tflops(device_name(args) or "")
+    peak_flops = args.peak_flops or (float("nan") if known is None else known * 1e12)
     result = {
+        "student": args.student_shape,
+        "teacher": args.teacher_shape,
         "seconds": t,
         "tokens_per_s": tokens / t,
-        "mfu": flops / t / args.peak_flops,
+        "mfu": flops / t / peak_flops,
+        "peak_flops": peak_flops,
         "peak_gib": peak,
         "loss": loss,
     }
@@ -523,7 +556,7 @@ def gpu_step(args: argparse.Namespace) -> dict[str, float]:
     )
     print(
         f"step {t:.3f} s (median of {args.steps}), {tokens / t:,.0f} tokens/s, "
-        f"MFU {100 * result['mfu']:.1f}% of {args.peak_flops:.3g} FLOP/s (6*N_s*T + 2*N_t*T), "
+        f"MFU {100 * result['mfu']:.1f}% of {peak_flops:.3g} FLOP/s (6*N_s*T + 2*N_t*T), "
         f"peak allocated {peak:.1f} GiB, loss {loss:.4f}"
     )
     return result

@@ -52,6 +52,10 @@ tokenizer trained on the same world. With a real shape the model's vocabulary (4
 is larger than the tokenizer's: only the first ids occur, which changes no cost (every logit is
 still computed).
 
+On CUDA the table's MFU column is TFLOP/s over the GPU's bf16 dense peak, read from its name
+(bench/gpu_targets.py; `--peak-tflops` for a GPU it does not know). `--json PATH` also writes the
+table's measurements, for bench/gpu_targets.py.
+
 The last line of the output is exactly `speed-up: N.Nx` (ours over baseline, rows/s, this run).
 """
 
@@ -69,6 +73,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,6 +89,7 @@ from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, however this is loaded
 import common  # noqa: E402
+import gpu_targets  # noqa: E402
 
 from leafpipe.data.world import WorldConfig, make_world
 from leafpipe.detect.scoring import ScoreSpec, score_samples, token_budget
@@ -168,8 +174,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--peak-tflops",
         type=float,
-        default=989.0,
-        help="for the MFU column on cuda (H100 bf16 dense)",
+        help="for the MFU column on cuda (default: the bf16 dense peak of the GPU, gpu_targets.py)",
+    )
+    p.add_argument(
+        "--json", type=Path, help="also write the measurements here (bench/gpu_targets.py)"
     )
     p.add_argument("--memory", choices=("on", "off"), default="on", help="measure peak memory")
     p.add_argument("--seed", type=int, default=0)
@@ -506,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> float:
         f"ours: ScoreSpec(max_tokens={budget}, max_batch={args.max_batch}, response_level=False); "
         f"timed passes: {args.repeats} (median), warm-up rows: {args.warmup}"
     )
+    device_name = torch.cuda.get_device_name() if cuda else None
+    peak = args.peak_tflops or gpu_targets.bf16_dense_peak_tflops(device_name or "")
     mem_head = "peak MiB (GPU alloc)" if cuda else "peak MiB (RSS)"
     head = (
         "| method   | seconds | rows/s  | tokens/s  | TFLOP/s (4NT) | "
@@ -513,10 +523,17 @@ def main(argv: Sequence[str] | None = None) -> float:
     )
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    measured = {}
     for name in METHODS:
         t = timings[name]
         tflops = 4 * n_params * s.n_tokens / t.median / 1e12
-        mfu = f" {100 * tflops / args.peak_tflops:4.1f}% |" if cuda else ""
+        measured[name] = {
+            "seconds": t.median,
+            "tokens_per_s": s.n_tokens / t.median,
+            "tflops": tflops,
+            "peak_mib": t.peak_mib,
+        }
+        mfu = "" if not cuda else f" {100 * tflops / peak:4.1f}% |" if peak else " n/a   |"
         mem = "n/a" if t.peak_mib is None else f"{t.peak_mib:.0f}"
         print(
             f"| {name:<8} | {t.median:7.2f} | {len(s.rows) / t.median:7.1f} | "
@@ -528,6 +545,12 @@ def main(argv: Sequence[str] | None = None) -> float:
         f"(tolerance {args.atol:g}, {args.dtype})"
     )
     speedup = timings["baseline"].median / timings["ours"].median
+    if args.json:
+        record = dict(
+            shape=args.shape, dtype=args.dtype, device=args.device, device_name=device_name
+        )
+        record.update(peak_tflops=peak, n_params=n_params, n_tokens=s.n_tokens, methods=measured)
+        args.json.write_text(json.dumps(record))
     print(f"speed-up: {speedup:.1f}x")
     return speedup
 

@@ -94,6 +94,12 @@ def check_distill(config: dict[str, Any], where: str = "config") -> None:
             f"{where}: distill.lora is set but peft is not installed; "
             "pip install 'leafpipe[lora]' or set distill.lora: null"
         )
+    if d["kd"]["backend"] == "liger" and d["teacher_topk"] is not None:
+        raise ConfigError(
+            f"{where}: distill.kd.backend: liger applies the teacher's LM head inside the loss "
+            "and cannot read the top-k cache that distill.teacher_topk makes; set one of them "
+            "back (teacher_topk: null or kd.backend: chunked)"
+        )
 
 
 def check_tracking(config: dict[str, Any], where: str = "config") -> None:

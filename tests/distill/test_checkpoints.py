@@ -6,7 +6,13 @@ import logging
 
 import torch
 
-from leafpipe.distill.checkpoints import STATE, TrainingState, load_state, save_state
+from leafpipe.distill.checkpoints import (
+    STATE,
+    STATE_FORMAT,
+    TrainingState,
+    load_state,
+    save_state,
+)
 
 
 def _save(tmp_path, state: TrainingState) -> None:
@@ -35,3 +41,15 @@ def test_a_state_with_keys_this_version_does_not_know_is_not_resumed(tmp_path, c
     with caplog.at_level(logging.WARNING):
         assert load_state(tmp_path, fingerprint="f") is None
     assert "does not know (ema_weights)" in caplog.text
+
+
+def test_a_state_of_an_older_format_is_not_resumed_and_the_log_says_so(tmp_path, caplog):
+    """Format 3 moved a sharded run's state out of state.pt; an older state.pt starts afresh."""
+    _save(tmp_path, TrainingState(step=7))
+    payload = torch.load(tmp_path / STATE, weights_only=True)
+    torch.save({**payload, "format": STATE_FORMAT - 1}, tmp_path / STATE)
+    with caplog.at_level(logging.WARNING):
+        assert load_state(tmp_path, fingerprint="f") is None
+    assert f"state format {STATE_FORMAT - 1}, this version resumes format {STATE_FORMAT}" in (
+        caplog.text
+    )

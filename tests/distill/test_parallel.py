@@ -18,12 +18,14 @@ from distill_runs import (
 )
 from safetensors.torch import load_file
 from torch.distributed import fsdp
+from transformers import AutoModelForCausalLM
 
 from leafpipe import stages
 from leafpipe.config import validate_config
 from leafpipe.distill import parallel
-from leafpipe.distill.checkpoints import run_fingerprint
+from leafpipe.distill.checkpoints import STATE, STATE_SHARDS, run_fingerprint
 from leafpipe.distill.data import encode_groups, rank_share
+from leafpipe.distill.sharded_state import PROGRESS
 from leafpipe.distill.spec import DistillSpec
 from leafpipe.distill.trainer import distill
 
@@ -108,16 +110,25 @@ def test_two_processes_train_the_weights_of_one(
 def test_killed_two_process_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path, fsdp):
     """SIGKILL to the whole process group after the first checkpoint; rerun, it resumes every
     process (weights, optimiser, each one's RNG: the student has dropout) and ends where an
-    uninterrupted two-process run ends."""
+    uninterrupted two-process run ends. Sharded, each process saved its own shards (no full
+    state.pt gathered on process 0), and the final model is an ordinary save_pretrained
+    folder."""
     raw, args = stage_inputs(
         tiny_llama, tokenizer, samples, tmp_path, 12, {**DISTILL, "gpus": 2, "fsdp": fsdp}
     )
     out, work = tmp_path / "models" / "leaf_instr", tmp_path / "work"
     kill_at_first_checkpoint(distill_command(tmp_path, args, out, work, threads=2), out, work, 180)
+    shards = work / STATE_SHARDS
+    assert (work / STATE).exists() != fsdp and shards.exists() == fsdp
+    if fsdp:
+        saved = {p.name for p in shards.iterdir()}
+        assert {".metadata", "__0_0.distcp", "__1_0.distcp", PROGRESS} <= saved, saved
     reference = resume_and_reference(raw, args, tmp_path, out, work, threads=2)
     resumed = json.loads((out / "training.json").read_text())
     assert resumed["resumed_at_steps"] and resumed["processes"] == 2
     assert_bitwise_equal(_weights(out), _weights(reference))
+    loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).state_dict()
+    assert_bitwise_equal({n: loaded[n] for n in _weights(out)}, _weights(reference))
 
 
 def test_fsdp_with_lora_is_a_clear_error():

@@ -386,7 +386,9 @@ def test_gradient_checkpointing_gives_the_same_weights(tokenizer, samples, tiny_
     student = tiny_llama(1)
     spec = DistillSpec(gradient_checkpointing=True, **FAST)
     checkpointed = distill(tiny_llama(0), student, tokenizer, groups, spec, 1)
-    assert student.is_activation_checkpointing
+    # what transformers' is_activation_checkpointing (5.24) and is_gradient_checkpointing (5.16)
+    # both read
+    assert any(getattr(m, "gradient_checkpointing", False) for m in student.modules())
     for a, b in zip(weights(plain), weights(checkpointed)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 

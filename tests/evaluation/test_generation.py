@@ -190,6 +190,6 @@ def test_generation_stops_at_an_eos_the_generation_config_adds(tiny_llama, token
     token = _greedy_by_hand(model, prompt, tokenizer.eos_token_id)[0]
     assert token != tokenizer.eos_token_id
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, token]
-    assert end_of_turn_ids(model, tokenizer) == (tokenizer.eos_token_id, token)
+    assert end_of_turn_ids(tokenizer, model.generation_config) == (tokenizer.eos_token_id, token)
     out = generate(model, tokenizer, rows[:1], max_new_tokens=MAX_NEW, batch_size=1)[0]
     assert (out["finish_reason"], out["completion_tokens"]) == ("stop", 1)

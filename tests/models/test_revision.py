@@ -12,7 +12,7 @@ from tiny_models import tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from leafpipe.config import validate_config
-from leafpipe.evaluation.generation_vllm import generate_vllm
+from leafpipe.evaluation.generation_vllm import generate_vllm, vllm_setup
 from leafpipe.models.hub_options import hub_options
 from leafpipe.models.loading import load_placed_model
 from leafpipe.models.pretrained import derive_student
@@ -112,5 +112,9 @@ def test_vllm_loads_the_weights_and_the_tokenizer_at_the_pin(tokenizer, monkeypa
 
     fake = types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kwargs: kwargs)
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    assert generate_vllm("org/teacher", tokenizer, [], max_new_tokens=4, revision=PIN) == []
+    setup = vllm_setup("org/teacher", tokenizer, revision=PIN, gpus=1)
+    assert (
+        generate_vllm("org/teacher", tokenizer, [], setup=setup, max_new_tokens=4, revision=PIN)
+        == []
+    )
     assert (made["revision"], made["tokenizer_revision"]) == (PIN, PIN)

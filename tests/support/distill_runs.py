@@ -18,6 +18,7 @@ from faults import leafpipe_argv
 
 from leafpipe import stages
 from leafpipe.config import validate_config
+from leafpipe.distill.checkpoints import STATE, STATE_SHARDS
 from leafpipe.files.atomic import write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,13 +80,18 @@ def kill_at_first_checkpoint(cli: list[str], out: Path, work: Path, patience_s: 
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + patience_s
-    while not (work / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not _has_state(work) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     with contextlib.suppress(ProcessLookupError):  # ended by itself: the asserts say how
         os.killpg(proc.pid, signal.SIGKILL)
     stderr = proc.communicate()[1].decode()
     assert proc.returncode == -signal.SIGKILL, stderr[-2000:]
-    assert (work / "state.pt").exists() and not out.exists(), stderr[-3000:]
+    assert _has_state(work) and not out.exists(), stderr[-3000:]
+
+
+def _has_state(work: Path) -> bool:
+    """A resumable state, state.pt or (a sharded run's) state-shards/, is in `work`."""
+    return (work / STATE).exists() or (work / STATE_SHARDS).exists()
 
 
 def resume_and_reference(

@@ -163,9 +163,12 @@ def generate_case(tmp_path: Path, tiny_llama: Any, tokenizer: Any, samples: Any)
     return Case(
         "generate",
         configfile,
-        _student_shard(
-            model, "shard-1.jsonl", benchmark="world_test", bench_path=tmp_path / "bench.jsonl"
-        ),
+        lambda out: {
+            **_student_shard(
+                model, "shard-1.jsonl", benchmark="world_test", bench_path=tmp_path / "bench.jsonl"
+            )(out),
+            "info_path": out / "shard-1.info.json",
+        },
         "out_path",
         "shard-1.jsonl.partial",
         "resuming generation",

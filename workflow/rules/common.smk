@@ -129,13 +129,23 @@ def generation_shards(benchmark):
     return bench.get("shards", config["evaluation"]["shards"])
 
 
-def generations(wildcards):
-    """A (model, benchmark)'s generation shards, in order: grading reads them all."""
+def generation_files(wildcards, kind):
+    """A (model, benchmark)'s generation shards' files of one kind, in shard order."""
     folder = in_replicate(wildcards, f"{RS}/eval/{wildcards.model}")
     return [
-        f"{folder}/{wildcards.benchmark}.generations-{k}.jsonl"
+        f"{folder}/{wildcards.benchmark}.generations-{k}.{kind}"
         for k in range(generation_shards(wildcards.benchmark))
     ]
+
+
+def generations(wildcards):
+    """A (model, benchmark)'s generation shards, in order: grading reads them all."""
+    return generation_files(wildcards, "jsonl")
+
+
+def generation_infos(wildcards):
+    """What each generation shard was made with: the scores name it."""
+    return generation_files(wildcards, "info.json")
 
 
 def dataset_path(wildcards, dataset):
@@ -215,10 +225,11 @@ def replicate_products():
             kind=["scores.json", "graded.jsonl"],
         )
         + [
-            f"{RS}/eval/{model}/{benchmark}.generations-{k}.jsonl"
+            f"{RS}/eval/{model}/{benchmark}.generations-{k}.{kind}"
             for model in MODELS
             for benchmark in BENCHMARKS
             for k in range(generation_shards(benchmark))
+            for kind in ("jsonl", "info.json")
         ]
     )
 

@@ -31,12 +31,14 @@ rule generate:
         bench_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
     output:
         out_path=f"{RS}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.jsonl",
+        info_path=f"{RS}/eval/{{model}}/{{benchmark}}.generations-{{shard}}.info.json",
     log:
         f"{RS}/logs/generate/{{model}}/{{benchmark}}-{{shard}}.log",
     benchmark:
         f"{RS}/benchmarks/generate/{{model}}/{{benchmark}}-{{shard}}.tsv"
     conda:
-        ENV
+        # vLLM pins its own torch, so it has its own environment; `auto` finds no vLLM in ENV
+        "../envs/vllm.yaml" if config["evaluation"]["backend"] == "vllm" else ENV
     threads: job_threads("generate")
     resources:
         **job_resources("generate"),
@@ -54,6 +56,7 @@ rule generate:
 rule grade:
     input:
         generations=generations,
+        generation_infos=generation_infos,
         bench_path=f"{RS}/eval_data/{{benchmark}}.jsonl",
         info_path=f"{RS}/eval_data/{{benchmark}}.info.json",
     output:

@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 
 # Files and folders of the work folder (docs/data-schemas.md).
 STATE = "state.pt"
+STATE_SHARDS = "state-shards"  # a sharded (FSDP) run's state: `leafpipe.distill.sharded_state`
 BEST, LAST = "best", "last"
 METRICS = "metrics.csv"
 TRAINING = "training.json"
 TENSORBOARD = "tensorboard"
-_WORK_ENTRIES = (STATE, BEST, LAST, METRICS, TRAINING, TENSORBOARD)
-STATE_FORMAT = 2  # bump when the state's layout changes: an old state is then not resumed
+_WORK_ENTRIES = (STATE, STATE_SHARDS, BEST, LAST, METRICS, TRAINING, TENSORBOARD)
+# Bump when the state's layout changes: an old state is then not resumed. 3: a sharded run keeps
+# its state in state-shards/ (one file per process), no longer in a state.pt gathered on process 0.
+STATE_FORMAT = 3
 
 METRIC_COLUMNS = (
     "kind",
@@ -139,6 +142,27 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def progress_record(
+    state: TrainingState,
+    *,
+    fingerprint: str,
+    elapsed: float,
+    rng: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The state less the weights and optimiser: `state`, the format and fingerprint that decide
+    whether it is resumed, and the RNG states.
+
+    `rng` holds every process's `rng_state()` in rank order (default: this process's alone).
+    """
+    return {
+        "format": STATE_FORMAT,
+        "fingerprint": fingerprint,
+        "rng": list(rng) if rng is not None else [rng_state()],
+        **asdict(state),
+        "elapsed": elapsed,
+    }
+
+
 def save_state(
     work: Path,
     state: TrainingState,
@@ -149,26 +173,21 @@ def save_state(
     elapsed: float,
     rng: Sequence[dict[str, Any]] | None = None,
 ) -> None:
-    """Write state.pt atomically: `state`, the `trainable` weights, the optimiser's state dict and
-    the RNG states.
-
-    `rng` holds every process's `rng_state()` in rank order (default: this process's alone).
-    """
+    """Write state.pt atomically: the `progress_record`, the `trainable` weights and the
+    optimiser's state dict."""
     payload = {
-        "format": STATE_FORMAT,
-        "fingerprint": fingerprint,
+        **progress_record(state, fingerprint=fingerprint, elapsed=elapsed, rng=rng),
         "trainable": {n: t.detach().cpu() for n, t in trainable.items()},
         "optimizer": dict(optimizer),
-        "rng": list(rng) if rng is not None else [rng_state()],
-        **asdict(state),
-        "elapsed": elapsed,
     }
     with atomic_path(work / STATE) as tmp:
         torch.save(payload, tmp)
 
 
-# state.pt's keys besides TrainingState's fields (see save_state)
-_SAVED_KEYS = {"format", "fingerprint", "trainable", "optimizer", "rng"}
+# A progress record's keys besides TrainingState's fields (see progress_record)
+_PROGRESS_KEYS = {"format", "fingerprint", "rng"}
+# state.pt's keys besides those of its progress record (see save_state)
+_TENSOR_KEYS = {"trainable", "optimizer"}
 
 
 @dataclass
@@ -182,9 +201,20 @@ class SavedState:
 
 def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | None:
     """Read state.pt and restore process `rank`'s RNG states from it; None, restoring nothing,
-    when there is no state, or it has another format or fingerprint, or keys this version does
-    not know (never restore part of a state silently)."""
-    path = work / STATE
+    when `read_progress` rejects it."""
+    saved = read_progress(work / STATE, fingerprint=fingerprint, rank=rank, more=_TENSOR_KEYS)
+    if saved is None:
+        return None
+    return SavedState(training_state(saved), saved["trainable"], saved["optimizer"])
+
+
+def read_progress(
+    path: Path, *, fingerprint: str, rank: int, more: Iterable[str] = ()
+) -> dict[str, Any] | None:
+    """Read a file holding a `progress_record` (and the keys `more`) and restore process `rank`'s
+    RNG states from it; None, restoring nothing, when there is no file, or it has another format
+    or fingerprint, or keys this version does not know (never restore part of a state
+    silently)."""
     if not path.exists():
         return None
     try:
@@ -192,13 +222,22 @@ def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | N
     except Exception as err:  # a corrupt or foreign file: train afresh rather than fail
         log.warning("cannot read the checkpoint %s (%s); starting afresh", path, err)
         return None
-    if saved.get("format") != STATE_FORMAT or saved.get("fingerprint") != fingerprint:
+    if saved.get("format") != STATE_FORMAT:
+        log.warning(
+            "checkpoint %s has state format %s, this version resumes format %d; starting afresh",
+            path,
+            saved.get("format"),
+            STATE_FORMAT,
+        )
+        return None
+    if saved.get("fingerprint") != fingerprint:
         log.warning(
             "checkpoint %s was written with other settings, data or models; starting afresh",
             path,
         )
         return None
-    unknown = sorted(set(saved) - _SAVED_KEYS - {f.name for f in fields(TrainingState)})
+    known = _PROGRESS_KEYS | set(more) | {f.name for f in fields(TrainingState)}
+    unknown = sorted(set(saved) - known)
     if unknown:  # written by a version that keeps more than this one can restore
         log.warning(
             "checkpoint %s holds fields this version does not know (%s); starting afresh",
@@ -208,11 +247,15 @@ def load_state(work: Path, *, fingerprint: str, rank: int = 0) -> SavedState | N
         return None
     if rank < len(saved["rng"]):  # a state saved by fewer processes leaves the others' RNGs be
         _restore_rng(saved["rng"][rank])
-    # A field missing from the state takes its default (a state written before it existed).
-    state = TrainingState(
+    return saved
+
+
+def training_state(saved: Mapping[str, Any]) -> TrainingState:
+    """The `TrainingState` of a progress record; a field missing from it takes its default (a
+    state written before the field existed)."""
+    return TrainingState(
         **{f.name: saved[f.name] for f in fields(TrainingState) if f.name in saved}
     )
-    return SavedState(state, saved["trainable"], saved["optimizer"])
 
 
 def _restore_rng(rng: dict[str, Any]) -> None:
@@ -342,6 +385,7 @@ def save_distilled(
         work,
         (
             STATE,
+            STATE_SHARDS,
             METRICS,
             TRAINING,
             TENSORBOARD,

@@ -73,6 +73,7 @@ from leafpipe.distill.heads import (
     to_head_dtype,
     trained_rows,
 )
+from leafpipe.distill.liger_loss import NEEDS_TEACHER, liger_kd_loss_sum
 from leafpipe.distill.spec import KDSpec, check_head_precision
 from leafpipe.distill.topk import TopK, TopKTeacher, check_topk
 
@@ -269,6 +270,7 @@ def kd_loss_sum(
     `teacher_topk` (rows in the mask's row-major order), not both. The teacher side runs under
     `torch.no_grad` on detached hidden states. Peak memory is O(`spec.chunk_tokens` x V).
     The caller divides by the number of trained tokens (so normalisation spans micro-batches).
+    `spec.backend` "liger" hands the same quantity to Liger-Kernel (`leafpipe.distill.liger_loss`).
     """
     student_rows = trained_rows(student_hidden, target_mask, "student_hidden")
     parts = linear_parts(student_head)
@@ -279,27 +281,31 @@ def kd_loss_sum(
                 "give the teacher either as teacher_hidden and teacher_head or as teacher_topk, "
                 "not both"
             )
+        if spec.backend == "liger":
+            raise ValueError(NEEDS_TEACHER)
         check_topk(teacher_topk, student_rows.shape[0], vocab, spec.temperature)
         target: Target = TopKTeacher(teacher_topk, spec)
     else:
-        target = _full_teacher(
-            student_hidden, teacher_hidden, teacher_head, target_mask, vocab, spec
+        teacher_rows = _teacher_rows(
+            student_hidden, teacher_hidden, teacher_head, target_mask, vocab
         )
+        if spec.backend == "liger":
+            return liger_kd_loss_sum(student_rows, student_head, teacher_rows, teacher_head, spec)
+        target = FullTeacher(teacher_rows, teacher_head, vocab, spec)
     return _chunked_loss(
         student_rows, student_head, target, spec.temperature, spec.chunk_tokens, spec.head_precision
     )
 
 
-def _full_teacher(
+def _teacher_rows(
     student_hidden: torch.Tensor,
     teacher_hidden: torch.Tensor | None,
     teacher_head: nn.Module | None,
     target_mask: torch.Tensor,
     vocab: int,
-    spec: KDSpec,
-) -> Target:
-    """The teacher side of `kd_loss_sum` from the teacher's hidden states, checked against the
-    student's; its trained rows are detached and in its head's dtype."""
+) -> torch.Tensor:
+    """The teacher's trained rows [N, Ht] for `kd_loss_sum`, checked against the student's;
+    detached and in its head's dtype."""
     if teacher_hidden is None or teacher_head is None:
         raise ValueError("give the teacher as teacher_hidden and teacher_head, or as teacher_topk")
     if teacher_hidden.shape[:2] != student_hidden.shape[:2]:
@@ -311,7 +317,7 @@ def _full_teacher(
         trained_rows(teacher_hidden.detach(), target_mask, "teacher_hidden"), teacher_head
     )
     check_vocab(head_vocab(teacher_head, teacher_rows), vocab)
-    return FullTeacher(teacher_rows, teacher_head, vocab, spec)
+    return teacher_rows
 
 
 def ce_loss_sum(

@@ -15,9 +15,10 @@ gathers a layer's weights only while it runs. Gradients are then reduce-scattere
 backward pass, and every process must make the same passes in the same order (a process with
 no work left in a step makes a pass with weight 0), since each pass gathers weights collectively.
 
-Process 0 writes checkpoints, metrics and the final model; the others only train, and wait for
-it in the next collective: `setup`'s timeout (`distill.collective_timeout_min`) must outlast the
-longest checkpoint write. Without CUDA the processes use the gloo backend on the CPU (this is how
+Process 0 writes checkpoints, metrics and the final model (sharded, every process writes its
+own shards of the resumable state); the others only train, and wait for it in the next
+collective: `setup`'s timeout (`distill.collective_timeout_min`) must outlast the longest
+checkpoint write. Without CUDA the processes use the gloo backend on the CPU (this is how
 the tests run it).
 """
 
@@ -146,6 +147,15 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def from_main(obj: Any) -> Any:
+    """Process 0's `obj`, on every process (`obj` itself in a single process)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def is_main() -> bool:
     """Whether this is process 0 (or the only process): the one that writes outputs."""
     return not dist.is_initialized() or dist.get_rank() == 0
@@ -201,9 +211,10 @@ class ShardedStudent:
     """The student's weights, gradients and optimiser state sharded over the processes (FSDP2).
 
     Each decoder layer is its own FSDP unit (gathered while it runs); the embeddings, final
-    norm and head form the root unit. State dicts go through `torch.distributed.checkpoint`'s
-    full-state helpers, so checkpoints hold ordinary full tensors, as a single process writes
-    them. Collective: every process must call every method.
+    norm and head form the root unit. The resumable state stays sharded (each process saves
+    and loads its own shards: `leafpipe.distill.sharded_state`); only the weights are gathered
+    whole, on process 0, for a save_pretrained folder. Collective: every process must call every
+    method.
 
     On CUDA the units compute in bf16 (`mixed_precision`); the shards, the optimiser and the
     checkpoints stay fp32.
@@ -229,7 +240,7 @@ class ShardedStudent:
         return self.root(fn, *args)
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        """The full state dict on CPU, on process 0 (empty elsewhere)."""
+        """The full state dict on CPU, on process 0 (empty elsewhere): for save_pretrained."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_model_state_dict,
@@ -239,39 +250,26 @@ class ShardedStudent:
             self.student, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
 
-    def load_model_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load a full state dict (every process passes the whole of it)."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-        )
+    def sharded_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """{"model": ..., "optimizer": ...}: this process's shards (DTensors, no copies), for
+        `torch.distributed.checkpoint` to save, or to load into in place."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        set_model_state_dict(
-            self.student, dict(state), options=StateDictOptions(full_state_dict=True)
-        )
+        model, optim = get_state_dict(self.student, optimizer)
+        return {"model": model, "optimizer": optim}
 
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_optimizer_state_dict,
-        )
-
-        return get_optimizer_state_dict(
-            self.student,
-            optimizer,
-            options=StateDictOptions(full_state_dict=True, cpu_offload=True),
-        )
-
-    def load_optimizer_state(
+    def load_sharded_state(
         self, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
     ) -> None:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_optimizer_state_dict,
-        )
+        """Load a `sharded_state` into the student and `optimizer` (their shards on each
+        process)."""
+        from torch.distributed.checkpoint.state_dict import set_state_dict
 
-        set_optimizer_state_dict(
-            self.student, optimizer, dict(state), options=StateDictOptions(full_state_dict=True)
+        set_state_dict(
+            self.student,
+            optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
         )
 
 

@@ -15,6 +15,7 @@ from leafpipe.distill import parallel
 from leafpipe.distill.checkpoints import (
     BEST,
     STATE,
+    STATE_SHARDS,
     SavedState,
     TrainingState,
     clear_work,
@@ -23,6 +24,7 @@ from leafpipe.distill.checkpoints import (
     rng_state,
     save_state,
 )
+from leafpipe.distill.sharded_state import load_sharded_state, save_sharded_state
 from leafpipe.files.atomic import atomic_path
 
 log = logging.getLogger("leafpipe.distill.trainer")  # the trainer's log lines keep its name
@@ -34,23 +36,57 @@ class Checkpointing:
     def _start(self) -> TrainingState:
         """The state to train from: the work folder's, when it is this run's, else a new one."""
         self.work.mkdir(parents=True, exist_ok=True)
-        saved = load_state(self.work, fingerprint=self.fingerprint, rank=self.rank)
+        state = self._load()
         parallel.barrier()  # every process has read the state before process 0 clears it
-        if saved is None:
+        if state is None:
             if self.main:
+                self._note_other_kind()
                 clear_work(self.work)
             return TrainingState()
-        self._restore(saved)
-        state = saved.state
         state.resumed.append(state.step)
         log.info(
             "resuming from %s at step %d (epoch %d, step %d of it)",
-            self.work / STATE,
+            self.work / self._state_name(),
             state.step,
             state.epoch,
             state.position,
         )
         return state
+
+    def _state_name(self) -> str:
+        """Where this run keeps its state: state-shards/ when sharded (each process writes its
+        shards), else state.pt."""
+        return STATE_SHARDS if self.sharded is not None else STATE
+
+    def _load(self) -> TrainingState | None:
+        """The saved state's position, with the weights, optimiser and RNG states restored from
+        it; None, restoring nothing, when there is no state of this run."""
+        if self.sharded is not None:
+            return load_sharded_state(
+                self.work,
+                fingerprint=self.fingerprint,
+                rank=self.rank,
+                student=self.sharded,
+                optimizer=self.optimizer,
+            )
+        saved = load_state(self.work, fingerprint=self.fingerprint, rank=self.rank)
+        if saved is None:
+            return None
+        self._restore(saved)
+        return saved.state
+
+    def _note_other_kind(self) -> None:
+        """Say why a state of the other kind (sharded or not) is not resumed."""
+        other = STATE if self.sharded is not None else STATE_SHARDS
+        if (self.work / other).exists():
+            log.warning(
+                "%s is the state of a run %s; this run keeps its state in %s, so it starts afresh",
+                self.work / other,
+                "without fsdp (or of a version before state format 3)"
+                if other == STATE
+                else "with fsdp",
+                self._state_name(),
+            )
 
     def _save_model(self, name: str) -> None:
         """save_pretrained of the student (its LoRA adapter, with LoRA) and the tokenizer.
@@ -65,35 +101,35 @@ class Checkpointing:
             self.tokenizer.save_pretrained(tmp)
 
     def _save_state(self, state: TrainingState, elapsed: float) -> None:
-        """Every process takes part (its RNG states are saved too); process 0 writes.
+        """Every process takes part (its RNG states are saved too, its shards when sharded);
+        process 0 alone writes state.pt.
 
         `elapsed`: the run's seconds so far, this session's included."""
         rngs = parallel.gather_objects(rng_state())
         if self.sharded is not None:
-            trainable, optimizer = (
-                self.sharded.model_state(),
-                self.sharded.optimizer_state(self.optimizer),
+            save_sharded_state(
+                self.work,
+                state,
+                fingerprint=self.fingerprint,
+                student=self.sharded,
+                optimizer=self.optimizer,
+                elapsed=elapsed,
+                rng=rngs,
             )
-        else:
-            trainable, optimizer = dict(self.params), self.optimizer.state_dict()
-        if self.main:
+        elif self.main:
             save_state(
                 self.work,
                 state,
                 fingerprint=self.fingerprint,
-                trainable=trainable,
-                optimizer=optimizer,
+                trainable=dict(self.params),
+                optimizer=self.optimizer.state_dict(),
                 elapsed=elapsed,
                 rng=rngs,
             )
         parallel.barrier()
 
     def _restore(self, saved: SavedState) -> None:
-        """Weights and optimiser state from a checkpoint (every process reads all of it)."""
-        if self.sharded is not None:
-            self.sharded.load_model_state(saved.trainable)
-            self.sharded.load_optimizer_state(self.optimizer, saved.optimizer)
-            return
+        """Weights and optimiser state from state.pt (every process reads all of it)."""
         with torch.no_grad():
             named = dict(self.params)
             for name, value in saved.trainable.items():

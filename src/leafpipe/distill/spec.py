@@ -21,7 +21,12 @@ ALL, DRAW_ONE = "all", "draw_one"
 MODES = (ALL, DRAW_ONE)
 
 KD_KINDS = ("forward_kl", "reverse_kl", "jsd")
+# How a teacher cached as its top-k log-probabilities (`leafpipe.distill.topk`) enters the loss.
+TOPK_MODES = ("renormalised", "tail")
 HEAD_PRECISIONS = ("auto", "bf16", "fp32")
+# Who computes the distillation loss: leafpipe's chunked loss (`leafpipe.distill.kd_loss`) or
+# Liger-Kernel's fused linear JSD on a CUDA GPU (`leafpipe.distill.liger_loss`).
+KD_BACKENDS = ("chunked", "liger")
 OBJECTIVES = ("kd", "ce")
 SCHEDULES = ("cosine", "linear", "constant")
 KEEP = ("best", "last")
@@ -48,7 +53,11 @@ class KDSpec:
     ([256, H] x [H, V]) stays large. On CPU, 512 and 1024 saved 9-11 % of the CPU time at 1.3x and
     1.8x the peak memory (docs/performance.md, "Distillation loss"). `head_precision`: the dtype
     of the student head's matrix products, "bf16", "fp32" (the head's own dtype) or "auto", bf16
-    on a CUDA device (`leafpipe.distill.kd_loss`).
+    on a CUDA device (`leafpipe.distill.kd_loss`). `topk_mode` matters only with a cached top-k
+    teacher (`leafpipe.distill.topk`): "renormalised", the teacher renormalised over its k tokens,
+    or "tail", k + 1 categories, the k tokens and one bucket for the mass outside them. Both
+    approximate the full-vocabulary divergence. `backend`: "chunked", the loss above, or "liger",
+    Liger-Kernel's fused linear JSD on a CUDA GPU (`leafpipe.distill.liger_loss`).
     """
 
     kind: str = "forward_kl"
@@ -56,6 +65,8 @@ class KDSpec:
     beta: float = 0.5
     chunk_tokens: int = 256
     head_precision: str = "auto"
+    topk_mode: str = "renormalised"
+    backend: str = "chunked"
 
     def __post_init__(self) -> None:
         if self.kind not in KD_KINDS:
@@ -77,6 +88,10 @@ class KDSpec:
                 f"chunk_tokens must be an integer >= 0 (0 = all at once), got {self.chunk_tokens!r}"
             )
         check_head_precision(self.head_precision)
+        if self.topk_mode not in TOPK_MODES:
+            raise ValueError(f"unknown topk_mode {self.topk_mode!r}; expected one of {TOPK_MODES}")
+        if self.backend not in KD_BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; expected one of {KD_BACKENDS}")
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,28 @@
 
 Top-k teacher ("top-k teacher logits cached to disk"): `teacher_topk` keeps, for each trained
 token, the k largest teacher log-probabilities at temperature tau (log-softmax over the FULL
-vocabulary, then top-k) and their token ids. `kd_loss_sum(..., teacher_topk=cache)` then uses the
-teacher distribution renormalised over its k tokens, p~ = softmax(cached log-probs over the k):
+vocabulary, then top-k) and their token ids. `kd_loss_sum(..., teacher_topk=cache)` then uses them
+as `KDSpec.topk_mode` says. Neither mode is the full-vocabulary divergence the paper trains with;
+both are approximations of it, and with k equal to the vocabulary size both equal it.
+
+"renormalised" (the default): the teacher renormalised over its k tokens,
+p~ = softmax(cached log-probs over the k):
 - forward_kl: sum over the k tokens of p~ (log p~ - log q), q the student's FULL-vocabulary
   softmax (the student's mass outside the k tokens is pushed down through the normaliser of q);
 - reverse_kl and jsd: the student is restricted to the same k tokens and renormalised,
   q~ = softmax(s over the k), and the divergence is the full-vocabulary formula applied to
   (p~, q~) over the k tokens; the gradient reaches only the k logits.
-With k equal to the vocabulary size all three equal their full-vocabulary values.
+
+"tail": k + 1 categories, the k tokens and one bucket for everything else. The cached
+log-probabilities are normalised over the full vocabulary, so the teacher's bucket holds
+1 - sum(exp(cached)), known without storing more; the student's holds its own mass outside the
+same k ids. The divergence is the full-vocabulary formula applied to these two (k + 1)-category
+distributions. Merging categories never increases an f-divergence, so this forward KL is a lower
+bound of the full one. Its gradient reaches every logit: a bucket's gradient spreads over the
+tokens outside the k in proportion to the student's probabilities there (the bucket's logit is
+their logsumexp). A bucket is log(1 - exp(logsumexp of the k)), computed as `log1mexp`; a
+top-k mass within fp32's resolution of 1 leaves the bucket at that resolution (about 1.2e-7)
+for both models alike, since a smaller remainder of a sum of fp32 values is rounding noise.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from leafpipe.distill.divergences import Target, jsd, reverse_kl
+from leafpipe.distill.divergences import Target, jsd, reverse_kl, rowdot
 from leafpipe.distill.heads import (
     check_vocab,
     head_vocab,
@@ -74,8 +88,46 @@ def check_topk(cache: TopK, rows: int, vocab: int, temperature: float) -> None:
         )
 
 
+Divergence = Callable[[torch.Tensor, torch.Tensor, bool], tuple]
+
+# The smallest top-k remainder a bucket can hold: fp32's resolution of a sum near 1.
+_FLOOR = torch.finfo(torch.float32).eps
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for log-masses x <= 0, elementwise, with x clamped to at most
+    -eps (fp32's resolution near 0), so a mass that rounds to 1 or above gives a finite log(eps).
+    log(-expm1(x)) near 0 and log1p(-exp(x)) below -log 2, where each loses no precision
+    (Maechler 2012)."""
+    x = x.clamp(max=-_FLOOR)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def with_tail(log_k: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of k tokens [c, k], normalised over a larger vocabulary -> the k + 1
+    categories [c, k + 1]: the k tokens, then the bucket of the mass outside them."""
+    return torch.cat([log_k, log1mexp(torch.logsumexp(log_k, dim=-1, keepdim=True))], dim=-1)
+
+
+def forward_kl(log_p: torch.Tensor, log_q: torch.Tensor, need_grad: bool):
+    """KL(p || q) per row of [c, n] log-probabilities, and its gradient q - p with respect to q's
+    logits (`leafpipe.distill.divergences`); overwrites `log_q`."""
+    p = log_p.exp()
+    loss = rowdot(p, log_p - log_q)
+    return loss, (log_q.exp_().sub_(p) if need_grad else None)
+
+
+def _divergence(spec: KDSpec) -> Divergence:
+    """`spec.kind` as a function of (log_p, log_q, need_grad) over the same categories."""
+    if spec.kind == "forward_kl":
+        return forward_kl
+    if spec.kind == "reverse_kl":
+        return reverse_kl
+    return lambda log_p, log_q, need_grad: jsd(log_p, log_q, spec.beta, need_grad)
+
+
 def _restricted(
-    divergence: Callable,
+    divergence: Divergence,
     log_pk: torch.Tensor,
     log_q: torch.Tensor,
     idx: torch.Tensor,
@@ -90,27 +142,48 @@ def _restricted(
     return loss, log_q.zero_().scatter_(1, idx, grad_k)
 
 
+def _tail_divergence(
+    divergence: Divergence,
+    log_p: torch.Tensor,
+    log_q: torch.Tensor,
+    idx: torch.Tensor,
+    need_grad: bool,
+):
+    """A divergence between the teacher's k + 1 categories `log_p` [c, k + 1] and the student's
+    (its full-vocabulary log-probs `log_q` [c, V] at the k ids `idx`, and the bucket of the rest).
+
+    The gradient with respect to a token's logit is its category's: its own for the k tokens,
+    the bucket's times q_v / Q_tail for the others (the bucket's logit is their logsumexp)."""
+    log_buckets = with_tail(log_q.gather(1, idx))
+    log_tail = log_buckets[:, -1:].clone()
+    loss, grad_buckets = divergence(log_p.clone(), log_buckets, need_grad)
+    if not need_grad:
+        return loss, None
+    grad = log_q.sub_(log_tail).exp_().mul_(grad_buckets[:, -1:])
+    return loss, grad.scatter_(1, idx, grad_buckets[:, :-1])
+
+
 class TopKTeacher(Target):
     def __init__(self, cache: TopK, spec: KDSpec) -> None:
         self.cache, self.spec = cache, spec
+        self.divergence = _divergence(spec)
 
     def prepare(self, rows: slice, device: torch.device) -> Any:
         idx = self.cache.indices[rows].to(device, torch.long)
-        # The cached log-probs, renormalised over their k tokens.
-        log_pk = torch.log_softmax(self.cache.logprobs[rows].to(device, torch.float32), dim=-1)
-        return idx, log_pk
+        log_pk = self.cache.logprobs[rows].to(device, torch.float32)
+        if self.spec.topk_mode == "tail":
+            return idx, with_tail(log_pk)
+        return idx, torch.log_softmax(log_pk, dim=-1)  # renormalised over the k tokens
 
     def finish(self, state: Any, log_q: torch.Tensor, need_grad: bool):
-        idx, log_pk = state
-        kind = self.spec.kind
-        if kind == "forward_kl":
-            pk = log_pk.exp()
-            loss = (pk * (log_pk - log_q.gather(1, idx))).sum(-1)
+        idx, log_p = state
+        if self.spec.topk_mode == "tail":
+            return _tail_divergence(self.divergence, log_p, log_q, idx, need_grad)
+        if self.spec.kind == "forward_kl":
+            pk = log_p.exp()
+            loss = (pk * (log_p - log_q.gather(1, idx))).sum(-1)
             return loss, (log_q.exp_().scatter_add_(1, idx, -pk) if need_grad else None)
-        if kind == "reverse_kl":
-            return _restricted(reverse_kl, log_pk, log_q, idx, need_grad)
-        beta = self.spec.beta
-        return _restricted(lambda lp, lq, g: jsd(lp, lq, beta, g), log_pk, log_q, idx, need_grad)
+        return _restricted(self.divergence, log_p, log_q, idx, need_grad)
 
 
 def teacher_topk(
@@ -128,7 +201,7 @@ def teacher_topk(
     Shapes as in `kd_loss_sum`; returns `TopK` with [N, k] rows in the mask's row-major order. The
     log-softmax runs over the full vocabulary (truncated to `vocab_size`, the student's, when given
     and smaller than the teacher's; see the module docstring), so the cached values are true
-    log-probabilities; `kd_loss_sum` renormalises them over the k tokens.
+    log-probabilities; `kd_loss_sum` uses them as `KDSpec.topk_mode` says.
     """
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be positive and finite, got {temperature}")

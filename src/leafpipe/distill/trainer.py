@@ -61,6 +61,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.distill.checkpoints import BEST, LAST, LOSS_SUMS, METRICS, TRAINING, TrainingState
 from leafpipe.distill.data import DistillGroup, Step
+from leafpipe.distill.liger_loss import check_liger_run
 from leafpipe.distill.objective import lr_at
 from leafpipe.distill.parts import TrainerParts, check_heads, check_tokenizers, require_peft
 from leafpipe.distill.resume import Checkpointing
@@ -284,6 +285,8 @@ def distill(
     check_heads(student, teacher if spec.objective == "kd" else None, tokenizer)
     if spec.lora is not None:
         require_peft()
+    if spec.objective == "kd" and spec.kd.backend == "liger":
+        check_liger_run(student, teacher)
     if threads is not None:
         torch.set_num_threads(threads)
     with contextlib.ExitStack() as stack:

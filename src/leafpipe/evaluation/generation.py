@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from leafpipe.evaluation.protocols import prompt_parts
 from leafpipe.evaluation.sampling import SamplingSpec
@@ -113,7 +113,7 @@ def generate(
     header that fingerprints the model, prompts and settings); a rerun with the same fingerprint
     skips those batches. The caller removes the file once the output is safely written.
     """
-    eos_ids = end_of_turn_ids(model, tokenizer)
+    eos_ids = end_of_turn_ids(tokenizer, model.generation_config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     prompts = [encode_prompt(tokenizer, row["instruction"], **prompt_parts(row)) for row in rows]
     # Longest first: a batch too big for memory fails in the first minute, not the last.
@@ -173,12 +173,20 @@ def _resume(
     return done, sink
 
 
-def end_of_turn_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
-    """The tokens that end a completion: the tokenizer's eos, then each eos the model's
-    generation_config names, once each. The two differ in real checkpoints (a Qwen2.5 chat
+def end_of_turn_ids(
+    tokenizer: PreTrainedTokenizerBase, generation_config: GenerationConfig | None
+) -> tuple[int, ...]:
+    """The tokens that end a completion, for both backends: the tokenizer's eos, then each eos the
+    model's generation_config names, once each. The two differ in real checkpoints (a Qwen2.5 chat
     model's generation_config lists `<|im_end|>` and `<|endoftext|>`, a tokenizer names one of
-    them): stopping at the tokenizer's alone can run an answer on past its end."""
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    them): stopping at the tokenizer's alone can run an answer on past its end.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        generation_config: a loaded model's `generation_config`, or `saved_generation_config` of
+            its folder (vLLM's path, which loads no weights here); None: the tokenizer's alone.
+    """
+    config_eos = getattr(generation_config, "eos_token_id", None)
     listed = config_eos if isinstance(config_eos, (list, tuple)) else [config_eos]
     found = tuple(dict.fromkeys(i for i in [tokenizer.eos_token_id, *listed] if i is not None))
     if not found:
@@ -186,6 +194,49 @@ def end_of_turn_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) 
             "neither the tokenizer nor the model names an eos token: generation would never stop"
         )
     return found
+
+
+def saved_generation_config(
+    model_dir: str | Path, revision: str | None = None
+) -> GenerationConfig | None:
+    """The generation_config.json of a model folder (or hub id, at `revision`) without loading its
+    weights (plain JSON: no remote code); None when it has none, as a model built here may not."""
+    try:
+        return GenerationConfig.from_pretrained(str(model_dir), revision=revision or "main")
+    except OSError:
+        return None
+
+
+def generation_info(
+    backend: str,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: str,
+    stop_token_ids: Sequence[int],
+    stop_strings: Sequence[str],
+    **backend_settings: Any,
+) -> dict[str, Any]:
+    """What a generations file was made with (its `.info.json`, docs/data-schemas.md), so the
+    report can say per model how its completions were cut: the backend, the weights' dtype, the
+    end-of-turn tokens (ids and their text) and stop strings, and the backend's own settings
+    (vLLM's `tensor_parallel_size`)."""
+    return {
+        "backend": backend,
+        "dtype": dtype,
+        "stop_token_ids": list(stop_token_ids),
+        "stop_tokens": [tokenizer.decode([i]) for i in stop_token_ids],
+        "stop_strings": list(stop_strings),
+        **backend_settings,
+    }
+
+
+def transformers_info(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str]
+) -> dict[str, Any]:
+    """The generations' info (`generation_info`) of `generate` with `model` and stop strings
+    `stop`."""
+    eos = end_of_turn_ids(tokenizer, model.generation_config)
+    dtype = str(model.dtype).removeprefix("torch.")
+    return generation_info("transformers", tokenizer, dtype, eos, stop)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from leafpipe.evaluation.protocols import max_new_tokens
 from leafpipe.execution import memory
 from leafpipe.execution.memory import ModelShape
 from leafpipe.execution.model_shapes import ROLES, role_shapes
+from leafpipe.execution.tensor_parallel import tensor_parallel_size
 
 GIB = 2**30
 MB = 10**6  # as Snakemake counts mem_mb
@@ -231,11 +232,16 @@ def _benchmark_problems(run: Run) -> int | None:
 def generate_need(run: Run, model: str, gpus: int) -> Need | None:
     """Batched generation: weights, the KV cache of a batch grown to prompt + the longest
     `max_new_tokens`, and the last position's logits. The prefill's transient (one layer's MLP over
-    the batch's prompts) is left out: benchmark prompts are far shorter than the cutoff."""
+    the batch's prompts) is left out: benchmark prompts are far shorter than the cutoff.
+
+    Unless the backend is transformers (layers split over all the GPUs), the model is counted
+    over the GPUs vLLM can use: `tensor_parallel_size`, the generate stage's choice."""
     shape = run.shape(model)
     if shape is None:
         return None
     evaluation = run.config["evaluation"]
+    if evaluation["backend"] != "transformers":
+        gpus = tensor_parallel_size(gpus, shape.heads, shape.kv_heads)
     batch, part, dtype = evaluation["batch_size"], _split(shape, gpus), dtype_bytes(gpus)
     length = run.tokens + _longest_new_tokens(evaluation)
     activations = batch * length * memory.kv_cache_bytes_per_token(

@@ -59,7 +59,8 @@ def distill_need(run: Run, name: str, gpus: int) -> Need | None:
     In host memory: per process the student loaded in fp32 and any teacher; once the teacher's
     top-k cache, which safetensors memory-maps (file pages, shared by the job's processes); and
     once what a checkpoint brings to host memory: the fp32 weights (safetensors serialises a shard
-    in memory before writing it), with fsdp also AdamW's moments, gathered whole on process 0."""
+    in memory before writing it), with fsdp also AdamW's moments: each process copies its shards
+    of both to host memory and holds them until its file is written (distill.sharded_state)."""
     distill, student, teacher = run.config["distill"], run.shape("student"), run.shape("teacher")
     runs_teacher = variant(name).objective == "kd" and not distill["teacher_topk"]
     if student is None or (runs_teacher and teacher is None):

@@ -9,7 +9,7 @@ seeds, and a difference is called one only when its interval excludes 0. A missi
 shown as missing, never as 0.
 
 This module writes the files; each section's figures and prose are in its own module
-(accuracy, comparisons, detection, attention, run_record).
+(accuracy, comparisons, detection, attention, generation, kd_settings, run_record).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from leafpipe.report.comparisons import (
     reliance_section,
 )
 from leafpipe.report.detection import detection_section
+from leafpipe.report.generation import generation_section
+from leafpipe.report.kd_settings import kd_settings_section
 from leafpipe.report.lm_eval_results import lm_eval_results
 from leafpipe.report.paired_stats import PairedComparison
 from leafpipe.report.run_record import RunRecord
@@ -209,6 +211,7 @@ def build_report(
     accounting: Sequence[Accounted] = (),
     skipped_steps: Mapping[str, int] | None = None,
     detection_extra: Mapping[int, str] | None = None,
+    training: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> None:
     """Write summary.csv, summary.parquet (the same table), per_seed.csv, paired.csv, summary.md
     and accuracy.png (and attention.png; with `record`, config.yaml, versions.json and timings.csv)
@@ -232,6 +235,8 @@ def build_report(
             where each input's rows went (a table, with detection's unscored samples and, given
             `skipped_steps`, the training steps skipped as non-finite). `notes` closes summary.md.
         detection_extra: per seed, Markdown shown after its detection figures.
+        training: per trained model, the training.json of each seed: the loss each was trained
+            with (`leafpipe.report.kd_settings`).
     """
     out = Path(out_dir)
     skipped = {s["benchmark"]: s["reason"] for s in scores if s.get("available") is False}
@@ -245,6 +250,8 @@ def build_report(
     lines += _fault_lines(detection, accounting, skipped_steps)
     if attention is not None:
         lines += _attention_lines(results, attention, out)
+    lines += generation_section(scores, model_order, model_labels)
+    lines += kd_settings_section(training or {}, model_labels)
     lines += _record_lines(record, notes, out)
     write_text("\n".join(lines), out / "summary.md")
     accuracy_plot(

@@ -140,12 +140,14 @@ def _seed_accounting(
 
 def _seed_parts(
     config: dict[str, Any], split: Mapping[str, PerSeed]
-) -> tuple[list[Accounted], dict[str, int], list[pd.DataFrame]]:
-    """Every seed's data accounting, training steps skipped as non-finite (per variant) and
-    attention tables (with a `seed` column); named by seed when there are several."""
+) -> tuple[list[Accounted], dict[str, int], list[pd.DataFrame], dict[str, list[Any]]]:
+    """Every seed's data accounting, training steps skipped as non-finite (per variant),
+    attention tables (with a `seed` column) and training.json per variant; named by seed when
+    there are several."""
     seeds, variants = config["seeds"], config["distill"]["variants"]
     several = len(seeds) > 1
     accounting, skipped_steps, tables = [], {}, []
+    training: dict[str, list[Any]] = {}
     for seed in seeds:
         found = _seed_accounting(
             list(config["evaluation"]["benchmarks"]),
@@ -156,11 +158,13 @@ def _seed_parts(
             dataclasses.replace(a, name=f"{a.name}, seed {seed}") if several else a for a in found
         ]
         for variant, path in zip(variants, split["training files"][seed]):
-            skipped_steps[f"{variant} (seed {seed})" if several else variant] = _read(path).get(
+            record = _read(path)
+            training.setdefault(variant, []).append(record)
+            skipped_steps[f"{variant} (seed {seed})" if several else variant] = record.get(
                 "non_finite_steps", 0
             )
         tables += [pd.read_csv(path).assign(seed=seed) for path in split["attention tables"][seed]]
-    return accounting, skipped_steps, tables
+    return accounting, skipped_steps, tables, training
 
 
 def _detection_extra(split: Mapping[str, PerSeed], seed: int) -> str:
@@ -184,7 +188,7 @@ def write_pooled_report(
         name: split_by_seed(paths, seeds, name) if paths else dict.fromkeys(seeds, [])
         for name, paths in files.optional().items()
     }
-    accounting, skipped_steps, tables = _seed_parts(config, split)
+    accounting, skipped_steps, tables, training = _seed_parts(config, split)
     extra = {seed: _detection_extra(split, seed) for seed in seeds}
     metrics = split_by_seed(files.metrics, seeds, "metrics files")
     sweeps = split_by_seed(files.sweeps, seeds, "sweeps") if files.sweeps else None
@@ -205,4 +209,5 @@ def write_pooled_report(
         accounting=accounting,
         skipped_steps=skipped_steps,
         detection_extra=extra,
+        training=training,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,54 @@ def _sampling(bench: dict[str, Any], seed: int) -> SamplingSpec:
     )
 
 
+@dataclass(frozen=True)
+class _Generation:
+    """One generate job's prompts and settings, run by either backend; each returns the records
+    and the info of what made them."""
+
+    model_dir: str | Path
+    rows: Sequence[dict[str, Any]]
+    max_new_tokens: int
+    sampling: SamplingSpec
+    options: dict[str, Any]  # hub_options: trust_remote_code, revision
+
+    def with_vllm(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from leafpipe.evaluation.generation_vllm import generate_vllm, vllm_setup
+        from leafpipe.text.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(self.model_dir, **self.options)
+        setup = vllm_setup(self.model_dir, tokenizer, revision=self.options["revision"])
+        log.info("generating with vLLM: %s", setup)
+        out = generate_vllm(
+            self.model_dir,
+            tokenizer,
+            self.rows,
+            setup=setup,
+            max_new_tokens=self.max_new_tokens,
+            sampling=self.sampling,
+            **self.options,
+        )
+        return out, setup.info(tokenizer, self.sampling.stop)
+
+    def with_transformers(
+        self, batch_size: int, partial: Path
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from leafpipe.evaluation.generation import generate, transformers_info
+        from leafpipe.models.loading import load_placed_model
+
+        model, tokenizer = load_placed_model(self.model_dir, **self.options)
+        out = generate(
+            model,
+            tokenizer,
+            self.rows,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=batch_size,
+            sampling=self.sampling,
+            partial_path=partial,
+        )
+        return out, transformers_info(model, tokenizer, self.sampling.stop)
+
+
 def generate(
     config: dict[str, Any],
     model: str,
@@ -60,57 +110,44 @@ def generate(
     model_dir: str | Path,
     bench_path: str | Path,
     out_path: str | Path,
+    info_path: str | Path,
     shard: int | str = 0,
     partial_path: str | Path | None = None,
     threads: int | None = None,
 ) -> None:
     """Complete shard `shard` of a benchmark's prompts (a contiguous slice; the number of shards
-    is the entry's `shards` or evaluation.shards); a killed job resumes from `partial_path`."""
-    from leafpipe.evaluation.generation import generate as run_generate
-    from leafpipe.models.loading import load_placed_model
-
+    is the entry's `shards` or evaluation.shards); a killed job resumes from `partial_path`.
+    `info_path` records what the completions were made with (`generation.generation_info`; `{}`
+    for a shard without rows, where nothing is generated)."""
     _threads(threads)
     evaluation = config["evaluation"]
     bench = evaluation["benchmarks"][benchmark]
     rows = shard_rows(read_jsonl(bench_path), int(shard), bench.get("shards", evaluation["shards"]))
     if not rows:  # a skipped benchmark (benchmark_data says why): nothing to load a model for
+        write_json({}, info_path)
         write_jsonl([], out_path)
         return
-    from leafpipe.evaluation.generation_vllm import generate_vllm, vllm_usable
+    from leafpipe.evaluation.generation_vllm import vllm_usable
 
-    max_new = max_new_tokens(evaluation, bench)
-    sampling = _sampling(bench, config["seed"])
     backend = evaluation["backend"]
     if backend == "vllm" and not vllm_usable():
         raise RuntimeError(
             "evaluation.backend is vllm, but vLLM is not installed or no GPU is visible"
         )
-    options = hub_options(config, model)
-    if backend == "vllm" or (backend == "auto" and vllm_usable()):
-        from leafpipe.text.tokenizer import load_tokenizer
-
-        log.info("generating with vLLM")
-        out = generate_vllm(
-            model_dir,
-            load_tokenizer(model_dir, **options),
-            rows,
-            max_new_tokens=max_new,
-            sampling=sampling,
-            **options,
-        )
-        write_jsonl(out, out_path)
-        return
-    loaded, tok = load_placed_model(model_dir, **options)
-    partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
-    out = run_generate(
-        loaded,
-        tok,
+    task = _Generation(
+        model_dir,
         rows,
-        max_new_tokens=max_new,
-        batch_size=evaluation["batch_size"],
-        sampling=sampling,
-        partial_path=partial,
+        max_new_tokens(evaluation, bench),
+        _sampling(bench, config["seed"]),
+        hub_options(config, model),
     )
+    partial = Path(partial_path) if partial_path else Path(f"{out_path}.partial")
+    if backend == "vllm" or (backend == "auto" and vllm_usable()):
+        out, info = task.with_vllm()
+    else:
+        out, info = task.with_transformers(evaluation["batch_size"], partial)
+    # The info first: a job killed between the two leaves no generations, so it is rerun.
+    write_json(info, info_path)
     write_jsonl(out, out_path)
     partial.unlink(missing_ok=True)
 
@@ -124,12 +161,13 @@ def grade(
     info_path: str | Path,
     out_path: str | Path,
     graded_path: str | Path,
+    generation_infos: Sequence[str | Path] = (),
     threads: int | None = None,
 ) -> None:
     """Grade the generation shards (in order) by the benchmark's task; a skipped benchmark gets a
-    score file that says so."""
-    import json
-
+    score file that says so. The scores name what generated them (`generation`: the distinct
+    infos of the shards in `generation_infos`, one unless shards ran on machines that chose
+    differently)."""
     from leafpipe.evaluation.registry import grade_generations
 
     evaluation = config["evaluation"]
@@ -146,6 +184,7 @@ def grade(
         else f"sampled: n={bench['n']}, temperature={bench['temperature']}, top_p={bench['top_p']}",
         seed=config["seed"],
         source=info.get("source"),
+        generation=_distinct_settings(generation_infos),
     )
     if not info["available"]:
         write_jsonl([], graded_path)
@@ -165,3 +204,9 @@ def grade(
         summary["accuracy"],
         summary["n"],
     )
+
+
+def _distinct_settings(info_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The distinct generation infos, in shard order; a shard without rows made none."""
+    infos = [json.loads(Path(p).read_text(encoding="utf-8")) for p in info_paths]
+    return list({json.dumps(i, sort_keys=True): i for i in infos if i}.values())

@@ -62,7 +62,7 @@ BENCHMARK = "evaluation.benchmarks.{benchmark}"
 
 # Keys that only the workflow and the report read, so that changing one reruns the report alone:
 # where and how jobs run (results, seeds, hardware, resources, evaluation.gpus: the GPU resource
-# of a generate job, which uses one whenever it sees one).
+# of a generate job, which uses all it sees).
 SPECS: dict[str, StageSpec] = {
     "world": StageSpec(("world",)),
     "tokenizer": StageSpec(("tokenizer.vocab_size",)),
