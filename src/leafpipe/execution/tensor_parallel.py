@@ -4,9 +4,10 @@ vLLM gives each GPU an equal share of every layer's attention heads, so it refus
 tensor-parallel size that does not divide the model's number of attention heads (28 heads on 3
 GPUs, say); the key-value heads are shared out too, or each copied onto a whole number of GPUs
 when there are fewer of them than GPUs, so the size must also divide them or be a multiple of
-them (Qwen2.5-1.5B's 12 heads, but 2 key-value heads, fit 4 GPUs, not 3). The generate stage starts vLLM with the largest size that fits the job's GPUs, and
-the planner counts each GPU's share of the weights by the same size, so the two agree on how many
-GPUs hold the model. Torch-free: the planner imports it on every Snakemake start.
+them (Qwen2.5-1.5B's 12 heads, but 2 key-value heads, fit 4 GPUs, not 3). The generate stage
+starts vLLM with the largest size that fits the job's GPUs, and the planner counts each GPU's
+share of the weights by the same size, so the two agree on how many GPUs hold the model.
+Torch-free: the planner imports it on every Snakemake start.
 """
 
 from __future__ import annotations
