@@ -114,6 +114,7 @@ def test_a_folder_path_is_read_by_leetcode_and_a_release_only(tmp_path):
             r"\(protocols for kind humaneval: leafpipe, evalplus\)",
         ),
         ({"kind": "gsm8k", "protocol": "evalplus"}, "protocols for kind gsm8k: leafpipe, qwen"),
+        ({"kind": "gsm8k", "code_tests": "isolated"}, "b.code_tests: only code kinds run tests"),
     ],
 )
 def test_settings_of_other_kinds_are_refused_before_any_job(bench, words):
@@ -126,9 +127,12 @@ def test_releases_dates_and_fitting_protocols_are_accepted():
         "lcb": {"kind": "livecodebench", "release": "release_v4", "start_date": "2024-01-01"},
         "math": {"kind": "math500", "protocol": "qwen25-math-cot"},
         "code": {"kind": "humaneval_plus", "protocol": "evalplus"},
+        "shared": {"kind": "leetcode", "code_tests": "same_process"},
     }
     config = validate_config(_with_benchmarks(benches), "cfg")
     assert config["evaluation"]["benchmarks"]["math"]["protocol"] == "qwen25-math-cot"
+    assert config["evaluation"]["code_tests"] == "isolated"  # the schema's default
+    assert "code_tests" not in config["evaluation"]["benchmarks"]["code"]
 
 
 OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")

@@ -250,7 +250,8 @@ def check_benchmark_path(entry: str, bench: dict[str, Any], kind: str) -> None:
 
 def check_kind_fits(entry: str, bench: dict[str, Any], kind: str) -> None:
     """Settings that only some kinds take: `release` and a date window (kinds published in
-    releases), and a `protocol` that asks only some kinds (`Protocol.fits`). Refused here, not
+    releases), `code_tests` (code kinds), and a `protocol` that asks only some kinds
+    (`Protocol.fits`). Refused here, not
     when the benchmark's job runs."""
     from leafpipe.evaluation.kinds import KINDS
     from leafpipe.evaluation.protocols import PROTOCOLS, protocol_of
@@ -262,6 +263,8 @@ def check_kind_fits(entry: str, bench: dict[str, Any], kind: str) -> None:
             f"{entry}: {', '.join(dated)}: only kind {', '.join(released)} has releases and "
             f"dated rows, not kind {kind}"
         )
+    if "code_tests" in bench and not (kind in KINDS and KINDS[kind].task == "code"):
+        raise ConfigError(f"{entry}.code_tests: only code kinds run tests, not kind {kind}")
     protocol = protocol_of(bench)
     if not protocol.fits(kind):
         fitting = [p.name for p in PROTOCOLS.values() if p.fits(kind)]

@@ -77,9 +77,10 @@ def grade_humaneval_plus(
     memory_mb: int,
     workers: int,
     rule: TimeRule = TimeRule(),
+    mode: str = "isolated",
 ) -> list[dict[str, Any]]:
     """One verdict per generation: `correct` on the entry's `tests`, `status` and `detail` of the
-    deciding check, and `base_correct`.
+    deciding check, and `base_correct`; `mode`: where candidates run (`check_differential`).
 
     The canonical solution runs once per problem and input set (ReferenceFailed names the
     problem when it does not get through them); the base inputs are checked first and, for a
@@ -106,7 +107,9 @@ def grade_humaneval_plus(
     problems = sorted({g["id"] for g in generations})
     found = dict(zip(problems, parallel_map(reference_of, problems, workers=workers)))
     return parallel_map(
-        lambda g: _verdict(rows[g["id"]]["code"], g["completion"], found[g["id"]], rule, memory_mb),
+        lambda g: _verdict(
+            rows[g["id"]]["code"], g["completion"], found[g["id"]], rule, memory_mb, mode
+        ),
         generations,
         workers=workers,
     )
@@ -118,6 +121,7 @@ def _verdict(
     references: Mapping[str, Reference],
     rule: TimeRule,
     memory_mb: int,
+    mode: str,
 ) -> dict[str, Any]:
     """Check the input sets in order (base, then plus), stopping at the first that fails."""
     solution = humaneval_solution(code["prompt"], completion, code["entry_point"])
@@ -132,6 +136,7 @@ def _verdict(
             atol=spec["atol"],
             rule=rule,
             memory_mb=memory_mb,
+            mode=mode,
         )
         passed[field] = verdict.passed
         if not verdict.passed:

@@ -174,17 +174,25 @@ def _grade_programs(rows: RowsById, gens: Generations, bench: Entry, workers: in
         from leafpipe.evaluation.humaneval_plus import grade_humaneval_plus
 
         tests = bench.get("tests", "plus")
-        return grade_humaneval_plus(rows, gens, tests, memory_mb=memory_mb, workers=workers)
+        return grade_humaneval_plus(
+            rows, gens, tests, memory_mb=memory_mb, workers=workers, mode=code_tests_mode(bench)
+        )
     if "tests" in bench:
         raise ValueError("an entry's `tests` (base or plus) applies to humaneval_plus only")
     timeout_s = bench.get("timeout_s", 10.0)
     limits = Limits(wall_s=timeout_s, cpu_s=timeout_s, memory_mb=memory_mb)
     kind = entry_kind(bench)
+    mode = code_tests_mode(bench)
 
     def check(g: Mapping[str, Any]) -> dict[str, Any]:
         row = rows[g["id"]]
         v = check_code(
-            row["code"], g["completion"], limits, official_runner=kind, message=row["instruction"]
+            row["code"],
+            g["completion"],
+            limits,
+            official_runner=kind,
+            message=row["instruction"],
+            mode=mode,
         )
         return {"correct": v.passed, "status": v.status, "detail": v.detail}
 
@@ -281,10 +289,27 @@ def _counts(graded: Sequence[Mapping[str, Any]], field: str) -> dict[str, int]:
     return {key: sum(g[field] == key for g in graded) for key in sorted({g[field] for g in graded})}
 
 
+def code_tests_mode(bench: Entry) -> str:
+    """How an entry's tests run (`evaluation.code_tests`; the grade stage puts the run's value
+    on the entry unless it has its own)."""
+    return bench.get("code_tests", "isolated")
+
+
 def _code_summary(graded: Sequence[Mapping[str, Any]], bench: Entry) -> dict[str, Any]:
-    """What a code score depends on: the time limits, the verdicts' `status` counts, and for
-    HumanEval+ which `tests` it counts and the pass@1 on the base inputs alone."""
-    found: dict[str, Any] = {"status": _counts(graded, "status")}
+    """What a code score depends on: the time limits, the verdicts' `status` counts, where the
+    tests ran (`code_tests`), and for HumanEval+ which `tests` it counts and the pass@1 on the
+    base inputs alone."""
+    found: dict[str, Any] = {
+        "status": _counts(graded, "status"),
+        "code_tests": code_tests_mode(bench),
+    }
+    if found["code_tests"] == "isolated":
+        from leafpipe.evaluation.grading.programs import SHARED_FALLBACK
+
+        # Samples whose tests pass the program objects ran in one process after all.
+        found["same_process_fallbacks"] = sum(
+            str(g.get("detail", "")).startswith(SHARED_FALLBACK) for g in graded
+        )
     if not all("base_correct" in g for g in graded):
         limit = bench.get("timeout_s", 10.0)
         found["time_limits"] = (

@@ -120,20 +120,56 @@ def _shared_ns(
     None: a shared n goes in the column's header, a varying one in each cell."""
     shared: dict[str, int | None] = {}
     for bench in benchmarks:
-        ns = {t[(m, bench)]["n"] for t in tables for m in models if (m, bench) in t}
+        ns = _recorded(tables, models, bench, "n")
         shared[bench] = ns.pop() if len(ns) == 1 else None
     return shared
 
 
+def _recorded(
+    tables: Iterable[Mapping[Key, Mapping[str, Any]]], models: Sequence[str], bench: str, key: str
+) -> set[Any]:
+    """The values of `key` in the benchmark's scores (None where a score lacks it)."""
+    return {t[(m, bench)].get(key) for t in tables for m in models if (m, bench) in t}
+
+
+def _code_tests(
+    tables: Iterable[Mapping[Key, Mapping[str, Any]]],
+    models: Sequence[str],
+    benchmarks: Sequence[str],
+) -> dict[str, str]:
+    """Per benchmark, the harness its code tests ran in (scores.json's `code_tests`: "isolated",
+    or "same_process", where a solution could reach the tests), several joined by "/" when its
+    scores differ, and marked where some isolated samples ran in one process because their tests
+    pass the program objects (`same_process_fallbacks`); "" for a benchmark without code tests.
+    A same-process score can be inflated
+    by a solution that games its tests (docs/grading.md, "Reward hacks"), so the header says
+    which one a number comes from."""
+    tables = list(tables)
+    modes = {
+        bench: "/".join(sorted(m for m in _recorded(tables, models, bench, "code_tests") if m))
+        for bench in benchmarks
+    }
+    for bench in benchmarks:
+        if any(_recorded(tables, models, bench, "same_process_fallbacks") - {None, 0}):
+            modes[bench] += "; some samples in one process"
+    return modes
+
+
 def _header(
-    benchmark_labels: Mapping[str, str], shared_ns: Mapping[str, int | None], per: str = ""
+    benchmark_labels: Mapping[str, str],
+    shared_ns: Mapping[str, int | None],
+    code_tests: Mapping[str, str],
+    per: str = "",
 ) -> list[str]:
-    """The results table's columns: Model, each benchmark (labelled with its shared n, followed
-    by `per`, e.g. " per seed"), Avg."""
-    columns = [
-        label if shared_ns[bench] is None else f"{label} (n={shared_ns[bench]}{per})"
-        for bench, label in benchmark_labels.items()
-    ]
+    """The results table's columns: Model, each benchmark (labelled with its code-test harness
+    and its shared n, followed by `per`, e.g. " per seed"), Avg."""
+    columns = []
+    for bench, label in benchmark_labels.items():
+        if code_tests[bench]:
+            label = f"{label} [tests: {code_tests[bench]}]"
+        columns.append(
+            label if shared_ns[bench] is None else f"{label} (n={shared_ns[bench]}{per})"
+        )
     return ["Model", *columns, "Avg"]
 
 
@@ -161,7 +197,9 @@ def accuracy_section(
         "Accuracy ± half the width of the Wilson 95% confidence interval (the interval itself is "
         "asymmetric near 0 and 100); n = problems per benchmark.",
         "",
-        *markdown_table(_header(benchmark_labels, shared_ns), rows),
+        *markdown_table(
+            _header(benchmark_labels, shared_ns, _code_tests([table], models, benchmarks)), rows
+        ),
         "",
         "Avg: unweighted mean over benchmarks, as in the paper; its ± combines the benchmarks' "
         "half-widths as independent errors.",
@@ -195,7 +233,15 @@ def seeds_section(
         "The sd is the seed-to-seed spread; the paired tests below say which differences it can "
         "resolve. Avg: the unweighted mean over benchmarks, per seed, then across seeds.",
         "",
-        *markdown_table(_header(benchmark_labels, shared_ns, per=" per seed"), rows),
+        *markdown_table(
+            _header(
+                benchmark_labels,
+                shared_ns,
+                _code_tests(tables.values(), models, benchmarks),
+                per=" per seed",
+            ),
+            rows,
+        ),
     ]
     lines += (_missing_note() if any_missing else []) + ["", "## Accuracy per seed (%)", ""]
     for seed, table in tables.items():

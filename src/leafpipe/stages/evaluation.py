@@ -171,7 +171,8 @@ def grade(
     from leafpipe.evaluation.registry import grade_generations
 
     evaluation = config["evaluation"]
-    bench = evaluation["benchmarks"][benchmark]
+    # An entry's own `code_tests` overrides the run's: the graders read it from the entry.
+    bench = {"code_tests": evaluation["code_tests"], **evaluation["benchmarks"][benchmark]}
     info = json.loads(Path(info_path).read_text(encoding="utf-8"))
     settings = dict(
         model=model,

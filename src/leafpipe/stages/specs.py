@@ -120,7 +120,15 @@ SPECS: dict[str, StageSpec] = {
         )
     ),
     # The batch size, token limit and seed are written into the scores.
-    "grade": StageSpec((BENCHMARK, "evaluation.batch_size", "evaluation.max_new_tokens", "seed")),
+    "grade": StageSpec(
+        (
+            BENCHMARK,
+            "evaluation.batch_size",
+            "evaluation.max_new_tokens",
+            "evaluation.code_tests",
+            "seed",
+        )
+    ),
     "report": StageSpec((EVERYTHING,)),
     # The kind picks the format; the rule exists only with evaluation.exports on.
     "export_samples": StageSpec((BENCHMARK,)),

@@ -91,7 +91,30 @@ def test_failures_name_the_input_and_stop_there():
     missing = _check("def g(x):\n    return x\n", inputs)
     assert missing.status == "failed" and "no function 'f'" in missing.detail
     exits = _check("import os\nos._exit(0)\n", inputs)
-    assert exits.status == "failed" and "before reporting" in exits.detail
+    assert exits.status == "failed" and "exited before the tests completed" in exits.detail
+    ref = run_reference(IDENTITY, "f", inputs)
+    shared = check_differential(
+        "import os\nos._exit(0)\n", "f", inputs, ref, atol=0.0, mode="same_process"
+    )
+    assert shared.status == "failed" and "before reporting" in shared.detail
+
+
+def test_the_isolated_candidate_cannot_reach_the_reference_outputs():
+    """In one process a candidate finds the harness's expected outputs on the call stack; in its
+    own sandbox it has no call stack of the harness's to search."""
+    peeking = (
+        "import sys\n"
+        "def f(x):\n"
+        "    frame = sys._getframe(1)\n"
+        "    while frame and 'want' not in frame.f_locals:\n"
+        "        frame = frame.f_back\n"
+        "    return frame.f_locals['want'] if frame else None\n"
+    )
+    inputs = [[1], [2]]
+    ref = run_reference("def f(x):\n    return x * 10\n", "f", inputs)
+    assert check_differential(peeking, "f", inputs, ref, atol=0.0, mode="same_process").passed
+    isolated = check_differential(peeking, "f", inputs, ref, atol=0.0)
+    assert isolated.status == "wrong_answer" and "got None" in isolated.detail
 
 
 def test_what_the_solution_prints_or_reads_does_not_disturb_the_check():

@@ -74,17 +74,22 @@ def test_a_call_past_its_limit_and_slow_top_level_code_time_out():
     stuck = check_code(row, sleeping, ONE_SECOND, official_runner=LCB)
     assert stuck.status == "timeout" and calls.TIMEOUT_ERROR in stuck.detail
     slow_start = _answer("return x", top="import time\ntime.sleep(3)\n")
-    verdict = check_code(row, slow_start, ONE_SECOND, official_runner=LCB)
+    verdict = check_code(row, slow_start, ONE_SECOND, official_runner=LCB, mode="same_process")
     assert verdict.status == "timeout" and "solution.py" in verdict.detail
+    # Isolated, the timer runs in the tests' process, which waits for the program's exports.
+    verdict = check_code(row, slow_start, ONE_SECOND, official_runner=LCB)
+    assert verdict.status == "timeout" and calls.TIMEOUT_ERROR in verdict.detail
 
 
-def test_an_answer_that_swallows_the_timeout_is_judged_on_its_result_as_there():
+def test_an_answer_that_swallows_the_timeout_is_judged_on_its_result_only_in_one_process():
     row = _row([["1", "1"]])
     swallowing = _answer(
         "try:\n            __import__('time').sleep(3)\n"
         "        except Exception:\n            pass\n        return x"
     )
-    assert check_code(row, swallowing, ONE_SECOND, official_runner=LCB).passed
+    assert check_code(row, swallowing, ONE_SECOND, official_runner=LCB, mode="same_process").passed
+    # Isolated, the timer is out of the answer's reach: a call past its limit is a timeout.
+    assert check_code(row, swallowing, ONE_SECOND, official_runner=LCB).status == "timeout"
 
 
 def test_failures_get_their_status_from_the_scripts_last_traceback_line():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leafpipe.evaluation.grading import differential_harness
+from leafpipe.evaluation.grading.isolated_tests import CHANNEL_SOURCE, run_beside
 from leafpipe.evaluation.grading.programs import Verdict, failure_verdict
 from leafpipe.evaluation.grading.sandbox import Limits, RunResult, run_python
 
@@ -98,12 +99,15 @@ def check_differential(
     atol: float,
     rule: TimeRule = TimeRule(),
     memory_mb: int = 2048,
+    mode: str = "isolated",
 ) -> Verdict:
     """Whether `solution`'s `entry_point` returns the reference's output on every input.
 
     Stops at the first failure: "wrong_answer" (the output differs, by evalplus's comparison:
     `differential_harness._same`), "timeout" (over that input's limit, or the whole run over
-    its limit), "failed" (it raised, or the solution did not load).
+    its limit), "failed" (it raised, or the solution did not load). `mode`: "isolated" runs the
+    candidate in a sandbox of its own, called from the harness's (`isolated_tests.run_beside`),
+    so its outputs must be plain values; "same_process" runs it inside the harness.
     """
     if len(inputs) != len(reference.seconds):
         raise ValueError(f"{len(inputs)} inputs but a reference for {len(reference.seconds)}")
@@ -111,24 +115,45 @@ def check_differential(
     run_s = rule.run_limit(time_limits)
     job = {
         "mode": "check",
-        "solution": solution,
         "entry_point": entry_point,
         "inputs": inputs,
         "time_limits": time_limits,
         "atol": atol,
     }
-    result = run_python(
-        _harness(),
-        stdin=json.dumps(job) + "\n" + reference.outputs,
-        limits=Limits(wall_s=run_s, cpu_s=run_s, memory_mb=memory_mb),
-    )
+    limits = Limits(wall_s=run_s, cpu_s=run_s, memory_mb=memory_mb)
+    if mode == "isolated":
+        program, result = run_beside(
+            solution,
+            lambda fd: (_harness(), _stdin({**job, "channel": _channel(fd)}, reference)),
+            limits,
+        )
+    elif mode == "same_process":
+        program = None
+        result = run_python(
+            _harness(), stdin=_stdin({**job, "solution": solution}, reference), limits=limits
+        )
+    else:
+        raise ValueError(f"mode must be isolated or same_process, got {mode!r}")
     found = _result(result)
+    passed = found is not None and found["status"] == "passed"
+    if program is not None and program.status == "timeout" and not passed:
+        return failure_verdict(program, "the candidate")  # the harness only saw it vanish
     if found is None:
         return _unreported(result, "")
-    if found["status"] == "passed":
+    if passed:
         return Verdict(True, "passed")
     where = "" if found["input"] is None else f"input {found['input'] + 1}/{len(inputs)}: "
     return Verdict(False, found["status"], (where + found["detail"])[:_MAX_DETAIL])
+
+
+def _stdin(job: dict[str, Any], reference: Reference) -> str:
+    """The harness's stdin: the job's JSON line, then the reference outputs."""
+    return json.dumps(job) + "\n" + reference.outputs
+
+
+def _channel(fd: int) -> dict[str, Any]:
+    """What the harness needs to call a candidate served in another sandbox."""
+    return {"fd": fd, "source": CHANNEL_SOURCE}
 
 
 @functools.cache

@@ -12,7 +12,9 @@ inside the sandbox, ever unpickles them.
   and the seconds each call took (the time limits of a check derive from them).
 - `check`: runs a candidate on each input within that input's time limit and compares with the
   reference output by evalplus's rule (`_same`), stopping at the first failure (evalplus's
-  default "fast check").
+  default "fast check"). With a `channel` in the job (the isolated mode) the candidate is not
+  here: it runs in a sandbox of its own and is called through `call_channel`, so it sees
+  neither the reference outputs nor this process, and only plain values come back.
 
 Both run the solution in a namespace of its own, with stdout, stderr and stdin swallowed while
 it runs, as evalplus does. The result is the last line of stdout starting with `RESULT`.
@@ -60,7 +62,10 @@ def main() -> None:
         return
     expected = pickle.loads(base64.b64decode(blob))
     try:
-        function = _load(job["solution"], job["entry_point"])
+        if "channel" in job:
+            function = _remote(job["channel"], job["entry_point"])
+        else:
+            function = _load(job["solution"], job["entry_point"])
     except BaseException as exc:  # the candidate's own failure, SystemExit included
         _emit(_outcome("failed", None, f"loading the solution: {_describe(exc)}"))
         return
@@ -75,6 +80,17 @@ def _load(solution: str, entry_point: str) -> Callable[..., Any]:
     if not callable(namespace.get(entry_point)):
         raise NameError(f"the solution defines no function {entry_point!r}")
     return namespace[entry_point]
+
+
+def _remote(channel: dict[str, Any], entry_point: str) -> Callable[..., Any]:
+    """The stand-in for `entry_point` of a candidate served in another process: `channel` holds
+    call_channel's source and this process's descriptor of the channel (`differential`)."""
+    namespace: dict[str, Any] = {"__name__": "call_channel"}
+    exec(compile(channel["source"], "call_channel.py", "exec", dont_inherit=True), namespace)
+    stand_ins = namespace["_Remote"](channel["fd"]).stand_ins()
+    if entry_point not in stand_ins:
+        raise NameError(f"the solution defines no function {entry_point!r}")
+    return stand_ins[entry_point]
 
 
 def _reference(function: Callable[..., Any], inputs: Sequence[list[Any]]) -> dict[str, Any]:

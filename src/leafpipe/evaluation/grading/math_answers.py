@@ -4,14 +4,16 @@ Exact string match undercounts: `0.5` is `\\frac{1}{2}`, `[-2,7]` is `[-2, 7]`, 
 math-verify (sympy underneath) decides such equivalences, but sympy can run for minutes on an
 innocent-looking answer (`10^{10^{8}}` against `5` evaluates a hundred-million-digit integer),
 and math-verify's own time limits use SIGALRM, which only works on a process's main thread and
-reports a timeout as "not equal" rather than as a timeout. So every comparison runs in a worker
-process that the caller kills when the pair's time is up; the pair is reported as "timeout",
-a fresh worker takes its place and the other pairs keep their verdicts.
+reports a timeout as "not equal" rather than as a timeout. So every pair is graded in a worker
+process, extraction included (a completion can be long and odd), and the caller kills the
+worker when the pair's time is up; the pair is reported as "timeout", a fresh worker takes its
+place and the other pairs keep their verdicts.
 
 Which answer is graded is decided here, not by math-verify: the last of `\\boxed{...}` (also
-`\\fbox{...}` and `\\boxed X`), `#### X` and "the answer is X" / "final answer is X", since models
-revise answers and math-verify's own search prefers some markers over later ones. The extracted
-answer and the gold are each parsed as `\\boxed{...}`, so that math-verify reads exactly that
+`\\fbox{...}` and `\\boxed X`), `#### X`, "the answer is X" / "final answer is X" and an
+"Answer: X" line, since models revise answers and math-verify's own search prefers some markers
+over later ones. Both sides are then read as a careful grader reads them (`answer_forms`: units,
+currency, e-notation...) and each parsed as `\\boxed{...}`, so that math-verify reads exactly that
 text as one LaTeX expression (a bare gold such as `\\frac{14}{3}` has no `$...$` around it, and
 math-verify's plain-number fallback would pick single numbers out of it).
 """
@@ -34,8 +36,16 @@ from typing import Literal
 
 from math_verify import LatexExtractionConfig, parse, verify
 
-Marker = Literal["boxed", "hashes", "answer_is"]
+from leafpipe.evaluation.grading.answer_forms import comparable, percent_number
+from leafpipe.evaluation.grading.answer_spans import cut_reason, listed_boxes
+from leafpipe.evaluation.grading.boxed_scan import find_boxes
+
+Marker = Literal["boxed", "hashes", "answer_is", "answer_line"]
 DecidedBy = Literal["math_verify", "string", "no_answer", "timeout"]
+# One pair to grade: (its index in the call, completion, gold).
+Job = tuple[int, str, str]
+# What a worker answers for one pair: (correct, decided_by, detail).
+Result = tuple[bool, DecidedBy, str]
 
 # What a worker sends once it has imported and warmed up sympy, so that start-up is never
 # charged to a pair's time.
@@ -45,11 +55,19 @@ _STARTUP_LIMIT_S = 120.0
 # Verdict details show parsed expressions; a huge one is cut, not printed in full.
 _DETAIL_CHARS = 200
 
-_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
-# The answer runs to the end of the line, read by lookahead so that a later marker on the same
-# line is still found as a marker of its own.
-_HASHES = re.compile(r"####(?=[ \t]*(?P<rest>[^\n]*))")
-_ANSWER_IS = re.compile(r"\b(?:the|final) answer is\b(?=(?P<rest>[^\n]*))", re.IGNORECASE)
+# Markers whose answer runs to the end of the line. Only the last of each kind is read, and the
+# patterns do not read the line themselves: a line of a thousand markers would be read a
+# thousand times, quadratic in its length.
+_LINE_MARKERS: tuple[tuple[Marker, re.Pattern[str]], ...] = (
+    ("hashes", re.compile("####")),
+    ("answer_is", re.compile(r"\b(?:the|final) answer is\b", re.IGNORECASE)),
+    # A line that starts with "Answer:" or "Final answer:", plain or in Markdown ("**Answer:**",
+    # "## Final Answer:", "- Answer:").
+    (
+        "answer_line",
+        re.compile(r"^[ \t>#*_-]*(?:final[ \t]+)?answer[ \t*_]*:", re.IGNORECASE | re.MULTILINE),
+    ),
+)
 # Math delimiters around an "answer is" / "####" answer, the closing one for each opening.
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 # The end of a sentence: a period followed by a space or the end ("3.5." ends after "3.5").
@@ -63,13 +81,16 @@ _DIGIT_GROUP_SPACE = re.compile(r"(?<=\d)(?:\\[,! ]|~|\s+)(?=\d{3}(?!\d))")
 # equal 42; with the last unit gone first, its rule has nothing left to drop.
 _TRAILING_UNIT = re.compile(
     r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{(?!\s*(?:percent|percentage|pct)\s*\})"
-    r"\s*[A-Za-z][A-Za-z .]*\}\s*(?:\^\s*\{?\s*\d\s*\}?)?\s*$"
+    r"\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*(?:\{\s*)?\d(?:\s*\})?)?\s*$"
 )
+# In this pattern and in `_DROPPED`, an optional piece never stands alone between two runs of
+# spaces (as in `\s*\{?\s*`): every split of a long run between them would be tried, quadratic
+# in its length.
 
 # The string fallback: formatting wrappers are unwrapped, spacing and decoration dropped.
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{")
 _DROPPED = re.compile(
-    r"\\(?:left|right)(?![A-Za-z])|\\[!,;:]|\\ |\^\s*\{?\s*\\circ\s*\}?|\\?%|\$|\s"
+    r"\\(?:left|right)(?![A-Za-z])|\\[!,;:]|\\ |\^\s*(?:\{\s*)?\\circ\s*\}?|\\?%|\$|\s"
 )
 
 
@@ -97,54 +118,27 @@ class MathVerdict:
     detail: str
 
 
-def _close_brace(text: str, start: int) -> int | None:
-    """Index of the `}` closing the `{` at `start`, skipping escaped `\\{` `\\}`; None if open."""
-    depth = 0
-    i = start
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
-def _boxed(text: str, match: re.Match[str]) -> str:
-    """The argument of the box opened by `match`: braced (nesting allowed) or one bare token.
-
-    A box cut off before its closing brace (a truncated completion) has no answer: "".
-    """
-    after = match.end()
-    if text.startswith("{", after):
-        end = _close_brace(text, after)
-        return "" if end is None else text[after + 1 : end]
-    bare = re.match(r"[^\s$]+", text[after:])
-    return bare.group(0) if bare else ""
-
-
 def _clean(answer: str) -> str:
-    """An answer as written after "answer is" or "####": delimiters, bold and final period off.
+    """An answer as written after "answer is", "Answer:" or "####": delimiters, bold and final
+    period off.
 
     Math delimiters are honoured ("$3.5$. Next, ..." gives "3.5"); without them the answer ends
-    at the first sentence end, which a decimal point ("3.5") is not.
+    at the first sentence end, which a decimal point ("3.5") is not, or before a reason given in
+    the same sentence ("18 because ..." gives "18").
     """
     text = answer.replace("**", "").strip().lstrip(":").strip()
     for opening, closing in _DELIMITERS:
         if text.startswith(opening):
             end = text.find(closing, len(opening))
+            while end > 0 and text[end - 1] == "\\":  # an escaped `\$` is a dollar, not the end
+                end = text.find(closing, end + 1)
             text = text[len(opening) : end] if end >= 0 else text[len(opening) :]
             break
     else:
         end_match = _SENTENCE_END.search(text)
         if end_match:
             text = text[: end_match.start()]
+        text = cut_reason(text)
     return text.strip().rstrip(".").strip("$").strip()
 
 
@@ -152,18 +146,54 @@ def extract_final_answer(text: str) -> Extracted:
     """The last answer marker in `text` and its answer; an empty marker gives answer None.
 
     Only the last marker counts, as in `numeric_answers.extract_answer`: a model that boxes 5 and
-    then writes "The answer is 6." answered 6. A box nested in a box is the later marker.
+    then writes "The answer is 6." answered 6. A box nested in a box is the later marker; boxes
+    listed side by side ("x = \\boxed{3} or x = \\boxed{5}") are one answer, "3, 5".
     """
-    candidates: list[tuple[int, Marker, str]] = [
-        (m.start(), "boxed", _boxed(text, m)) for m in _BOX_OPEN.finditer(text)
-    ]
-    candidates += [(m.start(), "hashes", _clean(m["rest"])) for m in _HASHES.finditer(text)]
-    candidates += [(m.start(), "answer_is", _clean(m["rest"])) for m in _ANSWER_IS.finditer(text)]
+    candidates: list[tuple[int, Marker, str]] = []
+    boxes = find_boxes(text)
+    if boxes:
+        candidates.append((boxes[-1].start, "boxed", listed_boxes(text, boxes)))
+    for marker, pattern in _LINE_MARKERS:
+        last = None
+        for last in pattern.finditer(text):
+            pass
+        if last is not None:
+            end_of_line = text.find("\n", last.end())
+            rest = text[last.end() : end_of_line if end_of_line >= 0 else len(text)]
+            candidates.append((last.start(), marker, _clean(rest)))
     if not candidates:
         return Extracted(answer=None, marker=None)
     _, marker, answer = max(candidates, key=lambda candidate: candidate[0])
     answer = answer.strip().rstrip(".").strip("$").strip()
     return Extracted(answer=answer or None, marker=marker)
+
+
+def _unwrapped(text: str) -> str:
+    """`text` without its formatting wrappers (`\\text{...}` and kin, nested or not) and their
+    closing braces, in one pass over a stack of the open braces: unwrapping innermost groups by
+    repeated substitution took time quadratic in the nesting depth. An escaped brace (`\\{`) is
+    kept as it is and opens no group."""
+    out: list[str] = []
+    opened_by_wrapper: list[bool] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            wrapper = _TEXT_WRAPPER.match(text, i)
+            if wrapper:
+                opened_by_wrapper.append(True)
+                i = wrapper.end()
+                continue
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        if text[i] == "{":
+            opened_by_wrapper.append(False)
+        elif text[i] == "}" and opened_by_wrapper and opened_by_wrapper.pop():
+            i += 1
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
 
 
 def normalize_answer(text: str) -> str:
@@ -173,9 +203,7 @@ def normalize_answer(text: str) -> str:
     `$`, whitespace, `\\left`/`\\right`, the spacing commands `\\!` `\\,` `\\;` `\\:` `\\ `,
     degree marks `^\\circ`, percent signs, a trailing period. Unit words stay: "5cm" is not "5".
     """
-    previous = None
-    while previous != text:  # unwrap nested wrappers from the inside out
-        previous, text = text, _TEXT_WRAPPER.sub(r"\1", text)
+    text = _unwrapped(text)
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
     return _DROPPED.sub("", text).rstrip(".")
 
@@ -198,15 +226,25 @@ def _show(expression: object) -> str:
     return shown if len(shown) <= _DETAIL_CHARS else shown[:_DETAIL_CHARS] + "..."
 
 
-def _compare(predicted: str, gold: str) -> tuple[bool, DecidedBy, str]:
+def _compare(predicted: str, gold: str) -> Result:
     """Correctness, deciding path and detail of one extracted answer against its gold.
 
     Runs in a worker process only. math-verify's own timeouts are off (`None`): the caller
     bounds the time by killing this process, and math-verify would report a timeout as False.
+    Both sides are first read in the forms a careful grader sees (`answer_forms.comparable`:
+    units, currency and degree signs off, e-notation and choice letters read); the detail says so
+    when that changed the answer.
     """
-    gold_parsed, predicted_parsed = _parse(gold), _parse(predicted)
+    predicted_form, gold_form = comparable(predicted, gold)
+    read_as = (
+        "" if predicted_form == predicted else f" (read as {predicted_form[:_DETAIL_CHARS]!r})"
+    )
+    gold_parsed, predicted_parsed = _parse(gold_form), _parse(predicted_form)
+    number = percent_number(predicted_form, gold_form)
+    if predicted_parsed and number is not None:  # either reading of "12.5%" may match
+        predicted_parsed += _parse(number)
     if gold_parsed and predicted_parsed:
-        shown = f"gold {_show(gold_parsed[0])} vs predicted {_show(predicted_parsed[0])}"
+        shown = f"gold {_show(gold_parsed[0])} vs predicted {_show(predicted_parsed[0])}{read_as}"
         try:
             equal = verify(gold_parsed, predicted_parsed, timeout_seconds=None, raise_on_error=True)
         except Exception as error:  # sympy failing on an odd pair is a "no", but say why
@@ -217,7 +255,7 @@ def _compare(predicted: str, gold: str) -> tuple[bool, DecidedBy, str]:
         for side, parsed in (("gold", gold_parsed), ("predicted", predicted_parsed))
         if not parsed
     )
-    gold_norm, predicted_norm = normalize_answer(gold), normalize_answer(predicted)
+    gold_norm, predicted_norm = normalize_answer(gold_form), normalize_answer(predicted_form)
     equal = bool(gold_norm) and gold_norm == predicted_norm
     return (
         equal,
@@ -226,8 +264,21 @@ def _compare(predicted: str, gold: str) -> tuple[bool, DecidedBy, str]:
     )
 
 
+def _judge(found: Extracted, gold: str) -> Result:
+    """Correctness, deciding path and detail of a completion's extracted answer against its gold."""
+    if found.answer is None:
+        detail = "no answer marker" if found.marker is None else f"empty {found.marker} marker"
+        return False, "no_answer", detail
+    return _compare(found.answer, _gold_answer(gold))
+
+
 def _serve(conn: Connection) -> None:
-    """Worker loop: warm up, say ready, then answer (index, predicted, gold) jobs until EOF."""
+    """Worker loop: warm up, say ready, then grade (completion, gold) pairs until EOF.
+
+    Extraction runs here too, on the pair's clock: it is linear in the completion's length, but
+    a completion can be long. Its result is sent on its own, first, so that a pair whose
+    comparison times out still shows what was compared.
+    """
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" warning
     # sympy imports much on first use (numbers, then sets for intervals): not on a pair's clock.
     _compare("0.5", "\\frac{1}{2}")
@@ -235,10 +286,12 @@ def _serve(conn: Connection) -> None:
     conn.send(_READY)
     while True:
         try:
-            index, predicted, gold = conn.recv()
+            completion, gold = conn.recv()
         except EOFError:
             return
-        conn.send((index, _compare(predicted, gold)))
+        found = extract_final_answer(completion)
+        conn.send(found)
+        conn.send(_judge(found, gold))
 
 
 @contextlib.contextmanager
@@ -268,16 +321,40 @@ class _Worker:
             self.process.start()
         child.close()
         self.ready = False
-        self.job: tuple[int, str, str] | None = None
+        self.job: Job | None = None
+        self.found: Extracted | None = None  # the job's answer, once extracted
         self.deadline = 0.0
 
-    def assign(self, job: tuple[int, str, str], timeout_s: float) -> None:
+    def assign(self, job: Job, timeout_s: float) -> None:
         try:
-            self.conn.send(job)
+            self.conn.send(job[1:])
         except OSError:  # it died while idle; `_run` then reads the closed pipe as a death
             pass
         self.job = job
+        self.found = None
         self.deadline = time.monotonic() + timeout_s
+
+    def receive(self) -> tuple[int, MathVerdict] | None:
+        """Read one message: "ready", the job's extraction, or its result, which ends the job
+        (then its index and verdict are returned).
+
+        Raises EOFError or OSError if the worker died.
+        """
+        message = self.conn.recv()
+        if message == _READY:
+            self.ready = True
+        elif isinstance(message, Extracted):
+            self.found = message
+        else:
+            return self.finish(message)
+        return None
+
+    def finish(self, result: Result) -> tuple[int, MathVerdict]:
+        """End the job with `result`: its index and its verdict."""
+        assert self.job is not None, "a result for a worker without a job"
+        found = self.found or Extracted(answer=None, marker=None)
+        index, self.job = self.job[0], None
+        return index, MathVerdict(result[0], found.answer, found.marker, result[1], result[2])
 
     def stop(self) -> None:
         self.process.kill()
@@ -285,16 +362,14 @@ class _Worker:
         self.conn.close()
 
 
-def _run(
-    jobs: Sequence[tuple[int, str, str]], timeout_s: float, workers: int
-) -> dict[int, tuple[bool, DecidedBy, str]]:
-    """Each job's (correct, decided_by, detail) by index, at most `timeout_s` per job.
+def _run(jobs: Sequence[Job], timeout_s: float, workers: int) -> dict[int, MathVerdict]:
+    """Each job's verdict by index, at most `timeout_s` per job (extraction and comparison).
 
     "spawn" workers: a fork of a parent that holds threads (torch, a tokenizer) can deadlock.
     """
     context = multiprocessing.get_context("spawn")
     queue = deque(jobs)
-    results: dict[int, tuple[bool, DecidedBy, str]] = {}
+    results: dict[int, MathVerdict] = {}
     pool = [_Worker(context) for _ in range(min(workers, len(jobs)))]
     try:
         while len(results) < len(jobs):
@@ -309,7 +384,7 @@ def _run(
             for slot, worker in enumerate(pool):
                 if worker.conn in readable:
                     try:
-                        message = worker.conn.recv()
+                        finished = worker.receive()
                     except (EOFError, OSError):  # died: a closed pipe, or reset if a job was unread
                         worker.stop()
                         if not worker.ready:
@@ -319,20 +394,17 @@ def _run(
                             ) from None
                         failure = f"worker died (exit code {worker.process.exitcode})"
                     else:
-                        if message == _READY:
-                            worker.ready = True
-                        else:
-                            index, verdict = message
-                            results[index] = verdict
-                            worker.job = None
+                        if finished is not None:
+                            results.update([finished])
                         continue
                 elif worker.job is not None and time.monotonic() >= worker.deadline:
                     worker.stop()
-                    failure = f"no verdict within {timeout_s:g} s; worker killed"
+                    unfinished = "no answer extracted" if worker.found is None else "no verdict"
+                    failure = f"{unfinished} within {timeout_s:g} s; worker killed"
                 else:
                     continue
                 if worker.job is not None:  # an idle worker that died loses no pair
-                    results[worker.job[0]] = (False, "timeout", failure)
+                    results.update([worker.finish((False, "timeout", failure))])
                 pool[slot] = _Worker(context)
     finally:
         for worker in pool:
@@ -360,28 +432,15 @@ def grade_math(
 ) -> list[MathVerdict]:
     """Grade (completion, gold answer) pairs; verdicts in the order of `pairs`.
 
-    A gold may be bare (`\\frac{14}{3}`) or marked ("The answer is 7."). Completions without
-    an answer marker are "no_answer" at once; the others are compared in `workers` processes
-    (default: one per CPU this process may use), each pair within `timeout_s` seconds of
-    reaching its worker, or it is a "timeout" and counts as incorrect.
+    A gold may be bare (`\\frac{14}{3}`) or marked ("The answer is 7."). Each pair is graded,
+    extraction included, in one of `workers` processes (default: one per CPU this process may
+    use) within `timeout_s` seconds of reaching it, or it is a "timeout" and counts as
+    incorrect; a completion without an answer marker is "no_answer".
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    extracted = [extract_final_answer(completion) for completion, _ in pairs]
-    jobs = [
-        (index, found.answer, _gold_answer(gold))
-        for index, (found, (_, gold)) in enumerate(zip(extracted, pairs))
-        if found.answer is not None
-    ]
+    jobs = [(index, completion, gold) for index, (completion, gold) in enumerate(pairs)]
     results = _run(jobs, timeout_s, workers or _cpus()) if jobs else {}
-    verdicts = []
-    for index, found in enumerate(extracted):
-        if found.answer is None:
-            detail = "no answer marker" if found.marker is None else f"empty {found.marker} marker"
-            verdicts.append(MathVerdict(False, None, found.marker, "no_answer", detail))
-        else:
-            correct, decided_by, detail = results[index]
-            verdicts.append(MathVerdict(correct, found.answer, found.marker, decided_by, detail))
-    return verdicts
+    return [results[index] for index in range(len(jobs))]

@@ -5,10 +5,13 @@ asserts (LeetCode-style problems), and stdin/stdout cases (LiveCodeBench). Plus 
 the unbiased estimator of Chen et al. 2021. (HumanEval+'s inputs checked against a reference
 solution are `differential`'s.)
 
-A program "passes" only if it exits 0 *and* reaches its end: the checker appends a line that
-prints a random marker, so a solution that calls `sys.exit(0)` or `os._exit(0)` before or during
-the tests does not pass by accident. (A program that reads its own source could print the
-marker; this guards against accidents, not adversaries.)
+Tests run in one of two modes (`CODE_TEST_MODES`, docs/grading.md "Where tests run"). Isolated
+(the default): the program and its tests in two sandboxes joined by `call_channel`, so nothing
+the program does reaches the tests' process (`isolated_tests`). Same-process: one program, and a
+sample "passes" only if it exits 0 *and* reaches its end: the checker appends a line that prints
+a random marker, so a solution that calls `sys.exit(0)` or `os._exit(0)` before or during the
+tests does not pass by accident. (A program that reads its own source could print the marker;
+this mode guards against accidents, not adversaries.)
 
 The solution part runs with `__name__` set to "__solution__" (compiled on its own, so its
 `from __future__` imports still work), as in the reference harnesses, which exec the code: its
@@ -26,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from leafpipe.evaluation.grading import (
+    call_channel,
     leetcode_contest_runner,
     livecodebench_calls,
     livecodebench_runner,
 )
+from leafpipe.evaluation.grading.isolated_tests import IsolatedRun, run_isolated
 from leafpipe.evaluation.grading.livecodebench_runner import lines_match, output_lines
 from leafpipe.evaluation.grading.sandbox import Limits, RunResult, run_python
 
@@ -39,6 +44,12 @@ _PYTHON_TAGS = {"python", "py", "python3"}
 _MAX_DETAIL = 500
 _STDERR_LINES = 5
 _EXCERPT = 80
+# How a program and its tests run (`evaluation.code_tests`, docs/grading.md): in two processes
+# joined by `call_channel`, or in one, for tests that share objects with the program.
+CODE_TEST_MODES = ("isolated", "same_process")
+# Starts the detail of an isolated check whose tests pass the program objects (a ListNode they
+# built), so it ran again in one process; the tests, not the program, decide that.
+SHARED_FALLBACK = "same_process: the tests pass the program objects"
 
 
 @dataclass(frozen=True)
@@ -95,8 +106,10 @@ def check_code(
     *,
     official_runner: str = "",
     message: str = "",
+    mode: str = "isolated",
 ) -> Verdict:
-    """A completion against a code row's tests (`rows.CodeSpec`), by the row's kind.
+    """A completion against a code row's tests (`rows.CodeSpec`), by the row's kind; `mode`:
+    how tests run (`CODE_TEST_MODES`), except stdio cases, compared here in any mode.
 
     Script and stdio rows run the row's `prompt` first (the imports and classes a judge defines
     before every answer). `official_runner` names the benchmark kind whose own runner's rules
@@ -112,34 +125,40 @@ def check_code(
     """
     if code["kind"] == "humaneval":
         return check_humaneval(
-            code["prompt"], completion, code["test"], code["entry_point"], limits
+            code["prompt"], completion, code["test"], code["entry_point"], limits, mode=mode
         )
     if official_runner == "livecodebench":
-        return _check_livecodebench(code, completion, limits)
+        return _check_livecodebench(code, completion, limits, mode)
     if official_runner == "leetcode_contest":
         program = leetcode_contest_runner.extract_code(completion, message)
     else:
         program = extract_code(completion)
     if code["kind"] == "script":
-        return check_script(program, code["test"], limits, prelude=code["prompt"])
+        return check_script(program, code["test"], limits, prelude=code["prompt"], mode=mode)
     return check_stdio(program, _cases(code), limits, prelude=code["prompt"])
 
 
-def _check_livecodebench(code: Mapping[str, Any], completion: str, limits: Limits) -> Verdict:
+def _check_livecodebench(
+    code: Mapping[str, Any], completion: str, limits: Limits, mode: str
+) -> Verdict:
     """A livecodebench row as lcb_runner checks it: stdio cases each within `limits`, a
     functional row's calls each within `limits.wall_s` and the answer within the runner's
     global timeout; a call past its limit is a "timeout", a result that differs a
-    "wrong_answer"."""
+    "wrong_answer". Isolated, the call timer runs in the tests' process: it times the program's
+    top-level code (the tests wait for its exports) and each call there."""
     program = livecodebench_runner.extract_code(completion)
     if code["kind"] == "stdio":
         return check_stdio(program, _cases(code), limits, prelude=livecodebench_runner.IMPORTS)
     call_s = limits.wall_s
     answer_s = livecodebench_calls.answer_limit_s(call_s, len(code["cases"]))
-    verdict = check_script(
+    timed = livecodebench_calls.timed_prelude(livecodebench_runner.IMPORTS, call_s)
+    verdict = _check_tests(
         program,
         livecodebench_calls.calls_test(code["cases"], code["entry_point"], call_s),
         dataclasses.replace(limits, wall_s=answer_s, cpu_s=answer_s),
-        prelude=livecodebench_calls.timed_prelude(livecodebench_runner.IMPORTS, call_s),
+        livecodebench_runner.IMPORTS if mode == "isolated" else timed,
+        mode=mode,
+        tests_prelude=timed,
     )
     if verdict.passed or verdict.status != "failed":
         return verdict
@@ -168,25 +187,37 @@ def humaneval_solution(prompt: str, completion: str, entry_point: str) -> str:
 
 
 def check_humaneval(
-    prompt: str, completion: str, test: str, entry_point: str, limits: Limits = Limits()
+    prompt: str,
+    completion: str,
+    test: str,
+    entry_point: str,
+    limits: Limits = Limits(),
+    *,
+    mode: str = "isolated",
 ) -> Verdict:
     """HumanEval: the completed function (`humaneval_solution`), then `test` (defining `check`),
-    then `check(entry_point)`, all within one run's `limits`."""
+    then `check(entry_point)`, within `limits`; `mode`: where the tests run (`CODE_TEST_MODES`)."""
     solution = humaneval_solution(prompt, completion, entry_point)
-    return _check_tests(solution, f"{test}\n\ncheck({entry_point})\n", limits)
+    return _check_tests(solution, f"{test}\n\ncheck({entry_point})\n", limits, mode=mode)
 
 
 def check_script(
-    solution: str, test: str, limits: Limits = Limits(), *, prelude: str = ""
+    solution: str,
+    test: str,
+    limits: Limits = Limits(),
+    *,
+    prelude: str = "",
+    mode: str = "isolated",
 ) -> Verdict:
     """`solution`, then `test`, a self-contained script of asserts; passes when it runs to its end.
 
     `prelude` (imports or classes a judge defines before every answer) runs first, in the same
     namespace, compiled on its own so that the solution's `from __future__` lines stay legal.
     The test script must not exit by itself (no `sys.exit`, no `unittest.main()`): that would
-    look like a solution exiting before the tests.
+    look like a solution exiting before the tests. `mode`: where the tests run
+    (`CODE_TEST_MODES`); isolated, `prelude` runs in both processes.
     """
-    return _check_tests(solution, test, limits, prelude)
+    return _check_tests(solution, test, limits, prelude, mode=mode)
 
 
 def check_stdio(
@@ -261,9 +292,28 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
     return sum(values) / len(values)
 
 
-def _check_tests(solution: str, test: str, limits: Limits, prelude: str = "") -> Verdict:
-    """Run `prelude` and `solution` (as "__solution__"), then `test` (as "__main__"), then the
-    end marker."""
+def _check_tests(
+    solution: str,
+    test: str,
+    limits: Limits,
+    prelude: str = "",
+    *,
+    mode: str = "isolated",
+    tests_prelude: str | None = None,
+) -> Verdict:
+    """Run `prelude` and `solution` (as "__solution__"), then `test` (as "__main__"): in two
+    processes (`isolated_tests`), or in one followed by the end marker ("same_process").
+    `tests_prelude`: what the tests process runs first instead of `prelude` (isolated only)."""
+    if mode == "isolated":
+        run = run_isolated(solution, test, limits, prelude=prelude, tests_prelude=tests_prelude)
+        if not run.needs_shared_state:
+            return _isolated_verdict(run)
+        shared = prelude if tests_prelude is None else tests_prelude  # the judge's, timer included
+        verdict = _check_tests(solution, test, limits, shared, mode="same_process")
+        detail = f"{SHARED_FALLBACK}: {verdict.detail}" if verdict.detail else SHARED_FALLBACK
+        return dataclasses.replace(verdict, detail=_bounded(detail))
+    if mode != "same_process":
+        raise ValueError(f"mode must be one of {list(CODE_TEST_MODES)}, got {mode!r}")
     marker = f"leafpipe-tests-completed-{secrets.token_hex(8)}"
     program = (
         f"__name__ = '__solution__'\n"
@@ -279,6 +329,19 @@ def _check_tests(solution: str, test: str, limits: Limits, prelude: str = "") ->
     if marker not in result.stdout:
         return Verdict(False, "failed", "the program exited with code 0 before the tests completed")
     return Verdict(True, "passed")
+
+
+def _isolated_verdict(run: IsolatedRun) -> Verdict:
+    """Passed when the tests completed. Otherwise the program's own failure where the tests
+    only saw it vanish or fail before they began (its timeout or traceback says why), else
+    the tests' failure."""
+    if run.completed:
+        return Verdict(True, "passed")
+    if run.tests.returncode == call_channel.PROGRAM_FAILED_EXIT and not run.program.ok:
+        return failure_verdict(run.program, "the program")
+    if not run.tests.ok:
+        return failure_verdict(run.tests, "")
+    return Verdict(False, "failed", "the tests exited with code 0 before they completed")
 
 
 def _with_prelude(prelude: str, code: str, name: str) -> str:

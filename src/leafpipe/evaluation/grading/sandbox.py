@@ -91,12 +91,19 @@ class RunResult:
         return self.status == "ok"
 
 
-def run_python(source: str, *, stdin: str = "", limits: Limits = Limits()) -> RunResult:
-    """Run `source` as a Python program in the sandbox (see the module docstring); wait for it."""
+def run_python(
+    source: str, *, stdin: str = "", limits: Limits = Limits(), pass_fds: Sequence[int] = ()
+) -> RunResult:
+    """Run `source` as a Python program in the sandbox (see the module docstring); wait for it.
+
+    `pass_fds`: descriptors handed over to the program (it inherits them under the same numbers;
+    `isolated_tests` connects two programs so). Handed over means closed here once the supervisor
+    holds them, started or not, so that the program's exit is the other end's end of file.
+    """
     start = time.monotonic()
     box = tempfile.mkdtemp(prefix="leafpipe-sandbox-")
     try:
-        return _run_in(box, source, stdin, limits, start)
+        return _run_in(box, source, stdin, limits, start, tuple(pass_fds))
     finally:
         _remove_tree(box)
 
@@ -153,19 +160,34 @@ def _program_env(home: str) -> dict[str, str]:
     }
 
 
-def _run_in(box: str, source: str, stdin: str, limits: Limits, start: float) -> RunResult:
+def _run_in(
+    box: str, source: str, stdin: str, limits: Limits, start: float, pass_fds: tuple[int, ...]
+) -> RunResult:
     """Lay out `box` (root of the run: main.py and the empty working dir), supervise, interpret."""
-    program, work = _lay_out(box, source)
-    report_r, report_w = os.pipe()
     try:
-        proc = _start_supervisor(_supervisor_config(report_w, program, work, box, limits), work)
-    except OSError as exc:
-        os.close(report_r)
-        return RunResult(
-            "error", None, "", "", time.monotonic() - start, False, False, f"cannot start: {exc}"
-        )
+        program, work = _lay_out(box, source)
+        report_r, report_w = os.pipe()
+        try:
+            proc = _start_supervisor(
+                _supervisor_config(report_w, program, work, box, limits), work, pass_fds
+            )
+        except OSError as exc:
+            os.close(report_r)
+            return RunResult(
+                "error",
+                None,
+                "",
+                "",
+                time.monotonic() - start,
+                False,
+                False,
+                f"cannot start: {exc}",
+            )
+        finally:
+            os.close(report_w)
     finally:
-        os.close(report_w)
+        for fd in pass_fds:  # handed over: the supervisor holds its own copies
+            os.close(fd)
     try:
         stdout, stderr, report, truncated, overdue = _pump(
             proc,
@@ -236,8 +258,12 @@ def _supervisor_config(
     }
 
 
-def _start_supervisor(config: dict[str, Any], work: str) -> subprocess.Popen[bytes]:
-    """Start the supervisor script in a session of its own; raises OSError when it cannot."""
+def _start_supervisor(
+    config: dict[str, Any], work: str, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start the supervisor script in a session of its own; raises OSError when it cannot.
+
+    `pass_fds` go on to the program: the supervisor leaves them inheritable."""
     return subprocess.Popen(
         [sys.executable, "-I", "-S", _SUPERVISOR, json.dumps(config)],
         stdin=subprocess.PIPE,
@@ -245,7 +271,7 @@ def _start_supervisor(config: dict[str, Any], work: str) -> subprocess.Popen[byt
         stderr=subprocess.PIPE,
         cwd=work,
         env=_program_env(work),
-        pass_fds=(config["report_fd"],),
+        pass_fds=(config["report_fd"], *pass_fds),
         start_new_session=True,
     )
 
