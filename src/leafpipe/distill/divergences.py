@@ -39,6 +39,15 @@ def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
+def forward_kl(log_p: torch.Tensor, log_q: torch.Tensor, need_grad: bool):
+    """KL(p || q) per row of [c, n] log-probabilities over the same categories, and its gradient
+    q - p with respect to q's logits; overwrites `log_q`. (`FullTeacher` computes the same from
+    the teacher's entropy, kept from `prepare`.)"""
+    p = log_p.exp()
+    loss = rowdot(p, log_p - log_q)
+    return loss, (log_q.exp_().sub_(p) if need_grad else None)
+
+
 def reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor, need_grad: bool):
     f = log_p.neg_().add_(log_q)  # log q - log p, in log_p's buffer
     q = log_q.exp_()

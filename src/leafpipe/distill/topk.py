@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from leafpipe.distill.divergences import Target, jsd, reverse_kl, rowdot
+from leafpipe.distill.divergences import Target, forward_kl, jsd, reverse_kl
 from leafpipe.distill.heads import (
     check_vocab,
     head_vocab,
@@ -107,14 +107,6 @@ def with_tail(log_k: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of k tokens [c, k], normalised over a larger vocabulary -> the k + 1
     categories [c, k + 1]: the k tokens, then the bucket of the mass outside them."""
     return torch.cat([log_k, log1mexp(torch.logsumexp(log_k, dim=-1, keepdim=True))], dim=-1)
-
-
-def forward_kl(log_p: torch.Tensor, log_q: torch.Tensor, need_grad: bool):
-    """KL(p || q) per row of [c, n] log-probabilities, and its gradient q - p with respect to q's
-    logits (`leafpipe.distill.divergences`); overwrites `log_q`."""
-    p = log_p.exp()
-    loss = rowdot(p, log_p - log_q)
-    return loss, (log_q.exp_().sub_(p) if need_grad else None)
 
 
 def _divergence(spec: KDSpec) -> Divergence:
