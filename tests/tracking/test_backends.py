@@ -30,7 +30,6 @@ def _log(backend: str, dir: Path | None, event_dir: Path | None = None) -> None:
 
 
 def test_tensorboard_writes_event_files_with_every_step(tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     _log("tensorboard", None, event_dir=tmp_path / "tensorboard")
@@ -41,7 +40,6 @@ def test_tensorboard_writes_event_files_with_every_step(tmp_path):
 
 
 def test_tensorboard_honours_tracking_dir_with_a_folder_per_run(tmp_path):
-    pytest.importorskip("tensorboard")
     _log("tensorboard", tmp_path, event_dir=tmp_path / "not-here")
     assert list((tmp_path / "tensorboard" / "distill-kd-seed0").glob("events.out.tfevents.*"))
     assert not (tmp_path / "not-here").exists()
@@ -88,7 +86,6 @@ _log("trackio", Path({dir!r}))
 
 
 def test_trackio_writes_its_local_database_in_tracking_dir(tmp_path):
-    pytest.importorskip("trackio")
     # Trackio reads TRACKIO_DIR when first imported: a fresh process, as a job is.
     script = _TRACKIO.format(paths=[str(Path(__file__).parent)], dir=str(tmp_path))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -32,6 +32,7 @@ import pytest
 import slurm_cluster as slurm
 import snakemake_runs
 import yaml
+from ci_strict import unavailable
 from snakemake_runs import BIN, MICRO, REPO
 
 pytestmark = pytest.mark.slow  # starts a cluster, then runs 23 + 2 SLURM jobs
@@ -46,20 +47,20 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(l
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("the SLURM test installs and starts slurm daemons: needs root")
+        unavailable("the SLURM test installs and starts slurm daemons: needs root")
     if not slurm.installed() and not Path("/usr/bin/apt-get").exists():
-        pytest.skip("no slurm installed and no apt-get to install it")
+        unavailable("no slurm installed and no apt-get to install it")
     try:
         install_s = slurm.install()
     except (slurm.SetupError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"could not install slurm: {e}")
+        unavailable(f"could not install slurm: {e}")
     c = slurm.Cluster(tmp_path_factory.mktemp("slurm"))
     start = time.monotonic()
     try:
         c.start()
     except (slurm.SetupError, subprocess.TimeoutExpired, OSError) as e:
         c.stop()
-        pytest.skip(f"could not start a local slurm cluster: {e}")
+        unavailable(f"could not start a local slurm cluster: {e}")
     c.setup_s = {"apt-get": install_s, "daemons": time.monotonic() - start}
     yield c
     c.stop()

