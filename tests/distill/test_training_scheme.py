@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from distill_groups import DISTRACTORS, read_metrics
+from distill_groups import DISTRACTORS, read_metrics, trained_mask
+from step_gradients import first_step_gradients
 
 from leafpipe.distill.data import (
     MODES,
@@ -23,7 +24,7 @@ from leafpipe.distill.reference_loss import token_kl
 from leafpipe.distill.spec import DistillSpec
 from leafpipe.distill.trainer import _Trainer, distill
 from leafpipe.text.batching import collate
-from leafpipe.text.templates import RESPONSE, encode_sample
+from leafpipe.text.templates import encode_sample
 
 
 def groups_with_counterfactuals(samples, n: int = 12) -> list[DistillGroup]:
@@ -45,17 +46,6 @@ def groups_with_counterfactuals(samples, n: int = 12) -> list[DistillGroup]:
 
 def refs(steps) -> list[tuple[int, int]]:
     return [ref for step in steps for micro in step for item in micro for ref in item]
-
-
-def trained_mask(sample) -> torch.Tensor:
-    """By hand: targets that are response tokens at or after `train_from`, or the token after the
-    response (end of turn); [1, T-1]."""
-    last = max(i for i, f in enumerate(sample.fields) if f == RESPONSE)
-    keep = [
-        (f == RESPONSE and start >= sample.train_from) or i == last + 1
-        for i, (f, (start, _)) in enumerate(zip(sample.fields, sample.offsets))
-    ]
-    return torch.tensor(keep[1:])[None]
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -191,25 +181,15 @@ def test_the_weights_reaching_backward_are_the_hand_computed_ones(
 
 @pytest.mark.parametrize("lam", [0.5, 1.0])
 def test_a_step_trains_the_gradient_of_the_hand_weighted_token_mean(
-    tokenizer, samples, tiny_llama, monkeypatch, lam
+    tokenizer, samples, tiny_llama, lam
 ):
     """One step over an original, an instruction-level and a response-level counterfactual, in
     micro-batches of one: the student's gradient is that of (S_orig + λ S_cf) / (N_orig + λ N_cf),
     with the response-level counterfactual's pruned first step as context, not trained."""
     (group,) = groups_with_counterfactuals(samples, 3)[2:]  # two counterfactuals
     assert group.counterfactuals[1].train_from > 0
-    grads = []
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def capture(params, limit):
-        params = list(params)
-        grads.append([p.grad.detach().clone() for p in params])
-        return clip(params, limit)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", capture)
     spec = DistillSpec(lam=lam, epochs=1, global_batch=3, micro_batch=1, lr=1e-3, max_grad_norm=0)
-    distill(tiny_llama(0), tiny_llama(1), tokenizer, [group], spec, 1)
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    trained = first_step_gradients(tiny_llama(0), tiny_llama(1), tokenizer, [group], spec)
 
     teacher, student = tiny_llama(0), tiny_llama(1)
     sums, counts = {}, {}
@@ -225,7 +205,6 @@ def test_a_step_trains_the_gradient_of_the_hand_weighted_token_mean(
     assert counts["cf"] < 2 * counts["orig"]  # the response-level one trains fewer tokens
     loss = (sums["orig"] + lam * sums["cf"]) / (counts["orig"] + lam * counts["cf"])
     loss.backward()
-    (trained,) = grads
     for got, p in zip(trained, [p for p in student.parameters() if p.requires_grad]):
         torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
 

@@ -9,6 +9,7 @@ import torch
 from leafpipe.distill.data import (
     DistillGroup,
 )
+from leafpipe.text.templates import RESPONSE
 
 DISTRACTORS = ["Mia owns 9 red cars. ", "The sky was blue on day 8. "]
 # Optimiser steps of two items accumulated over micro-batches of one, at a learning rate that moves
@@ -41,6 +42,17 @@ def mixed_groups(samples) -> list[DistillGroup]:
         for k in range(4)
     ]
     return many_groups(samples, 4) + short
+
+
+def trained_mask(sample) -> torch.Tensor:
+    """By hand: targets that are response tokens at or after `train_from`, or the token after the
+    response (end of turn); [1, T-1]."""
+    last = max(i for i, f in enumerate(sample.fields) if f == RESPONSE)
+    keep = [
+        (f == RESPONSE and start >= sample.train_from) or i == last + 1
+        for i, (f, (start, _)) in enumerate(zip(sample.fields, sample.offsets))
+    ]
+    return torch.tensor(keep[1:])[None]
 
 
 def weights(model) -> list[torch.Tensor]:
