@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from chat_families import family_tokenizer
+from chat_families import shipped_tokenizer
 from tiny_models import save_tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -33,9 +33,7 @@ def no_pad(tmp_path_factory, samples):
     """A folder with a tiny Llama model and a Llama-3 tokenizer without a pad token, a corpus of
     samples of different lengths (so batches are padded) and a config naming both."""
     root = tmp_path_factory.mktemp("no_pad")
-    tok = family_tokenizer("llama3", [t for pair in [*samples, LONGER] for t in pair] * 20, 300)
-    tok.pad_token = None
-    assert tok.pad_token_id is None
+    tok = shipped_tokenizer("llama3", [t for pair in [*samples, LONGER] for t in pair] * 20, 300)
     save_tiny_model(LlamaConfig, LlamaForCausalLM, tok, root / "model", seed=0)
     rows = [
         {"id": f"s{i}", "instruction": a, "response": b}

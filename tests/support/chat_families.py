@@ -4,8 +4,10 @@ Each family gets a tiny byte-level BPE with its own special tokens and its model
 template, character for character.
 """
 
+from typing import NamedTuple
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 # Real chat templates, character for character as their model repositories ship them. Each family
 # gets a tiny byte-level BPE trained offline, with its own special tokens.
@@ -90,3 +92,41 @@ def family_tokenizer(
     )
     tok.chat_template = template
     return tok
+
+
+class Shipped(NamedTuple):
+    """What a family's model repository ships beside its template: the tokenizer's pad token
+    (None: it has none) and the end-of-turn tokens its generation_config.json lists, which
+    differ from the tokenizer's one eos."""
+
+    pad: str | None
+    generation_eos: tuple[str, ...]
+
+
+# Meta-Llama-3-8B-Instruct: no pad token; generation_config eos [<|end_of_text|>, <|eot_id|>] while
+# the tokenizer's eos is <|eot_id|>. Qwen2-7B-Instruct: pad <|endoftext|>, generation_config eos
+# [<|im_end|>, <|endoftext|>] while the tokenizer's eos is <|im_end|>.
+SHIPPED = {
+    "llama3": Shipped(None, ("<|end_of_text|>", "<|eot_id|>")),
+    "qwen2": Shipped("<|endoftext|>", ("<|im_end|>", "<|endoftext|>")),
+}
+
+
+def shipped_tokenizer(
+    family: str, texts: list[str], vocab_size: int = 320
+) -> PreTrainedTokenizerFast:
+    """`family_tokenizer` as its model repository ships it (`SHIPPED`): with its pad token or
+    none, and with the generation eos tokens it lacks appended as special tokens, so every id
+    `family_tokenizer` gives keeps its meaning."""
+    tok = family_tokenizer(family, texts, vocab_size)
+    shipped = SHIPPED[family]
+    missing = [t for t in shipped.generation_eos if t not in tok.get_vocab()]
+    tok.add_special_tokens({"additional_special_tokens": missing})
+    tok.pad_token = shipped.pad
+    return tok
+
+
+def shipped_generation_config(family: str, tokenizer) -> GenerationConfig:
+    """The family's generation_config.json for `shipped_tokenizer`'s ids: its eos list."""
+    eos = [tokenizer.convert_tokens_to_ids(t) for t in SHIPPED[family].generation_eos]
+    return GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import GenerationConfig
 
 
 def tiny_config(config_cls, tokenizer, **overrides: Any):
@@ -35,7 +36,20 @@ def tiny_model(config_cls, model_cls, tokenizer, seed: int, **overrides: Any):
     return model_cls(tiny_config(config_cls, tokenizer, **overrides)).eval()
 
 
-def save_tiny_model(config_cls, model_cls, tokenizer, out_dir: Path, seed: int) -> None:
-    """`tiny_model` saved with `tokenizer` in `out_dir`."""
-    tiny_model(config_cls, model_cls, tokenizer, seed).save_pretrained(out_dir)
+def save_tiny_model(
+    config_cls,
+    model_cls,
+    tokenizer,
+    out_dir: Path,
+    seed: int,
+    generation: GenerationConfig | None = None,
+    **overrides: Any,
+) -> None:
+    """`tiny_model` saved with `tokenizer` in `out_dir`; `generation` replaces the
+    generation_config.json that save_pretrained derives from the model's config, as a model
+    repository's own does."""
+    model = tiny_model(config_cls, model_cls, tokenizer, seed, **overrides)
+    if generation is not None:
+        model.generation_config = generation
+    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
