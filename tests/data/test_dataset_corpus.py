@@ -16,6 +16,7 @@ from leafpipe.data.accounting import corpus_accounting
 from leafpipe.data.corpus import CorpusError
 from leafpipe.data.hf_dataset import DatasetUnavailable
 from leafpipe.evaluation.converters import MATH_FORMAT
+from leafpipe.files.provenance import recorded
 
 # 10 rows: "alg" has 5 (row 3's solution empty), "geo" 3, "misc" 2 (filtered out).
 SOURCES = ["alg"] * 5 + ["geo"] * 3 + ["misc"] * 2
@@ -81,6 +82,9 @@ def test_a_bad_row_is_skipped_with_its_index_in_the_split(folder: Path, tmp_path
     assert frame[["line", "field", "reason"]].values.tolist() == [[3, "response", "empty"]]
     assert "config numbers, split train" in frame["file"][0]
     assert json.loads(info_path.read_text())["rows"] == 9
+    # The skipped rows record the dataset's files, the rule's `local_data` input.
+    files = {str(p) for p in folder.rglob("*") if p.is_file()}
+    assert files and set(recorded(skipped)["inputs"]) == files
 
 
 def test_a_bad_row_stops_the_run_naming_the_dataset_and_row(folder: Path, tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from leafpipe import stages
+from leafpipe.config import validate_config
 from leafpipe.detect.confounders import (
     DetectSpec,
     detect,
@@ -14,6 +16,9 @@ from leafpipe.detect.metrics import detection_metrics
 from leafpipe.detect.score_variants import minmax
 from leafpipe.detect.scoring import ScoreSpec, score_samples
 from leafpipe.detect.spans import limit_span_lengths, merge_spans
+from leafpipe.files.atomic import write_jsonl
+from leafpipe.files.provenance import read_parquet, write_parquet
+from leafpipe.stages.specs import stage_config
 
 
 def _instr(n):
@@ -134,6 +139,39 @@ def test_detect_against_planted_labels():
     planted, other = metrics["mean_scores"]["planted"], metrics["mean_scores"]["other"]
     assert planted["student"] == 1.0 and planted["teacher"] == 0.0 and planted["diff"] == 0.0
     assert other["diff"] == 1.0
+
+
+def test_the_detect_stage_flags_what_the_teacher_needs_less_than_the_student(tmp_path):
+    """The stage's order of the sides: d = teacher - student, low where the student leans on a
+    token the teacher ignores. Swapped, the seven other tokens would be flagged instead. Its
+    metrics then tell precision from recall: 1 of 3 flags is planted, 1 of 2 planted is flagged."""
+    scores = {
+        "teacher": _frame(["a"], [[1, 1, 0, 1, 1, 0, 0, 1, 1, 1]]),
+        "student": _frame(["a"], [[0, 0, 1, 0, 0, 1, 1, 0, 0, 0]]),
+    }
+    for role, frame in scores.items():
+        write_parquet(frame, tmp_path / f"{role}.parquet")
+    corpus = tmp_path / "train.jsonl"
+    write_jsonl([{"id": "a", "instruction": "abcdefghij", "distractor_spans": [[2, 4]]}], corpus)
+    config = validate_config(
+        {"models": {"teacher": {}, "student": {}}, "detection": {"percentile": 20}}
+    )
+    out_tokens, out_metrics = tmp_path / "tokens.parquet", tmp_path / "metrics.json"
+    stages.detect(
+        stage_config("detect", config, {}),
+        tmp_path / "teacher.parquet",
+        tmp_path / "student.parquet",
+        corpus,
+        out_tokens,
+        out_metrics,
+    )
+    # d = [1, 1, 0, 1, 1, 0, 0, 1, 1, 1]: the 20th percentile (sorted d [2] = 0) flags 2, 5, 6.
+    flags = read_parquet(out_tokens).iloc[0]["is_confounder"]
+    assert [i for i, flag in enumerate(flags) if flag] == [2, 5, 6]
+    metrics = json.loads(out_metrics.read_text())
+    assert (metrics["precision"], metrics["recall"]) == pytest.approx((1 / 3, 1 / 2))
+    assert metrics["f1"] == pytest.approx(2 * (1 / 6) / (1 / 3 + 1 / 2))  # 0.4
+    assert (metrics["n_confounders"], metrics["n_planted"]) == (3, 2)
 
 
 def test_different_tokenisations_are_aligned_on_characters():

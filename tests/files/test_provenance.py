@@ -36,6 +36,15 @@ def test_record_holds_rows_and_input_fingerprints(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+def test_a_hub_id_is_not_recorded(tmp_path: Path) -> None:
+    """A model given as a hub id names no file here: scoring with one records the corpus only."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a"}\n')
+    out = tmp_path / "scores.parquet"
+    write_parquet(_frame(), out, inputs=["Qwen/Qwen2.5-0.5B", corpus])
+    assert recorded(out)["inputs"] == {str(corpus): fingerprint(corpus)}
+
+
 def test_removed_input_is_not_checked(tmp_path: Path) -> None:
     temporary = tmp_path / "shard.parquet"
     write_parquet(_frame(), temporary)

@@ -64,9 +64,16 @@ def fingerprint(path: PathLike) -> str:
 
 
 def write_parquet(frame: pd.DataFrame, path: PathLike, inputs: Sequence[PathLike] = ()) -> None:
-    """Write `frame` atomically with its row count and its inputs' fingerprints in the metadata."""
+    """Write `frame` atomically with its row count and its inputs' fingerprints in the metadata.
+
+    An input that names nothing here (a model or tokenizer given as a hub id, which its revision
+    pins) has no bytes to fingerprint and is not recorded, as its rule does not track it.
+    """
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    record = {"rows": table.num_rows, "inputs": {str(p): fingerprint(p) for p in inputs}}
+    record = {
+        "rows": table.num_rows,
+        "inputs": {str(p): fingerprint(p) for p in inputs if os.path.exists(p)},
+    }
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), META_KEY: json.dumps(record).encode()}
     )

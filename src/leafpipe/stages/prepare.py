@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leafpipe.config import local_dataset_files
 from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import write_parquet
 from leafpipe.models.hub_options import hub_options
@@ -214,9 +215,14 @@ def corpus(
     else:
         taken = _build_corpus(spec, held_out_ids, count_tokens)
     write_jsonl(taken.rows, out_path)
-    write_parquet(
-        skipped_frame(taken.skipped), skipped_path, inputs=[corpus_file] if corpus_file else []
-    )
+    # What decided which rows were kept: the rule's inputs (a hub tokenizer is not recorded).
+    decided_by = [
+        *([corpus_file] if corpus_file else []),
+        *held_out,
+        *([tokenizer_dir] if count_tokens is not None else []),
+        *local_dataset_files(spec.get("dataset")),
+    ]
+    write_parquet(skipped_frame(taken.skipped), skipped_path, inputs=decided_by)
     write_json(
         {
             "source": taken.source,

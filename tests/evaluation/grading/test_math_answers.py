@@ -121,6 +121,12 @@ CASES = [
     (r"\boxed{\frac{\sqrt{2}}{2}}", r"\frac{\sqrt{3}}{2}", False, "math_verify"),
     (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"(3, \frac{\pi}{2})", True, "math_verify"),
     (r"\boxed{(\frac{\pi}{2}, 3)}", r"(3, \frac{\pi}{2})", False, "math_verify"),
+    # The sides' order (docs/grading.md, Comparison: verify(gold, predicted)): math-verify reads
+    # a relation gold as its set against a set answer and a set gold as unordered, never the
+    # other way round, so each of these grades the other way when the sides are swapped.
+    (r"\boxed{(-2, 2)}", "|x| < 2", True, "math_verify"),
+    (r"\boxed{(2, 1)}", r"\{1, 2\}", True, "math_verify"),  # a set gold: any order
+    (r"\boxed{\{1, 2\}}", "(2, 1)", False, "math_verify"),  # a point gold: its order counts
     (r"\boxed{-5}", "-5", True, "math_verify"),
     (r"\boxed{5}", "-5", False, "math_verify"),
     (r"\boxed{\pi \cdot 2}", r"2\pi", True, "math_verify"),
