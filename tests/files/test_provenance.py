@@ -10,14 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from leafpipe import stages
-from leafpipe.files import provenance
-from leafpipe.files.provenance import (
-    StaleInputError,
-    fingerprint,
-    read_parquet,
-    recorded,
-    write_parquet,
-)
+from leafpipe.files import fingerprints, provenance
+from leafpipe.files.fingerprints import StaleInputError, fingerprint
+from leafpipe.files.provenance import read_parquet, recorded, write_parquet
 
 
 def _frame(n: int = 3) -> pd.DataFrame:
@@ -87,7 +82,7 @@ def test_folder_fingerprint_covers_names_and_bytes(tmp_path: Path) -> None:
 
 def test_large_files_hash_their_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over FULL_HASH_BYTES only the first and last MiB count: documented, and checked here."""
-    monkeypatch.setattr(provenance, "FULL_HASH_BYTES", 1 << 20)
+    monkeypatch.setattr(fingerprints, "FULL_HASH_BYTES", 1 << 20)
     big = tmp_path / "big.safetensors"
     data = bytearray(3 << 20)
     big.write_bytes(bytes(data))

@@ -14,6 +14,8 @@ import yaml
 from leafpipe.config import for_seed, load_config
 from leafpipe.evaluation.harness import HarnessError
 from leafpipe.files.atomic import write_json, write_jsonl
+from leafpipe.files.fingerprints import fingerprint
+from leafpipe.files.provenance import recorded
 from leafpipe.stages.exports import export_samples, lm_eval
 from leafpipe.stages.specs import stage_config
 
@@ -133,8 +135,11 @@ def _lm_eval_config(tmp_path: Path) -> dict:
 
 
 def test_lm_eval_runs_the_harness_on_the_model_folder_and_keeps_its_results(tmp_path, stand_in):
-    out = tmp_path / "lm_eval" / "leaf_instr.json"
-    lm_eval(_lm_eval_config(tmp_path), "leaf_instr", tmp_path / "models" / "leaf_instr", out)
+    out, model = tmp_path / "lm_eval" / "leaf_instr.json", tmp_path / "models" / "leaf_instr"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    lm_eval(_lm_eval_config(tmp_path), "leaf_instr", model, out)
+    assert recorded(out)["inputs"] == {str(model): fingerprint(model)}
     args = json.loads(stand_in.read_text())
     opts = dict(zip(args[::2], args[1::2]))
     assert opts["--model"] == "hf"
@@ -144,7 +149,10 @@ def test_lm_eval_runs_the_harness_on_the_model_folder_and_keeps_its_results(tmp_
     assert opts["--limit"] == "5" and args[-1] == "--log_samples"
     assert "--num_fewshot" not in args and "--apply_chat_template" not in args
     assert json.loads(out.read_text())["results"]["arc_easy"]["acc,none"] == 0.25
-    assert sorted(p.name for p in out.parent.iterdir()) == ["leaf_instr.json"], "scratch removed"
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "leaf_instr.json",
+        "leaf_instr.json.inputs.json",  # its record (leafpipe.files.fingerprints)
+    ], "scratch removed"
 
 
 def test_lm_eval_without_the_harness_installed_says_how_to_get_it(tmp_path, monkeypatch):

@@ -9,14 +9,14 @@ judge and training steps skipped for a non-finite loss or gradient are counted b
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from leafpipe.files.atomic import read_json
 
 PathLike = str | os.PathLike[str]
 
@@ -66,7 +66,7 @@ def corpus_accounting(
     info_path: PathLike, corpus_path: PathLike, skipped_path: PathLike
 ) -> Accounted:
     """The corpus rule's counts, checked against its output files."""
-    info = json.loads(Path(info_path).read_text(encoding="utf-8"))
+    info = read_json(info_path)
     entry = Accounted(
         "corpus",
         str(info["source"]),
@@ -92,7 +92,7 @@ def benchmark_accounting(name: str, info_path: PathLike, rows_path: PathLike) ->
     report lists it as skipped with its reason). A benchmark read from a file reads rows only up
     to its limit; one read through `datasets` reads its whole split and records the rows its
     filter, sample and limit left out."""
-    info: Mapping[str, Any] = json.loads(Path(info_path).read_text(encoding="utf-8"))
+    info: Mapping[str, Any] = read_json(info_path)
     if info.get("available") is False:
         return None
     kept, skipped = int(info["rows"]), len(info["skipped"])

@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,11 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-_TAIL_LINES:])
 
 
-def run_harness(command: list[str], output_dir: Path, out_path: str | Path) -> dict[str, Any]:
-    """Run `command` (which writes under `output_dir`) and copy its results to `out_path`."""
+def run_harness(
+    command: list[str], output_dir: Path, out_path: str | Path, inputs: Sequence[str | Path] = ()
+) -> dict[str, Any]:
+    """Run `command` (which writes under `output_dir`) and copy its results to `out_path`, which
+    records `inputs` (leafpipe.files.fingerprints)."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise HarnessError(
@@ -104,7 +107,7 @@ def run_harness(command: list[str], output_dir: Path, out_path: str | Path) -> d
         raise HarnessError(f"{path}: not JSON ({err.msg}, line {err.lineno})") from err
     if not isinstance(results, dict) or not isinstance(results.get("results"), dict):
         raise HarnessError(f'{path}: field "results" is missing or not an object')
-    write_json(results, out_path)
+    write_json(results, out_path, inputs=inputs)
     return results
 
 
@@ -117,12 +120,12 @@ def evaluate_folder(
     revision: str | None = None,
 ) -> dict[str, Any]:
     """lm-eval on `model_dir` (at `revision`, for a hub id) with `settings`; its results file is
-    written to `out_path`. Its own output goes to a scratch folder beside `out_path`, removed
-    afterwards."""
+    written to `out_path`, which records the model folder (not a hub id). Its own output goes to
+    a scratch folder beside `out_path`, removed afterwards."""
     executable = harness_executable()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".lm_eval-") as scratch:
         command = harness_command(
             executable, model_dir, settings, trust_remote_code, seed, scratch, revision
         )
-        return run_harness(command, Path(scratch), out_path)
+        return run_harness(command, Path(scratch), out_path, inputs=[model_dir])

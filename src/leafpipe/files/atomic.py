@@ -5,6 +5,9 @@ rename is atomic on POSIX file systems when source and target share a directory.
 name records its writer (`.{name}.tmp-{host}.{pid}-{random}`), so the next write of the same
 target removes what a killed writer on this host left behind. A write that runs out of disk
 space or over the file-size limit raises `DiskFullError` and leaves the target as it was.
+
+The JSON and JSON Lines writers can record what a file was made from in a sidecar beside it, which
+their readers check (`leafpipe.files.fingerprints`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,23 @@ import resource
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from leafpipe.files.fingerprints import (
+    PathLike,
+    check_described,
+    check_inputs,
+    check_rows,
+    fingerprint,
+    make_record,
+    read_sidecar,
+    sidecar,
+)
 
 _TMP = ".tmp-"
+_Rows = TypeVar("_Rows", int, None)  # a JSON Lines file's row count; none for one JSON value
 _FULL = {
     errno.ENOSPC: "out of disk space on its file system (ENOSPC)",
     errno.EFBIG: "over the file-size limit (EFBIG; see `ulimit -f`)",
@@ -162,18 +177,62 @@ def atomic_path(target: str | os.PathLike[str], *, directory: bool = False) -> I
         raise
 
 
-def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> int:
-    """Write rows as JSON Lines atomically; return the number of rows written."""
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+def _write_recorded(
+    path: str | os.PathLike[str],
+    inputs: Sequence[PathLike] | None,
+    write: Callable[[Path], _Rows],
+) -> _Rows:
+    """`write` a temporary that becomes `path`, with `path`'s sidecar record of `inputs`, the row
+    count `write` returns and the file's own fingerprint; with no `inputs`, remove any previous
+    record first.
+
+    The record is published just before the file, so that the file is still the last thing a
+    job makes; a job killed between the two leaves an older file (if any) beside the new record,
+    which refuses it by its fingerprint (`fingerprints.check_described`).
+    """
+    if inputs is None:
+        sidecar(path).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        rows = write(tmp)
+        if inputs is not None:
+            record = {**make_record(inputs, rows), "sha256": fingerprint(tmp)}
+            with atomic_path(sidecar(path)) as side:
+                side.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+def write_jsonl(
+    rows: Iterable[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    inputs: Sequence[PathLike] | None = None,
+) -> int:
+    """Write rows as JSON Lines atomically; return the number of rows written.
+
+    With `inputs` (the files the rows were made from: a stage's rule inputs), the row count and
+    their fingerprints go to the file's sidecar, which `read_jsonl` checks. Without, the file has
+    no record, and one a previous write left is removed.
+    """
+
+    def lines(tmp: Path) -> int:
+        n = 0
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
+    return _write_recorded(path, inputs, lines)
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read JSON Lines; a malformed line is an error naming the file and line number."""
+    """Read JSON Lines; a malformed line is an error naming the file and line number.
+
+    A file with a sidecar record is refused (`StaleInputError`) when an input it records has
+    changed since, or it holds other rows or bytes than were written; one without is read as it
+    is.
+    """
+    record = read_sidecar(path)
+    check_inputs(path, record)
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -183,12 +242,28 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: malformed JSON line: {err.msg}") from err
+    check_rows(path, record, len(rows))
+    check_described(path, record)
     return rows
 
 
-def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
-    with atomic_path(path) as tmp:
+def write_json(
+    obj: Any, path: str | os.PathLike[str], inputs: Sequence[PathLike] | None = None
+) -> None:
+    """Write one JSON value atomically; `inputs` as for `write_jsonl` (no row count)."""
+
+    def value(tmp: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    _write_recorded(path, inputs, value)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read one JSON value, refused as `read_jsonl` refuses a file whose recorded input changed."""
+    record = read_sidecar(path)
+    check_inputs(path, record)
+    check_described(path, record)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> None:

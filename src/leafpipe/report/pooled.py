@@ -10,7 +10,6 @@ seed's detection extras (the score variants, the breakdown by kind, the validity
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from leafpipe.data.accounting import Accounted, benchmark_accounting, corpus_acc
 from leafpipe.distill.variants import MODEL_LABELS
 from leafpipe.distill.variants import variant as variant_record
 from leafpipe.evaluation.protocols import DEFAULT as DEFAULT_PROTOCOL
-from leafpipe.files.atomic import read_jsonl
+from leafpipe.files.atomic import read_json, read_jsonl
 from leafpipe.report.build import build_report
 from leafpipe.report.detection_variants import variants_section
 from leafpipe.report.notes import setting_notes
@@ -58,10 +57,6 @@ class RunFiles:
             "detection tables": self.detection_tables,
             "validity summaries": self.validity,
         }
-
-
-def _read(path: PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def split_by_seed(paths: Sequence[Any], seeds: Sequence[int], what: str) -> dict[int, list[Any]]:
@@ -111,7 +106,7 @@ def benchmark_labels(
     """Each benchmark's `column_label`, from one seed's benchmark files (info.json and rows per
     benchmark, in the config's order; none: from the entries alone). Every seed asks a
     benchmark the same way."""
-    infos = [_read(path) for path in bench_files[::2]] or [{}] * len(benchmarks)
+    infos = [read_json(path) for path in bench_files[::2]] or [{}] * len(benchmarks)
     return {
         name: column_label(name, entry, info)
         for (name, entry), info in zip(benchmarks.items(), infos, strict=True)
@@ -158,7 +153,7 @@ def _seed_parts(
             dataclasses.replace(a, name=f"{a.name}, seed {seed}") if several else a for a in found
         ]
         for variant, path in zip(variants, split["training files"][seed]):
-            record = _read(path)
+            record = read_json(path)
             training.setdefault(variant, []).append(record)
             skipped_steps[f"{variant} (seed {seed})" if several else variant] = record.get(
                 "non_finite_steps", 0
@@ -183,7 +178,7 @@ def write_pooled_report(
     variants as the candidates, and the config's notes on the setting."""
     seeds, variants = config["seeds"], config["distill"]["variants"]
     benchmarks = config["evaluation"]["benchmarks"]
-    loaded = [_read(p) for p in files.scores]
+    loaded = [read_json(p) for p in files.scores]
     split = {
         name: split_by_seed(paths, seeds, name) if paths else dict.fromkeys(seeds, [])
         for name, paths in files.optional().items()
@@ -194,7 +189,7 @@ def write_pooled_report(
     sweeps = split_by_seed(files.sweeps, seeds, "sweeps") if files.sweeps else None
     build_report(
         loaded,
-        {seed: _read(paths[0]) for seed, paths in metrics.items()},
+        {seed: read_json(paths[0]) for seed, paths in metrics.items()},
         out_dir,
         model_order=["teacher", "student", *variants],
         model_labels=MODEL_LABELS,

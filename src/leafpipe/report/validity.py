@@ -8,11 +8,11 @@ only the kept spans does to detection's precision.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from leafpipe.files.atomic import read_json
 from leafpipe.report.tables import markdown_table
 
 Summary = Mapping[str, Any]
@@ -154,7 +154,7 @@ def _token_lines(summaries: Sequence[Summary]) -> list[str]:
 
 def validity_section(summary_paths: Sequence[str | Path]) -> str:
     """The report's section on the validity check, one row per level's summary."""
-    summaries = [json.loads(Path(p).read_text(encoding="utf-8")) for p in summary_paths]
+    summaries = [read_json(p) for p in summary_paths]
     lines = (
         _counts_lines(summaries)
         + _margin_lines(summaries)

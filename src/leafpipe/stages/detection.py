@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
+from leafpipe.files.atomic import read_json, read_jsonl, write_json, write_jsonl
 from leafpipe.files.provenance import read_parquet, write_parquet
 from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _pick, _threads, log, shard_rows
@@ -101,8 +101,9 @@ def detect(
         domain_specs,
     )
     metrics = detection_metrics(tokens, spec)
-    write_parquet(tokens, out_tokens, inputs=[teacher_scores, student_scores, corpus_path])
-    write_json(metrics, out_metrics)
+    inputs = [teacher_scores, student_scores, corpus_path]
+    write_parquet(tokens, out_tokens, inputs=inputs)
+    write_json(metrics, out_metrics, inputs=inputs)
     log.info(
         "detection: precision %.3f recall %.3f (base rate %.3f)",
         metrics["precision"],
@@ -124,8 +125,6 @@ def inspect(
 ) -> None:
     """Inspect detection: an HTML page of scored tokens, score histograms, every score variant
     side by side (variants.csv, by_kind.csv) and each variant's percentile sweep."""
-    import json
-
     from leafpipe.detect import inspection
     from leafpipe.detect.confounders import DetectSpec
     from leafpipe.detect.quality import variant_comparison, write_csv
@@ -138,7 +137,7 @@ def inspect(
             "every sample; per-domain overrides are not applied"
         )
     tokens = read_parquet(tokens_path)
-    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    metrics = read_json(metrics_path)
     # The configured percentile is always swept, so the plot's marker and the report's table
     # show the same numbers as metrics.json.
     percentiles = sorted({float(p) for p in settings["percentiles"]} | {float(spec.percentile)})
@@ -184,7 +183,7 @@ def counterfactuals(
         split=config["scoring"]["steps"],
         widen=_detection_rule(config["detection"], "widen_words"),
     )
-    write_jsonl(rows, out_path)
+    write_jsonl(rows, out_path, inputs=[corpus_path, tokens_path])
     n_cf = sum(r["kind"] == "counterfactual" for r in rows)
     log.info(
         "counterfactuals (%s): %d originals, %d counterfactuals", level, len(rows) - n_cf, n_cf
@@ -223,17 +222,22 @@ def validate_counterfactuals(
     spec = _pick(ValiditySpec, config["validity"])
     rows = read_jsonl(data_path)
     rises: dict[str, dict[str, float]] = {}  # role -> counterfactual id -> rise
-    if spec.check:
-        roles = {"teacher": teacher_dir, **({"student": student_dir} if spec.student else {})}
-        for role, model_dir in roles.items():
-            model, tok = load_placed_model(model_dir, **hub_options(config, role))
-            rises[role] = loss_rises(model, tok, rows, spec.max_tokens)
-            del model  # before the next model loads
+    # The models it loads: with validity.check off, none (nor does its rule track them).
+    models = (
+        {"teacher": teacher_dir, **({"student": student_dir} if spec.student else {})}
+        if spec.check
+        else {}
+    )
+    for role, model_dir in models.items():
+        model, tok = load_placed_model(model_dir, **hub_options(config, role))
+        rises[role] = loss_rises(model, tok, rows, spec.max_tokens)
+        del model  # before the next model loads
     rows = annotate(rows, rises.get("teacher"), rises.get("student"))
     kept = select(rows, spec.margin, spec.student) if spec.check else [True] * len(rows)
     summary = summarize(rows, kept, spec, level, read_jsonl(corpus_path), read_parquet(tokens_path))
-    write_jsonl([r for r, k in zip(rows, kept) if k], out_path)
-    write_json(summary, out_summary)
+    inputs = [*models.values(), data_path, corpus_path, tokens_path]
+    write_jsonl([r for r, k in zip(rows, kept) if k], out_path, inputs=inputs)
+    write_json(summary, out_summary, inputs=inputs)
     log.info(
         "validity (%s): %d of %d counterfactuals kept (check %s, margin %g)",
         level,

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leafpipe.config import benchmark_local_files
 from leafpipe.evaluation.protocols import max_new_tokens, protocol_of, protocol_rows, stop_strings
 from leafpipe.evaluation.sampling import SamplingSpec
-from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
+from leafpipe.files.atomic import read_json, read_jsonl, write_json, write_jsonl
 from leafpipe.models.hub_options import hub_options
 from leafpipe.stages.common import _threads, log, shard_rows
 
@@ -34,8 +35,11 @@ def benchmark_data(
     protocol = protocol_of(bench)
     rows, info = benchmark_rows(bench, str(input_path) if input_path else None)
     rows = protocol_rows(protocol, rows, benchmark, info["kind"])
-    write_jsonl(rows, out_path)
-    write_json({"benchmark": benchmark, **info, "protocol": protocol.name}, info_path)
+    # The rule's inputs: the file or folder read, and the local files its rows come from.
+    inputs = [*([input_path] if input_path else []), *benchmark_local_files(bench)]
+    write_jsonl(rows, out_path, inputs=inputs)
+    info = {"benchmark": benchmark, **info, "protocol": protocol.name}
+    write_json(info, info_path, inputs=inputs)
     log.info(
         "benchmark %s: %d rows (%s), %d skipped",
         benchmark,
@@ -123,9 +127,10 @@ def generate(
     evaluation = config["evaluation"]
     bench = evaluation["benchmarks"][benchmark]
     rows = shard_rows(read_jsonl(bench_path), int(shard), bench.get("shards", evaluation["shards"]))
+    inputs = [model_dir, bench_path]  # a model given as a hub id is not recorded
     if not rows:  # a skipped benchmark (benchmark_data says why): nothing to load a model for
-        write_json({}, info_path)
-        write_jsonl([], out_path)
+        write_json({}, info_path, inputs=inputs)
+        write_jsonl([], out_path, inputs=inputs)
         return
     from leafpipe.evaluation.generation_vllm import vllm_usable
 
@@ -147,8 +152,8 @@ def generate(
     else:
         out, info = task.with_transformers(evaluation["batch_size"], partial)
     # The info first: a job killed between the two leaves no generations, so it is rerun.
-    write_json(info, info_path)
-    write_jsonl(out, out_path)
+    write_json(info, info_path, inputs=inputs)
+    write_jsonl(out, out_path, inputs=inputs)
     partial.unlink(missing_ok=True)
 
 
@@ -173,7 +178,8 @@ def grade(
     evaluation = config["evaluation"]
     # An entry's own `code_tests` overrides the run's: the graders read it from the entry.
     bench = {"code_tests": evaluation["code_tests"], **evaluation["benchmarks"][benchmark]}
-    info = json.loads(Path(info_path).read_text(encoding="utf-8"))
+    info = read_json(info_path)
+    inputs = [*generations, *generation_infos, bench_path, info_path]
     settings = dict(
         model=model,
         benchmark=benchmark,
@@ -188,16 +194,17 @@ def grade(
         generation=_distinct_settings(generation_infos),
     )
     if not info["available"]:
-        write_jsonl([], graded_path)
-        write_json({**settings, "available": False, "reason": info["reason"]}, out_path)
+        write_jsonl([], graded_path, inputs=inputs)
+        skipped = {**settings, "available": False, "reason": info["reason"]}
+        write_json(skipped, out_path, inputs=inputs)
         log.info("%s on %s: skipped (%s)", model, benchmark, info["reason"])
         return
     completions = [g for path in generations for g in read_jsonl(path)]
     graded, summary = grade_generations(
         read_jsonl(bench_path), completions, bench, workers=threads or 2
     )
-    write_jsonl(graded, graded_path)
-    write_json({**settings, "available": True, **summary}, out_path)
+    write_jsonl(graded, graded_path, inputs=inputs)
+    write_json({**settings, "available": True, **summary}, out_path, inputs=inputs)
     log.info(
         "%s on %s: pass@1 %.3f over %d problems",
         model,
@@ -209,5 +216,5 @@ def grade(
 
 def _distinct_settings(info_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """The distinct generation infos, in shard order; a shard without rows made none."""
-    infos = [json.loads(Path(p).read_text(encoding="utf-8")) for p in info_paths]
+    infos = [read_json(p) for p in info_paths]
     return list({json.dumps(i, sort_keys=True): i for i in infos if i}.values())

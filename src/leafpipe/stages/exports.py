@@ -3,12 +3,11 @@ lm-evaluation-harness run on a model folder."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leafpipe.files.atomic import read_jsonl, write_json, write_jsonl
+from leafpipe.files.atomic import read_json, read_jsonl, write_json, write_jsonl
 from leafpipe.stages.common import log
 
 
@@ -36,11 +35,12 @@ def export_samples(
     rows = read_jsonl(bench_path)
     samples = collect_samples(rows, [(str(p), read_jsonl(p)) for p in generations])
     content = fmt.build(rows, samples)
+    inputs = [*generations, bench_path, info_path]
     if fmt.suffix.endswith(".jsonl"):
-        write_jsonl(content, out_path)
+        write_jsonl(content, out_path, inputs=inputs)
     else:
-        write_json(content, out_path)
-    _warn_incomplete(benchmark, bench, json.loads(Path(info_path).read_text(encoding="utf-8")))
+        write_json(content, out_path, inputs=inputs)
+    _warn_incomplete(benchmark, bench, read_json(info_path))
     log.info(
         "%s on %s: %d problems exported; score with: %s",
         model,

@@ -26,7 +26,7 @@ def world(config: dict[str, Any], out_dir: str | Path) -> None:
 
     splits = make_world(_pick(WorldConfig, config["world"]))
     for name, rows in splits.items():
-        n = write_jsonl(rows, Path(out_dir) / f"{name}.jsonl")
+        n = write_jsonl(rows, Path(out_dir) / f"{name}.jsonl", inputs=())  # its rule has none
         log.info("world split %s: %d rows", name, n)
 
 
@@ -214,7 +214,6 @@ def corpus(
         taken = _dataset_corpus(spec, count_tokens)
     else:
         taken = _build_corpus(spec, held_out_ids, count_tokens)
-    write_jsonl(taken.rows, out_path)
     # What decided which rows were kept: the rule's inputs (a hub tokenizer is not recorded).
     decided_by = [
         *([corpus_file] if corpus_file else []),
@@ -222,6 +221,7 @@ def corpus(
         *([tokenizer_dir] if count_tokens is not None else []),
         *local_dataset_files(spec.get("dataset")),
     ]
+    write_jsonl(taken.rows, out_path, inputs=decided_by)
     write_parquet(skipped_frame(taken.skipped), skipped_path, inputs=decided_by)
     write_json(
         {
@@ -234,6 +234,7 @@ def corpus(
             "held_out_checked": len(held_out_ids),
         },
         info_path,
+        inputs=decided_by,
     )
     for label, missing in taken.shortfall.items():
         log.warning("corpus: the sample's %s lacks %d of the rows asked for", label, missing)

@@ -10,12 +10,12 @@ the same runs at the same time.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from leafpipe.files.atomic import read_json
 from leafpipe.tracking.backends import flat
 from leafpipe.tracking.runs import RunPlan, start_run
 from leafpipe.tracking.spec import TrackingSpec
@@ -86,7 +86,7 @@ def log_evaluation(
     spec = TrackingSpec.from_config(config)
     if not spec.report_to:
         return
-    scores = [json.loads(Path(p).read_text(encoding="utf-8")) for p in score_paths]
+    scores = [read_json(p) for p in score_paths]
     for (model, seed), records in _runs(scores).items():
         name = spec.name("evaluate", model, seed)
         plan = RunPlan(
