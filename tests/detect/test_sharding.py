@@ -3,6 +3,7 @@ import pytest
 
 from leafpipe import stages
 from leafpipe.files.atomic import write_jsonl
+from leafpipe.files.provenance import StaleInputError
 from leafpipe.models.pretrain import save_model
 
 
@@ -51,6 +52,23 @@ def test_gathered_shards_equal_one_unsharded_job(setup, tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_parquet(gathered), pd.read_parquet(whole), rtol=1e-4, atol=1e-6
     )
+
+
+def test_gather_refuses_a_shard_scored_with_a_model_since_retrained(
+    setup, tmp_path, tiny_llama, tokenizer
+):
+    """Shards are separate jobs, so a shard can outlive a change of the model its siblings are
+    scored with: shard 0 (of 5: one row) scored, then the model folder overwritten by a retrained
+    model (same architecture, other weights). Gathering it would mix two models' scores; it is
+    refused, naming the stale shard and the model folder."""
+    model_dir, corpus = setup
+    shard = tmp_path / "shard-0.parquet"
+    stages.score(_config(5), "student", model_dir, corpus, shard, shard="0")
+    save_model(tiny_llama(1), tokenizer, model_dir)
+    gathered = tmp_path / "gathered.parquet"
+    with pytest.raises(StaleInputError, match=f"{shard} was made from a different {model_dir}"):
+        stages.gather_scores([shard], gathered)
+    assert not gathered.exists()
 
 
 def test_shard_outside_the_range_is_a_clear_error():

@@ -2,6 +2,7 @@
 run ends; a checkpoint of other settings, data or models is never resumed."""
 
 import csv
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -45,14 +46,40 @@ def spec(request) -> DistillSpec:
     return DistillSpec(**{**SPEC.__dict__, "counterfactuals": request.param})
 
 
-def run(tiny_llama, tokenizer, groups, work, spec=SPEC, kill_at=None, student_seed=1):
+def run(
+    tiny_llama,
+    tokenizer,
+    groups,
+    work,
+    spec=SPEC,
+    kill_at=None,
+    retrained=None,
+    taken=None,
+):
+    """Distill; `kill_at`: raise Killed after that step; `retrained` ("student" or "teacher"):
+    that model with one weight tensor changed, as a retrained model of the same architecture
+    has; `taken`: a list the optimiser steps this run takes are appended to, so that a resume
+    can be told from a redo by its work."""
+
     def on_step(step, row):
+        if taken is not None:
+            taken.append(step)
         if step == kill_at:
             raise Killed(step)
 
-    student = tiny_llama(student_seed, attention_dropout=0.2)
+    models = {"teacher": tiny_llama(0), "student": tiny_llama(1, attention_dropout=0.2)}
+    if retrained is not None:
+        with torch.no_grad():
+            models[retrained].model.norm.weight.mul_(1.5)
     return distill(
-        tiny_llama(0), student, tokenizer, groups, spec, 1, work_dir=work, on_step=on_step
+        models["teacher"],
+        models["student"],
+        tokenizer,
+        groups,
+        spec,
+        1,
+        work_dir=work,
+        on_step=on_step,
     )
 
 
@@ -83,9 +110,12 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(
     with pytest.raises(Killed):
         run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec, kill_at=kill_at)
     assert (work / "state.pt").exists() == (kill_at >= 2)
+    taken = []
     with caplog.at_level(logging.INFO, logger="leafpipe.distill.trainer"):
-        model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec)
+        model = run(tiny_llama, tokenizer, many_groups(samples), work, spec=spec, taken=taken)
     resumed_from = {1: None, 3: 2, 5: 4}[kill_at]
+    # The resumed run takes the steps after its checkpoint's, and those alone.
+    assert taken == list(range((resumed_from or 0) + 1, STEPS[spec.counterfactuals] + 1))
     training = json.loads((work / "training.json").read_text())
     assert training["resumed_at_steps"] == ([] if resumed_from is None else [resumed_from])
     if resumed_from is not None:
@@ -138,28 +168,41 @@ def test_resume_needs_the_rng_state(
     assert any(not torch.equal(p, reference[0][n]) for n, p in params(model).items())
 
 
-@pytest.mark.parametrize("change", ["settings", "data", "student"])
+def _one_response_changed(groups):
+    """`groups` with one trained group's response changed: the same groups, split and steps."""
+    (instruction, response), group = groups[2].original, groups[2]
+    return [
+        *groups[:2],
+        dataclasses.replace(group, original=(instruction, response.replace("4", "5"))),
+        *groups[3:],
+    ]
+
+
+@pytest.mark.parametrize("change", ["settings", "data", "student", "teacher"])
 def test_checkpoint_of_other_settings_data_or_models_is_not_resumed(
     tiny_llama, tokenizer, samples, tmp_path, change, caplog
 ):
+    """The run restarts from step 1 and ends as a fresh run does."""
     groups = many_groups(samples)
     work = tmp_path / "work"
     with pytest.raises(Killed):
         run(tiny_llama, tokenizer, groups, work, kill_at=5)
-    spec, student_seed = SPEC, 1
+    spec, retrained = SPEC, None
     if change == "settings":
         spec = DistillSpec(**{**SPEC.__dict__, "lr": 1e-3})
     elif change == "data":
-        groups = groups[:-1]
+        groups = _one_response_changed(groups)
     else:
-        student_seed = 2  # a retrained student: same architecture, other weights
+        retrained = change
+    taken = []
     with caplog.at_level(logging.WARNING, logger="leafpipe.distill.checkpoints"):
-        model = run(tiny_llama, tokenizer, groups, work, spec=spec, student_seed=student_seed)
+        model = run(
+            tiny_llama, tokenizer, groups, work, spec=spec, retrained=retrained, taken=taken
+        )
     assert "written with other settings, data or models; starting afresh" in caplog.text
+    assert taken == list(range(1, STEPS["all"] + 1))
     assert json.loads((work / "training.json").read_text())["resumed_at_steps"] == []
-    fresh = run(
-        tiny_llama, tokenizer, groups, tmp_path / "fresh", spec=spec, student_seed=student_seed
-    )
+    fresh = run(tiny_llama, tokenizer, groups, tmp_path / "fresh", spec=spec, retrained=retrained)
     assert_bitwise_equal(params(model), params(fresh))
 
 

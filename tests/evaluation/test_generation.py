@@ -1,7 +1,11 @@
+import dataclasses
+import logging
+
 import pytest
 import torch
 
 from leafpipe.evaluation.generation import end_of_turn_ids, generate
+from leafpipe.evaluation.sampling import SamplingSpec
 from leafpipe.text.templates import encode_prompt
 
 INSTRUCTIONS = [
@@ -78,8 +82,6 @@ def test_threads_are_restored(tiny_llama, tokenizer, rows):
 
 
 def test_sampling_gives_n_records_per_row_reproducibly(tiny_llama, tokenizer, rows):
-    from leafpipe.evaluation.generation import SamplingSpec
-
     model = tiny_llama(0)
     spec = SamplingSpec(n=3, temperature=1.0, seed=1)
     a = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=3, sampling=spec)
@@ -99,15 +101,11 @@ def test_sampling_gives_n_records_per_row_reproducibly(tiny_llama, tokenizer, ro
 
 
 def test_sampling_settings_are_checked():
-    from leafpipe.evaluation.generation import SamplingSpec
-
     with pytest.raises(ValueError, match="need sampling"):
         SamplingSpec(n=2, temperature=0.0)
 
 
 def test_stop_strings_cut_the_completion(tiny_llama, tokenizer, rows):
-    from leafpipe.evaluation.generation import SamplingSpec
-
     model = tiny_llama(0)
     greedy = generate(model, tokenizer, rows, max_new_tokens=MAX_NEW, batch_size=2)
     long = next(o for o in greedy if len(o["completion"]) >= 6)
@@ -133,51 +131,104 @@ class _Killed(Exception):
     pass
 
 
-def test_killed_generation_resumes_from_its_partial_file(
-    tiny_llama, tokenizer, rows, tmp_path, monkeypatch, caplog
-):
-    import logging
+SAMPLED = SamplingSpec(n=2, temperature=1.0, seed=3)
+BATCHES = 4  # the 7 rows in batches of 2
+RESUME_NEW = 4  # new tokens: enough to tell sampled completions apart, few to keep the tests cheap
 
-    from leafpipe.evaluation.generation import SamplingSpec
 
+class _Batches:
+    """Counts the batches generated (calls of the model's `generate`): a resume must be told
+    from a redo by its work, since both write the same output. The `die_at`-th call raises
+    `_Killed`, as a kill would stop the job there."""
+
+    def __init__(self, monkeypatch, model, die_at: int | None = None):
+        self.count, self.die_at, real = 0, die_at, model.generate
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            if self.count == self.die_at:
+                raise _Killed
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(model, "generate", counted)
+
+
+def _sampled(model, tokenizer, rows, max_new_tokens=RESUME_NEW, sampling=SAMPLED, **options):
+    return generate(
+        model,
+        tokenizer,
+        rows,
+        max_new_tokens=max_new_tokens,
+        batch_size=2,
+        sampling=sampling,
+        **options,
+    )
+
+
+@pytest.fixture
+def killed(tiny_llama, tokenizer, rows, tmp_path, monkeypatch):
+    """A sampled generation killed in its third batch of four: its partial file holds two
+    batches and a line torn by the kill. Returns the model, the file and the batch counter
+    (reset)."""
     model = tiny_llama(0)
-    spec = SamplingSpec(n=2, temperature=1.0, seed=3)
-
-    def run(max_new_tokens=MAX_NEW, **options):
-        return generate(
-            model,
-            tokenizer,
-            rows,
-            max_new_tokens=max_new_tokens,
-            batch_size=2,
-            sampling=spec,
-            **options,
-        )
-
-    reference = run()
     partial = tmp_path / "gen.partial.jsonl"
-    real, calls = model.generate, []
-
-    def dies_on_third_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise _Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(model, "generate", dies_on_third_batch)
+    batches = _Batches(monkeypatch, model, die_at=3)
     with pytest.raises(_Killed):
-        run(partial_path=partial)
-    monkeypatch.setattr(model, "generate", real)
+        _sampled(model, tokenizer, rows, partial_path=partial)
     with open(partial, "a", encoding="utf-8") as fh:
-        fh.write('{"batch": 2, "recor')  # a line torn by the kill
+        fh.write('{"batch": 2, "recor')
+    batches.count, batches.die_at = 0, None
+    return model, partial, batches
+
+
+def test_killed_generation_resumes_from_its_partial_file(killed, tokenizer, rows, caplog):
+    """The resume generates the two batches left, not four, and writes what an uninterrupted
+    run writes."""
+    model, partial, batches = killed
     with caplog.at_level(logging.INFO, logger="leafpipe.evaluation.generation"):
-        resumed = run(partial_path=partial)
+        resumed = _sampled(model, tokenizer, rows, partial_path=partial)
+    assert batches.count == BATCHES - 2
     assert "2 of 4 batches done" in caplog.text
-    assert resumed == reference
-    # Another setting: the partial file is not resumed.
-    with caplog.at_level(logging.WARNING, logger="leafpipe.evaluation.generation"):
-        run(max_new_tokens=MAX_NEW - 1, partial_path=partial)
-    assert "generating afresh" in caplog.text
+    assert resumed == _sampled(model, tokenizer, rows)
+
+
+def _changed_prompt(rows):
+    """Rows with the longest prompt changed: one of the first batch, which the killed run
+    finished."""
+    changed = [dict(row) for row in rows]
+    changed[3]["instruction"] = changed[3]["instruction"].replace("12 pens", "13 pens")
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("change", "part"),
+    [
+        ("weights", "weights"),  # a retrained model: same architecture, one tensor changed
+        ("prompts", "prompts"),
+        ("max_new_tokens", "settings"),
+        ("seed", "settings"),
+    ],
+)
+def test_partial_file_of_other_weights_prompts_or_settings_is_not_resumed(
+    killed, tokenizer, rows, change, part, caplog
+):
+    """Every batch is generated afresh, and the warning names what changed."""
+    model, partial, batches = killed
+    options = {}
+    if change == "weights":
+        with torch.no_grad():
+            model.model.norm.weight.mul_(1.5)
+    elif change == "prompts":
+        rows = _changed_prompt(rows)
+    elif change == "max_new_tokens":
+        options["max_new_tokens"] = RESUME_NEW - 1
+    else:
+        options["sampling"] = dataclasses.replace(SAMPLED, seed=SAMPLED.seed + 1)
+    with caplog.at_level(logging.INFO, logger="leafpipe.evaluation.generation"):
+        _sampled(model, tokenizer, rows, partial_path=partial, **options)
+    assert batches.count == BATCHES
+    assert f"was written with other {part}; generating afresh" in caplog.text
+    assert "resuming" not in caplog.text
 
 
 def test_generation_stops_at_an_eos_the_generation_config_adds(tiny_llama, tokenizer, rows):

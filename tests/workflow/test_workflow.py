@@ -323,6 +323,15 @@ def test_deleting_one_output_reruns_only_its_dependents(run):
 
 
 @pytest.mark.slow
+def test_deleting_one_score_shard_rescores_that_shard_alone(run):
+    """Scoring resumes by the shard: its job is the unit of work, so a rerun after one shard's
+    job was lost scores that shard and gathers, and leaves the teacher's other shard and the
+    student's shards as they are."""
+    jobs = _plan_without(run, f"{SEED0}/scores/teacher/shard-1.parquet")
+    assert jobs["score"] == 1 and jobs["gather_scores"] == 1
+
+
+@pytest.mark.slow
 def test_deleting_an_intermediate_rebuilds_it_and_its_dependents(run):
     jobs = _plan_without(run, f"{SEED0}/detection/metrics.json")
     assert jobs["detect"] == 1 and jobs["counterfactuals"] == 2 and jobs["report"] == 1

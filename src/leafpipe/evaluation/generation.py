@@ -59,17 +59,29 @@ def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 def _fingerprint(
     model: PreTrainedModel, prompts: Sequence[list[int]], settings: Mapping[str, Any]
-) -> str:
-    """What a partial file must have been written with to be resumed: model, prompts, settings."""
+) -> dict[str, str]:
+    """What a partial file must have been written with to be resumed, part by part (the model's
+    weights, the prompts as token ids, the settings), so that a refusal can say which changed."""
     from leafpipe.distill.checkpoints import weights_digest
 
-    h = hashlib.sha256(json.dumps([dict(settings), list(prompts)], sort_keys=True).encode())
-    weights_digest(model, h)
-    return h.hexdigest()
+    weights = hashlib.sha256()
+    weights_digest(model, weights)
+    return {
+        "weights": weights.hexdigest(),
+        "prompts": _digest(list(prompts)),
+        "settings": _digest(dict(settings)),
+    }
 
 
-def _read_partial(path: Path, fingerprint: str) -> dict[int, list[dict[str, Any]]]:
-    """The batches a killed run finished; a torn last line (killed mid-write) is dropped."""
+def _digest(value: Any) -> str:
+    """SHA-256 of `value` as canonical JSON: the same value gives the same digest in any run."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _read_partial(path: Path, fingerprint: Mapping[str, str]) -> dict[int, list[dict[str, Any]]]:
+    """The batches a killed run finished; a torn last line (killed mid-write) is dropped. None of
+    them when the file was written with other weights, prompts or settings (`_fingerprint`): the
+    warning names which."""
     if not path.exists():
         return {}
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -77,10 +89,11 @@ def _read_partial(path: Path, fingerprint: str) -> dict[int, list[dict[str, Any]
         header = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError:
         header = {}
-    if header.get("fingerprint") != fingerprint:
-        log.warning(
-            "%s was written with another model, prompts or settings; generating afresh", path
-        )
+    written = header.get("fingerprint")
+    written = written if isinstance(written, dict) else {}  # a torn or older header
+    changed = [part for part, value in fingerprint.items() if written.get(part) != value]
+    if changed:
+        log.warning("%s was written with other %s; generating afresh", path, " and ".join(changed))
         return {}
     done = {}
     for line in lines[1:]:
@@ -110,8 +123,9 @@ def generate(
     model's generation_config's) or at a stop string; `finish_reason` is `stop` then and
     `length` when `max_new_tokens` ran out first, so truncated answers can be told apart from
     wrong ones. With `partial_path`, every finished batch is appended there (JSON lines after a
-    header that fingerprints the model, prompts and settings); a rerun with the same fingerprint
-    skips those batches. The caller removes the file once the output is safely written.
+    header that fingerprints the model's weights, the prompts and the settings); a rerun with the
+    same fingerprint skips those batches, and one with another regenerates them all. The caller
+    removes the file once the output is safely written.
     """
     eos_ids = end_of_turn_ids(tokenizer, model.generation_config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -119,7 +133,14 @@ def generate(
     # Longest first: a batch too big for memory fails in the first minute, not the last.
     order = sorted(range(len(rows)), key=lambda i: len(prompts[i]), reverse=True)
     plan = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
-    settings = {**asdict(sampling), "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    # The end-of-turn and pad tokens too: they decide where a record's completion is cut.
+    settings = {
+        **asdict(sampling),
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "eos_ids": eos_ids,
+        "pad_id": pad_id,
+    }
     done: dict[int, list[dict[str, Any]]] = {}
     sink = None
     if partial_path is not None:
@@ -157,7 +178,7 @@ def generate(
 
 
 def _resume(
-    partial: Path, fingerprint: str, batches: int
+    partial: Path, fingerprint: Mapping[str, str], batches: int
 ) -> tuple[dict[int, list[dict[str, Any]]], TextIO]:
     """The batches a killed run finished, and the partial file rewritten with them, open for the
     next ones (a torn last line is not carried over)."""
