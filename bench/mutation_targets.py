@@ -91,6 +91,7 @@ TARGETS = (
         (Source("leafpipe.distill.objective"),),
         (
             "tests/distill/test_training_scheme.py",
+            "tests/distill/test_objective_gradients.py",
             "tests/distill/test_trainer.py::test_lr_warms_up_then_follows_the_schedule",
             *NOT_SLOW,
         ),
@@ -132,14 +133,14 @@ TARGETS = (
         (
             Source(
                 "leafpipe.evaluation.generation",
-                ("_fingerprint", "_read_partial", "_resume", "generate"),
+                ("_fingerprint", "_digest", "_read_partial", "_resume", "generate"),
             ),
         ),
         ("tests/evaluation/test_generation.py", *NOT_SLOW),
     ),
     Target(
         "provenance",
-        (Source("leafpipe.files.provenance"),),
-        ("tests/files/test_provenance.py", *NOT_SLOW),
+        (Source("leafpipe.files.provenance"), Source("leafpipe.files.fingerprints")),
+        ("tests/files/test_provenance.py", "tests/files/test_json_provenance.py", *NOT_SLOW),
     ),
 )

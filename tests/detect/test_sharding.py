@@ -3,7 +3,7 @@ import pytest
 
 from leafpipe import stages
 from leafpipe.files.atomic import write_jsonl
-from leafpipe.files.provenance import StaleInputError
+from leafpipe.files.fingerprints import StaleInputError
 from leafpipe.models.pretrain import save_model
 
 
