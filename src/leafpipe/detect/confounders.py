@@ -164,7 +164,7 @@ def detect_sample(
     unscored: dict[str, str] = {}
     eligible = np.isfinite(teacher) & np.isfinite(student)
     if protected is not None:
-        eligible &= ~np.asarray(protected, dtype=bool)
+        eligible &= ~protected
     for name, idx in _scopes(fields, steps, spec.response_level):
         idx = idx[eligible[idx]]
         if idx.size < 2:
@@ -262,15 +262,14 @@ def _aligned_teacher(
     out = np.full(len(student), np.nan)
     for part in (INSTRUCTION, RESPONSE):
         t, s = t_parts == part, s_parts == part
-        if s.any() and t.any():
-            out[s] = align_scores(
-                teacher["char_start"].to_numpy()[t],
-                teacher["char_end"].to_numpy()[t],
-                values[t],
-                student["char_start"].to_numpy()[s],
-                student["char_end"].to_numpy()[s],
-                reduce=reduce,
-            )
+        out[s] = align_scores(
+            teacher["char_start"].to_numpy()[t],
+            teacher["char_end"].to_numpy()[t],
+            values[t],
+            student["char_start"].to_numpy()[s],
+            student["char_end"].to_numpy()[s],
+            reduce=reduce,
+        )
     return out
 
 
