@@ -3,15 +3,20 @@ import pytest
 import torch
 from scoring_reference import LONG, reference_scores, scoring_rows
 
+import leafpipe.detect.input_gradients as input_gradients
+import leafpipe.detect.scoring as scoring
+from leafpipe.detect.input_gradients import SCORED, _loss_weights
+from leafpipe.detect.score_batches import budgeted_batches
 from leafpipe.detect.scoring import (
     SCORE_COLUMNS,
     ScoreSpec,
+    _normalized,
     score_samples,
     segment_starts,
     token_budget_batches,
 )
 from leafpipe.text.reasoning_steps import reasoning_step_starts
-from leafpipe.text.templates import RESPONSE, encode_sample
+from leafpipe.text.templates import INSTRUCTION, RESPONSE, encode_sample
 
 
 def _sample(frame, sample_id):
@@ -32,6 +37,13 @@ def test_instruction_scores_match_a_hand_computed_autograd_gradient(tokenizer, s
     got = torch.tensor(instr["grad_x_input"].to_numpy())
     torch.testing.assert_close(got, products[instr["position"].tolist()], rtol=1e-4, atol=1e-8)
     assert not torch.allclose(got / got.max(), expected / expected.max()), "a score of its own"
+    normalized = (expected - expected.min()) / (expected.max() - expected.min())
+    torch.testing.assert_close(
+        torch.tensor(instr["grad_norm_normalized"].to_numpy(), dtype=torch.float64),
+        normalized.double(),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_step_scopes_score_each_step_by_the_loss_of_later_steps(tokenizer, samples, tiny_llama):
@@ -55,7 +67,28 @@ def test_segments_are_cut_at_the_step_boundary_nearest_the_middle():
     assert segment_starts([0, 10, 20, 30], 40) == [0, 20]
     assert segment_starts([0, 10, 30], 40) == [0, 10]  # a tie: the earlier boundary
     assert segment_starts([0, 5, 24], 40) == [0, 24]
+    assert segment_starts([0, 30], 40) == [0, 30]  # two steps: the second is the continuation
     assert segment_starts([0], 40) == [0]  # one step: no earlier segment
+
+
+def test_normalised_scores_are_min_max_within_the_instruction_and_the_earlier_steps():
+    scores = np.array([1.0, 3.0, 5.0, np.nan, 2.0, 4.0, 6.0, 9.0, 8.0])
+    parts = np.array([INSTRUCTION] * 4 + [RESPONSE] * 5, dtype=object)
+    steps = np.array([-1, -1, -1, -1, 0, 0, 1, 2, 2])
+    expected = [0.0, 0.5, 1.0, np.nan, 0.0, 0.5, 1.0, np.nan, np.nan]  # the last step: unscored
+    np.testing.assert_array_equal(_normalized(scores, parts, steps, 2), expected)
+    # All finite scores of a scope equal: nothing to tell apart, every score of the scope NaN.
+    flat = _normalized(
+        np.array([2.0, 2.0, np.inf]), np.array([INSTRUCTION] * 3), np.array([-1] * 3), -1
+    )
+    assert np.isnan(flat).all()
+
+
+def test_a_mean_loss_weighs_each_target_by_one_over_its_samples_targets():
+    mask = torch.tensor([[True, False, False], [True, True, False], [False, False, False]])
+    mean = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]  # no targets: weights 0, not NaN
+    torch.testing.assert_close(_loss_weights(mask, "mean"), torch.tensor(mean))
+    torch.testing.assert_close(_loss_weights(mask, "sum"), mask.float())
 
 
 THREE_STEPS = (
@@ -101,6 +134,29 @@ def test_a_one_step_response_has_no_earlier_segment(tokenizer, tiny_llama):
     assert frame[frame["part"] == "instruction"]["grad_norm"].notna().all()
 
 
+def test_without_response_level_only_the_instruction_is_scored(tokenizer, tiny_llama):
+    rows = scoring_rows([THREE_STEPS])
+    frame = score_samples(tiny_llama(0), tokenizer, rows, ScoreSpec(response_level=False))
+    assert frame[frame["part"] == RESPONSE]["grad_norm"].isna().all()
+    assert frame[frame["part"] == "instruction"]["grad_norm"].notna().all()
+
+
+@pytest.mark.parametrize("per_backward", [1, 2])
+def test_scopes_split_over_several_backward_passes_score_the_same(
+    tokenizer, samples, tiny_llama, monkeypatch, per_backward
+):
+    """Three scopes (the instruction's, steps 0 and 1) in groups of one or two: every pass but
+    the last must keep the graph for the next."""
+    model = tiny_llama(0)
+    rows = scoring_rows([THREE_STEPS, *samples])
+    spec = ScoreSpec(max_tokens=10**6, response_scopes="steps")
+    one_pass = score_samples(model, tokenizer, rows, spec)
+    monkeypatch.setattr(input_gradients, "SCOPES_PER_BACKWARD", per_backward)
+    split = score_samples(model, tokenizer, rows, spec)
+    for column in ("grad_norm", "grad_x_input"):
+        np.testing.assert_allclose(split[column], one_pass[column], rtol=1e-5, equal_nan=True)
+
+
 def test_padding_and_batch_mates_do_not_change_scores(tokenizer, samples, tiny_llama):
     model = tiny_llama(0)
     rows = scoring_rows([*samples, LONG])
@@ -144,6 +200,53 @@ def test_no_parameter_gradients_are_allocated(tokenizer, samples, tiny_llama):
     model = tiny_llama(0)
     score_samples(model, tokenizer, scoring_rows(samples))
     assert all(p.grad is None for p in model.parameters())
+    # Frozen, so autograd records nothing for them in the forward pass either.
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def _stand_in_scores(calls):
+    """Stands in for `embedding_grad_norms`: zero scores, every sample scored; records each
+    call's pad id and number of samples."""
+
+    def scores(model, items, pad_id, spec):
+        calls.append((pad_id, len(items)))
+        width = max(len(it.enc) for it in items)
+        return np.zeros((2, len(items), width)), np.zeros(len(items)), np.full(len(items), SCORED)
+
+    return scores
+
+
+def test_scoring_pads_with_the_pad_token_and_shows_its_progress(
+    tokenizer, samples, tiny_llama, monkeypatch, capsys
+):
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    calls = []
+    monkeypatch.setattr(scoring, "embedding_grad_norms", _stand_in_scores(calls))
+    rows = scoring_rows(samples)
+    score_samples(tiny_llama(0), tokenizer, rows, ScoreSpec(max_tokens=10**6))
+    assert calls == [(tokenizer.pad_token_id, len(rows))]
+    progress = capsys.readouterr().err
+    assert "score: 100%" in progress and f"{len(rows)}/{len(rows)}" in progress
+    assert "sample/s" in progress or "s/sample" in progress
+
+
+def test_a_batch_out_of_memory_halves_the_budget_for_it_and_every_later_batch(monkeypatch, caplog):
+    attempts, emptied = [], []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def run(idx):  # room for two samples of 10 tokens
+        attempts.append(idx)
+        if len(idx) > 2:  # as some backends report it: a RuntimeError, not an OutOfMemoryError
+            raise RuntimeError("MPS backend out of memory")
+        return sum(idx)
+
+    with caplog.at_level("WARNING", logger="leafpipe"):
+        done = list(budgeted_batches(run, [10] * 5, 100, 8, on_cuda=True))
+    # 5 × 10 tokens fail; the budget becomes 5 // 2 × 10 = 20: two samples a batch.
+    assert attempts == [[0, 1, 2, 3, 4], [0, 1], [2, 3], [4]]
+    assert done == [([0, 1], 1), ([2, 3], 5), ([4], 4)]
+    assert "batch of 5 samples (50 tokens); token budget now 20" in caplog.text
+    assert emptied == [True], "the GPU's cache is emptied once, after the failed attempt"
 
 
 def test_token_budget_batches():
@@ -156,8 +259,6 @@ def test_token_budget_batches():
 def test_out_of_memory_splits_the_batch_and_retries(
     tokenizer, samples, tiny_llama, monkeypatch, caplog
 ):
-    import leafpipe.detect.scoring as scoring
-
     model = tiny_llama(0)
     rows = scoring_rows([*samples, LONG])
     reference = score_samples(model, tokenizer, rows, ScoreSpec(max_batch=1))
@@ -169,20 +270,26 @@ def test_out_of_memory_splits_the_batch_and_retries(
         return real(model, items, pad_id, spec)
 
     monkeypatch.setattr(scoring, "embedding_grad_norms", small_memory)
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     with caplog.at_level("WARNING", logger="leafpipe"):
         frame = score_samples(model, tokenizer, rows, ScoreSpec(max_tokens=10**6))
     assert "out of memory" in caplog.text
+    assert emptied == [], "a model on the CPU leaves the GPU's cache alone"
     assert np.allclose(frame["grad_norm"], reference["grad_norm"], equal_nan=True)
 
 
 def test_other_errors_are_not_retried(tokenizer, samples, tiny_llama, monkeypatch):
-    import leafpipe.detect.scoring as scoring
+    calls = []
 
-    monkeypatch.setattr(
-        scoring, "embedding_grad_norms", lambda *a: (_ for _ in ()).throw(RuntimeError("shape"))
-    )
+    def shape_error(model, items, pad_id, spec):
+        calls.append(len(items))
+        raise RuntimeError("shape")
+
+    monkeypatch.setattr(scoring, "embedding_grad_norms", shape_error)
     with pytest.raises(RuntimeError, match="shape"):
         score_samples(tiny_llama(0), tokenizer, scoring_rows(samples))
+    assert calls == [len(samples)], "raised from the first batch, never split"
 
 
 @pytest.mark.parametrize(

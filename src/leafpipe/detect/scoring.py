@@ -225,7 +225,7 @@ def score_samples(
         )
     parts = [_sample_frame(rows[i], items[i], *per_sample[i]) for i in range(len(rows))]
     columns = {c: [v for p in parts for v in p[c]] for c in SCORE_COLUMNS}
-    frame = pd.DataFrame(columns, columns=SCORE_COLUMNS)
+    frame = pd.DataFrame(columns)  # its keys: SCORE_COLUMNS, in order
     return frame.astype(
         {
             "step": "int32",
