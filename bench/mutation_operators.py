@@ -116,6 +116,11 @@ def _call_mutants(node: ast.Call) -> Iterator[tuple[str, ast.AST]]:
             yield f"drop_kw_{keyword.arg}", _swapped(node, keywords=kept)
 
 
+def _is_none(node: ast.AST | None) -> bool:
+    """`return` or `return None`: mutating it to `return None` would change nothing."""
+    return node is None or (isinstance(node, ast.Constant) and node.value is None)
+
+
 def _is_docstring(node: ast.AST, parent: ast.AST | None) -> bool:
     body = getattr(parent, "body", None)
     return (
@@ -185,7 +190,7 @@ def mutants(source: str, module: str, functions: Sequence[str] | None = None) ->
     found = []
     seen: Counter[str] = Counter()
     for node in _mutable_nodes(tree, functions):
-        if isinstance(node, ast.Return) and node.value is not None:
+        if isinstance(node, ast.Return) and not _is_none(node.value):
             candidates: Iterator[tuple[str, ast.AST]] = iter(
                 [("return_None", _swapped(node, value=ast.Constant(None)))]
             )

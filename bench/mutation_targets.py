@@ -65,7 +65,14 @@ TARGETS = (
             Source("leafpipe.detect.input_gradients"),
             Source("leafpipe.detect.score_batches"),
         ),
-        ("tests/detect/test_scoring.py", *NOT_SLOW),
+        (
+            "tests/detect/test_scoring.py",
+            "tests/detect/test_scoring_system.py",
+            "tests/detect/test_scoring_memory.py::"
+            "test_the_gpu_budget_follows_the_free_memory_and_the_models_size",
+            "tests/detect/test_scoring_memory.py::test_a_single_sample_that_does_not_fit_raises",
+            *NOT_SLOW,
+        ),
     ),
     Target(
         "detection",
