@@ -9,6 +9,8 @@ from kd_tensors import HS, B, T, V, make_tensors, reference_divergence, token_ma
 from tiny_models import tiny_model
 from torch import nn
 
+from leafpipe.distill import kd_loss
+from leafpipe.distill.divergences import forward_kl, jsd, reverse_kl
 from leafpipe.distill.heads import SoftcappedHead, output_head, response_hidden
 from leafpipe.distill.kd_loss import ce_loss_sum, kd_loss_sum
 from leafpipe.distill.reference_loss import token_kl
@@ -37,6 +39,12 @@ def reference(sh, shead, th, thead, mask, kind="forward_kl", tau=1.0, beta=0.5):
 
 def _grads(loss, *tensors):
     return torch.autograd.grad(loss, tensors)
+
+
+def student_head(linear: nn.Linear, fused: bool) -> nn.Module:
+    """`linear` as is (the fused path) or wrapped, so that it is not a plain `nn.Linear` (the
+    checkpointed path)."""
+    return linear if fused else nn.Sequential(linear)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -79,12 +87,14 @@ def test_temperature_squared_scaling():
     torch.testing.assert_close(scaled, tau**2 * plain, **TOL)
 
 
-def test_caller_normalisation_scales_the_gradients():
+@pytest.mark.parametrize("fused", [True, False])
+def test_caller_normalisation_scales_the_gradients(fused):
     sh, shead, th, thead = make_tensors(3)
+    head = student_head(shead, fused)
     mask = token_mask("right_padding")
     n = int(mask.sum())
-    loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=3)) / n
-    ref = reference(sh, shead, th, thead, mask) / n
+    loss = kd_loss_sum(sh, head, th, thead, mask, KDSpec(chunk_tokens=3)) / n
+    ref = reference(sh, head, th, thead, mask) / n
     for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, shead.weight)):
         torch.testing.assert_close(got, want, **TOL)
 
@@ -114,13 +124,43 @@ def test_positions_outside_the_mask_do_not_matter():
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # the student model's
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("chunk", [0, 3])
 @pytest.mark.parametrize("kind", KD_KINDS)
-def test_no_trained_tokens_gives_zero_and_zero_gradients(kind):
+def test_no_trained_tokens_gives_zero_and_zero_gradients(kind, chunk, fused, dtype):
     sh, shead, th, thead = make_tensors(6)
-    loss = kd_loss_sum(sh, shead, th, thead, token_mask("nothing"), KDSpec(kind=kind))
-    assert loss.item() == 0.0
+    sh = sh.detach().to(dtype).requires_grad_()
+    shead.to(dtype)
+    head = student_head(shead, fused)
+    spec = KDSpec(kind=kind, chunk_tokens=chunk)
+    loss = kd_loss_sum(sh, head, th, thead, token_mask("nothing"), spec)
+    assert loss.item() == 0.0 and loss.dtype == torch.float32  # fp32 whatever the model's dtype
     loss.backward()
     assert sh.grad is not None and not sh.grad.any()
+
+
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_divergence_functions_give_the_divergence_and_its_logit_gradient(kind):
+    # The per-category functions that the top-k "tail" mode applies to its k + 1 categories.
+    g, beta = torch.Generator().manual_seed(24), 0.3
+    log_p = torch.log_softmax(torch.randn(2, 5, generator=g) * 2, -1)
+    s = (torch.randn(2, 5, generator=g) * 2).requires_grad_()
+    want = reference_divergence(kind, log_p, torch.log_softmax(s, -1), beta)
+    (want_grad,) = torch.autograd.grad(want.sum(), s)
+    divergence = {
+        "forward_kl": forward_kl,
+        "reverse_kl": reverse_kl,
+        "jsd": lambda log_p, log_q, need_grad: jsd(log_p, log_q, beta, need_grad),
+    }[kind]
+    for need_grad in (True, False):
+        log_q = torch.log_softmax(s.detach(), -1)
+        loss, grad = divergence(log_p.clone(), log_q, need_grad)
+        torch.testing.assert_close(loss, want.detach(), **TOL)
+        if need_grad:
+            torch.testing.assert_close(grad, want_grad, **TOL)
+        else:
+            assert grad is None
 
 
 def test_jsd_at_half_is_symmetric_and_bounded_by_log_2():
@@ -210,8 +250,12 @@ def test_topk_checks_rows_and_temperature():
         kd_loss_sum(sh, shead, None, None, mask, KDSpec(temperature=2.0), teacher_topk=cache)
     with pytest.raises(ValueError, match="rows"):
         kd_loss_sum(sh, shead, None, None, token_mask("full"), KDSpec(), teacher_topk=cache)
-    with pytest.raises(ValueError, match="not both"):
-        kd_loss_sum(sh, shead, th, thead, mask, KDSpec(), teacher_topk=cache)
+    for hidden, head in ((th, thead), (th, None), (None, thead)):
+        with pytest.raises(ValueError, match="not both"):
+            kd_loss_sum(sh, shead, hidden, head, mask, KDSpec(), teacher_topk=cache)
+    for hidden, head in ((th, None), (None, thead)):  # no cache: both parts are needed
+        with pytest.raises(ValueError, match="teacher_hidden and teacher_head"):
+            kd_loss_sum(sh, shead, hidden, head, mask, KDSpec())
     cache.to("cpu")  # the cache moves as one
 
 
@@ -306,13 +350,36 @@ def test_other_head_modules_fall_back_to_checkpointing(kind, capped):
         torch.testing.assert_close(got, want, **TOL)
 
 
-def test_without_grad_mode_only_the_loss_is_computed():
-    sh, shead, th, thead = make_tensors(19)
-    mask = token_mask("right_padding")
-    with torch.no_grad():
-        loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=3))
-    assert not loss.requires_grad
-    torch.testing.assert_close(loss, reference(sh, shead, th, thead, mask).detach(), **TOL)
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("kind", KD_KINDS)
+def test_without_gradients_only_the_loss_is_computed(kind, fused, frozen, monkeypatch):
+    # No chunk computes a gradient that nothing will use: under torch.no_grad (the validation
+    # loss), or with grad mode on when neither the hidden states nor the head require one.
+    asked = []
+    chunk_loss = kd_loss._chunk_from_logits
+
+    def spy(make_logits, cap, tau, target, state, need_grad):
+        asked.append(need_grad)
+        return chunk_loss(make_logits, cap, tau, target, state, need_grad)
+
+    monkeypatch.setattr(kd_loss, "_chunk_from_logits", spy)
+    sh, shead, th, thead = make_tensors(19, bias=True)
+    mask = token_mask("right_padding")  # 13 trained tokens: 5 chunks of at most 3
+    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(2))
+    want_kd = reference(sh, shead, th, thead, mask, kind).detach()
+    want_ce = F.cross_entropy(shead(sh)[:, :-1][mask], ids[:, 1:][mask], reduction="sum").detach()
+    head = student_head(shead, fused)
+    if frozen:
+        sh = sh.detach()
+        shead.requires_grad_(False)
+    with torch.set_grad_enabled(frozen):
+        kd = kd_loss_sum(sh, head, th, thead, mask, KDSpec(kind=kind, chunk_tokens=3))
+        ce = ce_loss_sum(sh, head, ids, mask, 3)
+    assert not kd.requires_grad and not ce.requires_grad
+    torch.testing.assert_close(kd, want_kd, **TOL)
+    torch.testing.assert_close(ce, want_ce, **TOL)
+    assert asked == [False] * 10
 
 
 def test_mismatched_shapes_raise():
@@ -440,6 +507,47 @@ def test_teacher_hidden_states_from_inference_mode_are_accepted(kind):
     )
     cache = teacher_topk(th_inference, thead, mask, k=5, temperature=1.0, chunk_tokens=3)
     kd_loss_sum(sh, shead, None, None, mask, spec, teacher_topk=cache).backward()
+
+
+@pytest.mark.parametrize("fused", [True, False])  # a cast weight, or a head run under autocast
+def test_bf16_head_products_use_the_bf16_rounded_weight(fused):
+    # One-hot hidden states make each logit one weight entry, so with head_precision "bf16" the
+    # logits are exactly those of the bf16-rounded weight: the loss is the fp32 reference's with
+    # that weight, and not the one with the fp32 weight.
+    _, shead, th, thead = make_tensors(25)
+    picks = torch.randint(0, HS, (B, T), generator=torch.Generator().manual_seed(25))
+    sh = F.one_hot(picks, HS).float().requires_grad_()
+    rounded = nn.Linear(HS, V, bias=False)
+    with torch.no_grad():
+        rounded.weight.copy_(shead.weight.bfloat16())
+    mask = token_mask("right_padding")
+    head = student_head(shead, fused)
+    loss = kd_loss_sum(sh, head, th, thead, mask, KDSpec(chunk_tokens=3, head_precision="bf16"))
+    ref = reference(sh, rounded, th, thead, mask)
+    torch.testing.assert_close(loss, ref, **TOL)
+    assert not torch.allclose(loss, reference(sh, shead, th, thead, mask), **TOL)
+    # The gradients are the reference's up to bf16's rounding of the logits' gradient.
+    for got, want in zip(_grads(loss, sh, shead.weight), _grads(ref, sh, rounded.weight)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=1e-2, rtol=1e-2)
+
+
+def test_torchs_default_dtype_does_not_change_the_loss():
+    # The loss and the weight gradient are summed in buffers made fp32 by name, not by default.
+    sh, shead, th, thead = make_tensors(26)
+    mask = token_mask("right_padding")
+    ref = reference(sh, shead, th, thead, mask)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        loss = kd_loss_sum(sh, shead, th, thead, mask, KDSpec(chunk_tokens=3))
+        grads = _grads(loss, sh, shead.weight)
+    finally:
+        torch.set_default_dtype(default)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, **TOL)
+    for got, want in zip(grads, _grads(ref, sh, shead.weight)):
+        torch.testing.assert_close(got, want, **TOL)
 
 
 def test_hidden_states_in_another_dtype_than_the_heads():

@@ -212,7 +212,8 @@ def test_fp32_products_use_tf32_on_cuda_only():
 def test_lr_warms_up_then_follows_the_schedule():
     spec = DistillSpec(lr=1.0, warmup_ratio=0.1)
     lrs = [lr_at(step, 100, spec) for step in range(100)]
-    assert lrs[:10] == sorted(lrs[:10]) and lrs[0] < 0.2
+    # Warm-up steps 0..9 climb to (step + 1) / 11 of the peak, which step 10 reaches.
+    assert all(math.isclose(lr, (step + 1) / 11) for step, lr in enumerate(lrs[:10]))
     assert lrs[10] == 1.0 and max(lrs) == 1.0
     assert lrs[10:] == sorted(lrs[10:], reverse=True)
     assert 0 < lrs[-1] < 1e-3
@@ -225,6 +226,11 @@ def test_lr_warms_up_then_follows_the_schedule():
     assert lr_at(5, 100, constant) < 1.0 and {lr_at(s, 100, constant) for s in range(10, 100)} == {
         1.0
     }
+    # The first step after warm-up takes the configured rate exactly, whatever the schedule.
+    for lr in (1e-5, 3e-5, 1e-4):
+        for schedule in ("cosine", "linear", "constant"):
+            spec = DistillSpec(lr=lr, warmup_ratio=0.03, schedule=schedule)
+            assert [lr_at(round(0.03 * n), n, spec) for n in (50, 100, 300)] == [lr] * 3
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from leafpipe.distill.data import (
     validation_plan,
     validation_split,
 )
-from leafpipe.distill.objective import term_weights
+from leafpipe.distill.objective import combined_loss, term_weights, terms
 from leafpipe.distill.reference_loss import token_kl
 from leafpipe.distill.spec import DistillSpec
 from leafpipe.distill.trainer import _Trainer, distill
@@ -121,6 +121,22 @@ def test_term_weights_are_one_token_mean_or_a_mean_per_term():
     assert term_weights(30, 0, 0.5, "all") == (1 / 30, 0.5 / 30)
     assert term_weights(0, 20, 0.5, "all") == (1 / 10, 0.5 / 10)  # a step of counterfactuals only
     assert term_weights(30, 20, 0.5, "draw_one") == (1 / 30, 0.5 / 20)
+    assert term_weights(0, 20, 0.5, "draw_one") == (1.0, 0.5 / 20)  # a term without tokens
+    assert term_weights(30, 0, 0.5, "draw_one") == (1 / 30, 0.5)
+    # A step without trained tokens (its loss sums are 0): finite weights, the same in both modes.
+    assert term_weights(0, 0, 0.5, "all") == term_weights(0, 0, 0.5, "draw_one") == (1.0, 0.5)
+
+
+def test_the_loss_is_one_token_mean_or_the_sum_of_the_terms_means():
+    sums = dict(orig=6.0, orig_tokens=4, cf=10.0, cf_tokens=4)
+    assert terms(sums) == (1.5, 2.5)
+    assert combined_loss(sums, 0.5, "all") == (6.0 + 0.5 * 10.0) / (4 + 0.5 * 4)
+    assert combined_loss(sums, 0.5, "draw_one") == 1.5 + 0.5 * 2.5
+    no_cf = dict(orig=6.0, orig_tokens=4, cf=0.0, cf_tokens=0)  # a set without counterfactuals
+    assert terms(no_cf)[0] == 1.5 and math.isnan(terms(no_cf)[1])
+    assert combined_loss(no_cf, 0.5, "all") == combined_loss(no_cf, 0.5, "draw_one") == 1.5
+    nothing = dict.fromkeys(no_cf, 0)
+    assert all(math.isnan(combined_loss(nothing, 0.5, mode)) for mode in MODES)
 
 
 @pytest.mark.parametrize("mode", MODES)
