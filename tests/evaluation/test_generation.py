@@ -81,6 +81,29 @@ def test_threads_are_restored(tiny_llama, tokenizer, rows):
     assert torch.get_num_threads() == before
 
 
+def test_a_tokenizer_without_a_pad_token_pads_with_its_eos(tiny_llama, tokenizer, rows):
+    """Padding is masked out, so which token pads does not change a completion."""
+    model = tiny_llama(0)
+    options = {"max_new_tokens": 1, "batch_size": 3}
+    padded = generate(model, tokenizer, rows[:3], **options)
+    pad, tokenizer.pad_token = tokenizer.pad_token, None  # the tokenizer is shared: restored
+    try:
+        assert tokenizer.pad_token_id is None
+        assert generate(model, tokenizer, rows[:3], **options) == padded
+    finally:
+        tokenizer.pad_token = pad
+
+
+def test_batches_run_longest_prompts_first(tiny_llama, tokenizer, rows, monkeypatch):
+    """In batches of two, each batch is as wide as its first prompt: the 1st, 3rd, 5th and 7th
+    longest."""
+    model = tiny_llama(0)
+    batches = _Batches(monkeypatch, model)
+    generate(model, tokenizer, rows, max_new_tokens=1, batch_size=2)
+    lengths = sorted((len(encode_prompt(tokenizer, r["instruction"])) for r in rows), reverse=True)
+    assert batches.widths == lengths[::2]
+
+
 def test_sampling_gives_n_records_per_row_reproducibly(tiny_llama, tokenizer, rows):
     model = tiny_llama(0)
     spec = SamplingSpec(n=3, temperature=1.0, seed=1)
@@ -143,9 +166,11 @@ class _Batches:
 
     def __init__(self, monkeypatch, model, die_at: int | None = None):
         self.count, self.die_at, real = 0, die_at, model.generate
+        self.widths: list[int] = []  # each batch's padded prompt length
 
         def counted(*args, **kwargs):
             self.count += 1
+            self.widths.append(kwargs["input_ids"].shape[1])
             if self.count == self.die_at:
                 raise _Killed
             return real(*args, **kwargs)
@@ -167,11 +192,11 @@ def _sampled(model, tokenizer, rows, max_new_tokens=RESUME_NEW, sampling=SAMPLED
 
 @pytest.fixture
 def killed(tiny_llama, tokenizer, rows, tmp_path, monkeypatch):
-    """A sampled generation killed in its third batch of four: its partial file holds two
-    batches and a line torn by the kill. Returns the model, the file and the batch counter
-    (reset)."""
+    """A sampled generation killed in its third batch of four: its partial file (in folders
+    made for it) holds two batches and a line torn by the kill. Returns the model, the file and
+    the batch counter (reset)."""
     model = tiny_llama(0)
-    partial = tmp_path / "gen.partial.jsonl"
+    partial = tmp_path / "work" / "gen" / "gen.partial.jsonl"
     batches = _Batches(monkeypatch, model, die_at=3)
     with pytest.raises(_Killed):
         _sampled(model, tokenizer, rows, partial_path=partial)
@@ -181,14 +206,17 @@ def killed(tiny_llama, tokenizer, rows, tmp_path, monkeypatch):
     return model, partial, batches
 
 
-def test_killed_generation_resumes_from_its_partial_file(killed, tokenizer, rows, caplog):
+def test_killed_generation_resumes_from_its_partial_file(killed, tokenizer, rows, caplog, capsys):
     """The resume generates the two batches left, not four, and writes what an uninterrupted
-    run writes."""
+    run writes; its progress bar starts at the 4 of 7 prompts done."""
     model, partial, batches = killed
+    capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="leafpipe.evaluation.generation"):
         resumed = _sampled(model, tokenizer, rows, partial_path=partial)
     assert batches.count == BATCHES - 2
     assert "2 of 4 batches done" in caplog.text
+    bar = capsys.readouterr().err
+    assert "generate:  57%|" in bar and " 4/7 [" in bar and "prompt/s]" in bar
     assert resumed == _sampled(model, tokenizer, rows)
 
 

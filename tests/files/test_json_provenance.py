@@ -3,6 +3,10 @@ different input, and reads a file without a sidecar as it is."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +56,28 @@ def test_a_changed_input_is_refused_by_both_readers(tmp_path: Path, corpus: Path
     for out, read in ((rows, read_jsonl), (metrics, read_json)):
         with pytest.raises(StaleInputError, match=f"{out} was made from a different {corpus} "):
             read(out)
+
+
+def test_a_record_reads_as_utf_8_in_an_ascii_locale(tmp_path: Path) -> None:
+    """A record names its inputs by path, which may hold any character: it is read as UTF-8
+    whatever the reader's locale (here ASCII: LANG=C without Python's coercion to UTF-8)."""
+    out = tmp_path / "out.json"
+    record = {"inputs": {"café.jsonl": "ab"}}
+    sidecar(out).write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    ascii_locale = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    code = (
+        "import sys\n"
+        "from leafpipe.files.fingerprints import read_sidecar\n"
+        "print(ascii(read_sidecar(sys.argv[1])))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(out)],
+        env=ascii_locale,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout == ascii(record) + "\n"
 
 
 def test_a_file_without_a_sidecar_reads_as_before(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +60,18 @@ def test_row_count_mismatch_is_refused(tmp_path: Path) -> None:
         read_parquet(out)
 
 
+def test_a_frame_reads_back_with_its_types_without_its_index(tmp_path: Path) -> None:
+    """The index is not written (rows are identified by columns); pandas' own metadata is kept
+    beside the record, so a nullable integer column comes back nullable, not as floats."""
+    frame = pd.DataFrame({"n": pd.array([7, None], dtype="Int64"), "s": ["x", "y"]}, index=[5, 3])
+    out = tmp_path / "typed.parquet"
+    write_parquet(frame, out)
+    back = read_parquet(out)
+    assert back.index.tolist() == [0, 1] and list(back.columns) == ["n", "s"]
+    assert back["n"].dtype == "Int64" and back["n"].tolist() == [7, pd.NA]
+    assert list(read_parquet(out, columns=["s"]).columns) == ["s"]
+
+
 def test_plain_parquet_still_reads(tmp_path: Path) -> None:
     out = tmp_path / "plain.parquet"
     _frame().to_parquet(out, index=False)
@@ -93,6 +106,9 @@ def test_large_files_hash_their_ends(tmp_path: Path, monkeypatch: pytest.MonkeyP
     data[-1] = 1
     big.write_bytes(bytes(data))
     assert fingerprint(big) != before
+    edge = big.with_name("edge.safetensors")  # exactly FULL_HASH_BYTES: still hashed whole
+    edge.write_bytes(bytes(data[: 1 << 20]))
+    assert fingerprint(edge) == hashlib.sha256(bytes(data[: 1 << 20])).hexdigest()
 
 
 def test_a_stage_refuses_a_stale_upstream_file(tmp_path: Path) -> None:

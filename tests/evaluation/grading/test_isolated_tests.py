@@ -83,6 +83,20 @@ def test_the_programs_own_failure_is_the_verdict_when_the_tests_only_saw_it_vani
     )
 
 
+def test_both_processes_run_the_prelude_within_the_limits() -> None:
+    """The solution's top level sees the prelude's names; each process gets the caller's limits:
+    a program over its memory fails before serving, tests over their output fail."""
+    uses_prelude = "Y = X + 1\ndef f():\n    return Y\n"
+    assert check_script(uses_prelude, "assert f() == 2\n", FAST, prelude="X = 1\n").passed
+    small = Limits(wall_s=5.0, cpu_s=5.0, memory_mb=256, output_bytes=1000)
+    solution = "def f():\n    return 1\n"
+    hungry = check_script("big = bytearray(512 << 20)\n" + solution, "assert f() == 1\n", small)
+    assert hungry.status == "failed" and hungry.detail.startswith("the program: exit code 1")
+    assert hungry.detail.endswith("MemoryError")
+    chatty = check_script(solution, "print('x' * 5000)\nassert f() == 1\n", small)
+    assert chatty == Verdict(False, "failed", "output limit of 1000 bytes exceeded")
+
+
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         check_script("", "", FAST, mode="shared")

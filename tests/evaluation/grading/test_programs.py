@@ -13,18 +13,24 @@ from typing import Any
 import pytest
 from ci_strict import data_folder
 
+from leafpipe.evaluation.grading.isolated_tests import IsolatedRun
 from leafpipe.evaluation.grading.programs import (
     Verdict,
+    _check_tests,
+    _isolated_verdict,
+    check_code,
     check_humaneval,
     check_script,
     check_stdio,
     extract_code,
+    failure_verdict,
     mean_pass_at_k,
     pass_at_k,
 )
-from leafpipe.evaluation.grading.sandbox import Limits, parallel_map
+from leafpipe.evaluation.grading.sandbox import Limits, RunResult, parallel_map
 
 FAST = Limits(wall_s=5.0, cpu_s=5.0)
+SMALL_OUTPUT = Limits(wall_s=5.0, cpu_s=5.0, output_bytes=1000)
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +190,62 @@ def test_check_script_solution_forms() -> None:
     assert check_script(shadowing, test, FAST).passed
 
 
+def test_same_process_checks_keep_the_limits_and_the_end_marker() -> None:
+    """One process: a solution exiting 0 before the tests never writes the end marker, and
+    the caller's limits hold (here on output)."""
+    test = "assert add(2, 3) == 5\n"
+    early = check_script(SOLUTION + "raise SystemExit(0)\n", test, FAST, mode="same_process")
+    assert early == Verdict(
+        False, "failed", "the program exited with code 0 before the tests completed"
+    )
+    chatty = check_script(SOLUTION + "print('x' * 5000)\n", test, SMALL_OUTPUT, mode="same_process")
+    assert chatty == Verdict(False, "failed", "output limit of 1000 bytes exceeded")
+
+
+def test_the_tests_process_runs_its_own_prelude() -> None:
+    """`tests_prelude` (a judge's timer) replaces `prelude` in the tests' process only."""
+    verdict = _check_tests("", "assert X == 2\n", FAST, "X = 1\n", tests_prelude="X = 2\n")
+    assert verdict == Verdict(True, "passed")
+
+
+def _ran(status: str, returncode: int, stderr: str = "", message: str = "") -> RunResult:
+    return RunResult(status, returncode, "", stderr, 0.1, False, True, message)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("program", "tests", "expected"),
+    [
+        # the tests saw the program fail (exit 3): the program's own failure is the verdict
+        (
+            _ran("timeout", -9, message="wall-clock limit"),
+            _ran("failed", 3),
+            Verdict(False, "timeout", "the program: wall-clock limit"),
+        ),
+        # the tests' own exit 3 while the program was fine: the tests' failure
+        (_ran("ok", 0), _ran("failed", 3, "boom\n"), Verdict(False, "failed", "boom")),
+        # the tests failed on their own while the program was ended: still the tests' failure
+        (
+            _ran("failed", -9, message="killed by SIGKILL"),
+            _ran("failed", 1, "AssertionError\n", "exit code 1"),
+            Verdict(False, "failed", "exit code 1: AssertionError"),
+        ),
+    ],
+)
+def test_an_isolated_verdict_blames_the_program_only_when_the_tests_saw_it_fail(
+    program: RunResult, tests: RunResult, expected: Verdict
+) -> None:
+    assert _isolated_verdict(IsolatedRun(program, tests, completed=False)) == expected
+
+
+def test_failure_details_cut_long_lines_and_long_texts() -> None:
+    """A stderr line keeps 80 characters, the whole detail 500; a cut one ends in "..."."""
+    fits, cut = "a" * 80, "b" * 81
+    verdict = failure_verdict(_ran("failed", 1, f"{fits}\n{cut}\n"), "")
+    assert verdict == Verdict(False, "failed", f"{fits}\n{'b' * 77}...")
+    assert failure_verdict(_ran("failed", 1), "w" * 500).detail == "w" * 500
+    assert failure_verdict(_ran("failed", 1), "w" * 501).detail == "w" * 497 + "..."
+
+
 def test_check_script_detail_is_bounded() -> None:
     verdict = check_script("raise ValueError('x' * 10_000)\n", "", FAST)
     assert not verdict.passed and len(verdict.detail) <= 500 and "ValueError" in verdict.detail
@@ -230,8 +292,20 @@ def test_check_stdio_missing_line_and_runtime_errors() -> None:
     )
     slow = check_stdio("import time\ntime.sleep(30)\n", [("", "")], Limits(wall_s=1.0))
     assert slow.status == "timeout" and "wall-clock" in slow.detail
+    extra = check_stdio("print(1)\nprint(2)\n", [("", "1")], FAST)
+    assert extra == Verdict(
+        False, "wrong_answer", "case 1/1, line 2: expected '<end of output>', got '2'"
+    )
+    chatty = check_stdio("print('x' * 5000)\n", [("", "x" * 5000)], SMALL_OUTPUT)
+    assert chatty == Verdict(False, "failed", "case 1/1: output limit of 1000 bytes exceeded")
     with pytest.raises(ValueError):
         check_stdio(SUM, [], FAST)
+
+
+def test_a_stdio_row_runs_its_prompt_before_the_answer() -> None:
+    row = {"kind": "stdio", "prompt": "OFFSET = 1\n", "cases": [["1 2", "4"], ["0 0", "1"]]}
+    answer = "```python\na, b = map(int, input().split())\nprint(a + b + OFFSET)\n```"
+    assert check_code(row, answer, FAST) == Verdict(True, "passed")
 
 
 def test_extract_code_rules() -> None:
@@ -266,6 +340,8 @@ def test_extract_code_rules() -> None:
     assert (
         extract_code("```python\n    return x\n```") == "    return x\n"
     )  # a function body stays one
+    # A line indented less than its fence keeps all of its text.
+    assert extract_code("  ```python\nx = 1\n   y = 2\n  ```") == "x = 1\n y = 2\n"
 
 
 def test_pass_at_k_values() -> None:
@@ -275,6 +351,9 @@ def test_pass_at_k_values() -> None:
     assert pass_at_k(4, 0, 2) == 0.0
     assert pass_at_k(4, 4, 1) == 1.0
     assert pass_at_k(5, 4, 2) == 1.0  # n - c < k: any 2 samples include a pass
+    # ... without forming the product, whose partial products (up to C(1099, 549) ~ 1e329
+    # in size) would overflow to inf before its zero factor (i = k) made it nan.
+    assert pass_at_k(1200, 1200, 1100) == 1.0
     for n in range(1, 25):
         for c in range(n + 1):
             for k in range(1, n + 1):
@@ -285,9 +364,11 @@ def test_pass_at_k_values() -> None:
 
 
 def test_pass_at_k_validation() -> None:
-    for args in [(5, 2, 6), (5, 2, 0), (5, 6, 1), (5, -1, 1), (0, 0, 1)]:
+    for args in [(5, 2, 6), (5, 2, 0), (5, 6, 1), (5, -1, 1)]:
         with pytest.raises(ValueError):
             pass_at_k(*args)
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        pass_at_k(0, 0, 1)
     with pytest.raises(TypeError):
         pass_at_k(5.0, 2, 1)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
