@@ -291,9 +291,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         else [m for t in targets for m in _sample(operator_mutants(t), args.limit)]
     )
     planted += named_mutants(targets)
+    equivalents = _equivalents(planted)
     if args.only:
         planted = [m for m in planted if re.search(args.only, m.id)]
-    equivalents = _equivalents(planted)
     if args.list:
         for m in planted:
             mark = "  (equivalent)" if m.id in equivalents else ""
