@@ -3,7 +3,12 @@ import json
 import pandas as pd
 import pytest
 
-from leafpipe.prune.counterfactuals import build_counterfactuals, prune
+from leafpipe.prune.counterfactuals import (
+    build_counterfactuals,
+    counterfactual_rows,
+    prune,
+    widen_to_words,
+)
 
 TEXT = "Tom has 3 apples. Mia sees 9 birds. Tom buys 4 more. How many apples?"
 
@@ -149,3 +154,29 @@ def test_widening_to_words_is_a_switch(widen, expected):
     (cf,) = build_counterfactuals([row], det, "instr", widen=widen)[1:]
     assert cf["instruction"] == expected
     assert cf["removed"][0]["text"] == ("owns" if widen else "ow")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "widened"),
+    [
+        (1, 2, (0, 3)),  # "e" of "Ben": back to the text's first character
+        (0, 1, (0, 3)),  # from the first character: nothing before it to wrap around to
+        (0, 0, (0, 0)),  # an empty span at the start stays empty
+        (0, 4, (0, 4)),  # "Ben " ends after a space, not inside "owns"
+        (4, 8, (4, 8)),  # "owns" runs to the text's end
+        (8, 8, (8, 8)),  # an empty span at the end stays empty
+    ],
+)
+def test_widen_to_words_stops_at_word_edges_and_the_texts_ends(start, end, widened):
+    assert widen_to_words("Ben owns", start, end) == widened
+
+
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_rows_widen_by_default_and_carry_the_system_prompt_only_if_there_is_one(system):
+    row = {"id": "s", "instruction": "Ben owns 14 cards.", "response": "x"}
+    if system is not None:
+        row["system"] = system
+    span = {"field": "instruction", "step": -1, "start": 5, "end": 6}  # the "w" of "owns"
+    original, cf = counterfactual_rows(row, [span], ("instruction",))
+    assert cf["instruction"] == "Ben 14 cards."
+    assert [r.get("system", "absent") for r in (original, cf)] == [system or "absent"] * 2

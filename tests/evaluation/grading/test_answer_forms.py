@@ -26,6 +26,9 @@ from leafpipe.evaluation.grading.answer_forms import (
         (r"\textbf{18}", "18"),
         ("12 cm^2", "12"),
         ("5 km/h", "5"),
+        ("12 m", "12"),  # a unit symbol, unlike the variable of "3 x"
+        ("2.5 hours", "2.5"),
+        ("a^2 square units", "a^2"),  # the unit words go, the power they follow stays
         ("60°", "60"),
         ("20%", r"20\%"),
         ("20 percent", r"20\%"),
@@ -42,6 +45,10 @@ from leafpipe.evaluation.grading.answer_forms import (
         ("2e^{x}", "2e^{x}"),
         ("x = 3 or x = 5", "x = 3 or x = 5"),
         ("x < y < z < w", "x < y < z < w"),
+        ("xy < 3", "xy < 3"),  # a product, not one variable
+        ("-3 < xy < 2", "-3 < xy < 2"),
+        ("< x < 2", "< x < 2"),  # no lower bound
+        ("1 < x > 0", "1 < x > 0"),  # relations facing both ways: no interval
     ],
 )
 def test_simplify(answer, form):
@@ -58,6 +65,7 @@ def test_a_unit_word_never_changes_the_number():
     ("predicted", "gold", "forms"),
     [
         ("(C) 18", "C", ("C", "C")),
+        ("C) 18", "C", ("C", "C")),
         (r"\textbf{(D)}\ 24", "D", ("D", "D")),
         ("(C) 18", r"\text{(D)}", ("C", r"\text{(D)}")),  # the wrong letter stays wrong
         ("(C) 18", "18", ("(C) 18", "18")),  # not a choice question: left alone
@@ -81,6 +89,7 @@ def test_choice_letter(answer, letter):
     [
         (r"12.5\%", "12.5", "12.5"),
         (r"-50\%", "-50", "-50"),
+        (r"5\%", "1", "5"),  # 1 is the smallest percent figure
         (r"0.75\%", r"\frac34", None),  # a proportion: 0.75% is not 3/4
         (r"0.75\%", "0.75", None),
         (r"\%", "50", None),

@@ -34,6 +34,9 @@ def test_cut_reason(answer, cut):
         (r"$x = \boxed{3}$ and $x = \boxed{5}$.", "3, 5"),
         (r"$x_1 = \boxed{3}$, $x_2 = \boxed{5}$", "3, 5"),
         (r"\boxed{3} \quad \boxed{5}", "3, 5"),
+        (r"\boxed{3}\boxed{5}", "3, 5"),  # no gap at all
+        (r"\boxed{3}" + " " * 40 + r"\boxed{5}", "3, 5"),  # the longest gap of a list
+        (r"\boxed{3}" + " " * 41 + r"\boxed{5}", "5"),
         (r"\boxed{18}, \boxed{18}", "18"),  # a repeated box adds nothing
         (r"\boxed{4}. Wait, that is wrong: \boxed{6}", "6"),  # a revision, not a list
         (r"\boxed{4} hmm \boxed{6}", "6"),

@@ -36,6 +36,7 @@ PMATRIX = r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}"
         (r"\boxed{\boxed{3}}", Extracted("3", "boxed")),
         (r"\boxed{5}. Wait, the answer is 6.", Extracted("6", "answer_is")),
         (r"The answer is 6. Checking: \boxed{5}", Extracted("5", "boxed")),
+        (r"\boxed{3}. The answer is 4. No: \boxed{5}", Extracted("5", "boxed")),  # the last box
         (r"The final answer is $\boxed{5}$. I hope it is correct.", Extracted("5", "boxed")),
         (
             r"The final answer is $\frac{1}{2}$. I hope it is correct.",
@@ -290,3 +291,91 @@ def test_workers_start_under_a_main_script_that_cannot_run_twice(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True"
+
+
+# `_compare` and `_judge` run in this process here (the workers of `grade_math` import the
+# module afresh): the detail of each path, and which side is the gold.
+@pytest.mark.parametrize(
+    ("predicted", "gold", "correct", "read_as"),
+    [
+        ("18", "18", True, ""),
+        ("(C) 18", "C", True, " (read as 'C')"),
+        ("18 dollars", "180", False, " (read as '18')"),
+        (r"12.5\%", "12.5", True, ""),  # also tried as the number 12.5
+        # One expression, the box read first: math-verify's own "final answer is ... I hope"
+        # inside it is text, dropped from the first `\text{` on; 3 is not the answer.
+        (r"\frac{1}{2} \text{ final answer is \(3\) I hope}", r"\frac{1}{2}", True, ""),
+    ],
+)
+def test_compare_says_when_it_read_the_answer_in_another_form(predicted, gold, correct, read_as):
+    verdict, decided_by, detail = math_answers._compare(predicted, gold)
+    assert (verdict, decided_by) == (correct, "math_verify")
+    assert detail.endswith(read_as)
+    assert ("read as" in detail) == bool(read_as)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold", "detail"),
+    [
+        (
+            r"0.\overline{3}",
+            "1",
+            r"math-verify could not parse predicted: '1' vs '0.\\overline{3}'",
+        ),
+        # Not one expression: no number is picked out of it (math-verify's default readings
+        # would take the 4).
+        ("3 & 4", "4", "math-verify could not parse predicted: '4' vs '3&4'"),
+    ],
+)
+def test_compare_falls_back_to_strings_naming_the_side_that_did_not_parse(predicted, gold, detail):
+    assert math_answers._compare(predicted, gold) == (False, "string", detail)
+
+
+def test_a_comparison_that_raises_is_wrong_and_says_why(monkeypatch):
+    def failing_verify(gold, predicted, *, timeout_seconds, raise_on_error):
+        # math-verify's own timeout is off (the worker is killed instead), and with
+        # raise_on_error=False it would report the error as a plain "not equal".
+        assert timeout_seconds is None
+        if raise_on_error:
+            raise ZeroDivisionError
+        return False
+
+    monkeypatch.setattr(math_answers, "verify", failing_verify)
+    assert math_answers._compare("1", "1") == (
+        False,
+        "math_verify",
+        "gold 1 vs predicted 1: comparison failed (ZeroDivisionError)",
+    )
+
+
+def test_judge_compares_the_answer_against_the_gold_not_the_other_way():
+    # verify(gold, predicted) reads a set gold as unordered, a point gold as ordered.
+    assert math_answers._judge(Extracted("(2, 1)", "boxed"), r"\{1, 2\}")[0] is True
+    assert math_answers._judge(Extracted(r"\{1, 2\}", "boxed"), "(2, 1)")[0] is False
+
+
+@pytest.mark.parametrize(
+    ("shown", "detail"),
+    [("a" * 200, "a" * 200), ("a" * 201, "a" * 200 + "...")],
+    ids=["at-the-limit", "past-it"],
+)
+def test_show_cuts_a_long_expression(shown, detail):
+    assert math_answers._show(shown) == detail
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "run_with"),
+    [({}, (5.0, 3)), ({"workers": 1}, (5.0, 1)), ({"workers": 2, "timeout_s": 0.5}, (0.5, 2))],
+    ids=["defaults", "one-worker", "short-timeout"],
+)
+def test_defaults_are_five_seconds_and_one_worker_per_usable_cpu(monkeypatch, kwargs, run_with):
+    calls = []
+
+    def run(jobs, timeout_s, workers):
+        calls.append((timeout_s, workers))
+        return {0: "verdict"}
+
+    monkeypatch.setattr(math_answers, "_run", run)
+    monkeypatch.setattr(math_answers, "_cpus", lambda: 3)
+    assert grade_math([(r"\boxed{1}", "1")], **kwargs) == ["verdict"]
+    assert calls == [run_with]
