@@ -60,6 +60,15 @@ def test_row_count_mismatch_is_refused(tmp_path: Path) -> None:
         read_parquet(out)
 
 
+def test_a_parquet_file_named_otherwise_is_still_checked(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.txt", tmp_path / "scores.tmp"
+    source.write_text("a")
+    write_parquet(_frame(), out, inputs=[source])
+    source.write_text("b")
+    with pytest.raises(StaleInputError, match="was made from a different"):
+        read_parquet(out)
+
+
 def test_a_frame_reads_back_with_its_types_without_its_index(tmp_path: Path) -> None:
     """The index is not written (rows are identified by columns); pandas' own metadata is kept
     beside the record, so a nullable integer column comes back nullable, not as floats."""

@@ -43,13 +43,16 @@ def write_parquet(frame: pd.DataFrame, path: PathLike, inputs: Sequence[PathLike
         pq.write_table(table, tmp)
 
 
+def _metadata_record(path: PathLike) -> dict[str, Any]:
+    """The record in a Parquet file's schema metadata; empty for a file written without one."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata[META_KEY]) if META_KEY in metadata else {}
+
+
 def recorded(path: PathLike) -> dict[str, Any]:
     """The provenance record of an output: a Parquet file's metadata, another file's sidecar;
     empty for a file written without one."""
-    if not str(path).endswith(".parquet"):
-        return read_sidecar(path)
-    metadata = pq.read_schema(path).metadata or {}
-    return json.loads(metadata[META_KEY]) if META_KEY in metadata else {}
+    return _metadata_record(path) if str(path).endswith(".parquet") else read_sidecar(path)
 
 
 def read_parquet(path: PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -57,7 +60,7 @@ def read_parquet(path: PathLike, columns: Sequence[str] | None = None) -> pd.Dat
 
     An input that no longer exists (a temporary file Snakemake removed) is not checked.
     """
-    record = recorded(path)
+    record = _metadata_record(path)  # whatever the file is named: a Parquet file is read here
     check_inputs(path, record)
     frame = pd.read_parquet(path, columns=list(columns) if columns is not None else None)
     check_rows(path, record, len(frame))
