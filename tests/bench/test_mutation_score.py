@@ -68,7 +68,15 @@ def test_a_forked_run_kills_a_noticed_mutant_and_reports_an_unnoticed_one(tmp_pa
     by_id = {m.id: m for m in mutants(source, "tinymod")}
     noticed, unnoticed = by_id["tinymod:2:11:Mult->Div"], by_id["tinymod:6:11:Add->Sub"]
     jobs = [
-        Job(m.id, (str(tmp_path),), "tinymod", str(module), mutated_source(source, m), 60)
+        # --rootdir: node ids relative to tmp_path wherever the checkout lives (under /tmp too)
+        Job(
+            m.id,
+            (str(tmp_path), "--rootdir", str(tmp_path)),
+            "tinymod",
+            str(module),
+            mutated_source(source, m),
+            60,
+        )
         for m in (noticed, unnoticed)
     ]
     outcomes = run_jobs(jobs, [tmp_path], workers=2)
